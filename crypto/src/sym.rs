@@ -23,6 +23,13 @@ impl core::fmt::Debug for SymKey {
     }
 }
 
+impl SymKey {
+    /// Wraps 32 key bytes.
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
 /// KDF(ikm, label, ctx) = HKDF-SHA256(salt = "armoredtwins/v1/" || label, ikm, info = ctx), 32 bytes.
 pub fn kdf(ikm: &[u8], label: &str, ctx: &[u8]) -> SymKey {
     let mut salt = Vec::with_capacity(KDF_SALT_PREFIX.len() + label.len());

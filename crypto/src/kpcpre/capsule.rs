@@ -45,7 +45,8 @@ impl Dek {
         &self.0
     }
 
-    pub(crate) fn sym(&self) -> SymKey {
+    /// The DEK as an AES-256-GCM key.
+    pub fn sym(&self) -> SymKey {
         SymKey(self.0)
     }
 

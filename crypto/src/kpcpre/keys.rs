@@ -62,10 +62,6 @@ impl PublicKey {
         self.key_id
     }
 
-    pub(crate) fn y(&self) -> &Gt {
-        &self.y
-    }
-
     /// `Y^k` for an ephemeral k, through the key's table (built on first use).
     pub(crate) fn pow(&self, k: &Scalar) -> Gt {
         self.table
