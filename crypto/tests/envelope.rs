@@ -9,7 +9,9 @@ use armored_crypto::kpcpre::{reencrypt, Policy, ReKey, SecretKey};
 use armored_crypto::replay::ReplayGuard;
 use armored_crypto::sig::SigningKey;
 use armored_crypto::sym::seal;
-use armored_crypto::tokens::{issue_revocation, issue_write_token, verify_revocation, RevocationKind};
+use armored_crypto::tokens::{
+    issue_revocation, issue_write_token, verify_revocation, RevocationKind,
+};
 use armored_crypto::{domain::SigDomain, Error};
 use armored_schemas::{v1, WIRE_VERSION};
 use prost::Message;
@@ -31,7 +33,14 @@ fn setup() -> Setup {
     let device_pre = SecretKey::generate(&mut rng);
     let device_sig = SigningKey::generate(&mut rng);
     let service = SecretKey::generate(&mut rng);
-    let enrollment = enroll_device(&owner_sig, "t1", "d1", device_pre.public(), device_sig.verifying_key(), 3_600_000);
+    let enrollment = enroll_device(
+        &owner_sig,
+        "t1",
+        "d1",
+        device_pre.public(),
+        device_sig.verifying_key(),
+        3_600_000,
+    );
     let e = verify_enrollment(&enrollment, owner_sig.verifying_key()).unwrap();
     let mut trust = TrustStore::new(*owner_sig.verifying_key());
     trust.add_device(&e.twin_id, e.sig);
@@ -58,7 +67,10 @@ fn input(seq: u64, delta: &[u8]) -> StateChangeInput {
 }
 
 fn seal_as(s: &mut Setup, writer: &SigningKey, inp: &StateChangeInput) -> Vec<u8> {
-    let key = s.keys.key_for(7, &["sync", "location"], &mut s.rng).unwrap();
+    let key = s
+        .keys
+        .key_for(7, &["sync", "location"], &mut s.rng)
+        .unwrap();
     seal_state_change(key, writer, inp, &mut s.rng).unwrap()
 }
 
@@ -74,11 +86,14 @@ fn deliver(s: &mut Setup, env_bytes: &[u8], rk: &ReKey) -> Vec<u8> {
 fn device_to_owner_and_to_a_service() {
     let mut s = setup();
     let device_sig = s.device_sig.clone();
-    let envs: Vec<Vec<u8>> = (0..3).map(|i| seal_as(&mut s, &device_sig, &input(i, b"temp=21"))).collect();
+    let envs: Vec<Vec<u8>> = (0..3)
+        .map(|i| seal_as(&mut s, &device_sig, &input(i, b"temp=21")))
+        .collect();
     // One Enc^1 for the epoch and attribute set.
     assert_eq!(s.keys.capsules_made(), 1);
 
-    let mut owner = Receiver::new(SecretKey::from_bytes(&s.owner_pre.to_bytes()[..], &mut s.rng).unwrap());
+    let mut owner =
+        Receiver::new(SecretKey::from_bytes(&s.owner_pre.to_bytes()[..], &mut s.rng).unwrap());
     let mut guard = ReplayGuard::new();
     for (i, e) in envs.iter().enumerate() {
         let sc = owner.open_envelope(e, &s.trust, 0).unwrap();
@@ -92,12 +107,16 @@ fn device_to_owner_and_to_a_service() {
     // At-least-once redelivery is recognised.
     let again = owner.open_envelope(&envs[1], &s.trust, 0).unwrap();
     let kid = armored_crypto::KeyId::from_slice(&again.header.writer_key_id, "w").unwrap();
-    assert_eq!(guard.check("t1", kid, again.header.seq), Err(Error::Duplicate { seq: 1 }));
+    assert_eq!(
+        guard.check("t1", kid, again.header.seq),
+        Err(Error::Duplicate { seq: 1 })
+    );
 
     // Phase 6: a service with `sync AND location` gets deliveries.
     let policy = Policy::parse("sync AND location").unwrap();
     let rk = ReKey::generate(&s.owner_pre, &policy, s.service.public(), &mut s.rng).unwrap();
-    let mut svc = Receiver::new(SecretKey::from_bytes(&s.service.to_bytes()[..], &mut s.rng).unwrap());
+    let mut svc =
+        Receiver::new(SecretKey::from_bytes(&s.service.to_bytes()[..], &mut s.rng).unwrap());
     for e in &envs {
         let d = deliver(&mut s, e, &rk);
         let sc = svc.open_delivery(&d, &s.trust, 0, &mut s.rng).unwrap();
@@ -106,13 +125,18 @@ fn device_to_owner_and_to_a_service() {
     // A receiver that is not the re-key's cannot open the delivery.
     let d = deliver(&mut s, &envs[0], &rk);
     let mut stranger = Receiver::new(SecretKey::generate(&mut s.rng));
-    assert!(matches!(stranger.open_delivery(&d, &s.trust, 0, &mut s.rng), Err(Error::KeyMismatch(_))));
+    assert!(matches!(
+        stranger.open_delivery(&d, &s.trust, 0, &mut s.rng),
+        Err(Error::KeyMismatch(_))
+    ));
 }
 
 #[test]
 fn epoch_keys_rotate_after_their_budget() {
     let mut s = setup();
-    let mut keys = EpochKeyManager::new(s.owner_pre.public().clone(), "t1").unwrap().with_limit(2);
+    let mut keys = EpochKeyManager::new(s.owner_pre.public().clone(), "t1")
+        .unwrap()
+        .with_limit(2);
     let cid = |k: &armored_crypto::epoch::EpochKey| *k.capsule().cid();
     let a = cid(keys.key_for(1, &["sync"], &mut s.rng).unwrap());
     let b = cid(keys.key_for(1, &["sync"], &mut s.rng).unwrap());
@@ -131,15 +155,22 @@ fn epoch_keys_rotate_after_their_budget() {
 #[test]
 fn writers_must_be_owner_device_or_token_holder() {
     let mut s = setup();
-    let mut owner = Receiver::new(SecretKey::from_bytes(&s.owner_pre.to_bytes()[..], &mut s.rng).unwrap());
+    let mut owner =
+        Receiver::new(SecretKey::from_bytes(&s.owner_pre.to_bytes()[..], &mut s.rng).unwrap());
     // The owner may write.
     let owner_sig = s.owner_sig.clone();
     let e = seal_as(&mut s, &owner_sig, &input(1, b"x"));
-    assert_eq!(owner.open_envelope(&e, &s.trust, 0).unwrap().writer, Writer::Owner);
+    assert_eq!(
+        owner.open_envelope(&e, &s.trust, 0).unwrap().writer,
+        Writer::Owner
+    );
     // A stranger may not.
     let stranger = SigningKey::generate(&mut s.rng);
     let e = seal_as(&mut s, &stranger, &input(1, b"x"));
-    assert!(matches!(owner.open_envelope(&e, &s.trust, 0), Err(Error::UnknownSigner(_))));
+    assert!(matches!(
+        owner.open_envelope(&e, &s.trust, 0),
+        Err(Error::UnknownSigner(_))
+    ));
     // A service with a write token may, within its window and until revoked.
     let svc = SigningKey::generate(&mut s.rng);
     s.trust.add_key(*svc.verifying_key());
@@ -147,37 +178,88 @@ fn writers_must_be_owner_device_or_token_holder() {
     let mut inp = input(1, b"x");
     inp.write_token = Some(token.clone());
     let e = seal_as(&mut s, &svc, &inp);
-    assert!(matches!(owner.open_envelope(&e, &s.trust, 150).unwrap().writer, Writer::Token(_)));
-    assert!(matches!(owner.open_envelope(&e, &s.trust, 201), Err(Error::Expired { .. })));
-    assert!(matches!(owner.open_envelope(&e, &s.trust, 99), Err(Error::Expired { .. })));
+    assert!(matches!(
+        owner.open_envelope(&e, &s.trust, 150).unwrap().writer,
+        Writer::Token(_)
+    ));
+    assert!(matches!(
+        owner.open_envelope(&e, &s.trust, 201),
+        Err(Error::Expired { .. })
+    ));
+    assert!(matches!(
+        owner.open_envelope(&e, &s.trust, 99),
+        Err(Error::Expired { .. })
+    ));
     // Revoked (sticky).
     let token_id = {
         let signed = v1::Signed::decode(token.as_slice()).unwrap();
-        v1::WriteToken::decode(signed.body.as_slice()).unwrap().token_id
+        v1::WriteToken::decode(signed.body.as_slice())
+            .unwrap()
+            .token_id
     };
-    let rev = issue_revocation(&s.owner_sig, RevocationKind::WriteToken, &token_id, 150, None);
+    let rev = issue_revocation(
+        &s.owner_sig,
+        RevocationKind::WriteToken,
+        &token_id,
+        150,
+        None,
+    );
     let rev = verify_revocation(&rev, s.owner_sig.verifying_key()).unwrap();
     let mut trust = s.trust.clone();
     trust.revocations.apply(&rev);
-    assert_eq!(owner.open_envelope(&e, &trust, 150).unwrap_err(), Error::Revoked("write token"));
+    assert_eq!(
+        owner.open_envelope(&e, &trust, 150).unwrap_err(),
+        Error::Revoked("write token")
+    );
     // A token of another owner, or for another twin.
     let foreign = SigningKey::generate(&mut s.rng);
     let mut inp = input(2, b"x");
-    inp.write_token = Some(issue_write_token(&foreign, "t1", svc.key_id(), 0, 1000, &mut s.rng));
+    inp.write_token = Some(issue_write_token(
+        &foreign,
+        "t1",
+        svc.key_id(),
+        0,
+        1000,
+        &mut s.rng,
+    ));
     let e = seal_as(&mut s, &svc, &inp);
-    assert!(matches!(owner.open_envelope(&e, &s.trust, 150), Err(Error::BadSignature(_))));
+    assert!(matches!(
+        owner.open_envelope(&e, &s.trust, 150),
+        Err(Error::BadSignature(_))
+    ));
     let mut inp = input(3, b"x");
-    inp.write_token = Some(issue_write_token(&s.owner_sig, "t2", svc.key_id(), 0, 1000, &mut s.rng));
+    inp.write_token = Some(issue_write_token(
+        &s.owner_sig,
+        "t2",
+        svc.key_id(),
+        0,
+        1000,
+        &mut s.rng,
+    ));
     let e = seal_as(&mut s, &svc, &inp);
-    assert!(matches!(owner.open_envelope(&e, &s.trust, 150), Err(Error::Mismatch(_))));
+    assert!(matches!(
+        owner.open_envelope(&e, &s.trust, 150),
+        Err(Error::Mismatch(_))
+    ));
     // A revoked device: changes up to last_valid_seq still pass, later ones do not.
     let dev = s.device_sig.clone();
-    let rev = issue_revocation(&s.owner_sig, RevocationKind::Device, &dev.key_id().0, 0, Some(5));
-    trust.revocations.apply(&verify_revocation(&rev, s.owner_sig.verifying_key()).unwrap());
+    let rev = issue_revocation(
+        &s.owner_sig,
+        RevocationKind::Device,
+        &dev.key_id().0,
+        0,
+        Some(5),
+    );
+    trust
+        .revocations
+        .apply(&verify_revocation(&rev, s.owner_sig.verifying_key()).unwrap());
     let ok = seal_as(&mut s, &dev, &input(5, b"x"));
     let late = seal_as(&mut s, &dev, &input(6, b"x"));
     assert!(owner.open_envelope(&ok, &trust, 0).is_ok());
-    assert_eq!(owner.open_envelope(&late, &trust, 0).unwrap_err(), Error::Revoked("device"));
+    assert_eq!(
+        owner.open_envelope(&late, &trust, 0).unwrap_err(),
+        Error::Revoked("device")
+    );
 }
 
 #[test]
@@ -196,21 +278,29 @@ fn a_signed_header_that_differs_from_the_envelopes_is_refused() {
         delta: b"x".to_vec(),
         write_token: vec![],
     };
-    let signed = s.device_sig.sign_to_vec(SigDomain::StateChange, body.encode_to_vec());
-    let key = s.keys.key_for(7, &["sync", "location"], &mut s.rng).unwrap();
+    let signed = s
+        .device_sig
+        .sign_to_vec(SigDomain::StateChange, body.encode_to_vec());
+    let key = s
+        .keys
+        .key_for(7, &["sync", "location"], &mut s.rng)
+        .unwrap();
     let nonce = [9u8; 12];
     let forged = v1::Envelope {
         ciphertext: seal(&key.dek().sym(), &nonce, &signed, &env.header),
         nonce: nonce.to_vec(),
         ..env.clone()
     };
-    let mut owner = Receiver::new(SecretKey::from_bytes(&s.owner_pre.to_bytes()[..], &mut s.rng).unwrap());
+    let mut owner =
+        Receiver::new(SecretKey::from_bytes(&s.owner_pre.to_bytes()[..], &mut s.rng).unwrap());
     assert!(matches!(
         owner.open_envelope(&forged.encode_to_vec(), &s.trust, 0),
         Err(Error::Mismatch(_))
     ));
     // A state-change body signed under another domain is not a state change.
-    let wrong_domain = s.device_sig.sign_to_vec(SigDomain::Request, body.encode_to_vec());
+    let wrong_domain = s
+        .device_sig
+        .sign_to_vec(SigDomain::Request, body.encode_to_vec());
     let forged = v1::Envelope {
         ciphertext: seal(&key.dek().sym(), &nonce, &wrong_domain, &env.header),
         nonce: nonce.to_vec(),
@@ -227,17 +317,31 @@ fn every_byte_of_envelope_and_delivery_flipped_is_an_error() {
     let mut s = setup();
     let dev = s.device_sig.clone();
     let env = seal_as(&mut s, &dev, &input(1, b"a state change"));
-    let mut owner = Receiver::new(SecretKey::from_bytes(&s.owner_pre.to_bytes()[..], &mut s.rng).unwrap());
+    let mut owner =
+        Receiver::new(SecretKey::from_bytes(&s.owner_pre.to_bytes()[..], &mut s.rng).unwrap());
     owner.open_envelope(&env, &s.trust, 0).unwrap();
     for bad in common::flips(&env) {
-        assert!(owner.open_envelope(&bad, &s.trust, 0).is_err(), "a flipped envelope opened");
+        assert!(
+            owner.open_envelope(&bad, &s.trust, 0).is_err(),
+            "a flipped envelope opened"
+        );
     }
-    let rk = ReKey::generate(&s.owner_pre, &Policy::parse("sync").unwrap(), s.service.public(), &mut s.rng).unwrap();
+    let rk = ReKey::generate(
+        &s.owner_pre,
+        &Policy::parse("sync").unwrap(),
+        s.service.public(),
+        &mut s.rng,
+    )
+    .unwrap();
     let d = deliver(&mut s, &env, &rk);
-    let mut svc = Receiver::new(SecretKey::from_bytes(&s.service.to_bytes()[..], &mut s.rng).unwrap());
+    let mut svc =
+        Receiver::new(SecretKey::from_bytes(&s.service.to_bytes()[..], &mut s.rng).unwrap());
     svc.open_delivery(&d, &s.trust, 0, &mut s.rng).unwrap();
     for bad in common::flips(&d) {
-        assert!(svc.open_delivery(&bad, &s.trust, 0, &mut s.rng).is_err(), "a flipped delivery opened");
+        assert!(
+            svc.open_delivery(&bad, &s.trust, 0, &mut s.rng).is_err(),
+            "a flipped delivery opened"
+        );
     }
 }
 
@@ -246,18 +350,27 @@ fn malformed_and_oversized_envelopes_are_typed_errors() {
     let mut s = setup();
     let dev = s.device_sig.clone();
     let env = seal_as(&mut s, &dev, &input(1, b"x"));
-    assert!(matches!(decode_envelope(&[0xff; 10]), Err(Error::Decode(_))));
+    assert!(matches!(
+        decode_envelope(&[0xff; 10]),
+        Err(Error::Decode(_))
+    ));
     let big = vec![0u8; armored_schemas::limits::MAX_ENVELOPE_BYTES + 1];
     assert!(matches!(decode_envelope(&big), Err(Error::Decode(_))));
     let mut m = v1::Envelope::decode(env.as_slice()).unwrap();
     m.version = 2;
-    assert!(matches!(decode_envelope(&m.encode_to_vec()), Err(Error::UnsupportedVersion { .. })));
+    assert!(matches!(
+        decode_envelope(&m.encode_to_vec()),
+        Err(Error::UnsupportedVersion { .. })
+    ));
     // Header and capsule disagree (header epoch rewritten).
     let mut m = v1::Envelope::decode(env.as_slice()).unwrap();
     let mut h = v1::EnvelopeHeader::decode(m.header.as_slice()).unwrap();
     h.epoch += 1;
     m.header = h.encode_to_vec();
-    assert!(matches!(decode_envelope(&m.encode_to_vec()), Err(Error::Mismatch(_))));
+    assert!(matches!(
+        decode_envelope(&m.encode_to_vec()),
+        Err(Error::Mismatch(_))
+    ));
     // An oversized delta is refused at sealing.
     let key = s.keys.key_for(7, &["sync"], &mut s.rng).unwrap();
     let huge = input(2, &vec![0u8; armored_schemas::limits::MAX_ENVELOPE_BYTES]);

@@ -3,7 +3,9 @@
 mod common;
 
 use armored_crypto::kpcpre::*;
-use armored_crypto::tokens::{issue_rekey_upload, verify_rekey_upload, ReKeyUploadInput, ReceiverKind, RevocationSet};
+use armored_crypto::tokens::{
+    issue_rekey_upload, verify_rekey_upload, ReKeyUploadInput, ReceiverKind, RevocationSet,
+};
 use armored_crypto::{sig::SigningKey, Error};
 use armored_schemas::v1;
 use prost::Message;
@@ -26,7 +28,13 @@ fn world(attrs: &[&str], policy: &str) -> World {
     let dek = Dek::generate(&mut rng);
     let set = AttributeSet::new(attrs.iter().copied()).unwrap();
     let c1 = Capsule1::encrypt(owner.public(), "t1", 5, &set, &dek, &mut rng).unwrap();
-    let rk = ReKey::generate(&owner, &Policy::parse(policy).unwrap(), bob.public(), &mut rng).unwrap();
+    let rk = ReKey::generate(
+        &owner,
+        &Policy::parse(policy).unwrap(),
+        bob.public(),
+        &mut rng,
+    )
+    .unwrap();
     World {
         rng,
         owner,
@@ -50,7 +58,10 @@ fn reencrypt_path(w: &mut World, c1_bytes: &[u8]) -> Result<Dek, Error> {
 fn policy_not_satisfied_computes_nothing() {
     let mut w = world(&["sync", "location"], "sync AND node-2");
     let checked = w.c1.clone().check(&mut w.rng).unwrap();
-    assert_eq!(reencrypt(&w.rk, &checked).unwrap_err(), Error::PolicyNotSatisfied);
+    assert_eq!(
+        reencrypt(&w.rk, &checked).unwrap_err(),
+        Error::PolicyNotSatisfied
+    );
 }
 
 #[test]
@@ -60,18 +71,33 @@ fn wrong_receiver_and_borrowed_rekeys_fail() {
     let c2 = reencrypt(&w.rk, &checked).unwrap();
     assert!(c2.decrypt(&w.bob, &mut w.rng).unwrap() == w.dek);
     // Carol is handed Bob's capsule2.
-    assert!(matches!(c2.decrypt(&w.carol, &mut w.rng), Err(Error::KeyMismatch(_))));
+    assert!(matches!(
+        c2.decrypt(&w.carol, &mut w.rng),
+        Err(Error::KeyMismatch(_))
+    ));
     // Carol relabels Bob's capsule2 as hers: t was sealed to Bob and does not open.
     let mut m = v1::Capsule2::decode(c2.encode().as_slice()).unwrap();
     m.receiver_key_id = w.carol.key_id().0.to_vec();
     let forged = Capsule2::decode(&m.encode_to_vec()).unwrap();
-    assert_eq!(forged.decrypt(&w.carol, &mut w.rng).unwrap_err(), Error::ReKeyAuth);
+    assert_eq!(
+        forged.decrypt(&w.carol, &mut w.rng).unwrap_err(),
+        Error::ReKeyAuth
+    );
     // The owner cannot use it either.
     assert!(c2.decrypt(&w.owner, &mut w.rng).is_err());
     // A re-key of another owner does not apply.
     let other_owner = SecretKey::generate(&mut w.rng);
-    let rk2 = ReKey::generate(&other_owner, &Policy::parse("sync").unwrap(), w.bob.public(), &mut w.rng).unwrap();
-    assert!(matches!(reencrypt(&rk2, &checked), Err(Error::KeyMismatch(_))));
+    let rk2 = ReKey::generate(
+        &other_owner,
+        &Policy::parse("sync").unwrap(),
+        w.bob.public(),
+        &mut w.rng,
+    )
+    .unwrap();
+    assert!(matches!(
+        reencrypt(&rk2, &checked),
+        Err(Error::KeyMismatch(_))
+    ));
     // Owner decryption with the wrong key.
     assert!(matches!(w.c1.decrypt(&w.bob), Err(Error::KeyMismatch(_))));
 }
@@ -93,7 +119,10 @@ fn rewritten_labels_epoch_and_twin_never_open() {
     });
     let c = Capsule1::decode(&relabeled).unwrap();
     assert_eq!(c.decrypt(&w.owner).unwrap_err(), Error::CapsuleAuth);
-    assert_eq!(reencrypt_path(&mut w, &relabeled).unwrap_err(), Error::MalformedCapsule);
+    assert_eq!(
+        reencrypt_path(&mut w, &relabeled).unwrap_err(),
+        Error::MalformedCapsule
+    );
 
     let mut w = world(&["location", "sync"], "sync");
     for bytes in [
@@ -102,7 +131,10 @@ fn rewritten_labels_epoch_and_twin_never_open() {
     ] {
         let c = Capsule1::decode(&bytes).unwrap();
         assert_eq!(c.decrypt(&w.owner).unwrap_err(), Error::CapsuleAuth);
-        assert_eq!(reencrypt_path(&mut w, &bytes).unwrap_err(), Error::CapsuleAuth);
+        assert_eq!(
+            reencrypt_path(&mut w, &bytes).unwrap_err(),
+            Error::CapsuleAuth
+        );
     }
 }
 
@@ -116,8 +148,14 @@ fn every_byte_of_capsule1_flipped_is_an_error() {
         match Capsule1::decode(&bad) {
             Err(_) => {}
             Ok(c) => {
-                assert!(c.decrypt(&w.owner).is_err(), "owner path opened a flipped capsule");
-                assert!(reencrypt_path(&mut w, &bad).is_err(), "ReEnc path opened a flipped capsule");
+                assert!(
+                    c.decrypt(&w.owner).is_err(),
+                    "owner path opened a flipped capsule"
+                );
+                assert!(
+                    reencrypt_path(&mut w, &bad).is_err(),
+                    "ReEnc path opened a flipped capsule"
+                );
             }
         }
         n += 1;
@@ -131,10 +169,18 @@ fn every_byte_of_capsule2_flipped_is_an_error() {
     let checked = w.c1.clone().check(&mut w.rng).unwrap();
     let good = reencrypt(&w.rk, &checked).unwrap().encode();
     let mut cache = TCache::new(8);
-    assert!(cache.decrypt(&w.bob, &Capsule2::decode(&good).unwrap(), &mut w.rng).unwrap() == w.dek);
+    assert!(
+        cache
+            .decrypt(&w.bob, &Capsule2::decode(&good).unwrap(), &mut w.rng)
+            .unwrap()
+            == w.dek
+    );
     for bad in common::flips(&good) {
         if let Ok(c2) = Capsule2::decode(&bad) {
-            assert!(cache.decrypt(&w.bob, &c2, &mut w.rng).is_err(), "a flipped capsule2 opened");
+            assert!(
+                cache.decrypt(&w.bob, &c2, &mut w.rng).is_err(),
+                "a flipped capsule2 opened"
+            );
         }
     }
 }
@@ -151,7 +197,8 @@ fn every_byte_of_a_signed_rekey_upload_flipped_is_an_error() {
     };
     let good = issue_rekey_upload(&sig, &w.rk, &input);
     let revoked = RevocationSet::default();
-    let ok = verify_rekey_upload(&good, sig.verifying_key(), w.owner.key_id(), &revoked, 0).unwrap();
+    let ok =
+        verify_rekey_upload(&good, sig.verifying_key(), w.owner.key_id(), &revoked, 0).unwrap();
     assert_eq!(ok.rk.rk_id(), w.rk.rk_id());
     for bad in common::flips(&good) {
         assert!(
@@ -165,7 +212,10 @@ fn every_byte_of_a_signed_rekey_upload_flipped_is_an_error() {
     for bad in common::flips(&rk_bytes).step_by(3) {
         if let Ok(rk) = ReKey::decode(&bad) {
             if let Ok(c2) = reencrypt(&rk, &checked) {
-                assert!(c2.decrypt(&w.bob, &mut w.rng).is_err(), "a flipped re-key still decrypts");
+                assert!(
+                    c2.decrypt(&w.bob, &mut w.rng).is_err(),
+                    "a flipped re-key still decrypts"
+                );
             }
         }
     }
@@ -188,10 +238,16 @@ fn identity_points_and_zero_scalars_are_decode_errors() {
     let c1 = v1::Capsule1::decode(w.c1.encode().as_slice()).unwrap();
     let mut m = c1.clone();
     m.c0 = G2_IDENTITY.to_vec();
-    assert!(matches!(Capsule1::decode(&m.encode_to_vec()), Err(Error::InvalidPoint { .. })));
+    assert!(matches!(
+        Capsule1::decode(&m.encode_to_vec()),
+        Err(Error::InvalidPoint { .. })
+    ));
     let mut m = c1.clone();
     m.ca[1] = G1_IDENTITY.to_vec();
-    assert!(matches!(Capsule1::decode(&m.encode_to_vec()), Err(Error::InvalidPoint { .. })));
+    assert!(matches!(
+        Capsule1::decode(&m.encode_to_vec()),
+        Err(Error::InvalidPoint { .. })
+    ));
 
     let rk = v1::ReKey::decode(w.rk.encode().as_slice()).unwrap();
     for edit in [
@@ -201,7 +257,10 @@ fn identity_points_and_zero_scalars_are_decode_errors() {
     ] {
         let mut m = rk.clone();
         edit(&mut m);
-        assert!(matches!(ReKey::decode(&m.encode_to_vec()), Err(Error::InvalidPoint { .. })));
+        assert!(matches!(
+            ReKey::decode(&m.encode_to_vec()),
+            Err(Error::InvalidPoint { .. })
+        ));
     }
 
     let checked = w.c1.clone().check(&mut w.rng).unwrap();
@@ -212,7 +271,10 @@ fn identity_points_and_zero_scalars_are_decode_errors() {
     ] {
         let mut m = c2.clone();
         edit(&mut m);
-        assert!(matches!(Capsule2::decode(&m.encode_to_vec()), Err(Error::InvalidPoint { .. })));
+        assert!(matches!(
+            Capsule2::decode(&m.encode_to_vec()),
+            Err(Error::InvalidPoint { .. })
+        ));
     }
     // Z = 1 (GT identity) decodes as field elements (kp-cpre.md) but only yields a wrong key.
     let mut m = c2.clone();
@@ -220,7 +282,10 @@ fn identity_points_and_zero_scalars_are_decode_errors() {
     one[0] = 1;
     m.z = one;
     let c = Capsule2::decode(&m.encode_to_vec()).unwrap();
-    assert_eq!(c.decrypt(&w.bob, &mut w.rng).unwrap_err(), Error::CapsuleAuth);
+    assert_eq!(
+        c.decrypt(&w.bob, &mut w.rng).unwrap_err(),
+        Error::CapsuleAuth
+    );
 
     // Zero and out-of-range secret scalars.
     assert!(SecretKey::from_bytes(&[0u8; 32], &mut w.rng).is_err());

@@ -873,7 +873,10 @@ mod cross {
                 ..
             })
         ));
-        assert_eq!(G1::generator().mul_small(0), G1::generator().mul(&Scalar::zero()));
+        assert_eq!(
+            G1::generator().mul_small(0),
+            G1::generator().mul(&Scalar::zero())
+        );
         assert_eq!(
             G2::generator().mul_u128(u128::MAX),
             G2::generator().mul(&(&Scalar::from_u64(u64::MAX) * &fr_scalar_two64()))

@@ -297,3 +297,44 @@ impl TCache {
         Ok(CachedT(g1_table().mul_secret(t.expose(), rng)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kpcpre::{AttributeSet, Capsule1, Policy};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    /// A capsule2 whose T seals t = 0 under the right key: refused, never used.
+    #[test]
+    fn zero_t_is_refused() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let owner = SecretKey::generate(&mut rng);
+        let bob = SecretKey::generate(&mut rng);
+        let dek = Dek::generate(&mut rng);
+        let attrs = AttributeSet::new(["sync"]).unwrap();
+        let c1 = Capsule1::encrypt(owner.public(), "t1", 1, &attrs, &dek, &mut rng).unwrap();
+        let rk = ReKey::generate(
+            &owner,
+            &Policy::parse("sync").unwrap(),
+            bob.public(),
+            &mut rng,
+        )
+        .unwrap();
+        let mut c2 = reencrypt(&rk, &c1.check(&mut rng).unwrap()).unwrap();
+        let b = c2.bind();
+        let key = kdf(&bob.pair_with(&c2.e).to_bytes(), KDF_RK_T, &b);
+        c2.t = crate::sym::seal(&key, &ZERO_NONCE, &[0u8; 32], &b);
+        assert_eq!(c2.decrypt(&bob, &mut rng).unwrap_err(), Error::ReKeyAuth);
+        // And the honest t still works.
+        let good = reencrypt(
+            &rk,
+            &Capsule1::decode(&c1.encode())
+                .unwrap()
+                .check(&mut rng)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(good.decrypt(&bob, &mut rng).unwrap() == dek);
+    }
+}
