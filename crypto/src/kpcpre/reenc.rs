@@ -321,7 +321,7 @@ mod tests {
             &mut rng,
         )
         .unwrap();
-        let mut c2 = reencrypt(&rk, &c1.check(&mut rng).unwrap()).unwrap();
+        let mut c2 = reencrypt(&rk, &c1.clone().check(&mut rng).unwrap()).unwrap();
         let b = c2.bind();
         let key = kdf(&bob.pair_with(&c2.e).to_bytes(), KDF_RK_T, &b);
         c2.t = crate::sym::seal(&key, &ZERO_NONCE, &[0u8; 32], &b);
