@@ -1,6 +1,8 @@
-//! Generates the prost types from `proto/`. Needs `protoc` (Debian `protobuf-compiler`; `.ci/run`
-//! installs it) or `PROTOC` pointing at one.
-fn main() -> std::io::Result<()> {
+//! Generates the prost types from `proto/` with a pure-Rust protobuf compiler (`protox`), so a fresh
+//! machine needs nothing but cargo.
+use std::error::Error;
+
+fn main() -> Result<(), Box<dyn Error>> {
     let protos = [
         "proto/armoredtwins/v1/capsule.proto",
         "proto/armoredtwins/v1/envelope.proto",
@@ -11,8 +13,10 @@ fn main() -> std::io::Result<()> {
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
+    let fds = protox::compile(protos, ["proto"])?;
     let mut cfg = prost_build::Config::new();
-    // Secret-bearing messages must not print their bytes.
+    // Secret-bearing messages get a hand-written, redacting Debug.
     cfg.skip_debug(["armoredtwins.v1.KeyFile"]);
-    cfg.compile_protos(&protos, &["proto"])
+    cfg.compile_fds(fds)?;
+    Ok(())
 }

@@ -6,6 +6,8 @@
 //! Run: `cargo bench -p armored-crypto --bench kpcpre` (add `--features blst` for the blst backend;
 //! `KPCPRE_BENCH_SAMPLES=N` changes the sample count).
 
+#![allow(clippy::expect_used)] // a bench aborts on a broken setup
+
 use std::time::Instant;
 
 use armored_crypto::group::BACKEND;

@@ -1,5 +1,7 @@
 //! Owner-signed control records, identities, HPKE output shares and key files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use armored_crypto::hpke::{open_output_share, seal_output_share, HpkeSecretKey, OutputShareInput};

@@ -1,5 +1,7 @@
 //! Envelopes end to end (device seal, owner open, worker ReEnc, delivery open) and their failures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use armored_crypto::envelope::*;

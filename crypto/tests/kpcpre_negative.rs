@@ -1,5 +1,7 @@
 //! Hostile input to the KP-CPRE layer: every failure is a typed error, never a DEK.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use armored_crypto::kpcpre::*;

@@ -1,6 +1,8 @@
 //! Round trips for random policies and attribute sets (AND/OR/k-of-n, depth up to 8, up to 64
 //! leaves), on the owner path and the re-encryption path.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use armored_crypto::kpcpre::policy::{leaf_count, Node, MAX_DEPTH, MAX_LEAVES};

@@ -1,5 +1,7 @@
 //! Every secret type is `ZeroizeOnDrop` and its `Debug` prints nothing of it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use armored_crypto::group::{Scalar, SecretScalar};

@@ -6,6 +6,8 @@
 //! bytes (independently of generation) and check pass and fail rows. Regenerate deliberately with
 //! `AT_WRITE_VECTORS=1 cargo test -p armored-crypto --test vectors` (and say why in the commit).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::collections::BTreeMap;

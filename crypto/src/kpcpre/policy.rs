@@ -575,6 +575,18 @@ pub fn leaf_count(node: &Node) -> usize {
     count_leaves(node)
 }
 
+impl Policy {
+    /// SHA-256(layout(domain "at/v1/policy", canonical text)): what re-keys and tokens bind.
+    pub fn hash(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let layout = crate::encoding::Writer::new()
+            .field(crate::domain::tag::DOMAIN, crate::domain::POLICY_HASH)
+            .field(crate::domain::tag::POLICY_TEXT, self.canonical.as_bytes())
+            .finish();
+        Sha256::digest(layout).into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,17 +704,5 @@ mod tests {
             }
             assert_eq!(acc, secret);
         }
-    }
-}
-
-impl Policy {
-    /// SHA-256(layout(domain "at/v1/policy", canonical text)): what re-keys and tokens bind.
-    pub fn hash(&self) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
-        let layout = crate::encoding::Writer::new()
-            .field(crate::domain::tag::DOMAIN, crate::domain::POLICY_HASH)
-            .field(crate::domain::tag::POLICY_TEXT, self.canonical.as_bytes())
-            .finish();
-        Sha256::digest(layout).into()
     }
 }

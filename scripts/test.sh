@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command (the README's second command; .ci/run calls it too).
+# Runs the whole test suite, then the crypto suite again on the blst backend (same vectors, same bytes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Proptest cases per property: CI-sized by default, raise it for a deeper local run.
+export PROPTEST_CASES="${PROPTEST_CASES:-24}"
+echo "== cargo test --workspace (arkworks backend) =="
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+echo "== cargo test -p armored-crypto --features blst (blst backend) =="
+cargo test -p armored-crypto --features blst --all-targets
