@@ -665,6 +665,13 @@ pub fn multi_pairing(pairs: &[(G1, &G2Prepared)]) -> Gt {
     Gt(Bls12_381::final_exponentiation(MillerLoopOutput(f)).map_or(Fq12::one(), |o| o.0))
 }
 
+static G2_GEN_PREPARED: LazyLock<G2Prepared> = LazyLock::new(|| G2::generator().prepare());
+
+/// The prepared g2 (the well-formedness check pairs against it for every capsule).
+pub fn g2_generator_prepared() -> &'static G2Prepared {
+    &G2_GEN_PREPARED
+}
+
 /// e(P, Q).
 pub fn pairing(p: &G1, q: &G2) -> Gt {
     multi_pairing(&[(*p, &q.prepare())])

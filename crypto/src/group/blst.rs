@@ -9,10 +9,19 @@
 //!   ..., c1.c2.c1, each 48 bytes little-endian.
 //!
 //! blst's final exponentiation returns the same value as arkworks' (checked by `mod cross` below), so
-//! pairings need no correction. All multiplications and exponentiations by scalars are constant-time
-//! (blst's GLV/window code for points, a fixed-window ladder with constant-time table lookups on
-//! blst's Fp12 product for GT); the blinding factor of the arkworks backend is still drawn (and
-//! discarded) so that a seeded RNG yields the same later values under both backends.
+//! pairings need no correction. Every multiplication or exponentiation by a scalar is constant-time:
+//! - variable-base points: blst's constant-time multiplication (GLV with fixed windows);
+//! - fixed-base tables: 64 windows of 4 bits, every entry read for each lookup, blst's complete
+//!   (constant-time) mixed additions;
+//! - GT: the same fixed-window scheme on blst's Fp12 product (blst's safe API has no GT
+//!   exponentiation), with a precomputed table for `gt_table()`.
+//!
+//! The blinding factor of the arkworks backend is still drawn (and discarded) by every `*_secret`
+//! operation so that a seeded RNG yields the same later values under both backends.
+//!
+//! `G2Prepared` holds the affine point: blst's safe API computes line functions inside the Miller
+//! loop; `multi_pairing` runs the loops through blst's pairing context, which shares one squaring
+//! chain per batch of eight pairs, single-threaded.
 
 use std::sync::LazyLock;
 
@@ -22,6 +31,7 @@ use ff::Field;
 use group::prime::PrimeCurveAffine;
 use group::{Curve, Group};
 use rand_core::{CryptoRng, RngCore};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 use zeroize::Zeroize;
 
 use super::{draw_blind, draw_wide, G1_BYTES, G2_BYTES, GT_BYTES, SCALAR_BYTES};
@@ -186,75 +196,144 @@ fn fr_from_u128(k: u128) -> Fr {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fixed-base "tables": blst's constant-time multiplication needs no precomputation, so a table is
-// just its base point.
+// Fixed-base tables: for each 4-bit window i of a 256-bit scalar, the 16 multiples j·16^i·B
+// (j = 0..15). A multiplication is 64 constant-time lookups (every entry is read) and 64 additions
+// with blst's constant-time complete addition: the operation sequence does not depend on the scalar.
+
+/// Number of 4-bit windows in a 256-bit scalar.
+const WINDOWS: usize = 64;
+
+/// The `i`-th 4-bit digit of little-endian bytes (i < 2·len).
+fn nibble(bytes: &[u8], i: usize) -> u8 {
+    (bytes[i / 2] >> (4 * (i % 2))) & 0x0f
+}
 
 macro_rules! curve_table {
-    ($name:ident, $point:ident) => {
-        /// A base point for fixed-base multiplication (blst: constant-time, no precomputation).
+    ($name:ident, $point:ident, $proj:ty, $aff:ty) => {
+        /// Precomputed multiples of one base point for fast constant-time fixed-base multiplication.
         pub struct $name {
-            base: $point,
+            windows: Vec<[$aff; 16]>,
         }
 
         impl core::fmt::Debug for $name {
             fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                f.write_str(concat!(stringify!($name), "(..)"))
+                write!(
+                    f,
+                    "{}(w=4, windows={})",
+                    stringify!($name),
+                    self.windows.len()
+                )
             }
         }
 
         impl $name {
-            /// Builds the table for `base` (the window width is ignored by this backend).
+            /// Builds the table for `base` (this backend always uses 4-bit windows; `w` is
+            /// ignored).
             pub fn new(base: &$point, _w: usize) -> Self {
-                Self { base: *base }
+                let mut flat = vec![<$proj>::identity(); WINDOWS * 16];
+                let mut b = base.0;
+                for win in flat.chunks_exact_mut(16) {
+                    for j in 1..16 {
+                        win[j] = win[j - 1] + b;
+                    }
+                    b = win[15] + b;
+                }
+                let mut affine = vec![<$aff>::identity(); flat.len()];
+                <$proj>::batch_normalize(&flat, &mut affine);
+                let windows = affine
+                    .chunks_exact(16)
+                    .map(|c| {
+                        let mut w = [<$aff>::identity(); 16];
+                        w.copy_from_slice(c);
+                        w
+                    })
+                    .collect();
+                Self { windows }
+            }
+
+            fn mul_bytes(&self, bytes: &[u8]) -> $point {
+                let mut acc = <$proj>::identity();
+                for (i, win) in self.windows.iter().enumerate().take(2 * bytes.len()) {
+                    let d = nibble(bytes, i);
+                    let mut sel = <$aff>::identity();
+                    for (j, e) in win.iter().enumerate() {
+                        sel.conditional_assign(e, (j as u8).ct_eq(&d));
+                    }
+                    // blst's complete mixed addition (handles the identity and doubling in
+                    // constant time).
+                    acc += sel;
+                }
+                $point(acc)
             }
 
             /// `k·B` for a public or ephemeral scalar (constant-time).
             pub fn mul(&self, k: &Scalar) -> $point {
-                self.base.mul(k)
+                let mut b = k.0.to_bytes_le();
+                let p = self.mul_bytes(&b);
+                b.zeroize();
+                p
             }
 
             /// `k·B` for a 128-bit integer.
             pub fn mul_u128(&self, k: u128) -> $point {
-                self.base.mul_u128(k)
+                self.mul_bytes(&k.to_le_bytes())
             }
 
             /// `k·B` for a long-lived secret (constant-time; the blinding factor of the arkworks
             /// backend is drawn and discarded to keep the RNG stream identical).
             pub fn mul_secret<R: RngCore + CryptoRng>(&self, k: &Scalar, rng: &mut R) -> $point {
-                self.base.mul_secret(k, rng)
+                let _ = draw_blind(rng);
+                self.mul(k)
             }
         }
     };
 }
 
-curve_table!(G1Table, G1);
-curve_table!(G2Table, G2);
+curve_table!(G1Table, G1, G1Projective, G1Affine);
+curve_table!(G2Table, G2, G2Projective, G2Affine);
 
-/// Fixed-base "table" in GT (this backend keeps only the base).
+/// Fixed-base table in GT (same layout as the curve tables, products instead of sums).
 pub struct GtTable {
-    base: Gt,
+    windows: Vec<[blst_fp12; 16]>,
 }
 
 impl core::fmt::Debug for GtTable {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("GtTable(..)")
+        write!(f, "GtTable(w=4, windows={})", self.windows.len())
     }
 }
 
 impl GtTable {
-    /// Builds the table for `base` (the window width is ignored by this backend).
+    /// Builds the table for `base` (this backend always uses 4-bit windows; `w` is ignored).
     pub fn new(base: &Gt, _w: usize) -> Self {
-        Self { base: *base }
+        let mut windows = Vec::with_capacity(WINDOWS);
+        let mut b = base.0;
+        for _ in 0..WINDOWS {
+            let mut win = [blst_fp12::default(); 16];
+            for j in 1..16 {
+                win[j] = win[j - 1] * b;
+            }
+            b = win[15] * b;
+            windows.push(win);
+        }
+        Self { windows }
     }
 
     /// `B^k` for a public or ephemeral exponent (constant-time).
     pub fn pow(&self, k: &Scalar) -> Gt {
-        self.base.pow(k)
+        let mut bytes = k.0.to_bytes_le();
+        let mut acc = blst_fp12::default();
+        for (i, win) in self.windows.iter().enumerate() {
+            acc *= ct_select(win, nibble(&bytes, i));
+        }
+        bytes.zeroize();
+        Gt(acc)
     }
 
     /// `B^k` for a long-lived secret exponent (constant-time; blinding factor drawn and discarded).
     pub fn pow_secret<R: RngCore + CryptoRng>(&self, k: &Scalar, rng: &mut R) -> Gt {
-        self.base.pow_secret(k, rng)
+        let _ = draw_blind(rng);
+        self.pow(k)
     }
 }
 
@@ -505,17 +584,15 @@ fn fp_neg(x: &mut blst_fp) {
 }
 
 /// Constant-time selection of `table[idx]` (all entries are read).
-fn ct_select(table: &[blst_fp12], idx: usize) -> blst_fp12 {
+fn ct_select(table: &[blst_fp12], idx: u8) -> blst_fp12 {
     let mut out = fp12_with_raw_c0([0; 6]);
     for (j, t) in table.iter().enumerate() {
-        let x = (j ^ idx) as u64;
-        // all ones iff j == idx
-        let mask = (x.wrapping_sub(1) >> 63).wrapping_neg() & !((x >> 63).wrapping_neg());
+        let c = (j as u8).ct_eq(&idx);
         for i in 0..12 {
             let src = coeff(t, i).l;
             let dst = coeff_mut(&mut out, i);
             for (d, s) in dst.l.iter_mut().zip(src.iter()) {
-                *d |= s & mask;
+                d.conditional_assign(s, c);
             }
         }
     }
@@ -536,7 +613,7 @@ fn fp12_pow_ct(base: &blst_fp12, k: &Fr) -> blst_fp12 {
             for _ in 0..4 {
                 acc = acc * acc;
             }
-            acc *= ct_select(&table, nibble as usize);
+            acc *= ct_select(&table, nibble);
         }
     }
     bytes.zeroize();
@@ -697,26 +774,34 @@ impl G2 {
     }
 }
 
-/// Π e(P_i, Q_i): one Miller loop per pair, one final exponentiation.
+/// Π e(P_i, Q_i): Miller loops sharing one squaring chain (blst's pairing context runs them in
+/// batches of eight, single-threaded), one final exponentiation.
 pub fn multi_pairing(pairs: &[(G1, &G2Prepared)]) -> Gt {
     let projs: Vec<G1Projective> = pairs.iter().map(|(p, _)| p.0).collect();
     let mut affs = vec![G1Affine::identity(); projs.len()];
     G1Projective::batch_normalize(&projs, &mut affs);
-    let mut f: Option<blst_fp12> = None;
+    let mut ctx = ::blst::Pairing::new(false, &[]);
+    let mut live = false;
     for (p, (_, q)) in affs.iter().zip(pairs) {
+        // e(O, Q) = e(P, O) = 1: skipped, as in the arkworks backend.
         if bool::from(p.is_identity()) || bool::from(q.0.is_identity()) {
             continue;
         }
-        let m = blst_fp12::miller_loop(q.0.as_ref(), p.as_ref());
-        f = Some(match f {
-            Some(acc) => acc * m,
-            None => m,
-        });
+        ctx.raw_aggregate(q.0.as_ref(), p.as_ref());
+        live = true;
     }
-    match f {
-        Some(f) => Gt(f.final_exp()),
-        None => Gt::one(),
+    if !live {
+        return Gt::one();
     }
+    ctx.commit();
+    Gt(ctx.as_fp12().final_exp())
+}
+
+static G2_GEN_PREPARED: LazyLock<G2Prepared> = LazyLock::new(|| G2::generator().prepare());
+
+/// The prepared g2 (the well-formedness check pairs against it for every capsule).
+pub fn g2_generator_prepared() -> &'static G2Prepared {
+    &G2_GEN_PREPARED
 }
 
 /// e(P, Q).
@@ -741,7 +826,7 @@ mod cross {
     }
 
     #[test]
-    fn pairing_generator_matches_arkworks() {
+    fn pairing_generator_matches_arkworks() -> Result<()> {
         let e = Gt::generator().to_bytes();
         assert_eq!(
             hex::encode(&e[..32]),
@@ -753,11 +838,12 @@ mod cross {
         );
         assert_eq!(pairing(&G1::generator(), &G2::generator()), Gt::generator());
         // The arkworks bytes decode, validated, to the same element.
-        assert_eq!(Gt::from_bytes_validated(&e, "e").unwrap(), Gt::generator());
+        assert_eq!(Gt::from_bytes_validated(&e, "e")?, Gt::generator());
+        Ok(())
     }
 
     #[test]
-    fn scalars_points_and_rng_stream_match_arkworks() {
+    fn scalars_points_and_rng_stream_match_arkworks() -> Result<()> {
         let mut r = ChaCha20Rng::seed_from_u64(2024);
         let k = Scalar::random_nonzero(&mut r);
         assert_eq!(
@@ -787,7 +873,7 @@ mod cross {
             hex::encode(k2.to_bytes()),
             "3d92574119be4cb68796ee4d28fcd0150b82a15532816cc19f87945ca076772a"
         );
-        let h = G1::hash_to_curve(b"sync", DST).unwrap();
+        let h = G1::hash_to_curve(b"sync", DST)?;
         assert_eq!(
             hex::encode(h.to_bytes()),
             "8c6a626429e85f314b0c22c4713ed1ba124ebfb70e8ac08dd3eb7dd06561e69f95c6c025bf3638a253d039a462734d8d"
@@ -808,26 +894,24 @@ mod cross {
             hex::encode(Scalar::from_wide(&[0xff; 64]).to_bytes()),
             "6c9cf2f390e999c9235c9287cbed6c2b8f3954729614d30511ff599fd9d94807"
         );
+        Ok(())
     }
 
     #[test]
-    fn gt_helpers() {
+    fn gt_helpers() -> Result<()> {
         let mut r = ChaCha20Rng::seed_from_u64(1);
         let k = Scalar::random_nonzero(&mut r);
         let g = Gt::generator().pow(&k);
         assert_eq!(Gt::generator().pow(&-&k), g.inverse());
         assert_eq!(g.pow(&Scalar::zero()), Gt::one());
         assert_eq!(g.pow(&Scalar::one()), g);
-        assert_eq!(
-            Gt::from_bytes_unchecked_subgroup(&g.to_bytes(), "g").unwrap(),
-            g
-        );
+        assert_eq!(Gt::from_bytes_unchecked_subgroup(&g.to_bytes(), "g")?, g);
         // Membership (blst's test) agrees with x^r = 1 on elements outside the subgroup.
         let mut b = [0u8; GT_BYTES];
         for (i, c) in b.chunks_exact_mut(48).enumerate() {
             c[..32].copy_from_slice(&Sha256::digest([i as u8]));
         }
-        let x = Gt::from_bytes_unchecked_subgroup(&b, "x").unwrap();
+        let x = Gt::from_bytes_unchecked_subgroup(&b, "x")?;
         assert_eq!(x.to_bytes(), b);
         assert!(!(x.pow(&-&Scalar::one()) * x).is_one());
         assert!(matches!(
@@ -882,6 +966,7 @@ mod cross {
             G2::generator().mul(&(&Scalar::from_u64(u64::MAX) * &fr_scalar_two64()))
                 + G2::generator().mul(&Scalar::from_u64(u64::MAX))
         );
+        Ok(())
     }
 
     fn fr_scalar_two64() -> Scalar {

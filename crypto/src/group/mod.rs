@@ -32,6 +32,7 @@ pub const GT_BYTES: usize = 576;
 pub const SCALAR_BYTES: usize = 32;
 
 /// The group order r, little-endian 64-bit limbs.
+#[cfg_attr(feature = "blst", allow(dead_code))] // blst multiplies in constant time, unblinded
 pub(crate) const R_LIMBS: [u64; 4] = [
     0xffff_ffff_0000_0001,
     0x53bd_a402_fffe_5bfe,
@@ -40,6 +41,7 @@ pub(crate) const R_LIMBS: [u64; 4] = [
 ];
 
 /// `k + m·r` as five little-endian limbs: the same group element as `k`, a fresh bit pattern.
+#[cfg_attr(feature = "blst", allow(dead_code))]
 pub(crate) fn blind_limbs(k: &[u64; 4], m: u64) -> [u64; 5] {
     let mut out = [0u64; 5];
     let mut carry: u128 = 0;

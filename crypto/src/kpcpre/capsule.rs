@@ -12,7 +12,7 @@ use super::keys::{PublicKey, SecretKey};
 use crate::domain::{tag, CAPSULE_ID, KDF_KEK};
 use crate::encoding::{Reader, Writer};
 use crate::error::{Error, Result};
-use crate::group::{g2_table, multi_pairing, G2Prepared, Gt, G1, G2};
+use crate::group::{g2_generator_prepared, g2_table, multi_pairing, G2Prepared, Gt, G1, G2};
 use crate::keyid::KeyId;
 use crate::sym::{kdf, open, seal, SymKey, TAG_BYTES};
 
@@ -296,9 +296,8 @@ impl Capsule1 {
         }
         let rhs = rhs.ok_or(Error::MalformedCapsule)?;
         let c0_prepared = self.c0.prepare();
-        let g2 = G2::generator().prepare();
         // e(lhs, g2) · e(-rhs, C0) == 1
-        if multi_pairing(&[(lhs, &g2), (-rhs, &c0_prepared)]) != Gt::one() {
+        if multi_pairing(&[(lhs, g2_generator_prepared()), (-rhs, &c0_prepared)]) != Gt::one() {
             return Err(Error::MalformedCapsule);
         }
         Ok(CheckedCapsule {
