@@ -302,3 +302,31 @@ fn policy_text_in_a_rekey_must_be_canonical() {
     m.policy = "sync OR location".into();
     assert!(ReKey::decode(&m.encode_to_vec()).is_err());
 }
+
+#[test]
+fn swapped_or_foreign_attribute_points_fail_the_check() {
+    let mut w = world(&["location", "sync"], "sync AND location");
+    let mut m = v1::Capsule1::decode(w.c1.encode().as_slice()).unwrap();
+    m.ca.swap(0, 1);
+    assert_eq!(
+        reencrypt_path(&mut w, &m.encode_to_vec()).unwrap_err(),
+        Error::MalformedCapsule
+    );
+    // A Ca taken from another capsule (another s) for the same attribute.
+    let other = Capsule1::encrypt(
+        w.owner.public(),
+        "t1",
+        5,
+        &AttributeSet::new(["location", "sync"]).unwrap(),
+        &w.dek,
+        &mut w.rng,
+    )
+    .unwrap();
+    let theirs = v1::Capsule1::decode(other.encode().as_slice()).unwrap();
+    let mut m = v1::Capsule1::decode(w.c1.encode().as_slice()).unwrap();
+    m.ca[0] = theirs.ca[0].clone();
+    assert_eq!(
+        reencrypt_path(&mut w, &m.encode_to_vec()).unwrap_err(),
+        Error::MalformedCapsule
+    );
+}
