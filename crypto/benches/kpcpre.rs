@@ -204,16 +204,17 @@ fn main() {
             fmt(target_ms(r.op, r.nodes))
         );
         if r.op == "Check" {
-            let re = out
+            let (re_ms, re_p10) = out
                 .iter()
                 .find(|x| x.op == "ReEnc" && x.nodes == r.nodes)
-                .map_or(0.0, |x| x.ms);
+                .map_or((0.0, 0.0), |x| (x.ms, x.p10));
             println!(
-                "{:<12} {:>4} {:>4} {:>10.3} {:>10} {:>10}",
+                "{:<12} {:>4} {:>4} {:>10.3} {:>10.3} {:>10} {:>10}",
                 "ReEnc+Check",
                 r.nodes,
                 leaves,
-                re + r.ms,
+                re_ms + r.ms,
+                re_p10 + r.p10,
                 "-",
                 fmt(target_ms("ReEnc+Check", r.nodes))
             );
