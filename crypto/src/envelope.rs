@@ -132,7 +132,7 @@ pub fn seal_state_change<R: RngCore + CryptoRng>(
     let env = v1::Envelope {
         version: WIRE_VERSION,
         header,
-        capsule1: Some(cap_proto(cap)),
+        capsule1: Some(cap.to_proto()),
         nonce: nonce.to_vec(),
         ciphertext,
     };
@@ -144,10 +144,6 @@ pub fn seal_state_change<R: RngCore + CryptoRng>(
         });
     }
     Ok(bytes)
-}
-
-fn cap_proto(c: &Capsule1) -> v1::Capsule1 {
-    c.to_proto()
 }
 
 /// Decodes an envelope's outer layer (no decryption): header validated, capsule1 points validated,

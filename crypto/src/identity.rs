@@ -15,7 +15,6 @@ use crate::encoding::Writer;
 use crate::error::{Error, Result};
 use crate::group::{gt_table, Gt, Scalar, SecretScalar};
 use crate::hpke::HpkePublicKey;
-use crate::keyid::KeyId;
 use crate::kpcpre::{PublicKey, SecretKey};
 use crate::sig::{decode_signed, SigningKey, VerifyingKey};
 use crate::verified::Verified;
@@ -337,9 +336,4 @@ impl OwnerRegistry {
             }
         }
     }
-}
-
-/// The key id a party's identity binds (for logs and tokens).
-pub fn identity_key_id(id: &OwnerIdentity) -> KeyId {
-    id.sig.key_id()
 }

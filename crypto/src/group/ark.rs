@@ -31,11 +31,7 @@ pub const BACKEND: &str = "arkworks";
 #[derive(Clone, PartialEq, Eq)]
 pub struct Scalar(Fr);
 
-impl core::fmt::Debug for Scalar {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("Scalar(..)")
-    }
-}
+redacted_debug!(Scalar);
 
 impl Zeroize for Scalar {
     fn zeroize(&mut self) {
@@ -124,30 +120,7 @@ impl Scalar {
     }
 }
 
-impl core::ops::Add<&Scalar> for &Scalar {
-    type Output = Scalar;
-    fn add(self, rhs: &Scalar) -> Scalar {
-        Scalar(self.0 + rhs.0)
-    }
-}
-impl core::ops::Sub<&Scalar> for &Scalar {
-    type Output = Scalar;
-    fn sub(self, rhs: &Scalar) -> Scalar {
-        Scalar(self.0 - rhs.0)
-    }
-}
-impl core::ops::Mul<&Scalar> for &Scalar {
-    type Output = Scalar;
-    fn mul(self, rhs: &Scalar) -> Scalar {
-        Scalar(self.0 * rhs.0)
-    }
-}
-impl core::ops::Neg for &Scalar {
-    type Output = Scalar;
-    fn neg(self) -> Scalar {
-        Scalar(-self.0)
-    }
-}
+scalar_ops!(Scalar);
 
 // ---------------------------------------------------------------------------------------------
 // Fixed-base tables (windowed, 320-bit scalars so blinded secrets fit)
@@ -358,11 +331,7 @@ macro_rules! curve_point {
         #[derive(Clone, Copy, PartialEq, Eq)]
         pub struct $point($proj);
 
-        impl core::fmt::Debug for $point {
-            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                f.write_str(concat!(stringify!($point), "(..)"))
-            }
-        }
+        redacted_debug!($point);
 
         impl Zeroize for $point {
             fn zeroize(&mut self) {
@@ -414,23 +383,7 @@ macro_rules! curve_point {
             }
         }
 
-        impl core::ops::Add for $point {
-            type Output = $point;
-            fn add(self, rhs: $point) -> $point {
-                $point(self.0 + rhs.0)
-            }
-        }
-        impl core::ops::AddAssign for $point {
-            fn add_assign(&mut self, rhs: $point) {
-                self.0 += rhs.0;
-            }
-        }
-        impl core::ops::Neg for $point {
-            type Output = $point;
-            fn neg(self) -> $point {
-                $point(-self.0)
-            }
-        }
+        point_ops!($point);
     };
 }
 
@@ -497,11 +450,7 @@ impl G1 {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Gt(Fq12);
 
-impl core::fmt::Debug for Gt {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("Gt(..)")
-    }
-}
+redacted_debug!(Gt);
 
 impl Zeroize for Gt {
     fn zeroize(&mut self) {
@@ -597,11 +546,7 @@ impl core::ops::Mul for Gt {
 #[derive(Clone)]
 pub struct G2Prepared(ArkG2Prepared<Bls>);
 
-impl core::fmt::Debug for G2Prepared {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("G2Prepared(..)")
-    }
-}
+redacted_debug!(G2Prepared);
 
 impl G2 {
     /// Precomputes the line coefficients of this point.

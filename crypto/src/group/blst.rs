@@ -50,11 +50,7 @@ const _: () = assert!(size_of::<limb_t>() == 8);
 #[derive(Clone, PartialEq, Eq)]
 pub struct Scalar(Fr);
 
-impl core::fmt::Debug for Scalar {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("Scalar(..)")
-    }
-}
+redacted_debug!(Scalar);
 
 impl Zeroize for Scalar {
     fn zeroize(&mut self) {
@@ -165,30 +161,7 @@ impl Scalar {
     }
 }
 
-impl core::ops::Add<&Scalar> for &Scalar {
-    type Output = Scalar;
-    fn add(self, rhs: &Scalar) -> Scalar {
-        Scalar(self.0 + rhs.0)
-    }
-}
-impl core::ops::Sub<&Scalar> for &Scalar {
-    type Output = Scalar;
-    fn sub(self, rhs: &Scalar) -> Scalar {
-        Scalar(self.0 - rhs.0)
-    }
-}
-impl core::ops::Mul<&Scalar> for &Scalar {
-    type Output = Scalar;
-    fn mul(self, rhs: &Scalar) -> Scalar {
-        Scalar(self.0 * rhs.0)
-    }
-}
-impl core::ops::Neg for &Scalar {
-    type Output = Scalar;
-    fn neg(self) -> Scalar {
-        Scalar(-self.0)
-    }
-}
+scalar_ops!(Scalar);
 
 /// A 128-bit integer in Z_r (exact: r > 2^128).
 fn fr_from_u128(k: u128) -> Fr {
@@ -364,11 +337,7 @@ macro_rules! curve_point {
         #[derive(Clone, Copy, PartialEq, Eq)]
         pub struct $point($proj);
 
-        impl core::fmt::Debug for $point {
-            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                f.write_str(concat!(stringify!($point), "(..)"))
-            }
-        }
+        redacted_debug!($point);
 
         impl Zeroize for $point {
             fn zeroize(&mut self) {
@@ -447,23 +416,7 @@ macro_rules! curve_point {
             }
         }
 
-        impl core::ops::Add for $point {
-            type Output = $point;
-            fn add(self, rhs: $point) -> $point {
-                $point(self.0 + rhs.0)
-            }
-        }
-        impl core::ops::AddAssign for $point {
-            fn add_assign(&mut self, rhs: $point) {
-                self.0 += rhs.0;
-            }
-        }
-        impl core::ops::Neg for $point {
-            type Output = $point;
-            fn neg(self) -> $point {
-                $point(-self.0)
-            }
-        }
+        point_ops!($point);
     };
 }
 
@@ -630,11 +583,7 @@ fn fp12_pow_ct(base: &blst_fp12, k: &Fr) -> blst_fp12 {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Gt(blst_fp12);
 
-impl core::fmt::Debug for Gt {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("Gt(..)")
-    }
-}
+redacted_debug!(Gt);
 
 impl Zeroize for Gt {
     fn zeroize(&mut self) {
@@ -761,11 +710,7 @@ impl core::ops::Mul for Gt {
 #[derive(Clone)]
 pub struct G2Prepared(G2Affine);
 
-impl core::fmt::Debug for G2Prepared {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("G2Prepared(..)")
-    }
-}
+redacted_debug!(G2Prepared);
 
 impl G2 {
     /// Precomputes what the pairing needs of this point (its affine form).

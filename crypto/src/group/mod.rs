@@ -9,6 +9,71 @@
 //! Scalars are sampled byte-wise (64 uniform bytes reduced mod r, redrawn if zero), so both backends
 //! draw exactly the same values from a seeded RNG; the known-answer vectors check it.
 
+/// Operator impls shared by both backends: each type is a newtype over a library type whose own
+/// operators do the work.
+macro_rules! scalar_ops {
+    ($t:ident) => {
+        impl core::ops::Add<&$t> for &$t {
+            type Output = $t;
+            fn add(self, rhs: &$t) -> $t {
+                $t(self.0 + rhs.0)
+            }
+        }
+        impl core::ops::Sub<&$t> for &$t {
+            type Output = $t;
+            fn sub(self, rhs: &$t) -> $t {
+                $t(self.0 - rhs.0)
+            }
+        }
+        impl core::ops::Mul<&$t> for &$t {
+            type Output = $t;
+            fn mul(self, rhs: &$t) -> $t {
+                $t(self.0 * rhs.0)
+            }
+        }
+        impl core::ops::Neg for &$t {
+            type Output = $t;
+            fn neg(self) -> $t {
+                $t(-self.0)
+            }
+        }
+    };
+}
+
+/// Group-law impls of a point newtype (additive notation).
+macro_rules! point_ops {
+    ($t:ident) => {
+        impl core::ops::Add for $t {
+            type Output = $t;
+            fn add(self, rhs: $t) -> $t {
+                $t(self.0 + rhs.0)
+            }
+        }
+        impl core::ops::AddAssign for $t {
+            fn add_assign(&mut self, rhs: $t) {
+                self.0 += rhs.0;
+            }
+        }
+        impl core::ops::Neg for $t {
+            type Output = $t;
+            fn neg(self) -> $t {
+                $t(-self.0)
+            }
+        }
+    };
+}
+
+/// A `Debug` that prints only the type's name: group elements and scalars may be secret.
+macro_rules! redacted_debug {
+    ($t:ident) => {
+        impl core::fmt::Debug for $t {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(concat!(stringify!($t), "(..)"))
+            }
+        }
+    };
+}
+
 #[cfg(not(feature = "blst"))]
 mod ark;
 #[cfg(not(feature = "blst"))]

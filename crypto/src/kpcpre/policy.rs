@@ -109,9 +109,7 @@ impl Policy {
     /// order); Δ_l multiplies the Lagrange coefficients at 0 of the chosen children's original
     /// (1-based) indices along l's path.
     pub fn minimal_satisfying_set(&self, attrs: &AttributeSet) -> Option<Vec<LeafFactor>> {
-        let mut next_leaf = 0;
-        let set = minimal(&self.root, attrs, &mut next_leaf)?;
-        Some(set)
+        minimal(&self.root, attrs, &mut 0)
     }
 
     /// GPSW sharing of `secret` over the tree: the leaf shares q_l(0), in leaf order.
@@ -192,13 +190,6 @@ fn eval(node: &Node, attrs: &AttributeSet) -> bool {
     match node {
         Node::Leaf(a) => attrs.contains(a),
         Node::Gate { k, children } => children.iter().filter(|c| eval(c, attrs)).count() >= *k,
-    }
-}
-
-fn count_leaves(node: &Node) -> usize {
-    match node {
-        Node::Leaf(_) => 1,
-        Node::Gate { children, .. } => children.iter().map(count_leaves).sum(),
     }
 }
 
@@ -570,9 +561,12 @@ fn gate(k: usize, children: Vec<Node>, col: usize) -> Result<Node> {
     Ok(Node::Gate { k, children })
 }
 
-/// Number of leaves below a node (used by benches and tests).
+/// Number of leaves below a node.
 pub fn leaf_count(node: &Node) -> usize {
-    count_leaves(node)
+    match node {
+        Node::Leaf(_) => 1,
+        Node::Gate { children, .. } => children.iter().map(leaf_count).sum(),
+    }
 }
 
 impl Policy {
