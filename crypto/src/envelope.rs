@@ -33,6 +33,18 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
 }
 
+/// Checks an id field against `[a-z0-9-]{1,32}`.
+pub fn check_id(id: &str, field: &'static str) -> Result<()> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(Error::InvalidField {
+            field,
+            reason: "must match [a-z0-9-]{1,32}",
+        })
+    }
+}
+
 /// The attribute every envelope of twin `twin_id` carries.
 pub fn twin_attribute(twin_id: &str) -> String {
     format!("twin:{twin_id}")
@@ -47,12 +59,8 @@ pub fn parse_header(bytes: &[u8]) -> Result<v1::EnvelopeHeader> {
             got: h.version,
         });
     }
-    if !is_valid_id(&h.twin_id) || !is_valid_id(&h.device_id) {
-        return Err(Error::InvalidField {
-            field: "header.twin_id/device_id",
-            reason: "must match [a-z0-9-]{1,32}",
-        });
-    }
+    check_id(&h.twin_id, "header.twin_id")?;
+    check_id(&h.device_id, "header.device_id")?;
     KeyId::from_slice(&h.writer_key_id, "header.writer_key_id")?;
     if h.capsule_id.len() != 32 {
         return Err(Error::InvalidField {
@@ -97,12 +105,7 @@ pub fn seal_state_change<R: RngCore + CryptoRng>(
 ) -> Result<Vec<u8>> {
     let cap = key.capsule();
     let hdr = cap.header();
-    if !is_valid_id(&input.device_id) {
-        return Err(Error::InvalidField {
-            field: "device_id",
-            reason: "must match [a-z0-9-]{1,32}",
-        });
-    }
+    check_id(&input.device_id, "device_id")?;
     let header = v1::EnvelopeHeader {
         version: WIRE_VERSION,
         twin_id: hdr.twin_id.clone(),

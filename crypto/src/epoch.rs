@@ -53,12 +53,7 @@ pub struct EpochKeyManager {
 impl EpochKeyManager {
     /// Keys for `twin_id`, encapsulated for `owner`.
     pub fn new(owner: PublicKey, twin_id: &str) -> Result<Self> {
-        if !crate::envelope::is_valid_id(twin_id) {
-            return Err(Error::InvalidField {
-                field: "twin_id",
-                reason: "must match [a-z0-9-]{1,32}",
-            });
-        }
+        crate::envelope::check_id(twin_id, "twin_id")?;
         Ok(Self {
             owner,
             twin_id: twin_id.to_owned(),

@@ -95,12 +95,7 @@ pub fn verify_owner_identity(
     signer
         .unwrap_or(&sig)
         .verify(SigDomain::Identity, &signed, "owner identity")?;
-    if !crate::envelope::is_valid_id(&m.owner_id) {
-        return Err(Error::InvalidField {
-            field: "owner_id",
-            reason: "must match [a-z0-9-]{1,32}",
-        });
-    }
+    crate::envelope::check_id(&m.owner_id, "owner_id")?;
     let pre = PublicKey::from_bytes(&m.pre_public_key)?;
     let r = Gt::from_bytes_unchecked_subgroup(&m.pok_commitment, "pok_commitment")?;
     let z = Scalar::from_bytes(&m.pok_response, "pok_response")?;
@@ -173,12 +168,8 @@ pub fn verify_enrollment(bytes: &[u8], owner: &VerifyingKey) -> Result<Verified<
     if m.owner_sig_key_id.as_slice() != owner.key_id().0.as_slice() {
         return Err(Error::UnknownSigner("device enrollment"));
     }
-    if !crate::envelope::is_valid_id(&m.twin_id) || !crate::envelope::is_valid_id(&m.device_id) {
-        return Err(Error::InvalidField {
-            field: "enrollment ids",
-            reason: "must match [a-z0-9-]{1,32}",
-        });
-    }
+    crate::envelope::check_id(&m.twin_id, "enrollment.twin_id")?;
+    crate::envelope::check_id(&m.device_id, "enrollment.device_id")?;
     let pre = PublicKey::from_bytes(&m.pre_public_key)?;
     if m.pre_key_id.as_slice() != pre.key_id().0.as_slice() {
         return Err(Error::Mismatch(
@@ -267,12 +258,7 @@ pub fn verify_pinned_identity(bytes: &[u8], pinned: &[u8; 32]) -> Result<Verifie
             field: "party.kind",
             reason: "unknown party kind",
         })?;
-    if !crate::envelope::is_valid_id(&m.party_id) {
-        return Err(Error::InvalidField {
-            field: "party_id",
-            reason: "must match [a-z0-9-]{1,32}",
-        });
-    }
+    crate::envelope::check_id(&m.party_id, "party_id")?;
     Ok(Verified::new(PartyIdentity {
         kind,
         party_id: m.party_id,

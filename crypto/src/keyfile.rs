@@ -84,7 +84,7 @@ fn read(path: &Path, kind: KeyKind) -> Result<(KeyId, Zeroizing<Vec<u8>>, String
     Ok((kid, Zeroizing::new(m.secret.clone()), m.label.clone()))
 }
 
-fn check_id(path: &Path, stored: KeyId, actual: KeyId) -> Result<()> {
+fn check_key_id(path: &Path, stored: KeyId, actual: KeyId) -> Result<()> {
     if stored == actual {
         Ok(())
     } else {
@@ -104,7 +104,7 @@ pub fn save_pre_key(path: &Path, key: &SecretKey, label: &str) -> Result<()> {
 pub fn load_pre_key<R: RngCore + CryptoRng>(path: &Path, rng: &mut R) -> Result<SecretKey> {
     let (kid, secret, _) = read(path, KeyKind::Pre)?;
     let key = SecretKey::from_bytes(&secret, rng).map_err(|e| err(path, e.to_string()))?;
-    check_id(path, kid, key.key_id())?;
+    check_key_id(path, kid, key.key_id())?;
     Ok(key)
 }
 
@@ -123,7 +123,7 @@ pub fn save_signing_key(path: &Path, key: &SigningKey, label: &str) -> Result<()
 pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
     let (kid, secret, _) = read(path, KeyKind::Signing)?;
     let key = SigningKey::from_bytes(&secret).map_err(|e| err(path, e.to_string()))?;
-    check_id(path, kid, key.key_id())?;
+    check_key_id(path, kid, key.key_id())?;
     Ok(key)
 }
 
@@ -142,6 +142,6 @@ pub fn save_hpke_key(path: &Path, key: &HpkeSecretKey, label: &str) -> Result<()
 pub fn load_hpke_key(path: &Path) -> Result<HpkeSecretKey> {
     let (kid, secret, _) = read(path, KeyKind::Hpke)?;
     let key = HpkeSecretKey::from_bytes(&secret).map_err(|e| err(path, e.to_string()))?;
-    check_id(path, kid, key.public().key_id())?;
+    check_key_id(path, kid, key.public().key_id())?;
     Ok(key)
 }

@@ -404,12 +404,7 @@ pub fn verify_rekey_upload(
             field: "rekey_upload.receiver_kind",
             reason: "unknown receiver kind",
         })?;
-    if !crate::envelope::is_valid_id(&u.receiver_id) {
-        return Err(Error::InvalidField {
-            field: "rekey_upload.receiver_id",
-            reason: "must match [a-z0-9-]{1,32}",
-        });
-    }
+    crate::envelope::check_id(&u.receiver_id, "rekey_upload.receiver_id")?;
     if let Some(na) = u.not_after_ms {
         if now_ms > na {
             return Err(Error::Expired {

@@ -99,12 +99,7 @@ impl Header {
             });
         }
         let twin_id = r.str(tag::TWIN_ID)?.to_owned();
-        if !crate::envelope::is_valid_id(&twin_id) {
-            return Err(Error::InvalidField {
-                field: "hdr.twin_id",
-                reason: "must match [a-z0-9-]{1,32}",
-            });
-        }
+        crate::envelope::check_id(&twin_id, "hdr.twin_id")?;
         let epoch = r.u64(tag::EPOCH)?;
         let mut attrs = Vec::new();
         while r.peek_tag() == Some(tag::ATTRIBUTE) {
@@ -158,12 +153,7 @@ impl Capsule1 {
         dek: &Dek,
         rng: &mut R,
     ) -> Result<Self> {
-        if !crate::envelope::is_valid_id(twin_id) {
-            return Err(Error::InvalidField {
-                field: "twin_id",
-                reason: "must match [a-z0-9-]{1,32}",
-            });
-        }
+        crate::envelope::check_id(twin_id, "twin_id")?;
         let header = Header {
             twin_id: twin_id.to_owned(),
             epoch,
