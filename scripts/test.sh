@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Proptest cases per property: CI-sized by default, raise it for a deeper local run.
-export PROPTEST_CASES="${PROPTEST_CASES:-24}"
+export PROPTEST_CASES="${PROPTEST_CASES:-64}"
 echo "== cargo test --workspace (arkworks backend) =="
 cargo test --workspace --all-targets
 cargo test --workspace --doc
