@@ -53,12 +53,7 @@ pub fn twin_attribute(twin_id: &str) -> String {
 /// Parses and validates an `EnvelopeHeader` (ids, key id, sorted attributes with `twin:<id>`, cid).
 pub fn parse_header(bytes: &[u8]) -> Result<v1::EnvelopeHeader> {
     let h: v1::EnvelopeHeader = decode_strict("EnvelopeHeader", bytes, MAX_ENVELOPE_BYTES)?;
-    if h.version != WIRE_VERSION {
-        return Err(Error::UnsupportedVersion {
-            what: "EnvelopeHeader",
-            got: h.version,
-        });
-    }
+    crate::error::check_version("EnvelopeHeader", h.version)?;
     check_id(&h.twin_id, "header.twin_id")?;
     check_id(&h.device_id, "header.device_id")?;
     KeyId::from_slice(&h.writer_key_id, "header.writer_key_id")?;
@@ -153,12 +148,7 @@ pub fn seal_state_change<R: RngCore + CryptoRng>(
 /// header and capsule agree. This is all the cloud can check.
 pub fn decode_envelope(bytes: &[u8]) -> Result<(v1::Envelope, v1::EnvelopeHeader, Capsule1)> {
     let env: v1::Envelope = decode_strict("Envelope", bytes, MAX_ENVELOPE_BYTES)?;
-    if env.version != WIRE_VERSION {
-        return Err(Error::UnsupportedVersion {
-            what: "Envelope",
-            got: env.version,
-        });
-    }
+    crate::error::check_version("Envelope", env.version)?;
     let header = parse_header(&env.header)?;
     let cap = Capsule1::from_proto(env.capsule1.as_ref().ok_or(Error::InvalidField {
         field: "envelope.capsule1",
@@ -374,12 +364,7 @@ impl Receiver {
         rng: &mut R,
     ) -> Result<Verified<StateChange>> {
         let d: v1::Delivery = decode_strict("Delivery", bytes, MAX_DELIVERY_BYTES)?;
-        if d.version != WIRE_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "Delivery",
-                got: d.version,
-            });
-        }
+        crate::error::check_version("Delivery", d.version)?;
         let c2 = Capsule2::from_proto(d.capsule2.as_ref().ok_or(Error::InvalidField {
             field: "delivery.capsule2",
             reason: "missing",
@@ -442,12 +427,7 @@ fn open_payload(
     // Decode the body only to learn the write token; nothing else is used before the signature checks.
     let body: v1::StateChangeBody =
         decode_strict("StateChangeBody", &signed.body, MAX_ENVELOPE_BYTES)?;
-    if body.version != WIRE_VERSION {
-        return Err(Error::UnsupportedVersion {
-            what: "StateChangeBody",
-            got: body.version,
-        });
-    }
+    crate::error::check_version("StateChangeBody", body.version)?;
     let (key, writer) = trust.authorize(&header, &body.write_token, now_ms)?;
     key.verify(SigDomain::StateChange, &signed, "state change")?;
     if body.header.as_slice() != header_bytes {

@@ -141,3 +141,12 @@ pub enum Error {
 
 /// Result alias.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// Refuses any wire version but the one this build implements (no downgrade).
+pub(crate) fn check_version(what: &'static str, got: u32) -> Result<()> {
+    if got == armored_schemas::WIRE_VERSION {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedVersion { what, got })
+    }
+}

@@ -197,12 +197,7 @@ pub fn open_output_share(
     let body = node.verify(SigDomain::OutputShare, &signed, "output share")?;
     let e: v1::EncryptedOutputShare =
         decode_strict("EncryptedOutputShare", body, MAX_OUTPUT_SHARE_BYTES)?;
-    if e.version != WIRE_VERSION {
-        return Err(Error::UnsupportedVersion {
-            what: "EncryptedOutputShare",
-            got: e.version,
-        });
-    }
+    crate::error::check_version("EncryptedOutputShare", e.version)?;
     if e.job_hash.as_slice() != job_hash.as_slice() || e.attempt != attempt {
         return Err(Error::Mismatch(
             "output share is for another job or attempt",

@@ -85,12 +85,7 @@ pub fn verify_owner_identity(
     let signed = decode_signed(bytes, MAX_CONTROL_BYTES)?;
     // The body names its own key; nothing of it is used until the signature verifies under it.
     let m: v1::OwnerIdentity = decode_strict("OwnerIdentity", &signed.body, MAX_CONTROL_BYTES)?;
-    if m.version != WIRE_VERSION {
-        return Err(Error::UnsupportedVersion {
-            what: "OwnerIdentity",
-            got: m.version,
-        });
-    }
+    crate::error::check_version("OwnerIdentity", m.version)?;
     let sig = VerifyingKey::from_sec1(&m.sig_key)?;
     signer
         .unwrap_or(&sig)
@@ -159,12 +154,7 @@ pub fn verify_enrollment(bytes: &[u8], owner: &VerifyingKey) -> Result<Verified<
     let signed = decode_signed(bytes, MAX_CONTROL_BYTES)?;
     let body = owner.verify(SigDomain::Enrollment, &signed, "device enrollment")?;
     let m: v1::DeviceEnrollment = decode_strict("DeviceEnrollment", body, MAX_CONTROL_BYTES)?;
-    if m.version != WIRE_VERSION {
-        return Err(Error::UnsupportedVersion {
-            what: "DeviceEnrollment",
-            got: m.version,
-        });
-    }
+    crate::error::check_version("DeviceEnrollment", m.version)?;
     if m.owner_sig_key_id.as_slice() != owner.key_id().0.as_slice() {
         return Err(Error::UnknownSigner("device enrollment"));
     }
@@ -243,12 +233,7 @@ pub fn verify_pinned_identity(bytes: &[u8], pinned: &[u8; 32]) -> Result<Verifie
     }
     let signed = decode_signed(bytes, MAX_CONTROL_BYTES)?;
     let m: v1::PartyIdentity = decode_strict("PartyIdentity", &signed.body, MAX_CONTROL_BYTES)?;
-    if m.version != WIRE_VERSION {
-        return Err(Error::UnsupportedVersion {
-            what: "PartyIdentity",
-            got: m.version,
-        });
-    }
+    crate::error::check_version("PartyIdentity", m.version)?;
     let sig = VerifyingKey::from_sec1(&m.sig_key)?;
     sig.verify(SigDomain::Identity, &signed, "party identity")?;
     let kind = PartyKind::try_from(m.kind)

@@ -164,12 +164,7 @@ impl VerifyingKey {
         signed: &'a v1::Signed,
         what: &'static str,
     ) -> Result<&'a [u8]> {
-        if signed.version != WIRE_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what,
-                got: signed.version,
-            });
-        }
+        crate::error::check_version(what, signed.version)?;
         self.verify_raw(domain, &signed.body, &signed.signature, what)?;
         Ok(&signed.body)
     }
@@ -178,12 +173,7 @@ impl VerifyingKey {
 /// Decodes a `Signed` record (strict, size-limited). The body is not trusted until verified.
 pub fn decode_signed(bytes: &[u8], limit: usize) -> Result<v1::Signed> {
     let s: v1::Signed = decode_strict("Signed", bytes, limit)?;
-    if s.version != WIRE_VERSION {
-        return Err(Error::UnsupportedVersion {
-            what: "Signed",
-            got: s.version,
-        });
-    }
+    crate::error::check_version("Signed", s.version)?;
     Ok(s)
 }
 

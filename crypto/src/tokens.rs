@@ -11,7 +11,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::domain::SigDomain;
 use crate::encoding::{Reader, Writer};
-use crate::error::{Error, Result};
+use crate::error::{check_version, Error, Result};
 use crate::hpke::HpkePublicKey;
 use crate::keyid::KeyId;
 use crate::kpcpre::{Policy, ReKey};
@@ -24,14 +24,6 @@ fn random_id<R: RngCore + CryptoRng>(rng: &mut R) -> Vec<u8> {
     let mut id = [0u8; 16];
     rng.fill_bytes(&mut id);
     id.to_vec()
-}
-
-fn check_version(what: &'static str, v: u32) -> Result<()> {
-    if v == WIRE_VERSION {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedVersion { what, got: v })
-    }
 }
 
 fn check_signer(named: &[u8], owner: &VerifyingKey, what: &'static str) -> Result<()> {

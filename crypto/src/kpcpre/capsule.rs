@@ -189,12 +189,7 @@ impl Capsule1 {
     }
 
     pub(crate) fn from_proto(m: &v1::Capsule1) -> Result<Self> {
-        if m.version != WIRE_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "Capsule1",
-                got: m.version,
-            });
-        }
+        crate::error::check_version("Capsule1", m.version)?;
         let header = Header::decode(&m.hdr)?;
         if m.ca.len() != header.attributes.len() {
             return Err(Error::InvalidField {

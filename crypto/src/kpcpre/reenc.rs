@@ -96,12 +96,7 @@ impl Capsule2 {
     }
 
     pub(crate) fn from_proto(m: &v1::Capsule2) -> Result<Self> {
-        if m.version != WIRE_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "Capsule2",
-                got: m.version,
-            });
-        }
+        crate::error::check_version("Capsule2", m.version)?;
         let header = Header::decode(&m.hdr)?;
         if m.t.len() != T_BYTES || m.w.len() != W_BYTES {
             return Err(Error::InvalidField {

@@ -120,12 +120,7 @@ impl ReKey {
     /// Decodes and validates a re-key (every point checked, policy canonical, one leaf per policy leaf).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let m: v1::ReKey = decode_strict("ReKey", bytes, MAX_REKEY_BYTES)?;
-        if m.version != WIRE_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "ReKey",
-                got: m.version,
-            });
-        }
+        crate::error::check_version("ReKey", m.version)?;
         let rk_id: [u8; 16] = m
             .rk_id
             .as_slice()
