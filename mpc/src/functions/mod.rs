@@ -1,0 +1,3 @@
+//! Functions computed on the engine.
+
+pub mod contact_tracing;
