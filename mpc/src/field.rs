@@ -91,6 +91,15 @@ impl Fp {
         }
     }
 
+    /// Reduces any u128 (2^122 ≡ 1 and 2^61 ≡ 1 mod p).
+    #[inline]
+    pub const fn from_u128(x: u128) -> Fp {
+        let lo = (x as u64) & P;
+        let mid = ((x >> 61) as u64) & P;
+        let hi = (x >> 122) as u64;
+        Fp::new(lo + mid + hi)
+    }
+
     /// Reduces a product of two canonical elements (< 2^122).
     #[inline(always)]
     const fn reduce_wide(x: u128) -> Fp {
@@ -146,22 +155,33 @@ impl Fp {
     }
 }
 
-/// Square roots of many residues at once: four independent squaring chains interleaved, so that
-/// the multiplier's latency is hidden (a single chain waits on each product).
+/// Squaring without the final conditional subtraction: for x ≤ 2^61 the result is ≤ 2^61 again
+/// (two folds of 2^61 ≡ 1), so chains of squarings stay in range and are made canonical once.
+#[inline(always)]
+fn square_lazy(x: u64) -> u64 {
+    let p = x as u128 * x as u128;
+    let r = (p as u64 & P) + (p >> 61) as u64;
+    (r & P) + (r >> 61)
+}
+
+/// Square roots of many residues at once (see [`Fp::sqrt`]): four independent squaring chains
+/// interleaved, so that the multiplier's latency is hidden (a single chain waits on each product).
 pub fn sqrt_batch(values: &mut [Fp]) {
     let mut chunks = values.chunks_exact_mut(4);
     for c in &mut chunks {
-        let (mut a, mut b, mut d, mut e) = (c[0], c[1], c[2], c[3]);
+        let mut s = [c[0].0, c[1].0, c[2].0, c[3].0];
         for _ in 0..59 {
-            a = a.square();
-            b = b.square();
-            d = d.square();
-            e = e.square();
+            for v in &mut s {
+                *v = square_lazy(*v);
+            }
+            // Keeps LLVM's SLP vectoriser from packing the four scalar chains into AVX2 lanes:
+            // the lane shuffles around each 64x64 multiplication cost more than they save
+            // (measured here: ~160 ns per root vectorised, ~100 ns scalar).
+            s[0] = core::hint::black_box(s[0]);
         }
-        c[0] = a;
-        c[1] = b;
-        c[2] = d;
-        c[3] = e;
+        for (v, r) in c.iter_mut().zip(s) {
+            *v = Fp::new(r);
+        }
     }
     for v in chunks.into_remainder() {
         *v = v.sqrt();

@@ -1,5 +1,7 @@
 //! `contact-tracing/v1` end to end against the cleartext definition, on generated paths.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use armored_crypto::hpke::HpkeSecretKey;

@@ -1,5 +1,7 @@
 //! Each primitive against its cleartext function, with three parties on the in-memory transport.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::time::Duration;

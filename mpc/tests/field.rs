@@ -1,5 +1,7 @@
 //! F_p arithmetic against a big-integer reference.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use armored_mpc::field::{batch_inverse, sqrt_batch, Fp, P};
 use num_bigint::BigUint;
 use proptest::prelude::*;

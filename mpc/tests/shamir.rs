@@ -1,6 +1,8 @@
 //! Split / Combine (Definition 2): round trips, the consistency check, the device's range check,
 //! and uniform single shares.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use armored_mpc::field::{Fp, P};

@@ -4,6 +4,8 @@
 //! freedom, bound 44 ≈ the 99.99% quantile; fixed seeds) is shown to reject a broken mask and a
 //! missing zero-sharing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::sync::{Arc, Mutex};

@@ -31,21 +31,24 @@ impl<T: Transport> Engine<T> {
         let mut c = vec![Fp::ZERO; n];
         let batch = self.next_batch();
         self.prf.add_zero2(batch, &mut c);
-        for (k, ck) in c.iter_mut().enumerate() {
-            let mut r = Fp::ZERO;
-            for &b in bits[k * BITS..(k + 1) * BITS].iter().rev() {
-                r = r + r + b;
-            }
-            *ck += a[k] + a[k] + r;
+        for (ck, (bk, &ak)) in c.iter_mut().zip(bits.chunks_exact(BITS).zip(a)) {
+            // r = Σ 2^l b_l, summed without reduction (< 2^122) and reduced once.
+            let r = bk
+                .iter()
+                .enumerate()
+                .fold(0u128, |acc, (l, b)| acc + (u128::from(b.value()) << l));
+            *ck += ak + ak + Fp::from_u128(r);
         }
         let c = self.open2(&c)?;
         let c: Vec<u64> = c.iter().map(|v| v.value()).collect();
         // t = c_0 ⊕ r_0 is linear in r_0 since c_0 is public.
-        let t: Vec<Fp> = (0..n)
-            .map(|k| xor_public(c[k] & 1 == 1, bits[k * BITS]))
+        let t: Vec<Fp> = c
+            .iter()
+            .zip(bits.chunks_exact(BITS))
+            .map(|(&ck, bk)| xor_public(ck & 1 == 1, bk[0]))
             .collect();
-        let carry = self.lt_public_bits(&c, &bits)?;
-        drop(bits);
+        let (g, e) = leaves(&c, bits);
+        let carry = self.carry_tree(g, e, n)?;
         // t ⊕ carry = t + carry - 2·t·carry.
         let tc = self.mul(&t, &carry)?;
         Ok(t.iter()
@@ -66,20 +69,12 @@ impl<T: Transport> Engine<T> {
         if bits.len() != n * BITS {
             return Err(Error::InvalidInput("lt_public_bits: 61 bits per value"));
         }
-        let mut g = Vec::with_capacity(n * BITS);
-        let mut e = Vec::with_capacity(n * BITS);
-        for (k, &ck) in c.iter().enumerate() {
-            for l in 0..BITS {
-                let b = bits[k * BITS + l];
-                if (ck >> l) & 1 == 1 {
-                    g.push(Fp::ZERO);
-                    e.push(b);
-                } else {
-                    g.push(b);
-                    e.push(Fp::ONE - b);
-                }
-            }
-        }
+        let (g, e) = leaves(c, bits.to_vec());
+        self.carry_tree(g, e, n)
+    }
+
+    /// Combines (G, E) segments, 61 per value, level by level up to one G per value.
+    fn carry_tree(&mut self, mut g: Vec<Fp>, mut e: Vec<Fp>, n: usize) -> Result<Vec<Fp>> {
         let mut width = BITS;
         while width > 1 {
             let pairs = width / 2;
@@ -122,6 +117,22 @@ impl<T: Transport> Engine<T> {
         }
         Ok(g)
     }
+}
+
+/// Leaves of the tree: g_l = r_l ∧ ¬c_l, e_l = ¬(r_l ⊕ c_l). `bits` becomes g in place.
+fn leaves(c: &[u64], mut bits: Vec<Fp>) -> (Vec<Fp>, Vec<Fp>) {
+    let mut e = Vec::with_capacity(bits.len());
+    for (&ck, bk) in c.iter().zip(bits.chunks_exact_mut(BITS)) {
+        for (l, b) in bk.iter_mut().enumerate() {
+            if (ck >> l) & 1 == 1 {
+                e.push(*b);
+                *b = Fp::ZERO;
+            } else {
+                e.push(Fp::ONE - *b);
+            }
+        }
+    }
+    (bits, e)
 }
 
 /// Shares of c ⊕ b for a public bit c and a shared bit b.

@@ -11,41 +11,51 @@ impl<T: Transport> Engine<T> {
     /// This party's shares of n uniformly random bits (1 round; a slot whose w is 0, probability
     /// 1/p, is redrawn in one more round).
     pub fn random_bits(&mut self, n: usize) -> Result<Vec<Fp>> {
-        let mut bits = vec![Fp::ZERO; n];
-        let mut todo: Vec<usize> = (0..n).collect();
-        let inv2 = Fp::from(2).inverse().unwrap_or(Fp::ZERO);
-        while !todo.is_empty() {
-            let m = todo.len();
-            let r = self.random(m);
-            let mut w = r.iter().map(|&x| x * x).collect::<Vec<_>>();
-            let batch = self.next_batch();
-            self.prf.add_zero2(batch, &mut w);
-            let w = self.open2(&w)?;
-            // Every party sees the same opened w, so all redraw the same slots. A zero stands in
-            // as 1 below only to keep the batch inversion defined; its slot is skipped.
-            let retry: Vec<usize> = (0..m).filter(|&k| w[k] == Fp::ZERO).collect();
-            let mut s: Vec<Fp> = w
-                .iter()
-                .map(|&v| if v == Fp::ZERO { Fp::ONE } else { v })
-                .collect();
-            sqrt_batch(&mut s);
-            // A residue's root squares back; anything else means a peer sent garbage.
-            if s.iter()
-                .zip(&w)
-                .any(|(&root, &v)| v != Fp::ZERO && root * root != v)
-            {
-                return Err(Error::ProtocolViolation("opened value is not a square"));
+        let (mut bits, mut retry) = self.random_bits_once(n)?;
+        // Each retry round redraws the slots whose w was 0 (all parties see the same w).
+        while !retry.is_empty() {
+            let (again, still) = self.random_bits_once(retry.len())?;
+            for (&slot, b) in retry.iter().zip(again) {
+                bits[slot] = b;
             }
-            if !batch_inverse(&mut s) {
-                return Err(Error::ProtocolViolation("zero root"));
-            }
-            for k in 0..m {
-                if w[k] != Fp::ZERO {
-                    bits[todo[k]] = (r[k] * s[k] + Fp::ONE) * inv2;
-                }
-            }
-            todo = retry.into_iter().map(|k| todo[k]).collect();
+            retry = still.into_iter().map(|k| retry[k]).collect();
         }
         Ok(bits)
+    }
+
+    /// One round of n bit candidates: the bits, and the positions whose w was 0 (left as 0).
+    fn random_bits_once(&mut self, n: usize) -> Result<(Vec<Fp>, Vec<usize>)> {
+        let inv2 = Fp::from(2).inverse().unwrap_or(Fp::ZERO);
+        let r = self.random(n);
+        let mut w: Vec<Fp> = r.iter().map(|&x| x * x).collect();
+        let batch = self.next_batch();
+        self.prf.add_zero2(batch, &mut w);
+        let w = self.open2(&w)?;
+        let retry: Vec<usize> = (0..n).filter(|&k| w[k] == Fp::ZERO).collect();
+        // A zero stands in as 1 only to keep the batch inversion defined; its slot is redrawn.
+        let mut s: Vec<Fp> = w
+            .iter()
+            .map(|&v| if v == Fp::ZERO { Fp::ONE } else { v })
+            .collect();
+        sqrt_batch(&mut s);
+        // A residue's root squares back; anything else means a peer sent garbage.
+        if s.iter()
+            .zip(&w)
+            .any(|(&root, &v)| v != Fp::ZERO && root * root != v)
+        {
+            return Err(Error::ProtocolViolation("opened value is not a square"));
+        }
+        drop(w);
+        if !batch_inverse(&mut s) {
+            return Err(Error::ProtocolViolation("zero root"));
+        }
+        // b = (r/s + 1)/2, computed in place of 1/s.
+        for (si, &ri) in s.iter_mut().zip(&r) {
+            *si = (ri * *si + Fp::ONE) * inv2;
+        }
+        for &k in &retry {
+            s[k] = Fp::ZERO;
+        }
+        Ok((s, retry))
     }
 }

@@ -123,15 +123,16 @@ pub fn cleartext(distance: u32, reference: &Path, users: &[Vec<Option<(u32, u32)
 /// Engine settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// Comparisons per batch. Memory grows with it (~1.5 KB per comparison and party at the peak,
-    /// the 61 random bits and their carry tree); jobs with more comparisons run in sequential
-    /// chunks of 9 rounds each.
+    /// Comparisons per batch. Memory grows with it (a few KB per comparison and party at the
+    /// peak: the 61 random bits, their openings and the carry tree); jobs with more comparisons run
+    /// in sequential chunks of 9 rounds each, so rounds are constant in N up to this many
+    /// comparisons (655 users of 50 slots by default).
     pub max_batch: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_batch: 1 << 16 }
+        EngineConfig { max_batch: 1 << 15 }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: three engines on threads with seeds from a fixed RNG,
 //! and sharing of cleartext vectors.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use armored_mpc::field::Fp;
 use armored_mpc::local::run_three;
