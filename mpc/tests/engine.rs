@@ -278,3 +278,62 @@ fn seeds_and_engines_do_not_print_secrets() {
             && !format!("{raw:?}").contains("171")
     );
 }
+
+/// Alters what party 1 receives in round 0.
+struct Tamper {
+    inner: armored_mpc::InMemoryTransport,
+    edit: fn(&mut Vec<u8>),
+}
+
+impl armored_mpc::Transport for Tamper {
+    fn send(
+        &mut self,
+        to: armored_mpc::Party,
+        round: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), armored_mpc::TransportError> {
+        self.inner.send(to, round, payload)
+    }
+    fn recv(
+        &mut self,
+        from: armored_mpc::Party,
+        round: u32,
+    ) -> Result<Vec<u8>, armored_mpc::TransportError> {
+        let mut m = self.inner.recv(from, round)?;
+        if self.inner.party().index() == 1 && round == 0 {
+            (self.edit)(&mut m);
+        }
+        Ok(m)
+    }
+}
+
+fn tampered_random_bits(edit: fn(&mut Vec<u8>)) -> Error {
+    let seeds = PartySeeds::deal(&mut rng(27));
+    run_three(InMemoryConfig::default(), seeds, |t, s| {
+        Engine::new(&s, &JOB_HASH, 0, Tamper { inner: t, edit }).random_bits(64)
+    })
+    .unwrap_err()
+}
+
+#[test]
+fn malformed_and_inconsistent_peer_messages_are_typed_errors() {
+    let e = tampered_random_bits(|m| m.truncate(m.len() - 1));
+    assert!(
+        matches!(e, Error::MalformedMessage { round: 0, .. }),
+        "{e:?}"
+    );
+    // A non-canonical element (≥ p) is refused at decoding.
+    let e = tampered_random_bits(|m| m[..8].copy_from_slice(&u64::MAX.to_le_bytes()));
+    assert!(
+        matches!(e, Error::MalformedMessage { round: 0, .. }),
+        "{e:?}"
+    );
+    // Shifted shares open to values that are not squares: caught before any bit is used.
+    let e = tampered_random_bits(|m| {
+        for w in m.chunks_exact_mut(8) {
+            let v = u64::from_le_bytes(w.try_into().unwrap());
+            w.copy_from_slice(&(Fp::new(v) + Fp::ONE).value().to_le_bytes());
+        }
+    });
+    assert_eq!(e, Error::ProtocolViolation("opened value is not a square"));
+}

@@ -72,21 +72,6 @@ fn party_ring() {
     assert!(Party::new(0).is_err() && Party::new(4).is_err());
 }
 
-/// Chi-square statistic of values over 16 equal buckets of F_p (top four bits).
-fn chi2_top_bits(values: impl Iterator<Item = u64>) -> f64 {
-    let mut buckets = [0u64; 16];
-    let mut n = 0u64;
-    for v in values {
-        buckets[(v >> 57) as usize] += 1;
-        n += 1;
-    }
-    let expect = n as f64 / 16.0;
-    buckets
-        .iter()
-        .map(|&b| (b as f64 - expect).powi(2) / expect)
-        .sum()
-}
-
 #[test]
 fn a_single_share_is_uniform_whatever_the_secret() {
     // 15 degrees of freedom: the 99.99% quantile is ~44; a share that depended on the secret (e.g.
@@ -97,7 +82,7 @@ fn a_single_share_is_uniform_whatever_the_secret() {
             let shares: Vec<u64> = (0..4096)
                 .map(|_| split(Fp::new(secret), &mut r)[j].value())
                 .collect();
-            let chi2 = chi2_top_bits(shares.into_iter());
+            let chi2 = common::chi2(shares.into_iter().map(Fp::new));
             assert!(chi2 < 44.0, "share {j} of secret {secret}: chi2 = {chi2}");
         }
     }
@@ -107,5 +92,5 @@ fn a_single_share_is_uniform_whatever_the_secret() {
         let a = rand_core::RngCore::next_u64(&mut r) >> 4;
         (Fp::new(5) + Fp::new(a)).value()
     });
-    assert!(chi2_top_bits(broken) > 44.0);
+    assert!(common::chi2(broken.map(Fp::new)) > 44.0);
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use armored_mpc::field::Fp;
 use armored_mpc::shamir::{lagrange3, Party};
 use armored_mpc::{InMemoryConfig, InMemoryTransport, Transport, TransportError};
-use common::{rng, run_engines_on};
+use common::{chi2, rng, run_engines_on};
 use rand_core::RngCore;
 
 const N: usize = 4096;
@@ -42,20 +42,6 @@ impl Transport for Recording {
         }
         Ok(m)
     }
-}
-
-fn chi2(values: impl IntoIterator<Item = Fp>) -> f64 {
-    let mut buckets = [0u64; 16];
-    let mut n = 0u64;
-    for v in values {
-        buckets[(v.value() >> 57) as usize] += 1;
-        n += 1;
-    }
-    let expect = n as f64 / 16.0;
-    buckets
-        .iter()
-        .map(|&b| (b as f64 - expect).powi(2) / expect)
-        .sum()
 }
 
 fn elements(bytes: &[u8]) -> Vec<Fp> {

@@ -1,9 +1,9 @@
-//! Less-than-zero, as MP-SPDZ's `KnownPrime.ltz`: for |a| < p/2, [a < 0] = LSB(2a mod p), because
+//! Less-than-zero, as MP-SPDZ's `KnownPrime.ltz`: for |a| < p/2, `[a < 0] = LSB(2a mod p)`, because
 //! 2a mod p is even for a ≥ 0 and odd (p + 2a) for a < 0.
 //!
 //! With a random r = Σ 2^l b_l from 61 shared bits, open c = 2a + r mod p. As integers c and
-//! 2a mod p + r differ by p exactly when c < r, so LSB(2a) = c_0 ⊕ r_0 ⊕ [c < r] (also for r ≥ p).
-//! [c < r] compares a public and a shared bit string with a generate/propagate tree of depth
+//! 2a mod p + r differ by p exactly when c < r, so `LSB(2a) = c_0 ⊕ r_0 ⊕ [c < r]` (also for r ≥ p).
+//! `[c < r]` compares a public and a shared bit string with a generate/propagate tree of depth
 //! ⌈log2 61⌉ = 6. r is uniform on [0, 2^61) ≡ F_p up to one doubled value, so c is uniform: no
 //! statistical slack is needed.
 
@@ -19,7 +19,7 @@ pub(crate) const BITS: usize = 61;
 pub const LTZ_ROUNDS: u32 = 1 + 1 + 6 + 1;
 
 impl<T: Transport> Engine<T> {
-    /// Shares of [a_k < 0] for sharings a_k of degree up to 2 (e.g. a sum of local products) with
+    /// Shares of `[a_k < 0]` for sharings a_k of degree up to 2 (e.g. a sum of local products) with
     /// |a_k| < p/2 (9 rounds). The masked value is re-randomised by a fresh degree-2
     /// zero-sharing before it is opened: the points of an unrandomised product polynomial leak.
     pub fn ltz(&mut self, a: &[Fp]) -> Result<Vec<Fp>> {
@@ -58,7 +58,7 @@ impl<T: Transport> Engine<T> {
             .collect())
     }
 
-    /// Shares of [c_k < r_k] for public c_k < 2^61 and r_k given by 61 shared bits each
+    /// Shares of `[c_k < r_k]` for public c_k < 2^61 and r_k given by 61 shared bits each
     /// (`bits[k·61 + l]` is bit l of r_k), 6 rounds.
     ///
     /// Per bit, g_l = r_l ∧ ¬c_l (r is larger here) and e_l = ¬(r_l ⊕ c_l) (equal here), both

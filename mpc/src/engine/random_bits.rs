@@ -1,6 +1,6 @@
-//! Random shared bits by the square-root method (Damgård et al.): [r] random, open
+//! Random shared bits by the square-root method (Damgård et al.): `[r]` random, open
 //! w = r^2 (+ a degree-2 zero-sharing, so the opened shares say nothing about r's polynomial),
-//! s = sqrt(w); then r/s = ±1 with equal probability and [b] = ([r]·s^-1 + 1)/2. One round.
+//! s = sqrt(w); then r/s = ±1 with equal probability and `[b] = ([r]·s^-1 + 1)/2`. One round.
 
 use super::Engine;
 use crate::error::{Error, Result};

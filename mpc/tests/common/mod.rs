@@ -61,3 +61,19 @@ pub fn reveal(shares: &[Vec<Fp>; 3]) -> Vec<i64> {
         .map(Fp::to_i64)
         .collect()
 }
+
+/// Chi-square statistic of field elements over 16 equal buckets of F_p (their top four bits);
+/// with 15 degrees of freedom its 99.99% quantile is ~44.
+pub fn chi2(values: impl IntoIterator<Item = Fp>) -> f64 {
+    let mut buckets = [0u64; 16];
+    let mut n = 0u64;
+    for v in values {
+        buckets[(v.value() >> 57) as usize] += 1;
+        n += 1;
+    }
+    let expect = n as f64 / 16.0;
+    buckets
+        .iter()
+        .map(|&b| (b as f64 - expect).powi(2) / expect)
+        .sum()
+}
