@@ -143,10 +143,42 @@ pub enum Error {
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
 /// Refuses any wire version but the one this build implements (no downgrade).
-pub(crate) fn check_version(what: &'static str, got: u32) -> Result<()> {
+pub fn check_version(what: &'static str, got: u32) -> Result<()> {
     if got == armored_schemas::WIRE_VERSION {
         Ok(())
     } else {
         Err(Error::UnsupportedVersion { what, got })
+    }
+}
+
+impl Error {
+    /// A short, bounded label for metrics and dead-letter headers (never contains a value).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Decode(_) | Error::Layout { .. } => "malformed",
+            Error::UnsupportedVersion { .. } => "unsupported_version",
+            Error::InvalidPoint { .. } => "invalid_point",
+            Error::InvalidField { .. } => "invalid_field",
+            Error::PolicySyntax { .. } | Error::PolicyLimit(_) => "bad_policy",
+            Error::InvalidAttribute(_) | Error::TooManyAttributes(_) => "bad_attributes",
+            Error::PolicyNotSatisfied => "policy_not_satisfied",
+            Error::KeyMismatch(_) => "key_mismatch",
+            Error::MalformedCapsule => "malformed_capsule",
+            Error::CapsuleAuth => "capsule_auth",
+            Error::ReKeyAuth => "rekey_auth",
+            Error::PayloadAuth => "payload_auth",
+            Error::BadSignature(_) => "bad_signature",
+            Error::InvalidKey(_) => "invalid_key",
+            Error::UnknownSigner(_) => "unknown_signer",
+            Error::Mismatch(_) => "mismatch",
+            Error::Expired { .. } => "expired",
+            Error::Revoked(_) => "revoked",
+            Error::ProofOfKnowledge => "proof_of_knowledge",
+            Error::Duplicate { .. } => "duplicate",
+            Error::TooOld { .. } => "too_old",
+            Error::KeyExhausted => "key_exhausted",
+            Error::Hpke(_) => "hpke",
+            Error::KeyFile { .. } => "key_file",
+        }
     }
 }

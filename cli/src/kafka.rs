@@ -1,0 +1,90 @@
+//! The Kafka side of `atctl`: configuration from `AT__KAFKA__…` (or flags), a producer, and folding
+//! the registry once.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use armored_runtime::config::{KafkaConfig, KAFKA_DEFAULTS};
+use armored_runtime::follower::Follower;
+use armored_runtime::kafka::{self, Topics};
+use armored_runtime::registry::Registry;
+use armored_runtime::Shutdown;
+use rdkafka::producer::FutureProducer;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Wrapper {
+    kafka: KafkaConfig,
+}
+
+/// A connected `atctl`: configuration, topics, producer.
+#[derive(Clone)]
+pub struct Ctl {
+    /// Kafka settings.
+    pub kafka: KafkaConfig,
+    /// Topic names.
+    pub topics: Topics,
+    /// Producer (acks=all, idempotent).
+    pub producer: FutureProducer,
+}
+
+impl std::fmt::Debug for Ctl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ctl({})", self.kafka.brokers)
+    }
+}
+
+impl Ctl {
+    /// Loads `[kafka]` from defaults, `AT_CONFIG` and the environment, applies the overrides, and
+    /// checks that the broker answers.
+    pub fn connect(brokers: Option<&str>, topic_prefix: Option<&str>) -> anyhow::Result<Self> {
+        let mut kafka = armored_runtime::config::load::<Wrapper>(KAFKA_DEFAULTS, None)?.kafka;
+        if let Some(b) = brokers {
+            kafka.brokers = b.to_string();
+        }
+        if let Some(p) = topic_prefix {
+            kafka.topic_prefix = p.to_string();
+        }
+        Self::with_config(kafka)
+    }
+
+    /// A client for an explicit configuration.
+    pub fn with_config(kafka: KafkaConfig) -> anyhow::Result<Self> {
+        kafka::wait_for_broker(&kafka)?;
+        Ok(Self {
+            topics: Topics::new(&kafka.topic_prefix),
+            producer: kafka::producer(&kafka)?,
+            kafka,
+        })
+    }
+
+    /// Writes one record and waits for the broker's acknowledgement.
+    pub async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+        kafka::send(&self.producer, topic, key.as_bytes(), payload)
+            .await
+            .map_err(|e| anyhow::anyhow!("write to {topic} not acknowledged: {e}"))
+    }
+
+    /// Folds the registry up to its current end.
+    pub async fn registry(&self) -> anyhow::Result<Registry> {
+        let shared: armored_runtime::follower::Shared<Registry> = Default::default();
+        let stop = Shutdown::new();
+        let s = shared.clone();
+        let f = Follower::start(
+            &self.kafka,
+            &self.topics.registry(),
+            Box::new(move |rec| {
+                if let Ok(mut r) = s.write() {
+                    let _ = r.apply(&rec.payload);
+                }
+            }),
+            stop.clone(),
+        )?;
+        f.synced_since(Instant::now(), Duration::from_secs(30))
+            .await
+            .context("reading the registry")?;
+        stop.cancel();
+        let r = shared.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
+        Ok(r)
+    }
+}

@@ -1,0 +1,8 @@
+//! `atctl` as a library (the binary is a thin clap layer over it, and tests call it in-process):
+//! the owner's management device (phases 1 and 2, M1) and a processing service (phase 6).
+#![forbid(unsafe_code)]
+
+pub mod kafka;
+pub mod owner;
+pub mod service;
+pub mod view;

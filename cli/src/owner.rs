@@ -1,0 +1,282 @@
+//! The owner's management device: phase 1 (identity with proof of knowledge, device enrollment,
+//! pinning services), phase 2 (re-keys for exactly the policy granted) and M1 (revocation).
+//! Keys live in the owner directory (0600 key files); a ledger of issued re-keys sits beside them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use armored_crypto::identity::{
+    create_owner_identity, enroll_device, fingerprint, verify_owner_identity, verify_pinned_identity,
+    PartyIdentity,
+};
+use armored_crypto::keyfile::{load_pre_key, load_signing_key, save_pre_key, save_signing_key};
+use armored_crypto::kpcpre::{Policy, PublicKey, ReKey, SecretKey};
+use armored_crypto::sig::{SigningKey, VerifyingKey};
+use armored_crypto::tokens::{issue_rekey_upload, issue_revocation, ReKeyUploadInput, ReceiverKind, RevocationKind};
+use armored_device::Card;
+use armored_runtime::registry::record;
+use armored_runtime::time::now_ms;
+use armored_schemas::v1::{control_record, registry_record::Record, ControlRecord};
+use prost::Message;
+use rand_core::OsRng;
+use serde::{Deserialize, Serialize};
+
+use crate::kafka::Ctl;
+
+/// One issued re-key, as the owner remembers it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Hex rk_id.
+    pub rk_id: String,
+    /// device, service or mpc-node.
+    pub receiver_kind: String,
+    /// Receiver id.
+    pub receiver_id: String,
+    /// Canonical policy.
+    pub policy: String,
+    /// When issued.
+    pub issued_ms: u64,
+    /// Revoked by this owner.
+    pub revoked: bool,
+}
+
+/// An owner's management device.
+pub struct Owner {
+    dir: PathBuf,
+    /// Owner id.
+    pub owner_id: String,
+    pre: SecretKey,
+    sig: SigningKey,
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Owner({})", self.owner_id)
+    }
+}
+
+fn identity_path(dir: &Path) -> PathBuf {
+    dir.join("owner.identity")
+}
+
+/// The control record wrapping a signed upload or revocation.
+pub fn control(r: control_record::Record) -> Vec<u8> {
+    ControlRecord {
+        version: armored_schemas::WIRE_VERSION,
+        record: Some(r),
+    }
+    .encode_to_vec()
+}
+
+impl Owner {
+    /// Phase 1: creates the owner's keys in `dir` and publishes the identity (with its proof of
+    /// knowledge) to the registry. Refuses to overwrite an existing owner.
+    pub async fn init(dir: &Path, owner_id: &str, ctl: &Ctl) -> anyhow::Result<Self> {
+        armored_crypto::envelope::check_id(owner_id, "owner_id")?;
+        if identity_path(dir).exists() {
+            bail!("{} already holds an owner identity", dir.display());
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let pre = SecretKey::generate(&mut OsRng);
+        let sig = SigningKey::generate(&mut OsRng);
+        save_pre_key(&dir.join("pre.key"), &pre, &format!("owner {owner_id} PRE"))?;
+        save_signing_key(&dir.join("sig.key"), &sig, &format!("owner {owner_id} signing"))?;
+        let identity = create_owner_identity(owner_id, &pre, &sig, 0, &sig, &mut OsRng);
+        std::fs::write(identity_path(dir), &identity)?;
+        ctl.send(
+            &ctl.topics.registry(),
+            &format!("owner:{owner_id}"),
+            &record(Record::OwnerIdentity(identity)),
+        )
+        .await?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            owner_id: owner_id.to_string(),
+            pre,
+            sig,
+        })
+    }
+
+    /// Opens an owner directory.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let identity = std::fs::read(identity_path(dir))
+            .with_context(|| format!("no owner in {} (atctl owner init)", dir.display()))?;
+        let id = verify_owner_identity(&identity, None)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            owner_id: id.owner_id.clone(),
+            pre: load_pre_key(&dir.join("pre.key"), &mut OsRng)?,
+            sig: load_signing_key(&dir.join("sig.key"))?,
+        })
+    }
+
+    /// The signed identity file (what devices and services pin).
+    pub fn identity(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(std::fs::read(identity_path(&self.dir))?)
+    }
+
+    /// The owner's signing key (public).
+    pub fn verifying_key(&self) -> VerifyingKey {
+        *self.sig.verifying_key()
+    }
+
+    /// Phase 1 + 2 for a device: an owner-signed enrollment of the card received out of band, and
+    /// the device's re-key for `twin:<id> AND (sync OR req)` (device grants are always scoped to
+    /// their twin: one owner key covers all the owner's twins). Returns the rk_id.
+    pub async fn enroll_device(&self, ctl: &Ctl, card: &Card) -> anyhow::Result<String> {
+        let pre = PublicKey::from_bytes(&hex::decode(&card.pre_public_key)?)?;
+        let sig = VerifyingKey::from_sec1(&hex::decode(&card.sig_key)?)?;
+        let enrollment = enroll_device(&self.sig, &card.twin_id, &card.device_id, &pre, &sig, card.epoch_len_ms);
+        ctl.send(
+            &ctl.topics.registry(),
+            &format!("device:{}/{}", card.twin_id, card.device_id),
+            &record(Record::Enrollment(enrollment)),
+        )
+        .await?;
+        let policy = format!("twin:{} AND (sync OR req)", card.twin_id);
+        self.issue(ctl, ReceiverKind::Device, &format!("{}/{}", card.twin_id, card.device_id), &policy, &pre, None)
+            .await
+    }
+
+    /// Pins a service or node identity file after checking its self-signature; returns the party
+    /// and the fingerprint to compare out of band. The file is kept in `trusted/` and published to
+    /// the registry (informational: owners trust by fingerprint, never by what a topic says).
+    pub async fn trust(&self, ctl: &Ctl, identity: &[u8]) -> anyhow::Result<(PartyIdentity, String)> {
+        let fp = fingerprint(identity);
+        let p = verify_pinned_identity(identity, &fp)?.into_inner();
+        let dir = self.dir.join("trusted");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("{}.identity", p.party_id)), identity)?;
+        ctl.send(
+            &ctl.topics.registry(),
+            &format!("party:{}", p.party_id),
+            &record(Record::PartyIdentity(identity.to_vec())),
+        )
+        .await?;
+        Ok((p, hex::encode(fp)))
+    }
+
+    /// A pinned party.
+    pub fn trusted(&self, party_id: &str) -> anyhow::Result<PartyIdentity> {
+        armored_crypto::envelope::check_id(party_id, "party id")?;
+        let path = self.dir.join("trusted").join(format!("{party_id}.identity"));
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("{party_id} is not pinned (atctl owner trust <identity file>)"))?;
+        Ok(verify_pinned_identity(&bytes, &fingerprint(&bytes))?.into_inner())
+    }
+
+    /// Phase 2: grants a pinned service exactly `policy`. Returns the rk_id.
+    pub async fn grant(
+        &self,
+        ctl: &Ctl,
+        party_id: &str,
+        policy: &str,
+        history_from_epoch: Option<u64>,
+    ) -> anyhow::Result<String> {
+        let p = self.trusted(party_id)?;
+        let kind = match p.kind {
+            armored_schemas::v1::PartyKind::MpcNode => ReceiverKind::MpcNode,
+            _ => ReceiverKind::Service,
+        };
+        self.issue(ctl, kind, party_id, policy, &p.pre, history_from_epoch).await
+    }
+
+    async fn issue(
+        &self,
+        ctl: &Ctl,
+        kind: ReceiverKind,
+        receiver_id: &str,
+        policy: &str,
+        receiver: &PublicKey,
+        history_from_epoch: Option<u64>,
+    ) -> anyhow::Result<String> {
+        let policy = Policy::parse(policy).map_err(|e| anyhow::anyhow!("policy {policy:?}: {e}"))?;
+        let rk = ReKey::generate(&self.pre, &policy, receiver, &mut OsRng)?;
+        let upload = issue_rekey_upload(
+            &self.sig,
+            &rk,
+            &ReKeyUploadInput {
+                receiver_kind: kind,
+                receiver_id,
+                not_after_ms: None,
+                history_from_epoch,
+            },
+        );
+        let rk_id = hex::encode(rk.rk_id());
+        ctl.send(&ctl.topics.rekeys(), &rk_id, &control(control_record::Record::RekeyUpload(upload)))
+            .await?;
+        let mut ledger = self.ledger()?;
+        ledger.push(LedgerEntry {
+            rk_id: rk_id.clone(),
+            receiver_kind: match kind {
+                ReceiverKind::Device => "device",
+                ReceiverKind::MpcNode => "mpc-node",
+                _ => "service",
+            }
+            .into(),
+            receiver_id: receiver_id.into(),
+            policy: policy.canonical().to_string(),
+            issued_ms: now_ms(),
+            revoked: false,
+        });
+        self.save_ledger(&ledger)?;
+        Ok(rk_id)
+    }
+
+    /// M1: revokes a re-key (sticky; written under the re-key's own key on the re-key topic).
+    pub async fn revoke_rekey(&self, ctl: &Ctl, rk_id_hex: &str) -> anyhow::Result<()> {
+        let id = hex::decode(rk_id_hex).context("rk id must be hex")?;
+        if id.len() != 16 {
+            bail!("an rk id is 16 bytes (32 hex digits)");
+        }
+        let r = issue_revocation(&self.sig, RevocationKind::Rekey, &id, now_ms(), None);
+        ctl.send(&ctl.topics.rekeys(), rk_id_hex, &control(control_record::Record::Revocation(r)))
+            .await?;
+        let mut ledger = self.ledger()?;
+        for e in ledger.iter_mut().filter(|e| e.rk_id == rk_id_hex) {
+            e.revoked = true;
+        }
+        self.save_ledger(&ledger)
+    }
+
+    /// Revokes every re-key issued to `receiver_id`; returns how many.
+    pub async fn revoke_receiver(&self, ctl: &Ctl, receiver_id: &str) -> anyhow::Result<usize> {
+        let ids: Vec<String> = self
+            .ledger()?
+            .into_iter()
+            .filter(|e| e.receiver_id == receiver_id && !e.revoked)
+            .map(|e| e.rk_id)
+            .collect();
+        for id in &ids {
+            self.revoke_rekey(ctl, id).await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Issued re-keys.
+    pub fn ledger(&self) -> anyhow::Result<Vec<LedgerEntry>> {
+        let p = self.dir.join("grants.json");
+        if !p.exists() {
+            return Ok(Vec::new());
+        }
+        Ok(serde_json::from_slice(&std::fs::read(p)?)?)
+    }
+
+    fn save_ledger(&self, l: &[LedgerEntry]) -> anyhow::Result<()> {
+        let p = self.dir.join("grants.json");
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(l)?)?;
+        std::fs::rename(tmp, p)?;
+        Ok(())
+    }
+
+    /// Signs an arbitrary upload for tests of the cloud's checks (never used by the CLI itself).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.sig
+    }
+
+    /// The owner's PRE key (tests seal envelopes as the owner would).
+    pub fn pre_key(&self) -> &SecretKey {
+        &self.pre
+    }
+}

@@ -1,0 +1,279 @@
+//! The device's core, without I/O beyond its own files: sealing (phase 3) and accepting (phase 4).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use armored_crypto::envelope::{seal_state_change, Receiver, StateChangeInput, TrustStore, Writer};
+use armored_crypto::epoch::{epoch_of, EpochKeyManager};
+use armored_crypto::identity::{verify_enrollment, verify_owner_identity};
+use armored_crypto::keyfile::{load_pre_key, load_signing_key};
+use armored_crypto::replay::ReplayGuard;
+use armored_crypto::sig::SigningKey;
+use armored_crypto::tokens::verify_revocation;
+use armored_crypto::{Error as CryptoError, KeyId};
+use armored_schemas::v1::{self, downlink::Message as Down};
+use armored_schemas::{decode_strict, limits::MAX_DELIVERY_BYTES};
+use rand_core::OsRng;
+use serde::{Deserialize, Serialize};
+
+use crate::files::{write_json, Card, Paths};
+
+/// What can go wrong on a device.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// A cryptographic or format check failed (the reason is typed).
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// File system.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// Keys exist already.
+    #[error("{0} already holds device keys; refusing to overwrite them")]
+    AlreadySetUp(String),
+    /// No pinned owner identity.
+    #[error("no owner identity pinned in {0} (at-device pin-owner)")]
+    NoOwner(String),
+    /// State file problems.
+    #[error("device state: {0}")]
+    State(String),
+    /// A delta that is not a JSON object.
+    #[error("a state change must be a JSON object of field updates")]
+    BadDelta,
+}
+
+impl DeviceError {
+    /// Bounded reason label (metrics).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DeviceError::Crypto(e) => e.reason(),
+            DeviceError::Io(..) => "io",
+            DeviceError::AlreadySetUp(_) => "already_set_up",
+            DeviceError::NoOwner(_) => "no_owner",
+            DeviceError::State(_) => "state",
+            DeviceError::BadDelta => "bad_delta",
+        }
+    }
+}
+
+/// The persisted state of a device.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    /// Next sequence number of this device's own changes.
+    pub next_seq: u64,
+    /// The twin's state as this device knows it: field → value, last writer wins in arrival order.
+    pub fields: BTreeMap<String, serde_json::Value>,
+    /// Changes applied (own and received).
+    pub applied: u64,
+    /// Replay guard (hex of its persisted form).
+    pub replay: String,
+    /// Counters: received, duplicates, and rejections by reason.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// What handling a downlink message did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A verified state change was applied.
+    Applied {
+        /// Who wrote it.
+        writer: Writer,
+        /// Its sequence number.
+        seq: u64,
+        /// The update.
+        delta: serde_json::Value,
+    },
+    /// The same change again (at-least-once redelivery or the echo of our own): dropped.
+    Duplicate,
+    /// The twin's roster (owner-signed enrollments) was updated.
+    Roster {
+        /// Devices now trusted.
+        devices: usize,
+    },
+}
+
+/// A device: keys, the pinned owner, the roster of its twin, epoch keys and state.
+pub struct Device {
+    dir: PathBuf,
+    card: Card,
+    sig: SigningKey,
+    receiver: Receiver,
+    trust: TrustStore,
+    epochs: EpochKeyManager,
+    guard: ReplayGuard,
+    state: State,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device({}/{})", self.card.twin_id, self.card.device_id)
+    }
+}
+
+impl Device {
+    /// Opens a device set up in `dir` with a pinned owner.
+    pub fn open(dir: &Path) -> Result<Self, DeviceError> {
+        let p = Paths::new(dir);
+        let card: Card = read_json(&p.card)?;
+        let owner_bytes =
+            std::fs::read(&p.owner).map_err(|_| DeviceError::NoOwner(dir.display().to_string()))?;
+        let owner = verify_owner_identity(&owner_bytes, None)?.into_inner();
+        let sig = load_signing_key(&p.sig)?;
+        let pre = load_pre_key(&p.pre, &mut OsRng)?;
+        let mut trust = TrustStore::new(owner.sig);
+        trust.add_device(&card.twin_id, *sig.verifying_key());
+        let state: State = if p.state.exists() { read_json(&p.state)? } else { State::default() };
+        let guard = if state.replay.is_empty() {
+            ReplayGuard::new()
+        } else {
+            let b = hex::decode(&state.replay).map_err(|e| DeviceError::State(e.to_string()))?;
+            ReplayGuard::from_bytes(&b)?
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            epochs: EpochKeyManager::new(owner.pre.clone(), &card.twin_id)?,
+            card,
+            sig,
+            receiver: Receiver::new(pre),
+            trust,
+            guard,
+            state,
+        })
+    }
+
+    /// The public card.
+    pub fn card(&self) -> &Card {
+        &self.card
+    }
+
+    /// The state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The MQTT topics of this device: (uplink, downlink).
+    pub fn topics(&self) -> (String, String) {
+        let id = format!("{}/{}", self.card.twin_id, self.card.device_id);
+        (format!("at/v1/up/{id}"), format!("at/v1/down/{id}"))
+    }
+
+    /// Phase 3: records a state change (a JSON object of field updates) with `attributes` (the
+    /// twin attribute is added), applies it locally and returns the envelope to publish.
+    pub fn record(
+        &mut self,
+        attributes: &[&str],
+        delta: serde_json::Value,
+        now_ms: u64,
+    ) -> Result<Vec<u8>, DeviceError> {
+        let serde_json::Value::Object(fields) = &delta else {
+            return Err(DeviceError::BadDelta);
+        };
+        let seq = self.state.next_seq;
+        let epoch = epoch_of(now_ms, self.card.epoch_len_ms.max(1));
+        let key = self.epochs.key_for(epoch, attributes, &mut OsRng)?;
+        let input = StateChangeInput {
+            device_id: self.card.device_id.clone(),
+            seq,
+            observed_at_ms: now_ms,
+            delta: delta.to_string().into_bytes(),
+            ..Default::default()
+        };
+        let env = seal_state_change(key, &self.sig, &input, &mut OsRng)?;
+        self.epochs.prune_before(epoch.saturating_sub(1));
+        // Our own change comes back if our re-key admits it: mark it seen.
+        let _ = self.guard.check(&self.card.twin_id, self.sig.key_id(), seq);
+        for (k, v) in fields {
+            self.state.fields.insert(k.clone(), v.clone());
+        }
+        self.state.next_seq = seq + 1;
+        self.state.applied += 1;
+        self.persist()?;
+        Ok(env)
+    }
+
+    /// Phase 4: handles one downlink message (a delivery or the twin's roster).
+    pub fn handle_downlink(&mut self, bytes: &[u8], now_ms: u64) -> Result<Event, DeviceError> {
+        let r = self.handle_inner(bytes, now_ms);
+        let label = match &r {
+            Ok(Event::Applied { .. }) => "applied".to_string(),
+            Ok(Event::Duplicate) => "duplicate".to_string(),
+            Ok(Event::Roster { .. }) => "roster".to_string(),
+            Err(e) => format!("rejected_{}", e.reason()),
+        };
+        *self.state.counters.entry(label).or_default() += 1;
+        self.persist()?;
+        r
+    }
+
+    fn handle_inner(&mut self, bytes: &[u8], now_ms: u64) -> Result<Event, DeviceError> {
+        let d: v1::Downlink = decode_strict("Downlink", bytes, MAX_DELIVERY_BYTES + 64)
+            .map_err(CryptoError::from)?;
+        armored_crypto::error::check_version("Downlink", d.version)?;
+        match d.message {
+            Some(Down::Roster(r)) => self.apply_roster(&r),
+            Some(Down::Delivery(b)) => self.apply_delivery(&b, now_ms),
+            None => Err(CryptoError::InvalidField {
+                field: "downlink.message",
+                reason: "empty",
+            }
+            .into()),
+        }
+    }
+
+    fn apply_roster(&mut self, r: &v1::TwinRoster) -> Result<Event, DeviceError> {
+        if r.twin_id != self.card.twin_id {
+            return Err(CryptoError::Mismatch("roster of another twin").into());
+        }
+        let owner = *self.trust.owner();
+        let mut n = 0;
+        for e in &r.enrollments {
+            // Each enrollment must be signed by the owner we pinned; others are ignored.
+            if let Ok(e) = verify_enrollment(e, &owner) {
+                if e.twin_id == self.card.twin_id {
+                    self.trust.add_device(&e.twin_id, e.sig);
+                    n += 1;
+                }
+            }
+        }
+        for rv in &r.revocations {
+            if let Ok(v) = verify_revocation(rv, &owner) {
+                self.trust.revocations.apply(&v);
+            }
+        }
+        Ok(Event::Roster { devices: n })
+    }
+
+    fn apply_delivery(&mut self, bytes: &[u8], now_ms: u64) -> Result<Event, DeviceError> {
+        let sc = self
+            .receiver
+            .open_delivery(bytes, &self.trust, now_ms, &mut OsRng)?
+            .into_inner();
+        let writer = KeyId::from_slice(&sc.header.writer_key_id, "writer_key_id")?;
+        if self.guard.check(&sc.header.twin_id, writer, sc.header.seq).is_err() {
+            return Ok(Event::Duplicate);
+        }
+        let delta: serde_json::Value =
+            serde_json::from_slice(&sc.delta).map_err(|_| DeviceError::BadDelta)?;
+        let serde_json::Value::Object(fields) = &delta else {
+            return Err(DeviceError::BadDelta);
+        };
+        for (k, v) in fields {
+            self.state.fields.insert(k.clone(), v.clone());
+        }
+        self.state.applied += 1;
+        Ok(Event::Applied {
+            writer: sc.writer,
+            seq: sc.header.seq,
+            delta,
+        })
+    }
+
+    fn persist(&mut self) -> Result<(), DeviceError> {
+        self.state.replay = hex::encode(self.guard.to_bytes());
+        write_json(&Paths::new(&self.dir).state, &self.state)
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, DeviceError> {
+    let b = std::fs::read(path).map_err(|e| DeviceError::Io(path.display().to_string(), e))?;
+    serde_json::from_slice(&b).map_err(|e| DeviceError::State(format!("{}: {e}", path.display())))
+}

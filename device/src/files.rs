@@ -1,0 +1,90 @@
+//! Phase 1 on the device: keys generated here and never exported; the public card the owner
+//! receives out of band (file or QR code); the owner identity the device pins.
+
+use std::path::{Path, PathBuf};
+
+use armored_crypto::identity::verify_owner_identity;
+use armored_crypto::keyfile::{save_pre_key, save_signing_key};
+use armored_crypto::kpcpre::SecretKey;
+use armored_crypto::sig::SigningKey;
+use rand_core::OsRng;
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceError;
+
+/// The public card of a device: everything the owner needs to enroll it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Card {
+    /// Twin id.
+    pub twin_id: String,
+    /// Device id.
+    pub device_id: String,
+    /// KP-CPRE public key, hex.
+    pub pre_public_key: String,
+    /// ECDSA P-256 public key (SEC1 compressed), hex.
+    pub sig_key: String,
+    /// Epoch length of the twin.
+    pub epoch_len_ms: u64,
+}
+
+pub(crate) struct Paths {
+    pub pre: PathBuf,
+    pub sig: PathBuf,
+    pub card: PathBuf,
+    pub owner: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Paths {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            pre: dir.join("pre.key"),
+            sig: dir.join("sig.key"),
+            card: dir.join("device.json"),
+            owner: dir.join("owner.identity"),
+            state: dir.join("state.json"),
+        }
+    }
+}
+
+/// Creates the device's keys in `dir` (0600) and writes its public card (`device.json`), which it
+/// also returns. Refuses to overwrite existing keys.
+pub fn setup(dir: &Path, twin_id: &str, device_id: &str, epoch_len_ms: u64) -> Result<Card, DeviceError> {
+    armored_crypto::envelope::check_id(twin_id, "twin_id")?;
+    armored_crypto::envelope::check_id(device_id, "device_id")?;
+    std::fs::create_dir_all(dir).map_err(|e| DeviceError::Io(dir.display().to_string(), e))?;
+    let p = Paths::new(dir);
+    if p.pre.exists() || p.sig.exists() {
+        return Err(DeviceError::AlreadySetUp(dir.display().to_string()));
+    }
+    let pre = SecretKey::generate(&mut OsRng);
+    let sig = SigningKey::generate(&mut OsRng);
+    save_pre_key(&p.pre, &pre, &format!("device {twin_id}/{device_id} PRE"))?;
+    save_signing_key(&p.sig, &sig, &format!("device {twin_id}/{device_id} signing"))?;
+    let card = Card {
+        twin_id: twin_id.into(),
+        device_id: device_id.into(),
+        pre_public_key: hex::encode(pre.public().to_bytes()),
+        sig_key: hex::encode(sig.verifying_key().to_sec1()),
+        epoch_len_ms,
+    };
+    write_json(&p.card, &card)?;
+    Ok(card)
+}
+
+/// Pins the owner's identity (obtained out of band) after checking its signature and proof of
+/// knowledge.
+pub fn pin_owner(dir: &Path, identity: &[u8]) -> Result<String, DeviceError> {
+    let id = verify_owner_identity(identity, None)?;
+    let p = Paths::new(dir);
+    std::fs::write(&p.owner, identity).map_err(|e| DeviceError::Io(p.owner.display().to_string(), e))?;
+    Ok(id.owner_id.clone())
+}
+
+pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), DeviceError> {
+    let text = serde_json::to_vec_pretty(v).map_err(|e| DeviceError::State(e.to_string()))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| DeviceError::Io(path.display().to_string(), e))
+}

@@ -1,0 +1,193 @@
+//! The checks the MQTT edge applies to an uplink envelope before it enters the twin store
+//! (envelope.md, "State change"): the broker authenticated the device and its ACL confined it to
+//! its topic, so the header's ids must equal the topic's; the device must be enrolled; the epoch must
+//! be near now; reserved attributes only where allowed; size capped. No signature is checked here.
+
+use armored_crypto::envelope::{decode_envelope, twin_attribute};
+use armored_crypto::epoch::epoch_of;
+use armored_crypto::Error as CryptoError;
+use armored_runtime::registry::Registry;
+
+/// Why an uplink message is refused (each is a dead-letter reason).
+#[derive(Debug, thiserror::Error)]
+pub enum Reject {
+    /// Not `at/v1/up/{twin}/{device}` with valid ids.
+    #[error("topic is not at/v1/up/{{twin}}/{{device}}")]
+    BadTopic,
+    /// Over `max_envelope_bytes`.
+    #[error("envelope of {0} bytes over the limit")]
+    Oversized(usize),
+    /// Not a well-formed envelope (bad protobuf, bad points, header/capsule disagreement).
+    #[error("malformed envelope: {0}")]
+    Malformed(CryptoError),
+    /// Header twin/device differ from the topic (a device speaking for another).
+    #[error("header ids differ from the topic")]
+    IdMismatch,
+    /// The device is not enrolled (or revoked).
+    #[error("device not enrolled")]
+    UnknownDevice,
+    /// The header names a writer key other than the device's own.
+    #[error("writer key is not the uploading device's key")]
+    WriterMismatch,
+    /// The epoch is outside the clock-skew bound.
+    #[error("epoch {epoch} outside [{min}, {max}]")]
+    StaleEpoch {
+        /// Header epoch.
+        epoch: u64,
+        /// Oldest accepted.
+        min: u64,
+        /// Newest accepted.
+        max: u64,
+    },
+    /// A reserved attribute on a path that may not carry it.
+    #[error("reserved attribute not allowed here: {0}")]
+    ReservedAttribute(&'static str),
+}
+
+impl Reject {
+    /// Bounded label for metrics and dead-letter headers.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::BadTopic => "bad_topic",
+            Reject::Oversized(_) => "oversized",
+            Reject::Malformed(_) => "malformed",
+            Reject::IdMismatch => "id_mismatch",
+            Reject::UnknownDevice => "unknown_device",
+            Reject::WriterMismatch => "writer_mismatch",
+            Reject::StaleEpoch { .. } => "stale_epoch",
+            Reject::ReservedAttribute(_) => "reserved_attribute",
+        }
+    }
+}
+
+/// What an accepted uplink envelope says in plain.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    /// Twin.
+    pub twin_id: String,
+    /// Uploading device.
+    pub device_id: String,
+    /// Writer key id.
+    pub writer_key_id: Vec<u8>,
+    /// Sequence number.
+    pub seq: u64,
+    /// A share bundle (phase 3+) rather than a state change.
+    pub share_bundle: bool,
+}
+
+/// Limits of the uplink checks.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `max_envelope_bytes`.
+    pub max_bytes: usize,
+    /// Clock-skew bound.
+    pub skew_ms: u64,
+}
+
+/// Splits `at/v1/up/{twin}/{device}`.
+pub fn parse_up_topic(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix("at/v1/up/")?;
+    let (twin, device) = rest.split_once('/')?;
+    (armored_crypto::envelope::is_valid_id(twin) && armored_crypto::envelope::is_valid_id(device))
+        .then_some((twin, device))
+}
+
+/// Attribute rules of the uplink path: `req` never (requests come from requesters over Kafka);
+/// `mpc-share` and `node-*` only together, as a share bundle: `mpc-share`, exactly one `node-j`
+/// (j in 1..=3), and never `sync`; exactly one twin attribute, the topic's.
+pub fn check_uplink_attributes(attrs: &[String], twin_id: &str) -> Result<bool, Reject> {
+    let twin_attr = twin_attribute(twin_id);
+    if attrs.iter().any(|a| a == "req") {
+        return Err(Reject::ReservedAttribute("req"));
+    }
+    if attrs.iter().filter(|a| a.starts_with("twin:")).any(|a| *a != twin_attr) {
+        return Err(Reject::ReservedAttribute("twin:<other>"));
+    }
+    let nodes: Vec<&String> = attrs.iter().filter(|a| a.starts_with("node-")).collect();
+    let share = attrs.iter().any(|a| a == "mpc-share");
+    if !share && nodes.is_empty() {
+        return Ok(false);
+    }
+    if !share || nodes.len() != 1 || !matches!(nodes[0].as_str(), "node-1" | "node-2" | "node-3") {
+        return Err(Reject::ReservedAttribute("mpc-share/node-j"));
+    }
+    if attrs.iter().any(|a| a == "sync") {
+        return Err(Reject::ReservedAttribute("sync in a share bundle"));
+    }
+    Ok(true)
+}
+
+/// Applies every uplink check.
+pub fn check_uplink(
+    topic: &str,
+    payload: &[u8],
+    registry: &Registry,
+    now_ms: u64,
+    limits: Limits,
+) -> Result<Accepted, Reject> {
+    let (twin, device) = parse_up_topic(topic).ok_or(Reject::BadTopic)?;
+    if payload.len() > limits.max_bytes {
+        return Err(Reject::Oversized(payload.len()));
+    }
+    let (_, header, _) = decode_envelope(payload).map_err(Reject::Malformed)?;
+    if header.twin_id != twin || header.device_id != device {
+        return Err(Reject::IdMismatch);
+    }
+    let dev = registry.device(twin, device).ok_or(Reject::UnknownDevice)?;
+    if header.writer_key_id.as_slice() != dev.enrollment.sig.key_id().as_bytes().as_slice() {
+        return Err(Reject::WriterMismatch);
+    }
+    let len = dev.enrollment.epoch_len_ms.max(1);
+    let min = epoch_of(now_ms.saturating_sub(limits.skew_ms), len);
+    let max = epoch_of(now_ms.saturating_add(limits.skew_ms), len);
+    if header.epoch < min || header.epoch > max {
+        return Err(Reject::StaleEpoch {
+            epoch: header.epoch,
+            min,
+            max,
+        });
+    }
+    let share_bundle = check_uplink_attributes(&header.attributes, twin)?;
+    Ok(Accepted {
+        twin_id: header.twin_id,
+        device_id: header.device_id,
+        writer_key_id: header.writer_key_id,
+        seq: header.seq,
+        share_bundle,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn topics() {
+        assert_eq!(parse_up_topic("at/v1/up/bike-7/d1"), Some(("bike-7", "d1")));
+        for bad in ["at/v1/up/bike-7", "at/v1/up/Bike/d1", "at/v1/up/b/d/x", "at/v1/down/b/d", "at/v1/up//d"] {
+            assert_eq!(parse_up_topic(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn attribute_rules() {
+        let t = "twin:bike";
+        assert_eq!(check_uplink_attributes(&a(&["sync", "location", t]), "bike").ok(), Some(false));
+        assert_eq!(check_uplink_attributes(&a(&["mpc-share", "node-2", "location", t]), "bike").ok(), Some(true));
+        for bad in [
+            &["req", "sync", t][..],
+            &["sync", "twin:other", t],
+            &["node-1", "location", t],
+            &["mpc-share", "location", t],
+            &["mpc-share", "node-1", "node-2", t],
+            &["mpc-share", "node-4", t],
+            &["mpc-share", "node-1", "sync", t],
+        ] {
+            assert!(check_uplink_attributes(&a(bad), "bike").is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! `at-ingest`: parse configuration, run the bridge until SIGINT/SIGTERM.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+/// The MQTT <-> Kafka bridge of ArmoredTwins.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Configuration file (defaults, then this file, then AT__… environment variables).
+    #[arg(long, env = "AT_CONFIG")]
+    config: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    armored_runtime::telemetry::init("ingest");
+    let args = Args::parse();
+    let cfg: at_ingest::Config =
+        armored_runtime::config::load(&at_ingest::defaults(), args.config.as_deref())?;
+    at_ingest::run(cfg, armored_runtime::shutdown::on_signals()).await
+}

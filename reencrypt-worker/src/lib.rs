@@ -1,0 +1,316 @@
+//! `at-reencrypt`, the re-encryption proxy of the cloud (phases 4, 6 and 6+): a consumer group on
+//! `at.sync.v1`. It folds `at.registry.v1` (owners, twins) and `at.rekeys.v1` (owner-signed re-keys
+//! and sticky revocations) to their ends before consuming data, keeps following them, and for each
+//! stored envelope produces a delivery for every receiver whose re-key policy the plain attributes
+//! satisfy. It holds only re-keys: it never sees a data key or a plaintext.
+#![forbid(unsafe_code)]
+
+pub mod metrics;
+pub mod rekeys;
+pub mod route;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use armored_runtime::config::KafkaConfig;
+use armored_runtime::dlq::{DeadLetters, Source};
+use armored_runtime::follower::Follower;
+use armored_runtime::http::Health;
+use armored_runtime::kafka::{self, enqueue, Ack, Topics};
+use armored_runtime::pipeline::{run_group, GroupSpec, Handler, Inbound};
+use armored_runtime::registry::Registry;
+use armored_runtime::time::now_ms;
+use armored_runtime::Shutdown;
+use rdkafka::message::{Header, OwnedHeaders};
+use serde::{Deserialize, Serialize};
+
+use crate::rekeys::{Change, ReKeyStore};
+use crate::route::{route, Cache, Dest};
+
+/// Configuration of a worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    /// Kafka.
+    pub kafka: KafkaConfig,
+    /// Worker settings.
+    pub worker: WorkerConfig,
+}
+
+/// Worker settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    /// `/metrics` and `/healthz`.
+    pub metrics_addr: SocketAddr,
+    /// Consumer group (all replicas share it).
+    pub group: String,
+    /// Where revoked re-key ids are persisted (empty: not persisted).
+    pub state_dir: String,
+    /// ReEnc cache entries.
+    pub cache_entries: usize,
+    /// `max_envelope_bytes`.
+    pub max_envelope_bytes: usize,
+}
+
+/// Built-in defaults.
+pub fn defaults() -> String {
+    format!(
+        r#"{kafka}
+[worker]
+metrics_addr = "127.0.0.1:9102"
+group = "reencrypt"
+state_dir = ""
+cache_entries = 100000
+max_envelope_bytes = {max}
+"#,
+        kafka = armored_runtime::config::KAFKA_DEFAULTS,
+        max = armored_schemas::limits::MAX_ENVELOPE_BYTES,
+    )
+}
+
+struct Ctx {
+    cfg: Config,
+    topics: Topics,
+    producer: rdkafka::producer::FutureProducer,
+    dlq: DeadLetters,
+    metrics: metrics::Metrics,
+    registry: Arc<RwLock<Registry>>,
+    store: Arc<RwLock<ReKeyStore>>,
+    cache: Arc<Cache>,
+    reg_follower: Follower,
+    rk_follower: Follower,
+    shutdown: Shutdown,
+}
+
+/// Runs a worker until `shutdown`.
+pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    tracing::info!(config = %armored_runtime::config::redacted_json(&cfg), "at-reencrypt starting");
+    kafka::wait_for_broker(&cfg.kafka)?;
+    let metrics = metrics::Metrics::new()?;
+    let health = Health::default();
+    let addr = armored_runtime::http::serve(
+        cfg.worker.metrics_addr,
+        metrics.registry.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(%addr, "metrics at /metrics");
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let producer = kafka::producer(&cfg.kafka)?;
+    let dlq = DeadLetters::new(producer.clone(), topics.dlq(), metrics.dead_letters.clone(), "reencrypt");
+    let state_file = (!cfg.worker.state_dir.is_empty()).then(|| {
+        let dir = PathBuf::from(&cfg.worker.state_dir);
+        let _ = std::fs::create_dir_all(&dir);
+        dir.join("revoked-rekeys.txt")
+    });
+    let registry: Arc<RwLock<Registry>> = Arc::default();
+    let store = Arc::new(RwLock::new(ReKeyStore::new(state_file)));
+    let cache = Arc::new(Cache::new(cfg.worker.cache_entries));
+    let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
+
+    // The registry first: re-keys are verified against the owners in it.
+    let (reg_dlq_tx, mut reg_dlq_rx) = tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
+    let reg_follower = {
+        let registry = registry.clone();
+        Follower::start(
+            &cfg.kafka,
+            &topics.registry(),
+            Box::new(move |rec| {
+                let Ok(mut r) = registry.write() else { return };
+                if let Err(e) = r.apply(&rec.payload) {
+                    let _ = reg_dlq_tx.send((rec.clone(), e.reason(), e.to_string()));
+                }
+            }),
+            shutdown.clone(),
+        )?
+    };
+    reg_follower.synced_since(Instant::now(), timeout).await?;
+
+    let (rk_dlq_tx, mut rk_dlq_rx) = tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
+    let rk_follower = {
+        let registry = registry.clone();
+        let store = store.clone();
+        let cache = cache.clone();
+        let m = metrics.clone();
+        Follower::start(
+            &cfg.kafka,
+            &topics.rekeys(),
+            Box::new(move |rec| {
+                let (Ok(reg), Ok(mut s)) = (registry.read(), store.write()) else { return };
+                match s.apply(&rec.payload, &reg, now_ms(), Instant::now()) {
+                    Ok(Change::Revoked) => {
+                        cache.clear();
+                        m.revocations.inc();
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = rk_dlq_tx.send((rec.clone(), e.reason(), e.to_string()));
+                    }
+                }
+                m.rekeys.set(s.len() as i64);
+                m.rekeys_pending.set(s.pending() as i64);
+            }),
+            shutdown.clone(),
+        )?
+    };
+    rk_follower.synced_since(Instant::now(), timeout).await?;
+
+    let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        topics,
+        producer: producer.clone(),
+        dlq,
+        metrics,
+        registry,
+        store,
+        cache,
+        reg_follower,
+        rk_follower,
+        shutdown: shutdown.clone(),
+    });
+
+    // Dead letters of the control topics, and re-keys whose owner appeared later.
+    let c = ctx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = c.shutdown.cancelled() => break,
+                Some((rec, reason, detail)) = reg_dlq_rx.recv() => dead_letter(&c, &rec, reason, &detail).await,
+                Some((rec, reason, detail)) = rk_dlq_rx.recv() => dead_letter(&c, &rec, reason, &detail).await,
+                _ = tick.tick() => retry_pending(&c).await,
+            }
+        }
+    });
+
+    let handler: Handler = {
+        let ctx = ctx.clone();
+        Arc::new(move |m: Inbound| {
+            let ctx = ctx.clone();
+            Box::pin(async move { handle(ctx, m).await })
+        })
+    };
+    let spec = GroupSpec {
+        group: cfg.worker.group.clone(),
+        topics: vec![ctx.topics.sync()],
+        queue_depth: 256,
+        drain_timeout: Duration::from_secs(10),
+    };
+    health.set(true);
+    tracing::info!(rekeys = ctx.store.read().map(|s| s.len()).unwrap_or(0), "at-reencrypt ready");
+    let r = run_group(&cfg.kafka, spec, ctx.metrics.consumer_lag.clone(), handler, shutdown).await;
+    kafka::flush(&producer);
+    r?;
+    tracing::info!("at-reencrypt stopped");
+    Ok(())
+}
+
+async fn dead_letter(ctx: &Ctx, rec: &Inbound, reason: &str, detail: &str) {
+    let src = Source {
+        topic: &rec.topic,
+        partition: rec.partition,
+        offset: rec.offset,
+        key: rec.key.as_deref().unwrap_or_default(),
+    };
+    if let Err(e) = ctx.dlq.send(reason, detail, &src, &rec.payload).await.await {
+        tracing::error!(error = %e, "dead letter not written");
+    }
+}
+
+async fn retry_pending(ctx: &Ctx) {
+    let results = {
+        let (Ok(reg), Ok(mut s)) = (ctx.registry.read(), ctx.store.write()) else { return };
+        if s.pending() == 0 {
+            return;
+        }
+        s.retry_pending(&reg, ctx.reg_follower.synced_at(), now_ms())
+    };
+    for (bytes, r) in results {
+        if let Err(e) = r {
+            let rec = Inbound {
+                topic: ctx.topics.rekeys(),
+                partition: -1,
+                offset: -1,
+                key: None,
+                payload: bytes,
+                timestamp_ms: None,
+                headers: Vec::new(),
+            };
+            dead_letter(ctx, &rec, e.reason(), &e.to_string()).await;
+        }
+    }
+}
+
+/// One record of `at.sync.v1`: wait until the control topics are applied up to the moment it was
+/// fetched (a revocation appended before it wins), route it off the async threads, produce.
+async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
+    let fetched = Instant::now();
+    ctx.metrics.messages_in.inc();
+    loop {
+        let wait = Duration::from_secs(5);
+        let both = async {
+            ctx.reg_follower.synced_since(fetched, wait).await?;
+            ctx.rk_follower.synced_since(fetched, wait).await
+        };
+        match both.await {
+            Ok(()) => break,
+            Err(e) if ctx.shutdown.is_cancelled() => {
+                // Not processed: fail the ack so its offset is never stored.
+                let e = e.to_string();
+                return vec![Box::pin(async move { Err(e) })];
+            }
+            Err(e) => tracing::warn!(error = %e, "waiting for control topics"),
+        }
+    }
+    let c = ctx.clone();
+    let payload = m.payload.clone();
+    let routed = tokio::task::spawn_blocking(move || {
+        let reg = c.registry.read().map_err(|_| "registry lock poisoned")?;
+        let store = c.store.read().map_err(|_| "store lock poisoned")?;
+        Ok::<_, &'static str>(route(
+            &payload,
+            c.cfg.worker.max_envelope_bytes,
+            &reg,
+            &store,
+            &c.cache,
+            &c.metrics.route,
+            now_ms(),
+        ))
+    })
+    .await;
+    let src = Source {
+        topic: &m.topic,
+        partition: m.partition,
+        offset: m.offset,
+        key: m.key.as_deref().unwrap_or_default(),
+    };
+    let outputs = match routed {
+        Ok(Ok(Ok(outputs))) => outputs,
+        Ok(Ok(Err(e))) => return vec![ctx.dlq.send(e.reason(), &e.to_string(), &src, &m.payload).await],
+        Ok(Err(e)) => return vec![Box::pin(async move { Err(e.to_string()) })],
+        Err(e) => {
+            let e = e.to_string();
+            return vec![Box::pin(async move { Err(e) })];
+        }
+    };
+    let mut acks = Vec::with_capacity(outputs.len());
+    for o in outputs {
+        let (topic, key, kind) = match &o.dest {
+            Dest::Deliver { receiver, kind } => (ctx.topics.deliver(), receiver.clone(), *kind),
+            Dest::Node(j) => (
+                ctx.topics.mpc_shares(*j),
+                String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned(),
+                "mpc-node",
+            ),
+        };
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "at-receiver-kind", value: Some(kind) })
+            .insert(Header { key: "at-rk-id", value: Some(&o.rk_id) });
+        ctx.metrics.deliveries.with_label_values(&[kind]).inc();
+        ctx.metrics.bytes_out.inc_by(o.payload.len() as u64);
+        acks.push(enqueue(&ctx.producer, &topic, key.as_bytes(), &o.payload, Some(headers)).await);
+    }
+    acks
+}

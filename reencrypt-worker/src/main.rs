@@ -1,0 +1,22 @@
+//! `at-reencrypt`: parse configuration, run a worker until SIGINT/SIGTERM.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+/// A re-encryption worker of ArmoredTwins (run several: they share the partitions).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Configuration file (defaults, then this file, then AT__… environment variables).
+    #[arg(long, env = "AT_CONFIG")]
+    config: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    armored_runtime::telemetry::init("reencrypt");
+    let args = Args::parse();
+    let cfg: at_reencrypt::Config =
+        armored_runtime::config::load(&at_reencrypt::defaults(), args.config.as_deref())?;
+    at_reencrypt::run(cfg, armored_runtime::shutdown::on_signals()).await
+}

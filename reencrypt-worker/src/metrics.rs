@@ -1,0 +1,64 @@
+//! `at_reencrypt_*` metrics (DESIGN, "Observability").
+
+use prometheus::{
+    register_histogram_with_registry, register_int_counter_vec_with_registry,
+    register_int_counter_with_registry, register_int_gauge_with_registry, IntCounter,
+    IntCounterVec, IntGauge, Registry,
+};
+
+use crate::route::RouteMetrics;
+
+/// The worker's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Served at `/metrics`.
+    pub registry: Registry,
+    /// Envelopes consumed.
+    pub messages_in: IntCounter,
+    /// Deliveries produced, by receiver kind.
+    pub deliveries: IntCounterVec,
+    /// Bytes produced.
+    pub bytes_out: IntCounter,
+    /// ReEnc, cache and check counters and the ReEnc latency histogram.
+    pub route: RouteMetrics,
+    /// Dead letters by reason.
+    pub dead_letters: IntCounterVec,
+    /// Usable re-keys.
+    pub rekeys: IntGauge,
+    /// Re-key uploads waiting for their owner's identity.
+    pub rekeys_pending: IntGauge,
+    /// Re-key revocations applied.
+    pub revocations: IntCounter,
+    /// Consumer lag (records) on at.sync.v1.
+    pub consumer_lag: IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new();
+        let route = RouteMetrics {
+            reencryptions: register_int_counter_with_registry!("at_reencrypt_reencryptions_total", "ReEnc runs", r)?,
+            cache_hits: register_int_counter_with_registry!("at_reencrypt_cache_hits_total", "ReEnc cache hits", r)?,
+            capsule_checks: register_int_counter_with_registry!("at_reencrypt_capsule_checks_total", "Capsule well-formedness checks", r)?,
+            reenc_seconds: register_histogram_with_registry!(
+                "at_reencrypt_reenc_seconds",
+                "ReEnc latency",
+                vec![0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128],
+                r
+            )?,
+        };
+        Ok(Self {
+            messages_in: register_int_counter_with_registry!("at_reencrypt_messages_in_total", "Envelopes consumed", r)?,
+            deliveries: register_int_counter_vec_with_registry!("at_reencrypt_deliveries_total", "Deliveries produced", &["kind"], r)?,
+            bytes_out: register_int_counter_with_registry!("at_reencrypt_bytes_out_total", "Bytes produced", r)?,
+            dead_letters: register_int_counter_vec_with_registry!("at_reencrypt_dead_letters_total", "Dead letters by reason", &["reason"], r)?,
+            rekeys: register_int_gauge_with_registry!("at_reencrypt_rekeys", "Usable re-keys", r)?,
+            rekeys_pending: register_int_gauge_with_registry!("at_reencrypt_rekeys_pending", "Re-key uploads waiting for their owner", r)?,
+            revocations: register_int_counter_with_registry!("at_reencrypt_revocations_total", "Re-key revocations applied", r)?,
+            consumer_lag: register_int_gauge_with_registry!("at_reencrypt_consumer_lag", "Consumer lag on at.sync.v1", r)?,
+            route,
+            registry: r,
+        })
+    }
+}

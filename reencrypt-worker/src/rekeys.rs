@@ -1,0 +1,252 @@
+//! The re-key store, folded from `at.rekeys.v1` (phase 2): owner-signed uploads verified against the
+//! owner's registered keys, and sticky revocations. A revocation counts only when signed by the
+//! owner of the re-key it names, whichever arrives first; revoked ids are persisted.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use armored_crypto::sig::decode_signed;
+use armored_crypto::tokens::{verify_rekey_upload, verify_revocation, ReKeyGrant, RevocationSet};
+use armored_crypto::{Error as CryptoError, KeyId};
+use armored_runtime::registry::Registry;
+use armored_schemas::limits::{MAX_CONTROL_BYTES, MAX_REKEY_BYTES};
+use armored_schemas::v1::{self, control_record::Record, RevocationKind};
+use armored_schemas::decode_strict;
+
+/// A usable re-key and whose it is.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    /// The owner that signed it.
+    pub owner_id: String,
+    /// The verified grant.
+    pub grant: ReKeyGrant,
+}
+
+/// What folding a record did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A re-key became usable.
+    Added,
+    /// A re-key was revoked (purge caches).
+    Revoked,
+    /// Its owner is not in the registry yet; retried when the registry moves.
+    Pending,
+    /// Nothing new.
+    Unchanged,
+}
+
+/// Why a control record was refused (dead-letter reasons).
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Signature, key binding, expiry or format.
+    #[error("re-key record rejected: {0}")]
+    Invalid(#[from] CryptoError),
+    /// Signed by a key no registered owner holds.
+    #[error("re-key record signed by an unknown owner key")]
+    UnknownOwner,
+    /// A record type that does not belong on the re-key topic.
+    #[error("record type not allowed on the re-key topic")]
+    WrongTopic,
+    /// A revocation for a re-key of another owner.
+    #[error("revocation of another owner's re-key")]
+    ForeignRevocation,
+}
+
+impl Refused {
+    /// Bounded reason label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::Invalid(e) => e.reason(),
+            Refused::UnknownOwner => "unknown_owner",
+            Refused::WrongTopic => "wrong_topic",
+            Refused::ForeignRevocation => "foreign_revocation",
+        }
+    }
+}
+
+/// The folded store.
+#[derive(Debug, Default)]
+pub struct ReKeyStore {
+    grants: HashMap<[u8; 16], Arc<Grant>>,
+    by_owner_pre: HashMap<KeyId, Vec<[u8; 16]>>,
+    /// rk_id → owner id of the revoker (sticky).
+    revoked: HashMap<[u8; 16], String>,
+    pending: Vec<(Instant, Vec<u8>)>,
+    state_file: Option<PathBuf>,
+}
+
+impl ReKeyStore {
+    /// A store that persists revocations to `state_file` (and reloads them from it).
+    pub fn new(state_file: Option<PathBuf>) -> Self {
+        let mut s = Self {
+            state_file,
+            ..Self::default()
+        };
+        if let Some(text) = s.state_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+            for line in text.lines() {
+                if let Some((id, owner)) = line.split_once(' ') {
+                    if let Ok(b) = hex::decode(id) {
+                        if let Ok(k) = <[u8; 16]>::try_from(b.as_slice()) {
+                            s.revoked.insert(k, owner.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    /// Usable re-keys whose delegator is the owner PRE key `owner_pre`.
+    pub fn for_owner(&self, owner_pre: &KeyId) -> Vec<Arc<Grant>> {
+        self.by_owner_pre
+            .get(owner_pre)
+            .map(|ids| ids.iter().filter_map(|i| self.grants.get(i).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of usable re-keys.
+    pub fn len(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty()
+    }
+
+    /// Number of uploads waiting for their owner's identity.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Folds one record of the topic.
+    pub fn apply(
+        &mut self,
+        bytes: &[u8],
+        registry: &Registry,
+        now_ms: u64,
+        received: Instant,
+    ) -> Result<Change, Refused> {
+        let rec: v1::ControlRecord =
+            decode_strict("ControlRecord", bytes, MAX_REKEY_BYTES + MAX_CONTROL_BYTES)
+                .map_err(CryptoError::from)?;
+        armored_crypto::error::check_version("ControlRecord", rec.version)?;
+        match rec.record {
+            Some(Record::RekeyUpload(b)) => self.apply_upload(b, registry, now_ms, received),
+            Some(Record::Revocation(b)) => self.apply_revocation(&b, registry),
+            _ => Err(Refused::WrongTopic),
+        }
+    }
+
+    fn apply_upload(
+        &mut self,
+        b: Vec<u8>,
+        registry: &Registry,
+        now_ms: u64,
+        received: Instant,
+    ) -> Result<Change, Refused> {
+        let signed = decode_signed(&b, MAX_REKEY_BYTES + 1024)?;
+        let claimed: v1::ReKeyUpload = decode_strict("ReKeyUpload", &signed.body, MAX_REKEY_BYTES + 1024)
+            .map_err(CryptoError::from)?;
+        let kid = KeyId::from_slice(&claimed.owner_sig_key_id, "owner_sig_key_id")?;
+        let Some(owner) = registry.owner_by_sig_key(&kid) else {
+            self.pending.push((received, b));
+            return Ok(Change::Pending);
+        };
+        let g = verify_rekey_upload(&b, &owner.sig, owner.pre.key_id(), &RevocationSet::default(), now_ms)?
+            .into_inner();
+        let rk_id = *g.rk.rk_id();
+        if self.revoked.get(&rk_id) == Some(&owner.owner_id) {
+            return Err(CryptoError::Revoked("re-key").into());
+        }
+        if self.grants.contains_key(&rk_id) {
+            return Ok(Change::Unchanged);
+        }
+        self.by_owner_pre
+            .entry(owner.pre.key_id())
+            .or_default()
+            .push(rk_id);
+        self.grants.insert(
+            rk_id,
+            Arc::new(Grant {
+                owner_id: owner.owner_id.clone(),
+                grant: g,
+            }),
+        );
+        Ok(Change::Added)
+    }
+
+    fn apply_revocation(&mut self, b: &[u8], registry: &Registry) -> Result<Change, Refused> {
+        let signed = decode_signed(b, MAX_CONTROL_BYTES)?;
+        let claimed: v1::Revocation = decode_strict("Revocation", &signed.body, MAX_CONTROL_BYTES)
+            .map_err(CryptoError::from)?;
+        let kid = KeyId::from_slice(&claimed.owner_sig_key_id, "owner_sig_key_id")?;
+        let owner = registry.owner_by_sig_key(&kid).ok_or(Refused::UnknownOwner)?;
+        let r = verify_revocation(b, &owner.sig)?;
+        if r.kind != RevocationKind::Rekey as i32 {
+            return Err(Refused::WrongTopic);
+        }
+        let rk_id: [u8; 16] = r.id.as_slice().try_into().map_err(|_| {
+            Refused::Invalid(CryptoError::InvalidField {
+                field: "revocation.id",
+                reason: "a re-key id is 16 bytes",
+            })
+        })?;
+        if let Some(g) = self.grants.get(&rk_id) {
+            if g.owner_id != owner.owner_id {
+                return Err(Refused::ForeignRevocation);
+            }
+        }
+        if self.revoked.get(&rk_id) == Some(&owner.owner_id) {
+            return Ok(Change::Unchanged);
+        }
+        self.revoked.insert(rk_id, owner.owner_id.clone());
+        self.persist();
+        if self.grants.remove(&rk_id).is_some() {
+            for ids in self.by_owner_pre.values_mut() {
+                ids.retain(|i| *i != rk_id);
+            }
+        }
+        Ok(Change::Revoked)
+    }
+
+    /// Retries uploads whose owner was unknown. Those still unknown after the registry has caught up
+    /// past the moment they were read are refused (`UnknownOwner`).
+    pub fn retry_pending(
+        &mut self,
+        registry: &Registry,
+        registry_synced_at: Option<Instant>,
+        now_ms: u64,
+    ) -> Vec<(Vec<u8>, Result<Change, Refused>)> {
+        let mut out = Vec::new();
+        for (received, b) in std::mem::take(&mut self.pending) {
+            let r = self.apply_upload(b.clone(), registry, now_ms, received);
+            if matches!(r, Ok(Change::Pending)) {
+                if registry_synced_at.is_some_and(|t| t >= received) {
+                    self.pending.pop();
+                    out.push((b, Err(Refused::UnknownOwner)));
+                }
+                continue;
+            }
+            out.push((b, r));
+        }
+        out
+    }
+
+    fn persist(&self) {
+        let Some(path) = &self.state_file else { return };
+        let mut lines: Vec<String> = self
+            .revoked
+            .iter()
+            .map(|(k, o)| format!("{} {o}\n", hex::encode(k)))
+            .collect();
+        lines.sort();
+        let tmp = path.with_extension("tmp");
+        let write = std::fs::write(&tmp, lines.concat()).and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = write {
+            tracing::warn!(error = %e, path = %path.display(), "could not persist revocations");
+        }
+    }
+}

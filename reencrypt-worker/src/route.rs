@@ -1,0 +1,198 @@
+//! Phase 4/6 routing of one stored envelope: find every re-key of the twin's owner whose policy the
+//! plain attributes satisfy, re-encrypt the capsule for it (cached per capsule and re-key, so ReEnc
+//! runs once per epoch, attribute set and receiver) and build the deliveries. Share bundles
+//! (`node-j`) go only through MPC-node re-keys, to node j's share topic; nothing else ever does.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use armored_crypto::envelope::{decode_envelope, make_delivery};
+use armored_crypto::kpcpre::{reencrypt, Capsule2};
+use armored_crypto::tokens::ReceiverKind;
+use armored_crypto::Error as CryptoError;
+use armored_runtime::registry::Registry;
+use prometheus::{Histogram, IntCounter};
+use sha2::{Digest, Sha256};
+
+use crate::rekeys::ReKeyStore;
+
+/// Why an envelope cannot be routed (dead-letter reasons).
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// Oversized.
+    #[error("envelope of {0} bytes over the limit")]
+    Oversized(usize),
+    /// Not a well-formed envelope, or the capsule failed its well-formedness check.
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+    /// No owner is known for the twin.
+    #[error("twin has no enrolled device, so no owner")]
+    UnknownTwin,
+    /// The capsule is for a PRE key other than the twin owner's.
+    #[error("capsule is not for the twin owner's key")]
+    ForeignCapsule,
+}
+
+impl RouteError {
+    /// Bounded reason label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RouteError::Oversized(_) => "oversized",
+            RouteError::Crypto(e) => e.reason(),
+            RouteError::UnknownTwin => "unknown_twin",
+            RouteError::ForeignCapsule => "foreign_capsule",
+        }
+    }
+}
+
+/// Where a delivery goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// `at.deliver.v1`, keyed by receiver id.
+    Deliver {
+        /// Receiver id (`{twin}/{device}` for devices).
+        receiver: String,
+        /// `device` or `service`.
+        kind: &'static str,
+    },
+    /// `at.mpc.shares.node-j.v1`, keyed by twin.
+    Node(u32),
+}
+
+/// One output of routing.
+#[derive(Debug)]
+pub struct Output {
+    /// Destination.
+    pub dest: Dest,
+    /// Encoded `Delivery`.
+    pub payload: Vec<u8>,
+    /// Hex rk_id (header, for operators).
+    pub rk_id: String,
+}
+
+/// The ReEnc cache: (capsule digest, rk_id) → capsule2. Bounded: cleared when full, and on
+/// every revocation (envelope.md: revocation purges the ReEnc cache).
+#[derive(Debug)]
+pub struct Cache {
+    map: Mutex<HashMap<([u8; 32], [u8; 16]), Arc<Capsule2>>>,
+    capacity: usize,
+}
+
+impl Cache {
+    /// A cache of at most `capacity` entries.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            map: Mutex::default(),
+            capacity,
+        }
+    }
+    /// Drops every entry.
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.clear();
+        }
+    }
+    fn get(&self, k: &([u8; 32], [u8; 16])) -> Option<Arc<Capsule2>> {
+        self.map.lock().ok()?.get(k).cloned()
+    }
+    fn put(&self, k: ([u8; 32], [u8; 16]), v: Arc<Capsule2>) {
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() >= self.capacity {
+                m.clear();
+            }
+            m.insert(k, v);
+        }
+    }
+}
+
+/// Counters routing updates.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    /// ReEnc runs.
+    pub reencryptions: IntCounter,
+    /// Cache hits.
+    pub cache_hits: IntCounter,
+    /// ReEnc latency.
+    pub reenc_seconds: Histogram,
+    /// Capsule checks.
+    pub capsule_checks: IntCounter,
+}
+
+/// Routes one envelope. Pure except for the cache and metrics; runs on a blocking thread.
+pub fn route(
+    payload: &[u8],
+    max_bytes: usize,
+    registry: &Registry,
+    store: &ReKeyStore,
+    cache: &Cache,
+    metrics: &RouteMetrics,
+    now_ms: u64,
+) -> Result<Vec<Output>, RouteError> {
+    if payload.len() > max_bytes {
+        return Err(RouteError::Oversized(payload.len()));
+    }
+    let (env, header, c1) = decode_envelope(payload)?;
+    let owner = registry
+        .twin_owner(&header.twin_id)
+        .ok_or(RouteError::UnknownTwin)?;
+    if c1.header().owner_key_id != owner.pre.key_id() {
+        return Err(RouteError::ForeignCapsule);
+    }
+    let node = header
+        .attributes
+        .iter()
+        .find_map(|a| a.strip_prefix("node-").and_then(|j| j.parse::<u32>().ok()));
+    let attrs = &c1.header().attributes;
+    let matching: Vec<_> = store
+        .for_owner(&owner.pre.key_id())
+        .into_iter()
+        .filter(|g| {
+            let is_node_key = g.grant.receiver_kind == ReceiverKind::MpcNode;
+            is_node_key == node.is_some()
+                && g.grant.not_after_ms.is_none_or(|na| now_ms <= na)
+                && g.grant.rk.policy().is_satisfied(attrs)
+        })
+        .collect();
+    if matching.is_empty() {
+        return Ok(Vec::new());
+    }
+    let digest: [u8; 32] = Sha256::digest(c1.encode()).into();
+    let mut checked = None;
+    let mut out = Vec::with_capacity(matching.len());
+    for g in matching {
+        let rk_id = *g.grant.rk.rk_id();
+        let c2 = match cache.get(&(digest, rk_id)) {
+            Some(c2) => {
+                metrics.cache_hits.inc();
+                c2
+            }
+            None => {
+                if checked.is_none() {
+                    metrics.capsule_checks.inc();
+                    checked = Some(c1.clone().check(&mut rand_core::OsRng)?);
+                }
+                let Some(cc) = checked.as_ref() else { continue };
+                let t = Instant::now();
+                let c2 = Arc::new(reencrypt(&g.grant.rk, cc)?);
+                metrics.reenc_seconds.observe(t.elapsed().as_secs_f64());
+                metrics.reencryptions.inc();
+                cache.put((digest, rk_id), c2.clone());
+                c2
+            }
+        };
+        let dest = match (g.grant.receiver_kind, node) {
+            (ReceiverKind::MpcNode, Some(j)) => Dest::Node(j),
+            (kind, _) => Dest::Deliver {
+                receiver: g.grant.receiver_id.clone(),
+                kind: if kind == ReceiverKind::Device { "device" } else { "service" },
+            },
+        };
+        out.push(Output {
+            dest,
+            payload: make_delivery(&env, &c2, None),
+            rk_id: hex::encode(rk_id),
+        });
+    }
+    Ok(out)
+}

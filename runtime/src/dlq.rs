@@ -1,0 +1,72 @@
+//! Dead letters: a record that cannot be processed goes to `at.dlq.v1` with a typed reason and its
+//! source as headers, and the reason's counter is incremented; the service carries on.
+
+use prometheus::IntCounterVec;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+
+use crate::kafka::{enqueue, Ack};
+
+/// Where a dead letter came from.
+#[derive(Clone, Debug)]
+pub struct Source<'a> {
+    /// Topic (Kafka) or MQTT topic.
+    pub topic: &'a str,
+    /// Partition (-1 for MQTT).
+    pub partition: i32,
+    /// Offset (-1 for MQTT).
+    pub offset: i64,
+    /// Key of the dead letter record (the source key).
+    pub key: &'a [u8],
+}
+
+/// Writer of dead letters.
+#[derive(Clone)]
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    counter: IntCounterVec,
+    service: &'static str,
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeadLetters({})", self.topic)
+    }
+}
+
+impl DeadLetters {
+    /// Dead letters of `service` to `topic`, counted in `counter` (label `reason`).
+    pub fn new(
+        producer: FutureProducer,
+        topic: String,
+        counter: IntCounterVec,
+        service: &'static str,
+    ) -> Self {
+        Self {
+            producer,
+            topic,
+            counter,
+            service,
+        }
+    }
+
+    /// Writes `payload` as a dead letter with `reason` (a bounded label) and `detail` (an error
+    /// message: our errors never contain secrets or plaintext).
+    pub async fn send(&self, reason: &str, detail: &str, src: &Source<'_>, payload: &[u8]) -> Ack {
+        self.counter.with_label_values(&[reason]).inc();
+        tracing::warn!(service = self.service, reason, detail, topic = src.topic, partition = src.partition, offset = src.offset, "dead letter");
+        let partition = src.partition.to_string();
+        let offset = src.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "at-reason", value: Some(reason) })
+            .insert(Header { key: "at-detail", value: Some(detail) })
+            .insert(Header { key: "at-service", value: Some(self.service) })
+            .insert(Header { key: "at-source-topic", value: Some(src.topic) })
+            .insert(Header { key: "at-source-partition", value: Some(&partition) })
+            .insert(Header { key: "at-source-offset", value: Some(&offset) });
+        // Cap what we copy: an oversized payload is itself a reason for dead-lettering.
+        let body = &payload[..payload.len().min(512 * 1024)];
+        enqueue(&self.producer, &self.topic, src.key, body, Some(headers)).await
+    }
+}

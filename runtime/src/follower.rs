@@ -1,0 +1,174 @@
+//! Folding a retained control topic (re-keys, registry, tokens) from its beginning and following it.
+//!
+//! A thread reads every partition from offset 0 (no consumer group, nothing committed) and applies
+//! each record to the caller's state. It also asks the broker for the end offsets every few
+//! milliseconds and publishes a *sync point*: "every record appended before instant T has been
+//! applied". A worker that fetched a data record at T waits for a sync point ≥ T before producing
+//! that record's outputs, so a revocation appended before the record is processed always wins
+//! (envelope.md, "Tokens, re-keys, revocations").
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::config::KafkaConfig;
+use crate::kafka::{base_config, KafkaSetupError};
+use crate::pipeline::Inbound;
+use crate::Shutdown;
+
+/// Applies one control record to the caller's state.
+pub type Apply = Box<dyn FnMut(&Inbound) + Send>;
+
+/// Handle on a running follower.
+#[derive(Clone, Debug)]
+pub struct Follower {
+    synced: watch::Receiver<Option<Instant>>,
+    topic: String,
+}
+
+impl Follower {
+    /// Starts following `topic` (all partitions, from the beginning).
+    pub fn start(
+        kafka: &KafkaConfig,
+        topic: &str,
+        mut apply: Apply,
+        shutdown: Shutdown,
+    ) -> Result<Self, KafkaSetupError> {
+        let consumer: BaseConsumer = base_config(kafka)
+            .set("group.id", "unused-no-commits")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create()?;
+        let md = consumer.fetch_metadata(
+            Some(topic),
+            Duration::from_millis(kafka.connect_timeout_ms),
+        )?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(KafkaSetupError::Unreachable {
+                brokers: kafka.brokers.clone(),
+                timeout_ms: kafka.connect_timeout_ms,
+                detail: format!("topic {topic} has no partitions (create it with infra/topics.sh)"),
+            });
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let (tx, rx) = watch::channel(None);
+        let topic_name = topic.to_string();
+        std::thread::Builder::new()
+            .name(format!("follow-{topic}"))
+            .spawn(move || {
+                // Next offset to apply, per partition.
+                let mut next: HashMap<i32, i64> = partitions.iter().map(|p| (*p, 0)).collect();
+                let mut pending: Option<(Instant, HashMap<i32, i64>)> = None;
+                let mut last_query = Instant::now() - Duration::from_secs(1);
+                while !shutdown.is_cancelled() {
+                    if pending.is_none() && last_query.elapsed() >= Duration::from_millis(20) {
+                        let asked = Instant::now();
+                        last_query = asked;
+                        let mut ends = HashMap::new();
+                        let mut ok = true;
+                        for p in next.keys() {
+                            match consumer.fetch_watermarks(&topic_name, *p, Duration::from_secs(5)) {
+                                Ok((_, hi)) => {
+                                    ends.insert(*p, hi);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(topic = %topic_name, error = %e, "end offsets unavailable");
+                                    ok = false;
+                                    break;
+                                }
+                            }
+                        }
+                        if ok {
+                            pending = Some((asked, ends));
+                        }
+                    }
+                    if let Some((asked, ends)) = &pending {
+                        if ends.iter().all(|(p, hi)| next.get(p).is_some_and(|n| n >= hi)) {
+                            let asked = *asked;
+                            tx.send_replace(Some(asked));
+                            pending = None;
+                            continue;
+                        }
+                    }
+                    match consumer.poll(Duration::from_millis(5)) {
+                        Some(Ok(m)) => {
+                            let rec = Inbound::from_message(&m);
+                            next.insert(rec.partition, rec.offset + 1);
+                            apply(&rec);
+                        }
+                        Some(Err(e)) => tracing::warn!(topic = %topic_name, error = %e, "follower error"),
+                        None => {}
+                    }
+                }
+            })
+            .map_err(|e| KafkaSetupError::Unreachable {
+                brokers: kafka.brokers.clone(),
+                timeout_ms: 0,
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            synced: rx,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Waits until every record appended to the topic before `since` has been applied.
+    pub async fn synced_since(&self, since: Instant, timeout: Duration) -> Result<(), SyncTimeout> {
+        let mut rx = self.synced.clone();
+        let ok = tokio::time::timeout(timeout, async {
+            rx.wait_for(|s| s.is_some_and(|t| t >= since)).await.is_ok()
+        })
+        .await;
+        if ok == Ok(true) {
+            Ok(())
+        } else {
+            Err(SyncTimeout {
+                topic: self.topic.clone(),
+            })
+        }
+    }
+
+    /// The latest sync point: every record appended before it has been applied.
+    pub fn synced_at(&self) -> Option<Instant> {
+        *self.synced.borrow()
+    }
+
+    /// Blocking variant for threads outside the runtime.
+    pub fn wait_loaded_blocking(&self, timeout: Duration) -> Result<(), SyncTimeout> {
+        let since = Instant::now();
+        let deadline = since + timeout;
+        while Instant::now() < deadline {
+            if self.synced.borrow().is_some_and(|t| t >= since) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err(SyncTimeout {
+            topic: self.topic.clone(),
+        })
+    }
+}
+
+/// The follower did not catch up in time.
+#[derive(Debug, thiserror::Error)]
+#[error("control topic {topic} not caught up in time")]
+pub struct SyncTimeout {
+    topic: String,
+}
+
+/// Shares a folded state between the follower thread and the service.
+pub type Shared<S> = Arc<std::sync::RwLock<S>>;

@@ -1,0 +1,81 @@
+//! MQTT clients with persistent sessions and reconnect backoff with jitter.
+
+use std::time::Duration;
+
+use rand_core::RngCore;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions};
+
+use crate::config::MqttConfig;
+
+/// Options for a persistent-session client (clean session off, so QoS 1 messages wait for it).
+pub fn options(cfg: &MqttConfig, manual_acks: bool) -> MqttOptions {
+    let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
+        .set_clean_session(false)
+        .set_credentials(&cfg.username, &cfg.password)
+        .set_manual_acks(manual_acks)
+        .set_max_packet_size(512 * 1024, 512 * 1024)
+        .set_inflight(100);
+    o
+}
+
+/// Connects (lazily: the event loop connects on its first poll).
+pub fn connect(cfg: &MqttConfig, manual_acks: bool, capacity: usize) -> (AsyncClient, EventLoop) {
+    AsyncClient::new(options(cfg, manual_acks), capacity)
+}
+
+/// Exponential backoff with full jitter: 100 ms · 2^attempt, capped at 10 s.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let cap = 100u64.saturating_mul(1 << self.attempt.min(7)).min(10_000);
+        self.attempt = self.attempt.saturating_add(1);
+        let jitter = rand_core::OsRng.next_u64() % (cap + 1);
+        Duration::from_millis(cap / 2 + jitter / 2)
+    }
+    /// Resets after a successful connection.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Polls the event loop once, sleeping with backoff after a connection error.
+/// Returns `Ok(event)` or `Err(description)` after the backoff sleep.
+pub async fn poll(eventloop: &mut EventLoop, backoff: &mut Backoff) -> Result<Event, String> {
+    match eventloop.poll().await {
+        Ok(ev) => {
+            if matches!(ev, Event::Incoming(rumqttc::Packet::ConnAck(_))) {
+                backoff.reset();
+            }
+            Ok(ev)
+        }
+        Err(e) => {
+            let d = backoff.next_delay();
+            tokio::time::sleep(d).await;
+            Err(e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_resets() {
+        let mut b = Backoff::default();
+        let first = b.next_delay();
+        assert!(first <= Duration::from_millis(100));
+        for _ in 0..20 {
+            assert!(b.next_delay() <= Duration::from_secs(10));
+        }
+        assert!(b.next_delay() >= Duration::from_secs(5), "capped at 10 s, at least half of it");
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,325 @@
+//! At-least-once consumption for a consumer group.
+//!
+//! A dedicated thread polls librdkafka (so a rebalance callback that waits never blocks a tokio
+//! worker) and hands each message to the task of its partition. That task runs the handler on one
+//! message at a time, so outputs keep the partition's order, and passes the outputs'
+//! acknowledgements to the partition's committer, which awaits them in order and only then stores
+//! the offset (auto-commit commits stored offsets only). On revoke and on shutdown the affected
+//! partitions are drained, stored and committed before they are given up. If an output is never
+//! acknowledged the pipeline stops without storing its offset, so the message is processed again
+//! after a restart: receivers de-duplicate by (twin, writer key, seq).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use prometheus::IntGauge;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use crate::config::KafkaConfig;
+use crate::kafka::{base_config, Ack, KafkaSetupError};
+use crate::Shutdown;
+
+/// A consumed record, copied out of librdkafka's buffer.
+#[derive(Clone)]
+pub struct Inbound {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Record key.
+    pub key: Option<Vec<u8>>,
+    /// Record value.
+    pub payload: Vec<u8>,
+    /// Broker or producer timestamp (ms).
+    pub timestamp_ms: Option<i64>,
+    /// Headers (name, value).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Inbound {
+    // Payloads are ciphertext or control records; print only where they came from.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Inbound({}/{}@{}, {} bytes)",
+            self.topic,
+            self.partition,
+            self.offset,
+            self.payload.len()
+        )
+    }
+}
+
+impl Inbound {
+    /// Copies a borrowed message.
+    pub fn from_message<M: Message>(m: &M) -> Self {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            timestamp_ms: m.timestamp().to_millis(),
+            headers,
+        }
+    }
+
+    /// The value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Processes one record and returns the acknowledgements of everything it produced (outputs and
+/// dead letters), in production order.
+pub type Handler = Arc<dyn Fn(Inbound) -> BoxFuture<'static, Vec<Ack>> + Send + Sync>;
+
+/// Group consumer settings.
+#[derive(Clone, Debug)]
+pub struct GroupSpec {
+    /// Consumer group id.
+    pub group: String,
+    /// Topics to subscribe.
+    pub topics: Vec<String>,
+    /// Queue depth per partition before polling pauses (backpressure).
+    pub queue_depth: usize,
+    /// How long a revoke or shutdown waits for a partition to drain.
+    pub drain_timeout: Duration,
+}
+
+struct Lane {
+    tx: mpsc::Sender<Inbound>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+type Lanes = Arc<Mutex<HashMap<(String, i32), Lane>>>;
+
+/// Consumer context: drains revoked partitions and reports lag.
+pub struct GroupContext {
+    lanes: Lanes,
+    lag: IntGauge,
+    drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for GroupContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupContext")
+    }
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, s: Statistics) {
+        let lag: i64 = s
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag > 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.lag.set(lag);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let revoked: Vec<(String, i32)> = match rebalance {
+            Rebalance::Revoke(tpl) => tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect(),
+            _ => return,
+        };
+        drain(&self.lanes, Some(&revoked), self.drain_timeout);
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "commit on revoke");
+        }
+        tracing::info!(partitions = revoked.len(), "partitions revoked and drained");
+    }
+}
+
+/// Closes the lanes (all, or those listed) and waits until each has stored its last offset.
+fn drain(lanes: &Lanes, which: Option<&[(String, i32)]>, timeout: Duration) {
+    let taken: Vec<Lane> = {
+        let Ok(mut map) = lanes.lock() else { return };
+        match which {
+            None => map.drain().map(|(_, l)| l).collect(),
+            Some(list) => list.iter().filter_map(|k| map.remove(k)).collect(),
+        }
+    };
+    for lane in taken {
+        drop(lane.tx);
+        if lane.done.recv_timeout(timeout).is_err() {
+            tracing::warn!("a partition did not drain in time; its unfinished records will be redelivered");
+        }
+    }
+}
+
+/// Runs the group consumer until `shutdown`; returns an error if an output could not be
+/// acknowledged (the service should exit and be restarted: nothing was committed past it).
+pub async fn run_group(
+    kafka: &KafkaConfig,
+    spec: GroupSpec,
+    lag: IntGauge,
+    handler: Handler,
+    shutdown: Shutdown,
+) -> Result<(), PipelineError> {
+    let lanes: Lanes = Arc::default();
+    let ctx = GroupContext {
+        lanes: lanes.clone(),
+        lag,
+        drain_timeout: spec.drain_timeout,
+    };
+    let consumer: BaseConsumer<GroupContext> = base_config(kafka)
+        .set("group.id", &spec.group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (kafka.session_timeout_ms / 4).max(100).to_string(),
+        )
+        .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(ctx)
+        .map_err(KafkaSetupError::from)?;
+    let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(KafkaSetupError::from)?;
+    let consumer = Arc::new(consumer);
+    let failure: Arc<Mutex<Option<String>>> = Arc::default();
+    let stop = shutdown.child_token();
+    let rt = tokio::runtime::Handle::current();
+
+    let poller = {
+        let consumer = consumer.clone();
+        let failure = failure.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("poll-{}", spec.group))
+            .spawn(move || {
+                while !stop.is_cancelled() {
+                    let Some(r) = consumer.poll(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let m = match r {
+                        Ok(m) => Inbound::from_message(&m),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consumer error");
+                            continue;
+                        }
+                    };
+                    let key = (m.topic.clone(), m.partition);
+                    let tx = {
+                        let Ok(mut map) = lanes.lock() else { break };
+                        map.entry(key.clone())
+                            .or_insert_with(|| {
+                                spawn_lane(&rt, &consumer, &key, &spec, &handler, &failure, &stop)
+                            })
+                            .tx
+                            .clone()
+                    };
+                    if tx.blocking_send(m).is_err() {
+                        // The lane failed (its output was not acknowledged): stop consuming.
+                        break;
+                    }
+                }
+                drain(&lanes, None, spec.drain_timeout);
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    tracing::debug!(error = %e, "final commit");
+                }
+                consumer.unsubscribe();
+            })
+            .map_err(|e| PipelineError::Thread(e.to_string()))?
+    };
+    stop.cancelled().await;
+    let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+    let failed = failure.lock().ok().and_then(|f| f.clone());
+    match failed {
+        // A shutdown that interrupted work is not a failure: the unfinished records were not committed.
+        Some(reason) if !shutdown.is_cancelled() => Err(PipelineError::OutputNotAcknowledged(reason)),
+        _ => Ok(()),
+    }
+}
+
+fn spawn_lane(
+    rt: &tokio::runtime::Handle,
+    consumer: &Arc<BaseConsumer<GroupContext>>,
+    key: &(String, i32),
+    spec: &GroupSpec,
+    handler: &Handler,
+    failure: &Arc<Mutex<Option<String>>>,
+    stop: &Shutdown,
+) -> Lane {
+    let (tx, mut rx) = mpsc::channel::<Inbound>(spec.queue_depth);
+    let (acks_tx, mut acks_rx) = mpsc::channel::<(i64, Vec<Ack>)>(spec.queue_depth * 4);
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let handler = handler.clone();
+    rt.spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let offset = m.offset;
+            let acks = handler(m).await;
+            if acks_tx.send((offset, acks)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let consumer = consumer.clone();
+    let (topic, partition) = key.clone();
+    let failure = failure.clone();
+    let stop = stop.clone();
+    rt.spawn(async move {
+        while let Some((offset, acks)) = acks_rx.recv().await {
+            for ack in acks {
+                if let Err(e) = ack.await {
+                    tracing::error!(%topic, partition, offset, error = %e, "output not acknowledged; stopping without committing past it");
+                    if let Ok(mut f) = failure.lock() {
+                        f.get_or_insert_with(|| e.to_string());
+                    }
+                    stop.cancel();
+                    let _ = done_tx.send(());
+                    return;
+                }
+            }
+            if let Err(e) = consumer.store_offset(&topic, partition, offset + 1) {
+                tracing::debug!(%topic, partition, error = %e, "offset not stored (partition revoked?)");
+            }
+        }
+        let _ = done_tx.send(());
+    });
+    Lane { tx, done }
+}
+
+/// Why the pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The consumer could not be set up.
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    /// An output was never acknowledged by the broker.
+    #[error("an output was not acknowledged by the broker: {0}")]
+    OutputNotAcknowledged(String),
+    /// The polling thread could not start.
+    #[error("cannot start the polling thread: {0}")]
+    Thread(String),
+}
