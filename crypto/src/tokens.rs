@@ -396,7 +396,14 @@ pub fn verify_rekey_upload(
             field: "rekey_upload.receiver_kind",
             reason: "unknown receiver kind",
         })?;
-    crate::envelope::check_id(&u.receiver_id, "rekey_upload.receiver_id")?;
+    // Services and nodes are named by their id; devices by `{twin}/{device}` (their MQTT user name).
+    match u.receiver_id.split_once('/') {
+        Some((twin, device)) if receiver_kind == ReceiverKind::Device => {
+            crate::envelope::check_id(twin, "rekey_upload.receiver_id twin")?;
+            crate::envelope::check_id(device, "rekey_upload.receiver_id device")?;
+        }
+        _ => crate::envelope::check_id(&u.receiver_id, "rekey_upload.receiver_id")?,
+    }
     if let Some(na) = u.not_after_ms {
         if now_ms > na {
             return Err(Error::Expired {

