@@ -67,7 +67,12 @@ pub struct Env {
     pub dir: PathBuf,
     /// Stops everything this test started.
     pub shutdown: Shutdown,
-    tasks: Mutex<Vec<(Shutdown, JoinHandle<anyhow::Result<()>>)>>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Env({})", self.kafka.topic_prefix)
+    }
 }
 
 /// A running service.
@@ -76,6 +81,37 @@ pub struct Running {
     pub shutdown: Shutdown,
     /// Its task.
     pub task: JoinHandle<anyhow::Result<()>>,
+    /// Its `/metrics` address.
+    pub metrics: std::net::SocketAddr,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Running({})", self.metrics)
+    }
+}
+
+impl Running {
+    /// The value of one sample of `/metrics` (`name{labels}` exactly as exposed), 0 if absent.
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.metrics).await?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await?;
+        Ok(body
+            .lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+}
+
+/// A free local port (bound and released).
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 impl Env {
@@ -105,7 +141,6 @@ impl Env {
             admin_password: secret("at-admin", "AT_MQTT_ADMIN_PASSWORD")?,
             dir,
             shutdown: Shutdown::new(),
-            tasks: Mutex::default(),
         })
     }
 
@@ -128,43 +163,45 @@ impl Env {
 
     /// Starts a bridge.
     pub fn start_ingest(&self) -> Running {
+        let addr = free_addr();
         let cfg = at_ingest::Config {
             kafka: self.kafka.clone(),
             mqtt: self.mqtt("at-ingest", &self.ingest_password, &rand_id("ingest")),
             ingest: at_ingest::IngestConfig {
-                metrics_addr: "127.0.0.1:0".parse().expect("literal address"),
+                metrics_addr: addr,
                 max_envelope_bytes: armored_schemas::limits::MAX_ENVELOPE_BYTES,
                 skew_ms: 300_000,
                 downlink_group: rand_id("down"),
                 max_in_flight: 1024,
             },
         };
-        self.spawn(|sd| at_ingest::run(cfg, sd))
+        self.spawn(addr, |sd| at_ingest::run(cfg, sd))
     }
 
     /// Starts a re-encryption worker in consumer group `group`.
     pub fn start_worker(&self, group: &str) -> Running {
+        let addr = free_addr();
         let cfg = at_reencrypt::Config {
             kafka: self.kafka.clone(),
             worker: at_reencrypt::WorkerConfig {
-                metrics_addr: "127.0.0.1:0".parse().expect("literal address"),
+                metrics_addr: addr,
                 group: group.into(),
                 state_dir: self.dir.join(rand_id("worker")).display().to_string(),
                 cache_entries: 10_000,
                 max_envelope_bytes: armored_schemas::limits::MAX_ENVELOPE_BYTES,
             },
         };
-        self.spawn(|sd| at_reencrypt::run(cfg, sd))
+        self.spawn(addr, |sd| at_reencrypt::run(cfg, sd))
     }
 
-    fn spawn<F, Fut>(&self, f: F) -> Running
+    fn spawn<F, Fut>(&self, metrics: std::net::SocketAddr, f: F) -> Running
     where
         F: FnOnce(Shutdown) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let sd = self.shutdown.child_token();
         let task = tokio::spawn(f(sd.clone()));
-        Running { shutdown: sd, task }
+        Running { shutdown: sd, task, metrics }
     }
 
     /// Adds an MQTT login (infra/mqtt-user.sh) and waits until the broker accepts it.
@@ -242,10 +279,8 @@ impl Env {
     /// Stops every service and device of this test.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let tasks = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
-        for (_, t) in tasks {
-            let _ = t.await;
-        }
+        // Services drain and commit on shutdown; give them a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -329,6 +364,7 @@ pub async fn mqtt_login_ok(cfg: &MqttConfig) -> bool {
 }
 
 /// A simulated device running its MQTT link.
+#[allow(missing_debug_implementations)]
 pub struct TestDevice {
     /// The device.
     pub device: Arc<Mutex<Device>>,
