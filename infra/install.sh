@@ -21,10 +21,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  # The Debian package may start a system instance; our scripts run their own on other ports.
-  $SUDO pkill -x mosquitto 2>/dev/null || true
+  # The Debian package may start a system instance (not here: policy-rc.d forbids it) on the ports
+  # our own instance uses: stop that one by its pid file, never ours by name.
+  if [ -s /run/mosquitto/mosquitto.pid ]; then
+    $SUDO kill "$(cat /run/mosquitto/mosquitto.pid)" 2>/dev/null || true
+  fi
 fi
 
+if ! nisshi --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then
+  # One build at a time: a second install.sh (e.g. start.sh while the first build runs) waits here,
+  # then finds nisshi installed and skips the build.
+  mkdir -p "$HOME/.cache/armoredtwins"
+  exec 9>"$HOME/.cache/armoredtwins/install.lock"
+  if ! flock -n 9; then
+    echo "infra/install: another infra/install.sh is building nisshi; waiting for it"
+    flock 9
+  fi
+fi
 if ! nisshi --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then
   echo "infra/install: building nisshi $NISSHI_VERSION (once per machine, ~10 min on 2 cores)"
   # Own target dir so this never waits on the workspace build lock.
