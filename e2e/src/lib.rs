@@ -236,6 +236,15 @@ impl Env {
         TestDevice::start(self, &dir, &password).await
     }
 
+    /// Phase 1 without MQTT: a device set up and enrolled (for tests that write to the log directly).
+    pub async fn enrolled_device(&self, owner: &Owner, ctl: &Ctl, twin: &str, name: &str) -> anyhow::Result<Device> {
+        let dir = self.dir.join(format!("{twin}-{name}"));
+        let card = armored_device::setup(&dir, twin, name, 3_600_000)?;
+        armored_device::pin_owner(&dir, &owner.identity()?)?;
+        owner.enroll_device(ctl, &card).await?;
+        Ok(Device::open(&dir)?)
+    }
+
     /// Dead letters written so far (reason, source key, payload), reading the DLQ topic to its end.
     pub fn dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>> {
         read_all(&self.kafka, &self.topics.dlq())?

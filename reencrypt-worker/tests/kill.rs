@@ -1,0 +1,135 @@
+//! Scale and faults on the real brokers: two `at-reencrypt` processes share the partitions; one is
+//! killed with SIGKILL in the middle of a 5,000-message run; the receiver still gets every message
+//! (at-least-once, de-duplicated by (twin, writer key, seq)). Needs `infra/start.sh`.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use armored_crypto::identity::PartyKind;
+use armored_e2e::{free_addr, rand_id, Env};
+use atctl::owner::Owner;
+use atctl::service::{Outcome, Service};
+use serde_json::json;
+
+const MESSAGES: usize = 5_000;
+const TWINS: usize = 12;
+
+fn worker(env: &Env, group: &str) -> anyhow::Result<(Child, std::net::SocketAddr)> {
+    let addr = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_at-reencrypt"))
+        .env("AT__KAFKA__BROKERS", &env.kafka.brokers)
+        .env("AT__KAFKA__TOPIC_PREFIX", &env.kafka.topic_prefix)
+        .env("AT__KAFKA__SESSION_TIMEOUT_MS", "6000")
+        .env("AT__KAFKA__LINGER_MS", "1")
+        .env("AT__WORKER__GROUP", group)
+        .env("AT__WORKER__METRICS_ADDR", addr.to_string())
+        .env("AT__WORKER__STATE_DIR", env.dir.join(rand_id("w")).display().to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    Ok((child, addr))
+}
+
+async fn healthy(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
+    if s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.is_err() {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body).await;
+    body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let svc_dir = env.dir.join("svc");
+    let id = Service::init(&svc_dir, &rand_id("svc"), PartyKind::Service)?;
+    let (party, _) = owner.trust(&ctl, &std::fs::read(id)?).await?;
+    owner.grant(&ctl, &party.party_id, "sync", None).await?;
+
+    // 5,000 state changes of 12 twins, written to the log as the bridge would.
+    let mut devices = Vec::new();
+    for t in 0..TWINS {
+        devices.push((format!("{}-{t}", rand_id("fleet")), None));
+    }
+    for (twin, dev) in devices.iter_mut() {
+        *dev = Some(env.enrolled_device(&owner, &ctl, twin, "d1").await?);
+    }
+    let now = armored_runtime::time::now_ms();
+    let mut acks = Vec::new();
+    for i in 0..MESSAGES {
+        let (twin, dev) = &mut devices[i % TWINS];
+        let Some(dev) = dev.as_mut() else { unreachable!() };
+        let e = dev.record(&["sync"], json!({"i": i}), now)?;
+        acks.push(armored_runtime::kafka::enqueue(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &e, None).await);
+    }
+    for a in acks {
+        a.await.map_err(anyhow::Error::msg)?;
+    }
+
+    // Two workers in one group; kill one once deliveries are under way.
+    let group = rand_id("reenc");
+    let (mut a, a_addr) = worker(&env, &group)?;
+    let (mut b, b_addr) = worker(&env, &group)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(healthy(a_addr).await && healthy(b_addr).await) {
+        anyhow::ensure!(Instant::now() < deadline, "workers did not become healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deliver = env.topics.deliver();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = env.records(&deliver)?.len();
+        if n >= MESSAGES / 5 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no progress: {n} deliveries");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill()?; // SIGKILL: no drain, no commit
+    let _ = a.wait();
+    let killed_at = env.records(&deliver)?.len();
+
+    let mut svc = Service::open(&svc_dir)?;
+    let mut seen = BTreeSet::new();
+    let stats = svc
+        .consume(&ctl, Some(MESSAGES as u64), Some(Duration::from_secs(40)), env.shutdown.child_token(), |o| {
+            if let Outcome::Received(r) = o {
+                seen.insert((r.twin_id.clone(), r.seq));
+            }
+        })
+        .await?;
+    let _ = b.kill();
+    let _ = b.wait();
+    if seen.len() != MESSAGES {
+        // Where did the missing ones go? Look for them on the delivery topic itself.
+        let mut on_topic = BTreeSet::new();
+        for (_, p) in env.records(&deliver)? {
+            if let Ok(d) = <armored_schemas::v1::Delivery as prost::Message>::decode(p.as_slice()) {
+                if let Ok(h) = armored_crypto::envelope::parse_header(&d.envelope_header) {
+                    on_topic.insert((h.twin_id, h.seq));
+                }
+            }
+        }
+        let missing: Vec<_> = (0..MESSAGES)
+            .map(|i| (devices[i % TWINS].0.clone(), (i / TWINS) as u64))
+            .filter(|k| !seen.contains(k))
+            .collect();
+        let sync = env.records(&env.topics.sync())?.len();
+        eprintln!("missing {missing:?}; on the delivery topic: {:?}; sync records {sync}", missing.iter().map(|k| on_topic.contains(k)).collect::<Vec<_>>());
+    }
+    assert_eq!(seen.len(), MESSAGES, "every message delivered (killed after {killed_at} deliveries); {stats:?}");
+    assert!(stats.rejected.is_empty(), "{stats:?}");
+    eprintln!(
+        "killed one of two workers after {killed_at} of {MESSAGES} deliveries; received {} unique, {} duplicates",
+        seen.len(),
+        stats.duplicates
+    );
+    env.stop().await;
+    Ok(())
+}
