@@ -88,3 +88,11 @@ impl Ctl {
         Ok(r)
     }
 }
+
+/// Payloads of every record on `topic` (the demo's raw reader).
+pub fn read_topic(ctl: &Ctl, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    Ok(kafka::read_to_end(&ctl.kafka, topic, Duration::from_secs(20))?
+        .into_iter()
+        .map(|r| r.payload)
+        .collect())
+}

@@ -2,6 +2,7 @@
 //! the owner's management device (phases 1 and 2, M1) and a processing service (phase 6).
 #![forbid(unsafe_code)]
 
+pub mod demo;
 pub mod kafka;
 pub mod owner;
 pub mod service;

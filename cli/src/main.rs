@@ -46,6 +46,22 @@ enum Cmd {
     },
     /// Show the registry (owners, twins and devices, parties).
     Registry,
+    /// Play Protocol 1 on the running brokers and services (infra/demo.sh starts them).
+    Demo {
+        /// Directory for the demo's parties (default: a new one under $AT_STATE_DIR).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, env = "AT_MQTT_HOST", default_value = "127.0.0.1")]
+        mqtt_host: String,
+        #[arg(long, env = "AT_MQTT_PORT", default_value_t = 1883)]
+        mqtt_port: u16,
+        /// Password of the all-access MQTT user (plays the raw eavesdropper).
+        #[arg(long, env = "AT_MQTT_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: String,
+        /// The infra/ directory (for mqtt-user.sh).
+        #[arg(long, env = "AT_INFRA_DIR", default_value = "infra")]
+        infra_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,6 +151,17 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let ctl = || Ctl::connect(args.brokers.as_deref(), args.topic_prefix.as_deref());
     match args.cmd {
+        Cmd::Demo { dir, mqtt_host, mqtt_port, admin_password, infra_dir } => {
+            let state = PathBuf::from(std::env::var("AT_STATE_DIR").unwrap_or_else(|_| ".".into()));
+            let cfg = atctl::demo::DemoConfig {
+                dir: dir.unwrap_or_else(|| atctl::demo::default_dir(&state)),
+                mqtt_host,
+                mqtt_port,
+                admin_password,
+                infra_dir,
+            };
+            atctl::demo::run(cfg, &ctl()?).await?;
+        }
         Cmd::Registry => {
             let r = ctl()?.registry().await?;
             print!("{}", atctl::view::render(&r));

@@ -249,7 +249,7 @@ impl Env {
     pub fn dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>> {
         read_all(&self.kafka, &self.topics.dlq())?
             .into_iter()
-            .map(|(key, payload, headers)| {
+            .map(|(key, payload, headers, _)| {
                 let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
                 Ok(DeadLetter {
                     reason: h("at-reason").unwrap_or_default(),
@@ -282,7 +282,12 @@ impl Env {
 
     /// Every record on `topic` (key, payload).
     pub fn records(&self, topic: &str) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(read_all(&self.kafka, topic)?.into_iter().map(|(k, p, _)| (k, p)).collect())
+        Ok(read_all(&self.kafka, topic)?.into_iter().map(|(k, p, _, _)| (k, p)).collect())
+    }
+
+    /// Every record on `topic` with its (partition, offset).
+    pub fn located(&self, topic: &str) -> anyhow::Result<Vec<((i32, i64), Vec<u8>)>> {
+        Ok(read_all(&self.kafka, topic)?.into_iter().map(|(_, p, _, at)| (at, p)).collect())
     }
 
     /// Stops every service and device of this test.
@@ -309,45 +314,13 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
 }
 
-type Rec = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+type Rec = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>, (i32, i64));
 
 fn read_all(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<Rec>> {
-    let c: BaseConsumer = armored_runtime::kafka::base_config(kafka)
-        .set("group.id", rand_id("reader"))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = Vec::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))?;
-        if hi > lo {
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
-            ends.push((p.id(), hi));
-        }
-    }
-    let mut out = Vec::new();
-    if ends.is_empty() {
-        return Ok(out);
-    }
-    c.assign(&tpl)?;
-    let mut done: std::collections::HashMap<i32, bool> = ends.iter().map(|(p, _)| (*p, false)).collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while done.values().any(|d| !d) && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            let headers = m
-                .headers()
-                .map(|h| h.iter().map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec())).collect())
-                .unwrap_or_default();
-            out.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec(), headers));
-            if let Some((_, hi)) = ends.iter().find(|(p, _)| *p == m.partition()) {
-                if m.offset() + 1 >= *hi {
-                    done.insert(m.partition(), true);
-                }
-            }
-        }
-    }
-    Ok(out)
+    Ok(armored_runtime::kafka::read_to_end(kafka, topic, Duration::from_secs(20))?
+        .into_iter()
+        .map(|r| (r.key.unwrap_or_default(), r.payload, r.headers, (r.partition, r.offset)))
+        .collect())
 }
 
 /// Whether `cfg` can log in to the MQTT broker.

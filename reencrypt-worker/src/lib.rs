@@ -237,6 +237,7 @@ async fn retry_pending(ctx: &Ctx) {
                 payload: bytes,
                 timestamp_ms: None,
                 headers: Vec::new(),
+                received: Instant::now(),
             };
             dead_letter(ctx, &rec, e.reason(), &e.to_string()).await;
         }
@@ -246,7 +247,7 @@ async fn retry_pending(ctx: &Ctx) {
 /// One record of `at.sync.v1`: wait until the control topics are applied up to the moment it was
 /// fetched (a revocation appended before it wins), route it off the async threads, produce.
 async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
-    let fetched = Instant::now();
+    let fetched = m.received;
     ctx.metrics.messages_in.inc();
     loop {
         let wait = Duration::from_secs(5);

@@ -25,8 +25,12 @@ fn worker(env: &Env, group: &str) -> anyhow::Result<(Child, std::net::SocketAddr
         .env("AT__WORKER__GROUP", group)
         .env("AT__WORKER__METRICS_ADDR", addr.to_string())
         .env("AT__WORKER__STATE_DIR", env.dir.join(rand_id("w")).display().to_string())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("AT_KILL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null())
+        .stderr(match std::env::var("AT_KILL_TEST_LOGDIR") {
+            Ok(d) => Stdio::from(std::fs::File::create(format!("{d}/{group}-{}.log", addr.port()))?),
+            Err(_) => Stdio::inherit(),
+        })
         .spawn()?;
     Ok((child, addr))
 }
@@ -91,8 +95,11 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "no progress: {n} deliveries");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    a.kill()?; // SIGKILL: no drain, no commit
-    let _ = a.wait();
+    if std::env::var("AT_KILL_TEST_NO_KILL").is_ok() {
+        eprintln!("(not killing: diagnosis run)");
+    } else {
+        a.kill()?; // SIGKILL: no drain, no commit
+    }
     let killed_at = env.records(&deliver)?.len();
 
     let mut svc = Service::open(&svc_dir)?;
@@ -106,6 +113,8 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
         .await?;
     let _ = b.kill();
     let _ = b.wait();
+    let _ = a.kill();
+    let _ = a.wait();
     if seen.len() != MESSAGES {
         // Where did the missing ones go? Look for them on the delivery topic itself.
         let mut on_topic = BTreeSet::new();
@@ -121,6 +130,15 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
             .filter(|k| !seen.contains(k))
             .collect();
         let sync = env.records(&env.topics.sync())?.len();
+        for (at, p) in env.located(&env.topics.sync())? {
+            if let Ok((_, h, _)) = armored_crypto::envelope::decode_envelope(&p) {
+                if missing.contains(&(h.twin_id.clone(), h.seq)) {
+                    eprintln!("missing record at (partition, offset) {at:?}");
+                }
+            }
+        }
+        let dl: Vec<String> = env.dead_letters()?.iter().map(|d| format!("{}:{}", d.service, d.reason)).collect();
+        eprintln!("dead letters: {dl:?}");
         eprintln!("missing {missing:?}; on the delivery topic: {:?}; sync records {sync}", missing.iter().map(|k| on_topic.contains(k)).collect::<Vec<_>>());
     }
     assert_eq!(seen.len(), MESSAGES, "every message delivered (killed after {killed_at} deliveries); {stats:?}");

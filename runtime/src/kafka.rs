@@ -218,3 +218,44 @@ pub async fn send(
 pub fn flush(producer: &FutureProducer) {
     let _ = producer.flush(Timeout::After(Duration::from_secs(10)));
 }
+
+/// Reads every record of `topic` from its beginning to the end offsets it has now (tools, tests,
+/// the demo's raw reader). No consumer group is joined and nothing is committed.
+pub fn read_to_end(
+    cfg: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<crate::pipeline::Inbound>, KafkaSetupError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = base_config(cfg)
+        .set("group.id", "unused-no-commits")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))?;
+        if hi > lo {
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
+            ends.insert(p.id(), hi);
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    c.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + timeout;
+    while !ends.is_empty() && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let rec = crate::pipeline::Inbound::from_message(&m);
+            if ends.get(&rec.partition).is_some_and(|hi| rec.offset + 1 >= *hi) {
+                ends.remove(&rec.partition);
+            }
+            out.push(rec);
+        }
+    }
+    Ok(out)
+}

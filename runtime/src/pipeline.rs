@@ -42,6 +42,9 @@ pub struct Inbound {
     pub timestamp_ms: Option<i64>,
     /// Headers (name, value).
     pub headers: Vec<(String, Vec<u8>)>,
+    /// When it was polled from the client: control topics must be applied up to here before its
+    /// outputs are produced.
+    pub received: std::time::Instant,
 }
 
 impl std::fmt::Debug for Inbound {
@@ -77,6 +80,7 @@ impl Inbound {
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             timestamp_ms: m.timestamp().to_millis(),
             headers,
+            received: std::time::Instant::now(),
         }
     }
 
@@ -140,6 +144,15 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let committed = consumer.committed_offsets((*tpl).clone(), Duration::from_secs(5));
+                tracing::trace!(?committed, "assigned");
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let revoked: Vec<(String, i32)> = match rebalance {
             Rebalance::Revoke(tpl) => tpl
@@ -149,6 +162,7 @@ impl ConsumerContext for GroupContext {
                 .collect(),
             _ => return,
         };
+        tracing::debug!(?revoked, "revoking");
         drain(&self.lanes, Some(&revoked), self.drain_timeout);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "commit on revoke");
@@ -229,6 +243,7 @@ pub async fn run_group(
                             continue;
                         }
                     };
+                    tracing::trace!(partition = m.partition, offset = m.offset, "polled");
                     let key = (m.topic.clone(), m.partition);
                     let tx = {
                         let Ok(mut map) = lanes.lock() else { break };
@@ -301,6 +316,7 @@ fn spawn_lane(
                     return;
                 }
             }
+            tracing::trace!(partition, offset, "stored");
             if let Err(e) = consumer.store_offset(&topic, partition, offset + 1) {
                 tracing::debug!(%topic, partition, error = %e, "offset not stored (partition revoked?)");
             }

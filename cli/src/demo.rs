@@ -1,0 +1,282 @@
+//! `atctl demo`: Protocol 1 played on the running brokers and services (infra/demo.sh starts them):
+//! one owner; a twin with two devices syncing to each other through the cloud; a second twin; a
+//! processing service granted `sync AND location`; a revocation (M1) after which the service receives
+//! nothing new; and raw MQTT and Kafka readers that see only ciphertext. Prints progress and a
+//! summary table; fails (exit 1) if any expectation does not hold.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use armored_crypto::identity::PartyKind;
+use armored_device::link::{run as link, LinkEvent};
+use armored_device::{Device, Event};
+use armored_runtime::config::MqttConfig;
+use armored_runtime::time::now_ms;
+use armored_runtime::Shutdown;
+use rand_core::RngCore;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::kafka::Ctl;
+use crate::owner::Owner;
+use crate::service::{Outcome, Service};
+
+/// Where the demo finds the MQTT broker and keeps its files.
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    /// Scratch directory (keys of the demo's parties).
+    pub dir: PathBuf,
+    /// MQTT host.
+    pub mqtt_host: String,
+    /// MQTT port.
+    pub mqtt_port: u16,
+    /// Password of the all-access MQTT user (the raw eavesdropper).
+    pub admin_password: String,
+    /// infra/ directory (mqtt-user.sh).
+    pub infra_dir: PathBuf,
+}
+
+struct Dev {
+    name: String,
+    device: Arc<Mutex<Device>>,
+    outbox: mpsc::Sender<Vec<u8>>,
+    events: mpsc::UnboundedReceiver<LinkEvent>,
+}
+
+fn step(n: usize, text: &str) {
+    println!("[{n}] {text}");
+}
+
+fn rid() -> String {
+    format!("{:06x}", rand_core::OsRng.next_u32() & 0xff_ffff)
+}
+
+impl Dev {
+    async fn publish(&self, attrs: &[&str], delta: serde_json::Value) -> anyhow::Result<()> {
+        let env = self
+            .device
+            .lock()
+            .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
+            .record(attrs, delta, now_ms())?;
+        self.outbox.send(env).await?;
+        Ok(())
+    }
+
+    /// Applied changes seen within `wait`, stopping early once `want` arrived.
+    async fn applied(&mut self, want: usize, wait: Duration) -> Vec<serde_json::Value> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + wait;
+        while got.len() < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some(LinkEvent::Downlink(Event::Applied { delta, .. }))) => got.push(delta),
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        got
+    }
+}
+
+async fn start_device(
+    cfg: &DemoConfig,
+    owner: &Owner,
+    ctl: &Ctl,
+    twin: &str,
+    name: &str,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Dev> {
+    let dir = cfg.dir.join(format!("{twin}-{name}"));
+    let card = armored_device::setup(&dir, twin, name, 3_600_000)?;
+    armored_device::pin_owner(&dir, &owner.identity()?)?;
+    owner.enroll_device(ctl, &card).await?;
+    let password = format!("pw-{}", rid());
+    let user = format!("{twin}/{name}");
+    let out = std::process::Command::new("bash")
+        .arg(cfg.infra_dir.join("mqtt-user.sh"))
+        .args(["add", &user, &password])
+        .output()
+        .context("running infra/mqtt-user.sh")?;
+    if !out.status.success() {
+        bail!("mqtt-user.sh add {user}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let device = Arc::new(Mutex::new(Device::open(&dir)?));
+    let (tx, rx) = mpsc::channel(64);
+    let (etx, mut erx) = mpsc::unbounded_channel();
+    let mqtt = MqttConfig {
+        host: cfg.mqtt_host.clone(),
+        port: cfg.mqtt_port,
+        username: user.clone(),
+        password,
+        client_id: format!("demo-{twin}-{name}"),
+        keep_alive_s: 30,
+    };
+    tokio::spawn(link(device.clone(), mqtt, rx, etx, shutdown.clone()));
+    match tokio::time::timeout(Duration::from_secs(15), erx.recv()).await {
+        Ok(Some(LinkEvent::Connected)) => {}
+        _ => bail!("device {user} could not connect to the MQTT broker"),
+    }
+    Ok(Dev { name: name.into(), device, outbox: tx, events: erx })
+}
+
+/// Collects every payload published under `at/v1/#`, as an eavesdropper with full broker access.
+fn eavesdrop(cfg: &DemoConfig, shutdown: &Shutdown) -> Arc<Mutex<Vec<Vec<u8>>>> {
+    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let mut o = rumqttc::MqttOptions::new(format!("demo-eve-{}", rid()), &cfg.mqtt_host, cfg.mqtt_port);
+    o.set_credentials("at-admin", &cfg.admin_password).set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 64);
+    let s = seen.clone();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = client.subscribe("at/v1/#", rumqttc::QoS::AtMostOnce).await;
+        loop {
+            tokio::select! {
+                _ = sd.cancelled() => break,
+                ev = el.poll() => match ev {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        if let Ok(mut v) = s.lock() { v.push(p.payload.to_vec()); }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+    });
+    seen
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Runs the scenario.
+pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let shutdown = Shutdown::new();
+    std::fs::create_dir_all(&cfg.dir)?;
+    let eve = eavesdrop(&cfg, &shutdown);
+    let tag = rid();
+    let (twin1, twin2) = (format!("bike-{tag}"), format!("car-{tag}"));
+
+    step(1, "Phase 1: owner alice creates her identity (with a proof of knowledge of her PRE key)");
+    let owner = Owner::init(&cfg.dir.join("owner"), &format!("alice-{tag}"), ctl).await?;
+    step(1, &format!("devices d1, d2 of twin {twin1} and c1 of twin {twin2} make their keys; alice enrolls them"));
+    let d1 = start_device(&cfg, &owner, ctl, &twin1, "d1", &shutdown).await?;
+    let mut d2 = start_device(&cfg, &owner, ctl, &twin1, "d2", &shutdown).await?;
+    let c1 = start_device(&cfg, &owner, ctl, &twin2, "c1", &shutdown).await?;
+
+    step(2, "Phase 2: service 'insurer' is pinned and granted exactly 'sync AND location'");
+    let svc_dir = cfg.dir.join("insurer");
+    let id_file = Service::init(&svc_dir, &format!("insurer-{tag}"), PartyKind::Service)?;
+    let (party, fp) = owner.trust(ctl, &std::fs::read(&id_file)?).await?;
+    println!("    pinned {} (fingerprint {}…)", party.party_id, &fp[..16]);
+    let rk = owner.grant(ctl, &party.party_id, "sync AND location", None).await?;
+    let mut svc = Service::open(&svc_dir)?;
+    // Let d2 receive the roster that tells it d1 is a device of its twin.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    step(3, "Phase 3: d1 syncs three changes, c1 one; each is signed, then encrypted under its epoch key");
+    let records: [(&Dev, &[&str], serde_json::Value); 4] = [
+        (&d1, &["sync", "location"], json!({"lat": 48.208_2})),
+        (&d1, &["sync", "health"], json!({"pulse": 72})),
+        (&d1, &["sync", "location"], json!({"lon": 16.373_8})),
+        (&c1, &["sync", "location"], json!({"fuel": 0.5})),
+    ];
+    for (dev, attrs, delta) in &records {
+        dev.publish(attrs, delta.clone()).await?;
+        println!("    {} publishes {:<28} attributes {:?}", dev.name, delta.to_string(), attrs);
+    }
+
+    step(4, "Phase 4: d2 receives d1's changes through the cloud, re-encrypted for it");
+    let d2_got = d2.applied(3, Duration::from_secs(30)).await;
+    step(6, "Phase 6: the insurer reads what its policy admits");
+    let mut svc_got = Vec::new();
+    svc.consume(ctl, Some(3), Some(Duration::from_secs(20)), shutdown.child_token(), |o| {
+        if let Outcome::Received(r) = o {
+            svc_got.push(r.delta.clone());
+        }
+    })
+    .await?;
+
+    step(7, "M1: alice revokes the insurer; d1 writes once more");
+    owner.revoke_rekey(ctl, &rk).await?;
+    let late = json!({"lat": 48.3});
+    d1.publish(&["sync", "location"], late.clone()).await?;
+    let d2_late = d2.applied(1, Duration::from_secs(30)).await;
+    let mut svc_late = Vec::new();
+    svc.consume(ctl, Some(1), Some(Duration::from_secs(5)), shutdown.child_token(), |o| {
+        if let Outcome::Received(r) = o {
+            svc_late.push(r.delta.clone());
+        }
+    })
+    .await?;
+
+    step(8, "What a raw reader of the brokers sees");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mqtt_payloads = eve.lock().map(|v| v.clone()).unwrap_or_default();
+    let kafka_payloads: Vec<Vec<u8>> = crate::kafka::read_topic(ctl, &ctl.topics.sync())?
+        .into_iter()
+        .chain(crate::kafka::read_topic(ctl, &ctl.topics.deliver())?)
+        .collect();
+    let secrets: Vec<String> = ["48.2082", "\"pulse\"", "16.3738", "\"fuel\"", "48.3"].iter().map(|s| s.to_string()).collect();
+    let leaks = mqtt_payloads
+        .iter()
+        .chain(&kafka_payloads)
+        .filter(|p| secrets.iter().any(|s| contains(p, s.as_bytes())))
+        .count();
+    println!(
+        "    MQTT eavesdropper captured {} messages, Kafka holds {} records: {} contain any plaintext value",
+        mqtt_payloads.len(),
+        kafka_payloads.len(),
+        leaks
+    );
+
+    // The summary: what each party could read of each record.
+    let has = |v: &[serde_json::Value], d: &serde_json::Value| v.contains(d);
+    let mut table: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    let all: Vec<(&str, serde_json::Value)> = records
+        .iter()
+        .map(|(dev, _, d)| (if dev.name == "c1" { "c1" } else { "d1" }, d.clone()))
+        .chain([("d1", late.clone())])
+        .collect();
+    println!("\n{:<4} {:<22} {:<8} {:<10} {:<22} {:<12}", "#", "record", "writer", "d2", "insurer", "raw reader");
+    let mut ok = leaks == 0;
+    for (i, (writer, d)) in all.iter().enumerate() {
+        let for_d2 = *writer == "d1";
+        let d2_has = has(&d2_got, d) || has(&d2_late, d);
+        let svc_should = d.get("pulse").is_none() && i < 4;
+        let svc_has = has(&svc_got, d) || has(&svc_late, d);
+        ok &= d2_has == for_d2 && svc_has == svc_should;
+        let svc_text = if svc_has {
+            "decrypted"
+        } else if i == 4 {
+            "nothing (revoked)"
+        } else {
+            "nothing (policy)"
+        };
+        table.insert(i, vec![]);
+        println!(
+            "{:<4} {:<22} {:<8} {:<10} {:<22} {:<12}",
+            i + 1,
+            d.to_string(),
+            writer,
+            if d2_has { "decrypted" } else { "nothing" },
+            svc_text,
+            "ciphertext"
+        );
+    }
+    shutdown.cancel();
+    println!("\ndemo finished in {:.1} s: {}", t0.elapsed().as_secs_f64(), if ok { "every expectation held" } else { "EXPECTATIONS FAILED" });
+    if !ok {
+        bail!("the demo's expectations did not hold (see the table)");
+    }
+    Ok(())
+}
+
+/// The demo's default directory.
+pub fn default_dir(state: &Path) -> PathBuf {
+    state.join(format!("demo-{}", now_ms()))
+}
