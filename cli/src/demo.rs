@@ -101,7 +101,10 @@ async fn start_device(
         .output()
         .context("running infra/mqtt-user.sh")?;
     if !out.status.success() {
-        bail!("mqtt-user.sh add {user}: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "mqtt-user.sh add {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let device = Arc::new(Mutex::new(Device::open(&dir)?));
     let (tx, rx) = mpsc::channel(64);
@@ -119,14 +122,21 @@ async fn start_device(
         Ok(Some(LinkEvent::Connected)) => {}
         _ => bail!("device {user} could not connect to the MQTT broker"),
     }
-    Ok(Dev { name: name.into(), device, outbox: tx, events: erx })
+    Ok(Dev {
+        name: name.into(),
+        device,
+        outbox: tx,
+        events: erx,
+    })
 }
 
 /// Collects every payload published under `at/v1/#`, as an eavesdropper with full broker access.
 fn eavesdrop(cfg: &DemoConfig, shutdown: &Shutdown) -> Arc<Mutex<Vec<Vec<u8>>>> {
     let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let mut o = rumqttc::MqttOptions::new(format!("demo-eve-{}", rid()), &cfg.mqtt_host, cfg.mqtt_port);
-    o.set_credentials("at-admin", &cfg.admin_password).set_max_packet_size(1 << 20, 1 << 20);
+    let mut o =
+        rumqttc::MqttOptions::new(format!("demo-eve-{}", rid()), &cfg.mqtt_host, cfg.mqtt_port);
+    o.set_credentials("at-admin", &cfg.admin_password)
+        .set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut el) = rumqttc::AsyncClient::new(o, 64);
     let s = seen.clone();
     let sd = shutdown.clone();
@@ -161,19 +171,27 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     let tag = rid();
     let (twin1, twin2) = (format!("bike-{tag}"), format!("car-{tag}"));
 
-    step(1, "Phase 1: owner alice creates her identity (with a proof of knowledge of her PRE key)");
+    step(
+        1,
+        "Phase 1: owner alice creates her identity (with a proof of knowledge of her PRE key)",
+    );
     let owner = Owner::init(&cfg.dir.join("owner"), &format!("alice-{tag}"), ctl).await?;
     step(1, &format!("devices d1, d2 of twin {twin1} and c1 of twin {twin2} make their keys; alice enrolls them"));
     let d1 = start_device(&cfg, &owner, ctl, &twin1, "d1", &shutdown).await?;
     let mut d2 = start_device(&cfg, &owner, ctl, &twin1, "d2", &shutdown).await?;
     let c1 = start_device(&cfg, &owner, ctl, &twin2, "c1", &shutdown).await?;
 
-    step(2, "Phase 2: service 'insurer' is pinned and granted exactly 'sync AND location'");
+    step(
+        2,
+        "Phase 2: service 'insurer' is pinned and granted exactly 'sync AND location'",
+    );
     let svc_dir = cfg.dir.join("insurer");
     let id_file = Service::init(&svc_dir, &format!("insurer-{tag}"), PartyKind::Service)?;
     let (party, fp) = owner.trust(ctl, &std::fs::read(&id_file)?).await?;
     println!("    pinned {} (fingerprint {}…)", party.party_id, &fp[..16]);
-    let rk = owner.grant(ctl, &party.party_id, "sync AND location", None).await?;
+    let rk = owner
+        .grant(ctl, &party.party_id, "sync AND location", None)
+        .await?;
     let mut svc = Service::open(&svc_dir)?;
     // Let d2 receive the roster that tells it d1 is a device of its twin.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -187,18 +205,32 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     ];
     for (dev, attrs, delta) in &records {
         dev.publish(attrs, delta.clone()).await?;
-        println!("    {} publishes {:<28} attributes {:?}", dev.name, delta.to_string(), attrs);
+        println!(
+            "    {} publishes {:<28} attributes {:?}",
+            dev.name,
+            delta.to_string(),
+            attrs
+        );
     }
 
-    step(4, "Phase 4: d2 receives d1's changes through the cloud, re-encrypted for it");
+    step(
+        4,
+        "Phase 4: d2 receives d1's changes through the cloud, re-encrypted for it",
+    );
     let d2_got = d2.applied(3, Duration::from_secs(30)).await;
     step(6, "Phase 6: the insurer reads what its policy admits");
     let mut svc_got = Vec::new();
-    svc.consume(ctl, Some(3), Some(Duration::from_secs(20)), shutdown.child_token(), |o| {
-        if let Outcome::Received(r) = o {
-            svc_got.push(r.delta.clone());
-        }
-    })
+    svc.consume(
+        ctl,
+        Some(3),
+        Some(Duration::from_secs(20)),
+        shutdown.child_token(),
+        |o| {
+            if let Outcome::Received(r) = o {
+                svc_got.push(r.delta.clone());
+            }
+        },
+    )
     .await?;
 
     step(7, "M1: alice revokes the insurer; d1 writes once more");
@@ -207,11 +239,17 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     d1.publish(&["sync", "location"], late.clone()).await?;
     let d2_late = d2.applied(1, Duration::from_secs(30)).await;
     let mut svc_late = Vec::new();
-    svc.consume(ctl, Some(1), Some(Duration::from_secs(5)), shutdown.child_token(), |o| {
-        if let Outcome::Received(r) = o {
-            svc_late.push(r.delta.clone());
-        }
-    })
+    svc.consume(
+        ctl,
+        Some(1),
+        Some(Duration::from_secs(5)),
+        shutdown.child_token(),
+        |o| {
+            if let Outcome::Received(r) = o {
+                svc_late.push(r.delta.clone());
+            }
+        },
+    )
     .await?;
 
     step(8, "What a raw reader of the brokers sees");
@@ -221,7 +259,10 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
         .into_iter()
         .chain(crate::kafka::read_topic(ctl, &ctl.topics.deliver())?)
         .collect();
-    let secrets: Vec<String> = ["48.2082", "\"pulse\"", "16.3738", "\"fuel\"", "48.3"].iter().map(|s| s.to_string()).collect();
+    let secrets: Vec<String> = ["48.2082", "\"pulse\"", "16.3738", "\"fuel\"", "48.3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let leaks = mqtt_payloads
         .iter()
         .chain(&kafka_payloads)
@@ -242,7 +283,10 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
         .map(|(dev, _, d)| (if dev.name == "c1" { "c1" } else { "d1" }, d.clone()))
         .chain([("d1", late.clone())])
         .collect();
-    println!("\n{:<4} {:<22} {:<8} {:<10} {:<22} {:<12}", "#", "record", "writer", "d2", "insurer", "raw reader");
+    println!(
+        "\n{:<4} {:<22} {:<8} {:<10} {:<22} {:<12}",
+        "#", "record", "writer", "d2", "insurer", "raw reader"
+    );
     let mut ok = leaks == 0;
     for (i, (writer, d)) in all.iter().enumerate() {
         let for_d2 = *writer == "d1";
@@ -269,7 +313,15 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
         );
     }
     shutdown.cancel();
-    println!("\ndemo finished in {:.1} s: {}", t0.elapsed().as_secs_f64(), if ok { "every expectation held" } else { "EXPECTATIONS FAILED" });
+    println!(
+        "\ndemo finished in {:.1} s: {}",
+        t0.elapsed().as_secs_f64(),
+        if ok {
+            "every expectation held"
+        } else {
+            "EXPECTATIONS FAILED"
+        }
+    );
     if !ok {
         bail!("the demo's expectations did not hold (see the table)");
     }

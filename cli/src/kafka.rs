@@ -84,15 +84,20 @@ impl Ctl {
             .await
             .context("reading the registry")?;
         stop.cancel();
-        let r = shared.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
+        let r = shared
+            .read()
+            .map_err(|_| anyhow::anyhow!("registry lock poisoned"))?
+            .clone();
         Ok(r)
     }
 }
 
 /// Payloads of every record on `topic` (the demo's raw reader).
 pub fn read_topic(ctl: &Ctl, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-    Ok(kafka::read_to_end(&ctl.kafka, topic, Duration::from_secs(20))?
-        .into_iter()
-        .map(|r| r.payload)
-        .collect())
+    Ok(
+        kafka::read_to_end(&ctl.kafka, topic, Duration::from_secs(20))?
+            .into_iter()
+            .map(|r| r.payload)
+            .collect(),
+    )
 }

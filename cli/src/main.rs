@@ -151,7 +151,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let ctl = || Ctl::connect(args.brokers.as_deref(), args.topic_prefix.as_deref());
     match args.cmd {
-        Cmd::Demo { dir, mqtt_host, mqtt_port, admin_password, infra_dir } => {
+        Cmd::Demo {
+            dir,
+            mqtt_host,
+            mqtt_port,
+            admin_password,
+            infra_dir,
+        } => {
             let state = PathBuf::from(std::env::var("AT_STATE_DIR").unwrap_or_else(|_| ".".into()));
             let cfg = atctl::demo::DemoConfig {
                 dir: dir.unwrap_or_else(|| atctl::demo::default_dir(&state)),
@@ -169,7 +175,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Owner { dir, cmd } => match cmd {
             OwnerCmd::Init { id } => {
                 let o = Owner::init(&dir, &id, &ctl()?).await?;
-                println!("owner {:?} created in {}; identity published to the registry", o.owner_id, dir.display());
+                println!(
+                    "owner {:?} created in {}; identity published to the registry",
+                    o.owner_id,
+                    dir.display()
+                );
                 println!("devices pin {}", dir.join("owner.identity").display());
             }
             OwnerCmd::Identity => println!("{}", dir.join("owner.identity").display()),
@@ -191,12 +201,19 @@ async fn main() -> anyhow::Result<()> {
             }
             OwnerCmd::Trust { identity } => {
                 let o = Owner::open(&dir)?;
-                let bytes = std::fs::read(&identity).with_context(|| format!("reading {}", identity.display()))?;
+                let bytes = std::fs::read(&identity)
+                    .with_context(|| format!("reading {}", identity.display()))?;
                 let (p, fp) = o.trust(&ctl()?, &bytes).await?;
                 println!("pinned {:?} {} — fingerprint {fp}", p.kind, p.party_id);
-                println!("compare the fingerprint with the party out of band before granting anything");
+                println!(
+                    "compare the fingerprint with the party out of band before granting anything"
+                );
             }
-            OwnerCmd::Grant { to, policy, from_epoch } => {
+            OwnerCmd::Grant {
+                to,
+                policy,
+                from_epoch,
+            } => {
                 let o = Owner::open(&dir)?;
                 let rk = o.grant(&ctl()?, &to, &policy, from_epoch).await?;
                 println!("granted {to} re-key {rk}");
@@ -212,12 +229,17 @@ async fn main() -> anyhow::Result<()> {
                         let n = o.revoke_receiver(&ctl()?, &r).await?;
                         println!("revoked {n} re-key(s) of {r}");
                     }
-                    (None, None) => anyhow::bail!("say what to revoke: --rk <id> or --receiver <id>"),
+                    (None, None) => {
+                        anyhow::bail!("say what to revoke: --rk <id> or --receiver <id>")
+                    }
                 }
             }
             OwnerCmd::Grants => {
                 let o = Owner::open(&dir)?;
-                println!("{:<34} {:<9} {:<22} {:<8} POLICY", "RK", "KIND", "RECEIVER", "STATE");
+                println!(
+                    "{:<34} {:<9} {:<22} {:<8} POLICY",
+                    "RK", "KIND", "RECEIVER", "STATE"
+                );
                 for e in o.ledger()? {
                     println!(
                         "{:<34} {:<9} {:<22} {:<8} {}",
@@ -238,7 +260,11 @@ async fn main() -> anyhow::Result<()> {
                 };
                 let path = Service::init(&dir, &id, k)?;
                 let fp = armored_crypto::identity::fingerprint(&std::fs::read(&path)?);
-                println!("identity {} (fingerprint {})", path.display(), hex::encode(fp));
+                println!(
+                    "identity {} (fingerprint {})",
+                    path.display(),
+                    hex::encode(fp)
+                );
             }
             ServiceCmd::Run { count, idle, out } => {
                 let mut s = Service::open(&dir)?;
@@ -253,7 +279,9 @@ async fn main() -> anyhow::Result<()> {
                     .consume(&ctl()?, count, idle, shutdown, |o| {
                         let line = match o {
                             Outcome::Received(r) => serde_json::json!({"received": r}),
-                            Outcome::Rejected { reason, detail } => serde_json::json!({"rejected": reason, "detail": detail}),
+                            Outcome::Rejected { reason, detail } => {
+                                serde_json::json!({"rejected": reason, "detail": detail})
+                            }
                         };
                         let _ = writeln!(sink, "{line}");
                         progress.inc(1);

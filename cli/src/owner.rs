@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use armored_crypto::identity::{
-    create_owner_identity, enroll_device, fingerprint, verify_owner_identity, verify_pinned_identity,
-    PartyIdentity,
+    create_owner_identity, enroll_device, fingerprint, verify_owner_identity,
+    verify_pinned_identity, PartyIdentity,
 };
 use armored_crypto::keyfile::{load_pre_key, load_signing_key, save_pre_key, save_signing_key};
 use armored_crypto::kpcpre::{Policy, PublicKey, ReKey, SecretKey};
 use armored_crypto::sig::{SigningKey, VerifyingKey};
-use armored_crypto::tokens::{issue_rekey_upload, issue_revocation, ReKeyUploadInput, ReceiverKind, RevocationKind};
+use armored_crypto::tokens::{
+    issue_rekey_upload, issue_revocation, ReKeyUploadInput, ReceiverKind, RevocationKind,
+};
 use armored_device::Card;
 use armored_runtime::registry::record;
 use armored_runtime::time::now_ms;
@@ -80,7 +82,11 @@ impl Owner {
         let pre = SecretKey::generate(&mut OsRng);
         let sig = SigningKey::generate(&mut OsRng);
         save_pre_key(&dir.join("pre.key"), &pre, &format!("owner {owner_id} PRE"))?;
-        save_signing_key(&dir.join("sig.key"), &sig, &format!("owner {owner_id} signing"))?;
+        save_signing_key(
+            &dir.join("sig.key"),
+            &sig,
+            &format!("owner {owner_id} signing"),
+        )?;
         let identity = create_owner_identity(owner_id, &pre, &sig, 0, &sig, &mut OsRng);
         std::fs::write(identity_path(dir), &identity)?;
         ctl.send(
@@ -126,7 +132,14 @@ impl Owner {
     pub async fn enroll_device(&self, ctl: &Ctl, card: &Card) -> anyhow::Result<String> {
         let pre = PublicKey::from_bytes(&hex::decode(&card.pre_public_key)?)?;
         let sig = VerifyingKey::from_sec1(&hex::decode(&card.sig_key)?)?;
-        let enrollment = enroll_device(&self.sig, &card.twin_id, &card.device_id, &pre, &sig, card.epoch_len_ms);
+        let enrollment = enroll_device(
+            &self.sig,
+            &card.twin_id,
+            &card.device_id,
+            &pre,
+            &sig,
+            card.epoch_len_ms,
+        );
         ctl.send(
             &ctl.topics.registry(),
             &format!("device:{}/{}", card.twin_id, card.device_id),
@@ -134,14 +147,25 @@ impl Owner {
         )
         .await?;
         let policy = format!("twin:{} AND (sync OR req)", card.twin_id);
-        self.issue(ctl, ReceiverKind::Device, &format!("{}/{}", card.twin_id, card.device_id), &policy, &pre, None)
-            .await
+        self.issue(
+            ctl,
+            ReceiverKind::Device,
+            &format!("{}/{}", card.twin_id, card.device_id),
+            &policy,
+            &pre,
+            None,
+        )
+        .await
     }
 
     /// Pins a service or node identity file after checking its self-signature; returns the party
     /// and the fingerprint to compare out of band. The file is kept in `trusted/` and published to
     /// the registry (informational: owners trust by fingerprint, never by what a topic says).
-    pub async fn trust(&self, ctl: &Ctl, identity: &[u8]) -> anyhow::Result<(PartyIdentity, String)> {
+    pub async fn trust(
+        &self,
+        ctl: &Ctl,
+        identity: &[u8],
+    ) -> anyhow::Result<(PartyIdentity, String)> {
         let fp = fingerprint(identity);
         let p = verify_pinned_identity(identity, &fp)?.into_inner();
         let dir = self.dir.join("trusted");
@@ -159,9 +183,13 @@ impl Owner {
     /// A pinned party.
     pub fn trusted(&self, party_id: &str) -> anyhow::Result<PartyIdentity> {
         armored_crypto::envelope::check_id(party_id, "party id")?;
-        let path = self.dir.join("trusted").join(format!("{party_id}.identity"));
-        let bytes = std::fs::read(&path)
-            .with_context(|| format!("{party_id} is not pinned (atctl owner trust <identity file>)"))?;
+        let path = self
+            .dir
+            .join("trusted")
+            .join(format!("{party_id}.identity"));
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!("{party_id} is not pinned (atctl owner trust <identity file>)")
+        })?;
         Ok(verify_pinned_identity(&bytes, &fingerprint(&bytes))?.into_inner())
     }
 
@@ -178,7 +206,8 @@ impl Owner {
             armored_schemas::v1::PartyKind::MpcNode => ReceiverKind::MpcNode,
             _ => ReceiverKind::Service,
         };
-        self.issue(ctl, kind, party_id, policy, &p.pre, history_from_epoch).await
+        self.issue(ctl, kind, party_id, policy, &p.pre, history_from_epoch)
+            .await
     }
 
     async fn issue(
@@ -190,7 +219,8 @@ impl Owner {
         receiver: &PublicKey,
         history_from_epoch: Option<u64>,
     ) -> anyhow::Result<String> {
-        let policy = Policy::parse(policy).map_err(|e| anyhow::anyhow!("policy {policy:?}: {e}"))?;
+        let policy =
+            Policy::parse(policy).map_err(|e| anyhow::anyhow!("policy {policy:?}: {e}"))?;
         let rk = ReKey::generate(&self.pre, &policy, receiver, &mut OsRng)?;
         let upload = issue_rekey_upload(
             &self.sig,
@@ -203,8 +233,12 @@ impl Owner {
             },
         );
         let rk_id = hex::encode(rk.rk_id());
-        ctl.send(&ctl.topics.rekeys(), &rk_id, &control(control_record::Record::RekeyUpload(upload)))
-            .await?;
+        ctl.send(
+            &ctl.topics.rekeys(),
+            &rk_id,
+            &control(control_record::Record::RekeyUpload(upload)),
+        )
+        .await?;
         let mut ledger = self.ledger()?;
         ledger.push(LedgerEntry {
             rk_id: rk_id.clone(),
@@ -230,8 +264,12 @@ impl Owner {
             bail!("an rk id is 16 bytes (32 hex digits)");
         }
         let r = issue_revocation(&self.sig, RevocationKind::Rekey, &id, now_ms(), None);
-        ctl.send(&ctl.topics.rekeys(), rk_id_hex, &control(control_record::Record::Revocation(r)))
-            .await?;
+        ctl.send(
+            &ctl.topics.rekeys(),
+            rk_id_hex,
+            &control(control_record::Record::Revocation(r)),
+        )
+        .await?;
         let mut ledger = self.ledger()?;
         for e in ledger.iter_mut().filter(|e| e.rk_id == rk_id_hex) {
             e.revoked = true;

@@ -85,7 +85,12 @@ impl std::fmt::Debug for Service {
 }
 
 fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
-    (dir.join("pre.key"), dir.join("sig.key"), dir.join("hpke.key"), dir.join("identity"))
+    (
+        dir.join("pre.key"),
+        dir.join("sig.key"),
+        dir.join("hpke.key"),
+        dir.join("identity"),
+    )
 }
 
 impl Service {
@@ -104,15 +109,22 @@ impl Service {
         save_pre_key(&pre_p, &pre, &format!("{id} PRE"))?;
         save_signing_key(&sig_p, &sig, &format!("{id} signing"))?;
         save_hpke_key(&hpke_p, &hpke, &format!("{id} HPKE"))?;
-        std::fs::write(&id_p, create_party_identity(kind, id, pre.public(), &sig, hpke.public(), 0))?;
+        std::fs::write(
+            &id_p,
+            create_party_identity(kind, id, pre.public(), &sig, hpke.public(), 0),
+        )?;
         Ok(id_p)
     }
 
     /// Opens a service directory.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         let (pre_p, _, _, id_p) = paths(dir);
-        let bytes = std::fs::read(&id_p).with_context(|| format!("no identity in {} (atctl service init)", dir.display()))?;
-        let p = armored_crypto::identity::verify_pinned_identity(&bytes, &armored_crypto::identity::fingerprint(&bytes))?;
+        let bytes = std::fs::read(&id_p)
+            .with_context(|| format!("no identity in {} (atctl service init)", dir.display()))?;
+        let p = armored_crypto::identity::verify_pinned_identity(
+            &bytes,
+            &armored_crypto::identity::fingerprint(&bytes),
+        )?;
         Ok(Self {
             id: p.party_id.clone(),
             receiver: Receiver::new(load_pre_key(&pre_p, &mut OsRng)?),
@@ -143,12 +155,17 @@ impl Service {
             }),
             stop.clone(),
         )?;
-        follower.synced_since(Instant::now(), Duration::from_secs(30)).await?;
+        follower
+            .synced_since(Instant::now(), Duration::from_secs(30))
+            .await?;
         let consumer: StreamConsumer = armored_runtime::kafka::base_config(&ctl.kafka)
             .set("group.id", format!("svc-{}", self.id))
             .set("enable.auto.commit", "true")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", ctl.kafka.session_timeout_ms.to_string())
+            .set(
+                "session.timeout.ms",
+                ctl.kafka.session_timeout_ms.to_string(),
+            )
             .set("fetch.wait.max.ms", ctl.kafka.fetch_wait_max_ms.to_string())
             .create()?;
         consumer.subscribe(&[&ctl.topics.deliver()])?;
@@ -199,8 +216,11 @@ impl Service {
                         seq: sc.header.seq,
                         epoch: sc.header.epoch,
                         attributes: sc.header.attributes.clone(),
-                        delta: serde_json::from_slice(&sc.delta)
-                            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&sc.delta).into_owned())),
+                        delta: serde_json::from_slice(&sc.delta).unwrap_or_else(|_| {
+                            serde_json::Value::String(
+                                String::from_utf8_lossy(&sc.delta).into_owned(),
+                            )
+                        }),
                     })
                 }
                 Err(e) => {
@@ -228,7 +248,9 @@ impl Service {
         let mut trust = trust_for(registry, &header.twin_id);
         if trust.is_none() {
             // An enrollment written just before the data: catch up once.
-            let _ = follower.synced_since(Instant::now(), Duration::from_secs(5)).await;
+            let _ = follower
+                .synced_since(Instant::now(), Duration::from_secs(5))
+                .await;
             trust = trust_for(registry, &header.twin_id);
         }
         let trust = trust.ok_or(CryptoError::UnknownSigner("twin has no registered owner"))?;

@@ -8,7 +8,12 @@ pub fn render(r: &Registry) -> String {
     out.push_str("OWNERS\n");
     for id in r.owner_ids() {
         if let Some(o) = r.owner(&id) {
-            out.push_str(&format!("  {id:<20} pre {}  sig {}  gen {}\n", o.pre.key_id(), o.sig.key_id(), o.generation));
+            out.push_str(&format!(
+                "  {id:<20} pre {}  sig {}  gen {}\n",
+                o.pre.key_id(),
+                o.sig.key_id(),
+                o.generation
+            ));
         }
     }
     out.push_str("TWINS\n");
@@ -18,7 +23,11 @@ pub fn render(r: &Registry) -> String {
         if let Some(e) = r.twin(t) {
             out.push_str(&format!("  {t:<20} owner {}\n", e.owner_id));
             for (d, entry) in &e.devices {
-                let state = if r.device(t, d).is_some() { "enrolled" } else { "revoked" };
+                let state = if r.device(t, d).is_some() {
+                    "enrolled"
+                } else {
+                    "revoked"
+                };
                 out.push_str(&format!(
                     "    {d:<18} sig {}  epoch {} ms  {state}\n",
                     entry.enrollment.sig.key_id(),
@@ -30,7 +39,11 @@ pub fn render(r: &Registry) -> String {
     out.push_str("PARTIES\n");
     for id in r.party_ids() {
         if let Some(p) = r.party(&id) {
-            out.push_str(&format!("  {id:<20} {:?}  sig {}\n", p.kind, p.sig.key_id()));
+            out.push_str(&format!(
+                "  {id:<20} {:?}  sig {}\n",
+                p.kind,
+                p.sig.key_id()
+            ));
         }
     }
     out

@@ -121,7 +121,11 @@ impl Device {
         let pre = load_pre_key(&p.pre, &mut OsRng)?;
         let mut trust = TrustStore::new(owner.sig);
         trust.add_device(&card.twin_id, *sig.verifying_key());
-        let state: State = if p.state.exists() { read_json(&p.state)? } else { State::default() };
+        let state: State = if p.state.exists() {
+            read_json(&p.state)?
+        } else {
+            State::default()
+        };
         let guard = if state.replay.is_empty() {
             ReplayGuard::new()
         } else {
@@ -205,8 +209,8 @@ impl Device {
     }
 
     fn handle_inner(&mut self, bytes: &[u8], now_ms: u64) -> Result<Event, DeviceError> {
-        let d: v1::Downlink = decode_strict("Downlink", bytes, MAX_DELIVERY_BYTES + 64)
-            .map_err(CryptoError::from)?;
+        let d: v1::Downlink =
+            decode_strict("Downlink", bytes, MAX_DELIVERY_BYTES + 64).map_err(CryptoError::from)?;
         armored_crypto::error::check_version("Downlink", d.version)?;
         match d.message {
             Some(Down::Roster(r)) => self.apply_roster(&r),
@@ -248,7 +252,11 @@ impl Device {
             .open_delivery(bytes, &self.trust, now_ms, &mut OsRng)?
             .into_inner();
         let writer = KeyId::from_slice(&sc.header.writer_key_id, "writer_key_id")?;
-        if self.guard.check(&sc.header.twin_id, writer, sc.header.seq).is_err() {
+        if self
+            .guard
+            .check(&sc.header.twin_id, writer, sc.header.seq)
+            .is_err()
+        {
             return Ok(Event::Duplicate);
         }
         let delta: serde_json::Value =

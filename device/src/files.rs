@@ -49,7 +49,12 @@ impl Paths {
 
 /// Creates the device's keys in `dir` (0600) and writes its public card (`device.json`), which it
 /// also returns. Refuses to overwrite existing keys.
-pub fn setup(dir: &Path, twin_id: &str, device_id: &str, epoch_len_ms: u64) -> Result<Card, DeviceError> {
+pub fn setup(
+    dir: &Path,
+    twin_id: &str,
+    device_id: &str,
+    epoch_len_ms: u64,
+) -> Result<Card, DeviceError> {
     armored_crypto::envelope::check_id(twin_id, "twin_id")?;
     armored_crypto::envelope::check_id(device_id, "device_id")?;
     std::fs::create_dir_all(dir).map_err(|e| DeviceError::Io(dir.display().to_string(), e))?;
@@ -60,7 +65,11 @@ pub fn setup(dir: &Path, twin_id: &str, device_id: &str, epoch_len_ms: u64) -> R
     let pre = SecretKey::generate(&mut OsRng);
     let sig = SigningKey::generate(&mut OsRng);
     save_pre_key(&p.pre, &pre, &format!("device {twin_id}/{device_id} PRE"))?;
-    save_signing_key(&p.sig, &sig, &format!("device {twin_id}/{device_id} signing"))?;
+    save_signing_key(
+        &p.sig,
+        &sig,
+        &format!("device {twin_id}/{device_id} signing"),
+    )?;
     let card = Card {
         twin_id: twin_id.into(),
         device_id: device_id.into(),
@@ -77,7 +86,8 @@ pub fn setup(dir: &Path, twin_id: &str, device_id: &str, epoch_len_ms: u64) -> R
 pub fn pin_owner(dir: &Path, identity: &[u8]) -> Result<String, DeviceError> {
     let id = verify_owner_identity(identity, None)?;
     let p = Paths::new(dir);
-    std::fs::write(&p.owner, identity).map_err(|e| DeviceError::Io(p.owner.display().to_string(), e))?;
+    std::fs::write(&p.owner, identity)
+        .map_err(|e| DeviceError::Io(p.owner.display().to_string(), e))?;
     Ok(id.owner_id.clone())
 }
 

@@ -51,7 +51,10 @@ pub async fn run(
                 _ = sd.cancelled() => break,
                 e = outbox.recv() => match e { Some(e) => e, None => break },
             };
-            if let Err(e) = publisher.publish(up.clone(), QoS::AtLeastOnce, false, env).await {
+            if let Err(e) = publisher
+                .publish(up.clone(), QoS::AtLeastOnce, false, env)
+                .await
+            {
                 tracing::warn!(error = %e, "publish not queued");
                 break;
             }

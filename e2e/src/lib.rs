@@ -13,13 +13,11 @@ use armored_device::link::LinkEvent;
 use armored_device::Device;
 use armored_runtime::config::{KafkaConfig, MqttConfig};
 use armored_runtime::kafka::{create_topics, Topics};
+use armored_runtime::pipeline::Inbound;
 use armored_runtime::Shutdown;
 use atctl::kafka::Ctl;
 use atctl::owner::Owner;
 use rand_core::RngCore;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -29,10 +27,12 @@ pub fn rand_id(prefix: &str) -> String {
 }
 
 fn state_dir() -> PathBuf {
-    std::env::var_os("AT_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-            .join(".cache/armoredtwins/run")
-    })
+    std::env::var_os("AT_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/armoredtwins/run")
+        })
 }
 
 fn secret(name: &str, env: &str) -> anyhow::Result<String> {
@@ -41,7 +41,12 @@ fn secret(name: &str, env: &str) -> anyhow::Result<String> {
     }
     let p = state_dir().join("secrets").join(format!("{name}.password"));
     Ok(std::fs::read_to_string(&p)
-        .with_context(|| format!("{} missing: start the brokers with infra/start.sh", p.display()))?
+        .with_context(|| {
+            format!(
+                "{} missing: start the brokers with infra/start.sh",
+                p.display()
+            )
+        })?
         .trim()
         .to_string())
 }
@@ -96,7 +101,8 @@ impl Running {
     pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.metrics).await?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
         let mut body = String::new();
         s.read_to_string(&mut body).await?;
         Ok(body
@@ -117,7 +123,7 @@ pub fn free_addr() -> std::net::SocketAddr {
 impl Env {
     /// A fresh world: random topic prefix, topics created.
     pub async fn new() -> anyhow::Result<Self> {
-        let _ = armored_runtime::telemetry::init("e2e");
+        armored_runtime::telemetry::init("e2e");
         let prefix = format!("{}.", rand_id("t"));
         let kafka = KafkaConfig {
             brokers: std::env::var("AT_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
@@ -136,7 +142,10 @@ impl Env {
         Ok(Self {
             kafka,
             topics,
-            mqtt_port: std::env::var("AT_MQTT_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(1883),
+            mqtt_port: std::env::var("AT_MQTT_PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(1883),
             ingest_password: secret("at-ingest", "AT_MQTT_INGEST_PASSWORD")?,
             admin_password: secret("at-admin", "AT_MQTT_ADMIN_PASSWORD")?,
             dir,
@@ -201,7 +210,11 @@ impl Env {
     {
         let sd = self.shutdown.child_token();
         let task = tokio::spawn(f(sd.clone()));
-        Running { shutdown: sd, task, metrics }
+        Running {
+            shutdown: sd,
+            task,
+            metrics,
+        }
     }
 
     /// Adds an MQTT login (infra/mqtt-user.sh) and waits until the broker accepts it.
@@ -211,7 +224,10 @@ impl Env {
             .args(["add", user, password])
             .output()?;
         if !out.status.success() {
-            bail!("mqtt-user.sh add {user}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "mqtt-user.sh add {user}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         // mosquitto reloads its password file on SIGHUP, asynchronously: wait until a login works.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -226,18 +242,31 @@ impl Env {
 
     /// Phase 1 for a simulated device: keys, pinned owner, enrollment and re-key by the owner,
     /// an MQTT login; then connects it. Returns the running device.
-    pub async fn device(&self, owner: &Owner, ctl: &Ctl, twin: &str, name: &str) -> anyhow::Result<TestDevice> {
+    pub async fn device(
+        &self,
+        owner: &Owner,
+        ctl: &Ctl,
+        twin: &str,
+        name: &str,
+    ) -> anyhow::Result<TestDevice> {
         let dir = self.dir.join(format!("{twin}-{name}"));
         let card = armored_device::setup(&dir, twin, name, 3_600_000)?;
         armored_device::pin_owner(&dir, &owner.identity()?)?;
         owner.enroll_device(ctl, &card).await?;
         let password = rand_id("pw");
-        self.add_mqtt_user(&format!("{twin}/{name}"), &password).await?;
+        self.add_mqtt_user(&format!("{twin}/{name}"), &password)
+            .await?;
         TestDevice::start(self, &dir, &password).await
     }
 
     /// Phase 1 without MQTT: a device set up and enrolled (for tests that write to the log directly).
-    pub async fn enrolled_device(&self, owner: &Owner, ctl: &Ctl, twin: &str, name: &str) -> anyhow::Result<Device> {
+    pub async fn enrolled_device(
+        &self,
+        owner: &Owner,
+        ctl: &Ctl,
+        twin: &str,
+        name: &str,
+    ) -> anyhow::Result<Device> {
         let dir = self.dir.join(format!("{twin}-{name}"));
         let card = armored_device::setup(&dir, twin, name, 3_600_000)?;
         armored_device::pin_owner(&dir, &owner.identity()?)?;
@@ -249,16 +278,28 @@ impl Env {
     pub fn dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>> {
         read_all(&self.kafka, &self.topics.dlq())?
             .into_iter()
-            .map(|(key, payload, headers, _)| {
-                let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-                Ok(DeadLetter {
-                    reason: h("at-reason").unwrap_or_default(),
-                    service: h("at-service").unwrap_or_default(),
-                    source_topic: h("at-source-topic").unwrap_or_default(),
-                    key,
-                    payload,
-                })
-            })
+            .map(
+                |Inbound {
+                     key,
+                     payload,
+                     headers,
+                     ..
+                 }| {
+                    let h = |n: &str| {
+                        headers
+                            .iter()
+                            .find(|(k, _)| k == n)
+                            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    };
+                    Ok(DeadLetter {
+                        reason: h("at-reason").unwrap_or_default(),
+                        service: h("at-service").unwrap_or_default(),
+                        source_topic: h("at-source-topic").unwrap_or_default(),
+                        key: key.unwrap_or_default(),
+                        payload,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -274,7 +315,13 @@ impl Env {
                 return Ok(d);
             }
             if Instant::now() > deadline {
-                bail!("no matching dead letter within {timeout:?}; have {:?}", self.dead_letters()?.iter().map(|d| d.reason.clone()).collect::<Vec<_>>());
+                bail!(
+                    "no matching dead letter within {timeout:?}; have {:?}",
+                    self.dead_letters()?
+                        .iter()
+                        .map(|d| d.reason.clone())
+                        .collect::<Vec<_>>()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -282,12 +329,15 @@ impl Env {
 
     /// Every record on `topic` (key, payload).
     pub fn records(&self, topic: &str) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(read_all(&self.kafka, topic)?.into_iter().map(|(k, p, _, _)| (k, p)).collect())
+        Ok(read_all(&self.kafka, topic)?
+            .into_iter()
+            .map(|r| (r.key.unwrap_or_default(), r.payload))
+            .collect())
     }
 
-    /// Every record on `topic` with its (partition, offset).
-    pub fn located(&self, topic: &str) -> anyhow::Result<Vec<((i32, i64), Vec<u8>)>> {
-        Ok(read_all(&self.kafka, topic)?.into_iter().map(|(_, p, _, at)| (at, p)).collect())
+    /// Every record on `topic`, with where it is.
+    pub fn located(&self, topic: &str) -> anyhow::Result<Vec<Inbound>> {
+        read_all(&self.kafka, topic)
     }
 
     /// Stops every service and device of this test.
@@ -314,13 +364,12 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
 }
 
-type Rec = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>, (i32, i64));
-
-fn read_all(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<Rec>> {
-    Ok(armored_runtime::kafka::read_to_end(kafka, topic, Duration::from_secs(20))?
-        .into_iter()
-        .map(|r| (r.key.unwrap_or_default(), r.payload, r.headers, (r.partition, r.offset)))
-        .collect())
+fn read_all(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<Inbound>> {
+    Ok(armored_runtime::kafka::read_to_end(
+        kafka,
+        topic,
+        Duration::from_secs(20),
+    )?)
 }
 
 /// Whether `cfg` can log in to the MQTT broker.
@@ -374,7 +423,13 @@ impl TestDevice {
         let (etx, mut erx) = mpsc::unbounded_channel();
         let shutdown = env.shutdown.child_token();
         let cfg = env.mqtt(&id, password, &format!("dev-{}", id.replace('/', "-")));
-        let task = tokio::spawn(armored_device::link::run(device.clone(), cfg, rx, etx, shutdown.clone()));
+        let task = tokio::spawn(armored_device::link::run(
+            device.clone(),
+            cfg,
+            rx,
+            etx,
+            shutdown.clone(),
+        ));
         // Wait for the connection (and so the subscription) before the test goes on.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -385,7 +440,15 @@ impl TestDevice {
                 _ => bail!("device {id} did not connect within 10 s"),
             }
         }
-        Ok(Self { device, outbox: tx, events: erx, shutdown, task, dir: dir.to_path_buf(), password: password.into() })
+        Ok(Self {
+            device,
+            outbox: tx,
+            events: erx,
+            shutdown,
+            task,
+            dir: dir.to_path_buf(),
+            password: password.into(),
+        })
     }
 
     /// Records and publishes a state change.

@@ -36,7 +36,10 @@ async fn a_group_resumes_exactly_at_its_committed_offset() -> anyhow::Result<()>
     // One batch of 20 records (linger lets the producer batch them).
     let mut acks = Vec::new();
     for i in 0..20u32 {
-        acks.push(armored_runtime::kafka::enqueue(&ctl.producer, &topic, b"k", &i.to_be_bytes(), None).await);
+        acks.push(
+            armored_runtime::kafka::enqueue(&ctl.producer, &topic, b"k", &i.to_be_bytes(), None)
+                .await,
+        );
     }
     for a in acks {
         a.await.map_err(anyhow::Error::msg)?;
@@ -44,7 +47,10 @@ async fn a_group_resumes_exactly_at_its_committed_offset() -> anyhow::Result<()>
     // A second batch, so that the last record of the first one is not the end of the log.
     let mut acks = Vec::new();
     for i in 20..40u32 {
-        acks.push(armored_runtime::kafka::enqueue(&ctl.producer, &topic, b"k", &i.to_be_bytes(), None).await);
+        acks.push(
+            armored_runtime::kafka::enqueue(&ctl.producer, &topic, b"k", &i.to_be_bytes(), None)
+                .await,
+        );
     }
     for a in acks {
         a.await.map_err(anyhow::Error::msg)?;
@@ -59,7 +65,11 @@ async fn a_group_resumes_exactly_at_its_committed_offset() -> anyhow::Result<()>
             c.commit(&tpl, CommitMode::Sync)?;
         }
         let c = consumer(&env, &group, &topic)?;
-        assert_eq!(next_offset(&c)?, commit, "resumed after committing {commit}");
+        assert_eq!(
+            next_offset(&c)?,
+            commit,
+            "resumed after committing {commit}"
+        );
     }
     env.stop().await;
     Ok(())
@@ -74,14 +84,16 @@ async fn concurrent_producers_to_one_partition_lose_nothing() -> anyhow::Result<
     let mut tasks = Vec::new();
     for p in 0..3u32 {
         let mut k = env.kafka.clone();
-        k.linger_ms = (p * 2) as u32;
+        k.linger_ms = p * 2;
         let topic = topic.clone();
         tasks.push(tokio::spawn(async move {
             let producer = armored_runtime::kafka::producer(&k)?;
             let mut acks = Vec::new();
             for i in 0..EACH {
                 let v = (p * EACH + i).to_be_bytes();
-                acks.push(armored_runtime::kafka::enqueue(&producer, &topic, b"same-key", &v, None).await);
+                acks.push(
+                    armored_runtime::kafka::enqueue(&producer, &topic, b"same-key", &v, None).await,
+                );
                 if i % 100 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -100,7 +112,11 @@ async fn concurrent_producers_to_one_partition_lose_nothing() -> anyhow::Result<
         .into_iter()
         .filter_map(|(_, v)| v.try_into().ok().map(u32::from_be_bytes))
         .collect();
-    assert_eq!(got.len() as u32, 3 * EACH, "every acknowledged record is on the topic");
+    assert_eq!(
+        got.len() as u32,
+        3 * EACH,
+        "every acknowledged record is on the topic"
+    );
     env.stop().await;
     Ok(())
 }

@@ -18,19 +18,32 @@ fn applied(events: &[LinkEvent]) -> Vec<(Writer, serde_json::Value)> {
     events
         .iter()
         .filter_map(|e| match e {
-            LinkEvent::Downlink(Event::Applied { writer, delta, .. }) => Some((writer.clone(), delta.clone())),
+            LinkEvent::Downlink(Event::Applied { writer, delta, .. }) => {
+                Some((writer.clone(), delta.clone()))
+            }
             _ => None,
         })
         .collect()
 }
 
-async fn consume(env: &Env, svc: &mut Service, max: u64, idle: Duration) -> anyhow::Result<Vec<Received>> {
+async fn consume(
+    env: &Env,
+    svc: &mut Service,
+    max: u64,
+    idle: Duration,
+) -> anyhow::Result<Vec<Received>> {
     let mut got = Vec::new();
-    svc.consume(&env.ctl()?, Some(max), Some(idle), env.shutdown.child_token(), |o| {
-        if let Outcome::Received(r) = o {
-            got.push(r.clone());
-        }
-    })
+    svc.consume(
+        &env.ctl()?,
+        Some(max),
+        Some(idle),
+        env.shutdown.child_token(),
+        |o| {
+            if let Outcome::Received(r) = o {
+                got.push(r.clone());
+            }
+        },
+    )
     .await?;
     Ok(got)
 }
@@ -54,20 +67,27 @@ async fn protocol_1_phases_1_3_4_6_and_revocation() -> anyhow::Result<()> {
     let id_file = Service::init(&svc_dir, &rand_id("svc"), PartyKind::Service)?;
     let (party, _fp) = owner.trust(&ctl, &std::fs::read(id_file)?).await?;
     // Phase 2: the service may read only `sync AND location`.
-    let rk = owner.grant(&ctl, &party.party_id, "sync AND location", None).await?;
+    let rk = owner
+        .grant(&ctl, &party.party_id, "sync AND location", None)
+        .await?;
     let mut svc = Service::open(&svc_dir)?;
 
     // d2 learns d1 from the roster before it can accept d1's changes.
     d2.collect_until(Duration::from_secs(10), |e| {
-        e.iter().any(|x| matches!(x, LinkEvent::Downlink(Event::Roster { devices: 2 })))
+        e.iter()
+            .any(|x| matches!(x, LinkEvent::Downlink(Event::Roster { devices: 2 })))
     })
     .await;
 
     // Phase 3: d1 syncs three changes to the cloud; c1 one change of the other twin.
-    d1.publish(&["sync", "location"], json!({"lat": 48.2082})).await?;
-    d1.publish(&["sync", "health"], json!({"pulse": 72})).await?;
-    d1.publish(&["sync", "location"], json!({"lon": 16.3738})).await?;
-    c1.publish(&["sync", "location"], json!({"fuel": 0.5})).await?;
+    d1.publish(&["sync", "location"], json!({"lat": 48.2082}))
+        .await?;
+    d1.publish(&["sync", "health"], json!({"pulse": 72}))
+        .await?;
+    d1.publish(&["sync", "location"], json!({"lon": 16.3738}))
+        .await?;
+    c1.publish(&["sync", "location"], json!({"fuel": 0.5}))
+        .await?;
 
     // Phase 4: d2 receives exactly d1's three changes, signed by d1, with their content.
     let seen = d2
@@ -80,23 +100,35 @@ async fn protocol_1_phases_1_3_4_6_and_revocation() -> anyhow::Result<()> {
     assert!(deltas.contains(&json!({"lat": 48.2082})) && deltas.contains(&json!({"pulse": 72})));
     let state = d2.device.lock().expect("lock").state().fields.clone();
     assert_eq!(state.get("lon"), Some(&json!(16.3738)));
-    assert_eq!(state.get("fuel"), None, "another twin's state never reaches d2");
+    assert_eq!(
+        state.get("fuel"),
+        None,
+        "another twin's state never reaches d2"
+    );
 
     // Phase 6: the service receives the two location changes of twin 1 and the one of twin 2,
     // never the health change.
     let recv = consume(&env, &mut svc, 3, Duration::from_secs(20)).await?;
     assert_eq!(recv.len(), 3, "{recv:?}");
-    assert!(recv.iter().all(|r| r.attributes.contains(&"location".to_string())));
+    assert!(recv
+        .iter()
+        .all(|r| r.attributes.contains(&"location".to_string())));
     assert!(!recv.iter().any(|r| r.delta.get("pulse").is_some()));
-    assert!(recv.iter().any(|r| r.twin_id == twin2 && r.delta == json!({"fuel": 0.5})));
+    assert!(recv
+        .iter()
+        .any(|r| r.twin_id == twin2 && r.delta == json!({"fuel": 0.5})));
 
     // M1: revoke the service; what d1 writes afterwards reaches d2 but not the service.
     owner.revoke_rekey(&ctl, &rk).await?;
-    d1.publish(&["sync", "location"], json!({"lat": 1.0})).await?;
+    d1.publish(&["sync", "location"], json!({"lat": 1.0}))
+        .await?;
     let seen = d2
         .collect_until(Duration::from_secs(20), |e| !applied(e).is_empty())
         .await;
-    assert_eq!(applied(&seen).first().map(|x| x.1.clone()), Some(json!({"lat": 1.0})));
+    assert_eq!(
+        applied(&seen).first().map(|x| x.1.clone()),
+        Some(json!({"lat": 1.0}))
+    );
     let after = consume(&env, &mut svc, 1, Duration::from_secs(3)).await?;
     assert!(after.is_empty(), "revoked service still received {after:?}");
 
@@ -148,7 +180,11 @@ async fn policy_routing_delivers_exactly_when_the_policy_is_satisfied() -> anyho
     }
     // Straight into the log, as the bridge would write them.
     for (i, attrs) in sets.iter().enumerate() {
-        let e = d1.device.lock().expect("lock").record(attrs, json!({"set": i}), armored_runtime::time::now_ms())?;
+        let e = d1.device.lock().expect("lock").record(
+            attrs,
+            json!({"set": i}),
+            armored_runtime::time::now_ms(),
+        )?;
         armored_runtime::kafka::send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &e)
             .await
             .map_err(anyhow::Error::msg)?;
@@ -161,7 +197,9 @@ async fn policy_routing_delivers_exactly_when_the_policy_is_satisfied() -> anyho
     for (row, (policy, got)) in policies.iter().zip(results).enumerate() {
         let got: Vec<bool> = {
             let got = got?;
-            (0..6).map(|i| got.iter().any(|r| r.delta == json!({"set": i}))).collect()
+            (0..6)
+                .map(|i| got.iter().any(|r| r.delta == json!({"set": i})))
+                .collect()
         };
         assert_eq!(got, expected[row].to_vec(), "policy {policy}");
     }

@@ -100,7 +100,11 @@ pub fn check_uplink_attributes(attrs: &[String], twin_id: &str) -> Result<bool, 
     if attrs.iter().any(|a| a == "req") {
         return Err(Reject::ReservedAttribute("req"));
     }
-    if attrs.iter().filter(|a| a.starts_with("twin:")).any(|a| *a != twin_attr) {
+    if attrs
+        .iter()
+        .filter(|a| a.starts_with("twin:"))
+        .any(|a| *a != twin_attr)
+    {
         return Err(Reject::ReservedAttribute("twin:<other>"));
     }
     let nodes: Vec<&String> = attrs.iter().filter(|a| a.starts_with("node-")).collect();
@@ -168,7 +172,13 @@ mod tests {
     #[test]
     fn topics() {
         assert_eq!(parse_up_topic("at/v1/up/bike-7/d1"), Some(("bike-7", "d1")));
-        for bad in ["at/v1/up/bike-7", "at/v1/up/Bike/d1", "at/v1/up/b/d/x", "at/v1/down/b/d", "at/v1/up//d"] {
+        for bad in [
+            "at/v1/up/bike-7",
+            "at/v1/up/Bike/d1",
+            "at/v1/up/b/d/x",
+            "at/v1/down/b/d",
+            "at/v1/up//d",
+        ] {
             assert_eq!(parse_up_topic(bad), None, "{bad}");
         }
     }
@@ -176,8 +186,14 @@ mod tests {
     #[test]
     fn attribute_rules() {
         let t = "twin:bike";
-        assert_eq!(check_uplink_attributes(&a(&["sync", "location", t]), "bike").ok(), Some(false));
-        assert_eq!(check_uplink_attributes(&a(&["mpc-share", "node-2", "location", t]), "bike").ok(), Some(true));
+        assert_eq!(
+            check_uplink_attributes(&a(&["sync", "location", t]), "bike").ok(),
+            Some(false)
+        );
+        assert_eq!(
+            check_uplink_attributes(&a(&["mpc-share", "node-2", "location", t]), "bike").ok(),
+            Some(true)
+        );
         for bad in [
             &["req", "sync", t][..],
             &["sync", "twin:other", t],

@@ -44,11 +44,18 @@ impl Publisher {
         if let Ok(mut p) = self.pubacks.lock() {
             p.queued.push_back(tx);
         }
-        if let Err(e) = self.client.publish(topic, QoS::AtLeastOnce, retain, payload).await {
+        if let Err(e) = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+        {
             let e = e.to_string();
             return Box::pin(async move { Err(e) });
         }
-        Box::pin(async move { rx.await.map_err(|_| "MQTT publish not acknowledged".to_string()) })
+        Box::pin(async move {
+            rx.await
+                .map_err(|_| "MQTT publish not acknowledged".to_string())
+        })
     }
 }
 
@@ -171,7 +178,12 @@ async fn deliver(ctx: &Ctx, publisher: &Publisher, m: Inbound) -> Vec<Ack> {
         };
         return vec![
             ctx.dlq
-                .send("bad_receiver", "device delivery key is not {twin}/{device}", &src, &m.payload)
+                .send(
+                    "bad_receiver",
+                    "device delivery key is not {twin}/{device}",
+                    &src,
+                    &m.payload,
+                )
                 .await,
         ];
     };

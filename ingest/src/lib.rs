@@ -130,7 +130,10 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         )?
     };
     reg_follower
-        .synced_since(std::time::Instant::now(), Duration::from_millis(cfg.kafka.connect_timeout_ms))
+        .synced_since(
+            std::time::Instant::now(),
+            Duration::from_millis(cfg.kafka.connect_timeout_ms),
+        )
         .await?;
     let ctx = Ctx {
         cfg: cfg.clone(),

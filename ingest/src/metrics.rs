@@ -33,14 +33,51 @@ impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
         Ok(Self {
-            messages_in: register_int_counter_vec_with_registry!("at_ingest_messages_in_total", "Messages received", &["path"], r)?,
-            messages_out: register_int_counter_vec_with_registry!("at_ingest_messages_out_total", "Messages forwarded", &["path"], r)?,
-            bytes_in: register_int_counter_vec_with_registry!("at_ingest_bytes_in_total", "Bytes received", &["path"], r)?,
-            duplicates: register_int_counter_with_registry!("at_ingest_duplicates_total", "Duplicate uplink messages dropped", r)?,
-            dead_letters: register_int_counter_vec_with_registry!("at_ingest_dead_letters_total", "Dead letters by reason", &["reason"], r)?,
-            mqtt_reconnects: register_int_counter_vec_with_registry!("at_ingest_mqtt_reconnects_total", "MQTT connection errors", &["client"], r)?,
-            rosters: register_int_counter_with_registry!("at_ingest_roster_updates_total", "Twin rosters pushed to devices", r)?,
-            consumer_lag: register_int_gauge_with_registry!("at_ingest_consumer_lag", "Downlink consumer lag (records)", r)?,
+            messages_in: register_int_counter_vec_with_registry!(
+                "at_ingest_messages_in_total",
+                "Messages received",
+                &["path"],
+                r
+            )?,
+            messages_out: register_int_counter_vec_with_registry!(
+                "at_ingest_messages_out_total",
+                "Messages forwarded",
+                &["path"],
+                r
+            )?,
+            bytes_in: register_int_counter_vec_with_registry!(
+                "at_ingest_bytes_in_total",
+                "Bytes received",
+                &["path"],
+                r
+            )?,
+            duplicates: register_int_counter_with_registry!(
+                "at_ingest_duplicates_total",
+                "Duplicate uplink messages dropped",
+                r
+            )?,
+            dead_letters: register_int_counter_vec_with_registry!(
+                "at_ingest_dead_letters_total",
+                "Dead letters by reason",
+                &["reason"],
+                r
+            )?,
+            mqtt_reconnects: register_int_counter_vec_with_registry!(
+                "at_ingest_mqtt_reconnects_total",
+                "MQTT connection errors",
+                &["client"],
+                r
+            )?,
+            rosters: register_int_counter_with_registry!(
+                "at_ingest_roster_updates_total",
+                "Twin rosters pushed to devices",
+                r
+            )?,
+            consumer_lag: register_int_gauge_with_registry!(
+                "at_ingest_consumer_lag",
+                "Downlink consumer lag (records)",
+                r
+            )?,
             registry: r,
         })
     }

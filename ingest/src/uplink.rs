@@ -86,14 +86,20 @@ async fn handle(
     let received = Instant::now();
     let m = &ctx.metrics;
     m.messages_in.with_label_values(&["up"]).inc();
-    m.bytes_in.with_label_values(&["up"]).inc_by(p.payload.len() as u64);
+    m.bytes_in
+        .with_label_values(&["up"])
+        .inc_by(p.payload.len() as u64);
     let mut verdict = {
         let r = ctx.registry.read().ok()?;
         check_uplink(&p.topic, &p.payload, &r, now_ms(), limits)
     };
     if matches!(verdict, Err(Reject::UnknownDevice)) {
         // The enrollment may have been written just before the device's first message.
-        if registry.synced_since(received, Duration::from_secs(2)).await.is_ok() {
+        if registry
+            .synced_since(received, Duration::from_secs(2))
+            .await
+            .is_ok()
+        {
             let r = ctx.registry.read().ok()?;
             verdict = check_uplink(&p.topic, &p.payload, &r, now_ms(), limits);
         }

@@ -99,7 +99,12 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     tracing::info!(%addr, "metrics at /metrics");
     let topics = Topics::new(&cfg.kafka.topic_prefix);
     let producer = kafka::producer(&cfg.kafka)?;
-    let dlq = DeadLetters::new(producer.clone(), topics.dlq(), metrics.dead_letters.clone(), "reencrypt");
+    let dlq = DeadLetters::new(
+        producer.clone(),
+        topics.dlq(),
+        metrics.dead_letters.clone(),
+        "reencrypt",
+    );
     let state_file = (!cfg.worker.state_dir.is_empty()).then(|| {
         let dir = PathBuf::from(&cfg.worker.state_dir);
         let _ = std::fs::create_dir_all(&dir);
@@ -111,7 +116,8 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
 
     // The registry first: re-keys are verified against the owners in it.
-    let (reg_dlq_tx, mut reg_dlq_rx) = tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
+    let (reg_dlq_tx, mut reg_dlq_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
     let reg_follower = {
         let registry = registry.clone();
         Follower::start(
@@ -128,7 +134,8 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     reg_follower.synced_since(Instant::now(), timeout).await?;
 
-    let (rk_dlq_tx, mut rk_dlq_rx) = tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
+    let (rk_dlq_tx, mut rk_dlq_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
     let rk_follower = {
         let registry = registry.clone();
         let store = store.clone();
@@ -138,7 +145,9 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             &cfg.kafka,
             &topics.rekeys(),
             Box::new(move |rec| {
-                let (Ok(reg), Ok(mut s)) = (registry.read(), store.write()) else { return };
+                let (Ok(reg), Ok(mut s)) = (registry.read(), store.write()) else {
+                    return;
+                };
                 match s.apply(&rec.payload, &reg, now_ms(), Instant::now()) {
                     Ok(Change::Revoked) => {
                         cache.clear();
@@ -199,8 +208,18 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(10),
     };
     health.set(true);
-    tracing::info!(rekeys = ctx.store.read().map(|s| s.len()).unwrap_or(0), "at-reencrypt ready");
-    let r = run_group(&cfg.kafka, spec, ctx.metrics.consumer_lag.clone(), handler, shutdown).await;
+    tracing::info!(
+        rekeys = ctx.store.read().map(|s| s.len()).unwrap_or(0),
+        "at-reencrypt ready"
+    );
+    let r = run_group(
+        &cfg.kafka,
+        spec,
+        ctx.metrics.consumer_lag.clone(),
+        handler,
+        shutdown,
+    )
+    .await;
     kafka::flush(&producer);
     r?;
     tracing::info!("at-reencrypt stopped");
@@ -221,7 +240,9 @@ async fn dead_letter(ctx: &Ctx, rec: &Inbound, reason: &str, detail: &str) {
 
 async fn retry_pending(ctx: &Ctx) {
     let results = {
-        let (Ok(reg), Ok(mut s)) = (ctx.registry.read(), ctx.store.write()) else { return };
+        let (Ok(reg), Ok(mut s)) = (ctx.registry.read(), ctx.store.write()) else {
+            return;
+        };
         if s.pending() == 0 {
             return;
         }
@@ -289,7 +310,13 @@ async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
     };
     let outputs = match routed {
         Ok(Ok(Ok(outputs))) => outputs,
-        Ok(Ok(Err(e))) => return vec![ctx.dlq.send(e.reason(), &e.to_string(), &src, &m.payload).await],
+        Ok(Ok(Err(e))) => {
+            return vec![
+                ctx.dlq
+                    .send(e.reason(), &e.to_string(), &src, &m.payload)
+                    .await,
+            ]
+        }
         Ok(Err(e)) => return vec![Box::pin(async move { Err(e.to_string()) })],
         Err(e) => {
             let e = e.to_string();
@@ -307,11 +334,26 @@ async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
             ),
         };
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "at-receiver-kind", value: Some(kind) })
-            .insert(Header { key: "at-rk-id", value: Some(&o.rk_id) });
+            .insert(Header {
+                key: "at-receiver-kind",
+                value: Some(kind),
+            })
+            .insert(Header {
+                key: "at-rk-id",
+                value: Some(&o.rk_id),
+            });
         ctx.metrics.deliveries.with_label_values(&[kind]).inc();
         ctx.metrics.bytes_out.inc_by(o.payload.len() as u64);
-        acks.push(enqueue(&ctx.producer, &topic, key.as_bytes(), &o.payload, Some(headers)).await);
+        acks.push(
+            enqueue(
+                &ctx.producer,
+                &topic,
+                key.as_bytes(),
+                &o.payload,
+                Some(headers),
+            )
+            .await,
+        );
     }
     acks
 }

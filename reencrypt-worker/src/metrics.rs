@@ -38,9 +38,21 @@ impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
         let route = RouteMetrics {
-            reencryptions: register_int_counter_with_registry!("at_reencrypt_reencryptions_total", "ReEnc runs", r)?,
-            cache_hits: register_int_counter_with_registry!("at_reencrypt_cache_hits_total", "ReEnc cache hits", r)?,
-            capsule_checks: register_int_counter_with_registry!("at_reencrypt_capsule_checks_total", "Capsule well-formedness checks", r)?,
+            reencryptions: register_int_counter_with_registry!(
+                "at_reencrypt_reencryptions_total",
+                "ReEnc runs",
+                r
+            )?,
+            cache_hits: register_int_counter_with_registry!(
+                "at_reencrypt_cache_hits_total",
+                "ReEnc cache hits",
+                r
+            )?,
+            capsule_checks: register_int_counter_with_registry!(
+                "at_reencrypt_capsule_checks_total",
+                "Capsule well-formedness checks",
+                r
+            )?,
             reenc_seconds: register_histogram_with_registry!(
                 "at_reencrypt_reenc_seconds",
                 "ReEnc latency",
@@ -49,14 +61,44 @@ impl Metrics {
             )?,
         };
         Ok(Self {
-            messages_in: register_int_counter_with_registry!("at_reencrypt_messages_in_total", "Envelopes consumed", r)?,
-            deliveries: register_int_counter_vec_with_registry!("at_reencrypt_deliveries_total", "Deliveries produced", &["kind"], r)?,
-            bytes_out: register_int_counter_with_registry!("at_reencrypt_bytes_out_total", "Bytes produced", r)?,
-            dead_letters: register_int_counter_vec_with_registry!("at_reencrypt_dead_letters_total", "Dead letters by reason", &["reason"], r)?,
+            messages_in: register_int_counter_with_registry!(
+                "at_reencrypt_messages_in_total",
+                "Envelopes consumed",
+                r
+            )?,
+            deliveries: register_int_counter_vec_with_registry!(
+                "at_reencrypt_deliveries_total",
+                "Deliveries produced",
+                &["kind"],
+                r
+            )?,
+            bytes_out: register_int_counter_with_registry!(
+                "at_reencrypt_bytes_out_total",
+                "Bytes produced",
+                r
+            )?,
+            dead_letters: register_int_counter_vec_with_registry!(
+                "at_reencrypt_dead_letters_total",
+                "Dead letters by reason",
+                &["reason"],
+                r
+            )?,
             rekeys: register_int_gauge_with_registry!("at_reencrypt_rekeys", "Usable re-keys", r)?,
-            rekeys_pending: register_int_gauge_with_registry!("at_reencrypt_rekeys_pending", "Re-key uploads waiting for their owner", r)?,
-            revocations: register_int_counter_with_registry!("at_reencrypt_revocations_total", "Re-key revocations applied", r)?,
-            consumer_lag: register_int_gauge_with_registry!("at_reencrypt_consumer_lag", "Consumer lag on at.sync.v1", r)?,
+            rekeys_pending: register_int_gauge_with_registry!(
+                "at_reencrypt_rekeys_pending",
+                "Re-key uploads waiting for their owner",
+                r
+            )?,
+            revocations: register_int_counter_with_registry!(
+                "at_reencrypt_revocations_total",
+                "Re-key revocations applied",
+                r
+            )?,
+            consumer_lag: register_int_gauge_with_registry!(
+                "at_reencrypt_consumer_lag",
+                "Consumer lag on at.sync.v1",
+                r
+            )?,
             route,
             registry: r,
         })

@@ -11,9 +11,9 @@ use armored_crypto::sig::decode_signed;
 use armored_crypto::tokens::{verify_rekey_upload, verify_revocation, ReKeyGrant, RevocationSet};
 use armored_crypto::{Error as CryptoError, KeyId};
 use armored_runtime::registry::Registry;
+use armored_schemas::decode_strict;
 use armored_schemas::limits::{MAX_CONTROL_BYTES, MAX_REKEY_BYTES};
 use armored_schemas::v1::{self, control_record::Record, RevocationKind};
-use armored_schemas::decode_strict;
 
 /// A usable re-key and whose it is.
 #[derive(Clone, Debug)]
@@ -84,7 +84,11 @@ impl ReKeyStore {
             state_file,
             ..Self::default()
         };
-        if let Some(text) = s.state_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        if let Some(text) = s
+            .state_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+        {
             for line in text.lines() {
                 if let Some((id, owner)) = line.split_once(' ') {
                     if let Ok(b) = hex::decode(id) {
@@ -102,7 +106,11 @@ impl ReKeyStore {
     pub fn for_owner(&self, owner_pre: &KeyId) -> Vec<Arc<Grant>> {
         self.by_owner_pre
             .get(owner_pre)
-            .map(|ids| ids.iter().filter_map(|i| self.grants.get(i).cloned()).collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|i| self.grants.get(i).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -148,15 +156,22 @@ impl ReKeyStore {
         received: Instant,
     ) -> Result<Change, Refused> {
         let signed = decode_signed(&b, MAX_REKEY_BYTES + 1024)?;
-        let claimed: v1::ReKeyUpload = decode_strict("ReKeyUpload", &signed.body, MAX_REKEY_BYTES + 1024)
-            .map_err(CryptoError::from)?;
+        let claimed: v1::ReKeyUpload =
+            decode_strict("ReKeyUpload", &signed.body, MAX_REKEY_BYTES + 1024)
+                .map_err(CryptoError::from)?;
         let kid = KeyId::from_slice(&claimed.owner_sig_key_id, "owner_sig_key_id")?;
         let Some(owner) = registry.owner_by_sig_key(&kid) else {
             self.pending.push((received, b));
             return Ok(Change::Pending);
         };
-        let g = verify_rekey_upload(&b, &owner.sig, owner.pre.key_id(), &RevocationSet::default(), now_ms)?
-            .into_inner();
+        let g = verify_rekey_upload(
+            &b,
+            &owner.sig,
+            owner.pre.key_id(),
+            &RevocationSet::default(),
+            now_ms,
+        )?
+        .into_inner();
         let rk_id = *g.rk.rk_id();
         if self.revoked.get(&rk_id) == Some(&owner.owner_id) {
             return Err(CryptoError::Revoked("re-key").into());
@@ -183,7 +198,9 @@ impl ReKeyStore {
         let claimed: v1::Revocation = decode_strict("Revocation", &signed.body, MAX_CONTROL_BYTES)
             .map_err(CryptoError::from)?;
         let kid = KeyId::from_slice(&claimed.owner_sig_key_id, "owner_sig_key_id")?;
-        let owner = registry.owner_by_sig_key(&kid).ok_or(Refused::UnknownOwner)?;
+        let owner = registry
+            .owner_by_sig_key(&kid)
+            .ok_or(Refused::UnknownOwner)?;
         let r = verify_revocation(b, &owner.sig)?;
         if r.kind != RevocationKind::Rekey as i32 {
             return Err(Refused::WrongTopic);

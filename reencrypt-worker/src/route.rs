@@ -71,11 +71,14 @@ pub struct Output {
     pub rk_id: String,
 }
 
+/// (SHA-256 of the encoded capsule1, rk_id).
+type CacheKey = ([u8; 32], [u8; 16]);
+
 /// The ReEnc cache: (capsule digest, rk_id) → capsule2. Bounded: cleared when full, and on
 /// every revocation (envelope.md: revocation purges the ReEnc cache).
 #[derive(Debug)]
 pub struct Cache {
-    map: Mutex<HashMap<([u8; 32], [u8; 16]), Arc<Capsule2>>>,
+    map: Mutex<HashMap<CacheKey, Arc<Capsule2>>>,
     capacity: usize,
 }
 
@@ -93,10 +96,10 @@ impl Cache {
             m.clear();
         }
     }
-    fn get(&self, k: &([u8; 32], [u8; 16])) -> Option<Arc<Capsule2>> {
+    fn get(&self, k: &CacheKey) -> Option<Arc<Capsule2>> {
         self.map.lock().ok()?.get(k).cloned()
     }
-    fn put(&self, k: ([u8; 32], [u8; 16]), v: Arc<Capsule2>) {
+    fn put(&self, k: CacheKey, v: Arc<Capsule2>) {
         if let Ok(mut m) = self.map.lock() {
             if m.len() >= self.capacity {
                 m.clear();
@@ -185,7 +188,11 @@ pub fn route(
             (ReceiverKind::MpcNode, Some(j)) => Dest::Node(j),
             (kind, _) => Dest::Deliver {
                 receiver: g.grant.receiver_id.clone(),
-                kind: if kind == ReceiverKind::Device { "device" } else { "service" },
+                kind: if kind == ReceiverKind::Device {
+                    "device"
+                } else {
+                    "service"
+                },
             },
         };
         out.push(Output {

@@ -24,11 +24,20 @@ fn worker(env: &Env, group: &str) -> anyhow::Result<(Child, std::net::SocketAddr
         .env("AT__KAFKA__LINGER_MS", "1")
         .env("AT__WORKER__GROUP", group)
         .env("AT__WORKER__METRICS_ADDR", addr.to_string())
-        .env("AT__WORKER__STATE_DIR", env.dir.join(rand_id("w")).display().to_string())
-        .env("RUST_LOG", std::env::var("AT_KILL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "AT__WORKER__STATE_DIR",
+            env.dir.join(rand_id("w")).display().to_string(),
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("AT_KILL_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(match std::env::var("AT_KILL_TEST_LOGDIR") {
-            Ok(d) => Stdio::from(std::fs::File::create(format!("{d}/{group}-{}.log", addr.port()))?),
+            Ok(d) => Stdio::from(std::fs::File::create(format!(
+                "{d}/{group}-{}.log",
+                addr.port()
+            ))?),
             Err(_) => Stdio::inherit(),
         })
         .spawn()?;
@@ -37,7 +46,9 @@ fn worker(env: &Env, group: &str) -> anyhow::Result<(Child, std::net::SocketAddr
 
 async fn healthy(addr: std::net::SocketAddr) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
     if s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.is_err() {
         return false;
     }
@@ -68,9 +79,20 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
     let mut acks = Vec::new();
     for i in 0..MESSAGES {
         let (twin, dev) = &mut devices[i % TWINS];
-        let Some(dev) = dev.as_mut() else { unreachable!() };
+        let Some(dev) = dev.as_mut() else {
+            unreachable!()
+        };
         let e = dev.record(&["sync"], json!({"i": i}), now)?;
-        acks.push(armored_runtime::kafka::enqueue(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &e, None).await);
+        acks.push(
+            armored_runtime::kafka::enqueue(
+                &ctl.producer,
+                &ctl.topics.sync(),
+                twin.as_bytes(),
+                &e,
+                None,
+            )
+            .await,
+        );
     }
     for a in acks {
         a.await.map_err(anyhow::Error::msg)?;
@@ -105,11 +127,17 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
     let mut svc = Service::open(&svc_dir)?;
     let mut seen = BTreeSet::new();
     let stats = svc
-        .consume(&ctl, Some(MESSAGES as u64), Some(Duration::from_secs(40)), env.shutdown.child_token(), |o| {
-            if let Outcome::Received(r) = o {
-                seen.insert((r.twin_id.clone(), r.seq));
-            }
-        })
+        .consume(
+            &ctl,
+            Some(MESSAGES as u64),
+            Some(Duration::from_secs(40)),
+            env.shutdown.child_token(),
+            |o| {
+                if let Outcome::Received(r) = o {
+                    seen.insert((r.twin_id.clone(), r.seq));
+                }
+            },
+        )
         .await?;
     let _ = b.kill();
     let _ = b.wait();
@@ -130,18 +158,35 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
             .filter(|k| !seen.contains(k))
             .collect();
         let sync = env.records(&env.topics.sync())?.len();
-        for (at, p) in env.located(&env.topics.sync())? {
-            if let Ok((_, h, _)) = armored_crypto::envelope::decode_envelope(&p) {
+        for r in env.located(&env.topics.sync())? {
+            if let Ok((_, h, _)) = armored_crypto::envelope::decode_envelope(&r.payload) {
                 if missing.contains(&(h.twin_id.clone(), h.seq)) {
-                    eprintln!("missing record at (partition, offset) {at:?}");
+                    eprintln!(
+                        "missing record at partition {} offset {}",
+                        r.partition, r.offset
+                    );
                 }
             }
         }
-        let dl: Vec<String> = env.dead_letters()?.iter().map(|d| format!("{}:{}", d.service, d.reason)).collect();
+        let dl: Vec<String> = env
+            .dead_letters()?
+            .iter()
+            .map(|d| format!("{}:{}", d.service, d.reason))
+            .collect();
         eprintln!("dead letters: {dl:?}");
-        eprintln!("missing {missing:?}; on the delivery topic: {:?}; sync records {sync}", missing.iter().map(|k| on_topic.contains(k)).collect::<Vec<_>>());
+        eprintln!(
+            "missing {missing:?}; on the delivery topic: {:?}; sync records {sync}",
+            missing
+                .iter()
+                .map(|k| on_topic.contains(k))
+                .collect::<Vec<_>>()
+        );
     }
-    assert_eq!(seen.len(), MESSAGES, "every message delivered (killed after {killed_at} deliveries); {stats:?}");
+    assert_eq!(
+        seen.len(),
+        MESSAGES,
+        "every message delivered (killed after {killed_at} deliveries); {stats:?}"
+    );
     assert!(stats.rejected.is_empty(), "{stats:?}");
     eprintln!(
         "killed one of two workers after {killed_at} of {MESSAGES} deliveries; received {} unique, {} duplicates",

@@ -17,10 +17,8 @@ pub enum ConfigError {
 /// Loads `T` from `defaults` (TOML text), an optional file (any format the `config` crate knows,
 /// chosen by extension), then environment variables with prefix `AT__`.
 pub fn load<T: DeserializeOwned>(defaults: &str, file: Option<&Path>) -> Result<T, ConfigError> {
-    let mut b = config::Config::builder().add_source(config::File::from_str(
-        defaults,
-        config::FileFormat::Toml,
-    ));
+    let mut b = config::Config::builder()
+        .add_source(config::File::from_str(defaults, config::FileFormat::Toml));
     let env_file = std::env::var_os("AT_CONFIG");
     if let Some(path) = file.map(Path::to_path_buf).or(env_file.map(Into::into)) {
         b = b.add_source(config::File::from(path).required(true));

@@ -55,16 +55,42 @@ impl DeadLetters {
     /// message: our errors never contain secrets or plaintext).
     pub async fn send(&self, reason: &str, detail: &str, src: &Source<'_>, payload: &[u8]) -> Ack {
         self.counter.with_label_values(&[reason]).inc();
-        tracing::warn!(service = self.service, reason, detail, topic = src.topic, partition = src.partition, offset = src.offset, "dead letter");
+        tracing::warn!(
+            service = self.service,
+            reason,
+            detail,
+            topic = src.topic,
+            partition = src.partition,
+            offset = src.offset,
+            "dead letter"
+        );
         let partition = src.partition.to_string();
         let offset = src.offset.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "at-reason", value: Some(reason) })
-            .insert(Header { key: "at-detail", value: Some(detail) })
-            .insert(Header { key: "at-service", value: Some(self.service) })
-            .insert(Header { key: "at-source-topic", value: Some(src.topic) })
-            .insert(Header { key: "at-source-partition", value: Some(&partition) })
-            .insert(Header { key: "at-source-offset", value: Some(&offset) });
+            .insert(Header {
+                key: "at-reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "at-detail",
+                value: Some(detail),
+            })
+            .insert(Header {
+                key: "at-service",
+                value: Some(self.service),
+            })
+            .insert(Header {
+                key: "at-source-topic",
+                value: Some(src.topic),
+            })
+            .insert(Header {
+                key: "at-source-partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "at-source-offset",
+                value: Some(&offset),
+            });
         // Cap what we copy: an oversized payload is itself a reason for dead-lettering.
         let body = &payload[..payload.len().min(512 * 1024)];
         enqueue(&self.producer, &self.topic, src.key, body, Some(headers)).await

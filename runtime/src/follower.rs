@@ -44,10 +44,8 @@ impl Follower {
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", "5")
             .create()?;
-        let md = consumer.fetch_metadata(
-            Some(topic),
-            Duration::from_millis(kafka.connect_timeout_ms),
-        )?;
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_millis(kafka.connect_timeout_ms))?;
         let partitions: Vec<i32> = md
             .topics()
             .iter()

@@ -146,7 +146,10 @@ pub fn wait_for_broker(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
 }
 
 /// Creates `topics` (name, partitions); an existing topic is fine.
-pub async fn create_topics(cfg: &KafkaConfig, topics: &[(String, i32)]) -> Result<(), KafkaSetupError> {
+pub async fn create_topics(
+    cfg: &KafkaConfig,
+    topics: &[(String, i32)],
+) -> Result<(), KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> = base_config(cfg).create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
@@ -157,10 +160,8 @@ pub async fn create_topics(cfg: &KafkaConfig, topics: &[(String, i32)]) -> Resul
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(KafkaSetupError::Client(KafkaError::AdminOp(code))).map_err(|e| {
-                    tracing::error!(topic = %name, "topic creation failed");
-                    e
-                })
+                tracing::error!(topic = %name, "topic creation failed");
+                return Err(KafkaSetupError::Client(KafkaError::AdminOp(code)));
             }
         }
     }
@@ -251,7 +252,10 @@ pub fn read_to_end(
     while !ends.is_empty() && std::time::Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             let rec = crate::pipeline::Inbound::from_message(&m);
-            if ends.get(&rec.partition).is_some_and(|hi| rec.offset + 1 >= *hi) {
+            if ends
+                .get(&rec.partition)
+                .is_some_and(|hi| rec.offset + 1 >= *hi)
+            {
                 ends.remove(&rec.partition);
             }
             out.push(rec);

@@ -74,7 +74,10 @@ mod tests {
         for _ in 0..20 {
             assert!(b.next_delay() <= Duration::from_secs(10));
         }
-        assert!(b.next_delay() >= Duration::from_secs(5), "capped at 10 s, at least half of it");
+        assert!(
+            b.next_delay() >= Duration::from_secs(5),
+            "capped at 10 s, at least half of it"
+        );
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
     }

@@ -68,7 +68,12 @@ impl Inbound {
             .headers()
             .map(|h| {
                 h.iter()
-                    .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .map(|x| {
+                        (
+                            x.key.to_string(),
+                            x.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -183,7 +188,9 @@ fn drain(lanes: &Lanes, which: Option<&[(String, i32)]>, timeout: Duration) {
     for lane in taken {
         drop(lane.tx);
         if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = lane.done.recv_timeout(timeout) {
-            tracing::warn!("a partition did not drain in time; its unfinished records will be redelivered");
+            tracing::warn!(
+                "a partition did not drain in time; its unfinished records will be redelivered"
+            );
         }
     }
 }
@@ -272,7 +279,9 @@ pub async fn run_group(
     let failed = failure.lock().ok().and_then(|f| f.clone());
     match failed {
         // A shutdown that interrupted work is not a failure: the unfinished records were not committed.
-        Some(reason) if !shutdown.is_cancelled() => Err(PipelineError::OutputNotAcknowledged(reason)),
+        Some(reason) if !shutdown.is_cancelled() => {
+            Err(PipelineError::OutputNotAcknowledged(reason))
+        }
         _ => Ok(()),
     }
 }

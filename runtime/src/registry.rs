@@ -129,8 +129,10 @@ impl Registry {
     /// An enrolled, unrevoked device.
     pub fn device(&self, twin_id: &str, device_id: &str) -> Option<&DeviceEntry> {
         let d = self.twins.get(twin_id)?.devices.get(device_id)?;
-        (!self.revocations.is_revoked(RevocationKind::Device, d.enrollment.sig.key_id().as_bytes()))
-            .then_some(d)
+        (!self
+            .revocations
+            .is_revoked(RevocationKind::Device, d.enrollment.sig.key_id().as_bytes()))
+        .then_some(d)
     }
 
     /// Device revocations seen so far (sticky).
@@ -150,11 +152,7 @@ impl Registry {
 
     /// Every owner id.
     pub fn owner_ids(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .owner_by_sig
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<String> = self.owner_by_sig.values().cloned().collect();
         v.sort();
         v
     }
@@ -168,8 +166,8 @@ impl Registry {
 
     /// Folds one record of the topic.
     pub fn apply(&mut self, bytes: &[u8]) -> Result<Applied, RegistryError> {
-        let rec: v1::RegistryRecord = decode_strict("RegistryRecord", bytes, MAX_CONTROL_BYTES)
-            .map_err(CryptoError::from)?;
+        let rec: v1::RegistryRecord =
+            decode_strict("RegistryRecord", bytes, MAX_CONTROL_BYTES).map_err(CryptoError::from)?;
         armored_crypto::error::check_version("RegistryRecord", rec.version)?;
         match rec.record {
             None => Err(CryptoError::InvalidField {
@@ -187,18 +185,23 @@ impl Registry {
     fn apply_owner(&mut self, b: &[u8]) -> Result<Applied, RegistryError> {
         let signed = armored_crypto::sig::decode_signed(b, MAX_CONTROL_BYTES)?;
         let claimed: v1::OwnerIdentity =
-            decode_strict("OwnerIdentity", &signed.body, MAX_CONTROL_BYTES).map_err(CryptoError::from)?;
+            decode_strict("OwnerIdentity", &signed.body, MAX_CONTROL_BYTES)
+                .map_err(CryptoError::from)?;
         let key = format!("owner:{}", claimed.owner_id);
         if self.seen.get(&key).is_some_and(|s| s == b) {
             return Ok(Applied::Unchanged);
         }
         let known = self.owners.get(&claimed.owner_id).map(|o| o.sig.key_id());
-        self.owners.apply(b).map_err(|e| match (known.is_some(), e) {
-            (true, CryptoError::UnknownSigner(_) | CryptoError::Mismatch(_)) => {
-                RegistryError::Conflict("second identity for a known owner id, not a rotation by its key")
-            }
-            (_, e) => RegistryError::Invalid(e),
-        })?;
+        self.owners
+            .apply(b)
+            .map_err(|e| match (known.is_some(), e) {
+                (true, CryptoError::UnknownSigner(_) | CryptoError::Mismatch(_)) => {
+                    RegistryError::Conflict(
+                        "second identity for a known owner id, not a rotation by its key",
+                    )
+                }
+                (_, e) => RegistryError::Invalid(e),
+            })?;
         if let Some(old) = known {
             self.owner_by_sig.remove(&old);
         }
@@ -211,20 +214,26 @@ impl Registry {
 
     fn signer_of(&self, owner_sig_key_id: &[u8]) -> Result<(String, VerifyingKey), RegistryError> {
         let kid = KeyId::from_slice(owner_sig_key_id, "owner_sig_key_id")?;
-        let o = self.owner_by_sig_key(&kid).ok_or(RegistryError::UnknownOwner)?;
+        let o = self
+            .owner_by_sig_key(&kid)
+            .ok_or(RegistryError::UnknownOwner)?;
         Ok((o.owner_id.clone(), o.sig))
     }
 
     fn apply_enrollment(&mut self, b: Vec<u8>) -> Result<Applied, RegistryError> {
         let signed = armored_crypto::sig::decode_signed(&b, MAX_CONTROL_BYTES)?;
         let claimed: v1::DeviceEnrollment =
-            decode_strict("DeviceEnrollment", &signed.body, MAX_CONTROL_BYTES).map_err(CryptoError::from)?;
+            decode_strict("DeviceEnrollment", &signed.body, MAX_CONTROL_BYTES)
+                .map_err(CryptoError::from)?;
         let (owner_id, vk) = self.signer_of(&claimed.owner_sig_key_id)?;
         let e = verify_enrollment(&b, &vk)?.into_inner();
-        let twin = self.twins.entry(e.twin_id.clone()).or_insert_with(|| TwinEntry {
-            owner_id: owner_id.clone(),
-            ..TwinEntry::default()
-        });
+        let twin = self
+            .twins
+            .entry(e.twin_id.clone())
+            .or_insert_with(|| TwinEntry {
+                owner_id: owner_id.clone(),
+                ..TwinEntry::default()
+            });
         if twin.owner_id != owner_id {
             return Err(RegistryError::Conflict("twin belongs to another owner"));
         }
@@ -235,14 +244,20 @@ impl Registry {
             twin_id: e.twin_id.clone(),
             device_id: e.device_id.clone(),
         };
-        twin.devices.insert(e.device_id.clone(), DeviceEntry { enrollment: e, raw: b });
+        twin.devices.insert(
+            e.device_id.clone(),
+            DeviceEntry {
+                enrollment: e,
+                raw: b,
+            },
+        );
         Ok(applied)
     }
 
     fn apply_device_revocation(&mut self, b: Vec<u8>) -> Result<Applied, RegistryError> {
         let signed = armored_crypto::sig::decode_signed(&b, MAX_CONTROL_BYTES)?;
-        let claimed: v1::Revocation =
-            decode_strict("Revocation", &signed.body, MAX_CONTROL_BYTES).map_err(CryptoError::from)?;
+        let claimed: v1::Revocation = decode_strict("Revocation", &signed.body, MAX_CONTROL_BYTES)
+            .map_err(CryptoError::from)?;
         let (owner_id, vk) = self.signer_of(&claimed.owner_sig_key_id)?;
         let r = verify_revocation(&b, &vk)?;
         if r.kind != RevocationKind::Device as i32 {
@@ -263,7 +278,9 @@ impl Registry {
                         .any(|d| d.enrollment.sig.key_id().as_bytes() == r.id.as_slice())
             })
             .map(|(id, _)| id.clone())
-            .ok_or(RegistryError::Conflict("device revocation for a device the owner did not enroll"))?;
+            .ok_or(RegistryError::Conflict(
+                "device revocation for a device the owner did not enroll",
+            ))?;
         if let Some(t) = self.twins.get_mut(&twin_id) {
             if t.revocations.contains(&b) {
                 return Ok(Applied::Unchanged);
@@ -279,7 +296,9 @@ impl Registry {
         match self.parties.get(&p.party_id) {
             Some((raw, _)) if *raw == b => Ok(Applied::Unchanged),
             // Owners pin parties by fingerprint; the registry only ever keeps the first record.
-            Some(_) => Err(RegistryError::Conflict("second identity for a known party id")),
+            Some(_) => Err(RegistryError::Conflict(
+                "second identity for a known party id",
+            )),
             None => {
                 let id = p.party_id.clone();
                 self.parties.insert(id.clone(), (b, p));

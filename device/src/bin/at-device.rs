@@ -77,13 +77,27 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     armored_runtime::telemetry::init("device");
     match Args::parse().cmd {
-        Cmd::Setup { dir, twin, device, epoch_len_ms } => {
+        Cmd::Setup {
+            dir,
+            twin,
+            device,
+            epoch_len_ms,
+        } => {
             let card = setup(&dir, &twin, &device, epoch_len_ms)?;
-            println!("device {}/{} set up in {}", card.twin_id, card.device_id, dir.display());
-            println!("give {} to the owner (atctl owner enroll-device)", dir.join("device.json").display());
+            println!(
+                "device {}/{} set up in {}",
+                card.twin_id,
+                card.device_id,
+                dir.display()
+            );
+            println!(
+                "give {} to the owner (atctl owner enroll-device)",
+                dir.join("device.json").display()
+            );
         }
         Cmd::PinOwner { dir, identity } => {
-            let bytes = std::fs::read(&identity).with_context(|| format!("reading {}", identity.display()))?;
+            let bytes = std::fs::read(&identity)
+                .with_context(|| format!("reading {}", identity.display()))?;
             let owner = pin_owner(&dir, &bytes)?;
             println!("pinned owner {owner:?} (signature and proof of knowledge verified)");
         }
@@ -91,7 +105,16 @@ async fn main() -> anyhow::Result<()> {
             let d = Device::open(&dir)?;
             println!("{}", serde_json::to_string_pretty(d.state())?);
         }
-        Cmd::Run { dir, password, host, port, count, every_ms, attrs, linger_ms } => {
+        Cmd::Run {
+            dir,
+            password,
+            host,
+            port,
+            count,
+            every_ms,
+            attrs,
+            linger_ms,
+        } => {
             let device = Device::open(&dir)?;
             let id = format!("{}/{}", device.card().twin_id, device.card().device_id);
             let device = Arc::new(Mutex::new(device));
@@ -107,12 +130,20 @@ async fn main() -> anyhow::Result<()> {
             let (out_tx, out_rx) = tokio::sync::mpsc::channel(64);
             let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
             let link = tokio::spawn(run(device.clone(), cfg, out_rx, ev_tx, shutdown.clone()));
-            let attrs: Vec<String> = attrs.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+            let attrs: Vec<String> = attrs
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
             let printer = tokio::spawn(async move {
                 while let Some(ev) = ev_rx.recv().await {
                     let line = match ev {
                         LinkEvent::Connected => serde_json::json!({"event": "connected"}),
-                        LinkEvent::Downlink(armored_device::Event::Applied { writer, seq, delta }) => {
+                        LinkEvent::Downlink(armored_device::Event::Applied {
+                            writer,
+                            seq,
+                            delta,
+                        }) => {
                             serde_json::json!({"event": "applied", "writer": format!("{writer:?}"), "seq": seq, "delta": delta})
                         }
                         LinkEvent::Downlink(e) => serde_json::json!({"event": format!("{e:?}")}),
