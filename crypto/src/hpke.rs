@@ -120,7 +120,7 @@ fn info(job_hash: &[u8], attempt: u32, node_index: u32) -> Vec<u8> {
 }
 
 /// One node's output share for a job attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OutputShareInput<'a> {
     /// Job id.
     pub job_id: &'a str,
@@ -132,6 +132,33 @@ pub struct OutputShareInput<'a> {
     pub node_index: u32,
     /// Share values (F_p elements).
     pub values: &'a [u64],
+}
+
+// Shares never reach Debug output: one share plus another node's leaks the result.
+impl core::fmt::Debug for OutputShareInput<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "OutputShareInput({} #{} node {}, {} values <redacted>)",
+            self.job_id,
+            self.attempt,
+            self.node_index,
+            self.values.len()
+        )
+    }
+}
+
+impl core::fmt::Debug for OutputShare {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "OutputShare({} #{} node {}, {} values <redacted>)",
+            self.job_id,
+            self.attempt,
+            self.node_index,
+            self.values.len()
+        )
+    }
 }
 
 /// Seals an output share for the receiver and signs it as node `node`.
@@ -173,7 +200,7 @@ pub fn seal_output_share<R: RngCore + CryptoRng>(
 }
 
 /// A decrypted output share.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OutputShare {
     /// Job id.
     pub job_id: String,

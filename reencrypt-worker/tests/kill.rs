@@ -57,6 +57,21 @@ async fn healthy(addr: std::net::SocketAddr) -> bool {
     body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200")
 }
 
+async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return 0.0;
+    };
+    if s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.is_err() {
+        return 0.0;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body).await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
     let env = Env::new().await?;
@@ -108,21 +123,34 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let deliver = env.topics.deliver();
+    // Kill a worker while it is busy: once one of them has consumed a few hundred records (each
+    // has ~2,500 to do when the partitions are split evenly), SIGKILL it: no drain, no commit.
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = env.records(&deliver)?.len();
-        if n >= MESSAGES / 5 {
-            break;
+    let (victim, survivor) = loop {
+        let (na, nb) = (
+            metric(a_addr, "at_reencrypt_messages_in_total").await,
+            metric(b_addr, "at_reencrypt_messages_in_total").await,
+        );
+        if na >= 300.0 {
+            break ((&mut a, na), (&mut b, b_addr));
         }
-        anyhow::ensure!(Instant::now() < deadline, "no progress: {n} deliveries");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if std::env::var("AT_KILL_TEST_NO_KILL").is_ok() {
-        eprintln!("(not killing: diagnosis run)");
-    } else {
-        a.kill()?; // SIGKILL: no drain, no commit
-    }
+        if nb >= 300.0 {
+            break ((&mut b, nb), (&mut a, a_addr));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no progress: workers consumed {na} and {nb}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    victim.0.kill()?;
+    let _ = victim.0.wait();
     let killed_at = env.records(&deliver)?.len();
+    eprintln!(
+        "killed a worker after it consumed {} records; {killed_at} deliveries on the topic",
+        victim.1
+    );
+    let survivor_addr = survivor.1;
 
     let mut svc = Service::open(&svc_dir)?;
     let mut seen = BTreeSet::new();
@@ -139,10 +167,9 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
             },
         )
         .await?;
-    let _ = b.kill();
-    let _ = b.wait();
-    let _ = a.kill();
-    let _ = a.wait();
+    let survivor_consumed = metric(survivor_addr, "at_reencrypt_messages_in_total").await;
+    let _ = survivor.0.kill();
+    let _ = survivor.0.wait();
     if seen.len() != MESSAGES {
         // Where did the missing ones go? Look for them on the delivery topic itself.
         let mut on_topic = BTreeSet::new();
@@ -189,7 +216,7 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
     );
     assert!(stats.rejected.is_empty(), "{stats:?}");
     eprintln!(
-        "killed one of two workers after {killed_at} of {MESSAGES} deliveries; received {} unique, {} duplicates",
+        "killed one of two workers after {killed_at} of {MESSAGES} deliveries; the survivor consumed {survivor_consumed}; received {} unique, {} duplicates",
         seen.len(),
         stats.duplicates
     );
