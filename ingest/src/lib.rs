@@ -17,7 +17,6 @@ use std::time::Duration;
 use armored_runtime::config::{KafkaConfig, MqttConfig};
 use armored_runtime::dlq::DeadLetters;
 use armored_runtime::follower::Follower;
-use armored_runtime::http::Health;
 use armored_runtime::kafka::{self, Topics};
 use armored_runtime::registry::Registry;
 use armored_runtime::Shutdown;
@@ -87,25 +86,17 @@ pub(crate) struct Ctx {
 /// Runs the bridge until `shutdown`. Fails fast if a broker is unreachable.
 pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     tracing::info!(config = %armored_runtime::config::redacted_json(&cfg), "at-ingest starting");
-    kafka::wait_for_broker(&cfg.kafka)?;
     let metrics = metrics::Metrics::new()?;
-    let health = Health::default();
-    let addr = armored_runtime::http::serve(
+    let base = armored_runtime::service::start(
+        "ingest",
+        &cfg.kafka,
         cfg.ingest.metrics_addr,
         metrics.registry.clone(),
-        health.clone(),
-        shutdown.clone(),
+        metrics.dead_letters.clone(),
+        &shutdown,
     )
     .await?;
-    tracing::info!(%addr, "metrics at /metrics");
-    let topics = Topics::new(&cfg.kafka.topic_prefix);
-    let producer = kafka::producer(&cfg.kafka)?;
-    let dlq = DeadLetters::new(
-        producer.clone(),
-        topics.dlq(),
-        metrics.dead_letters.clone(),
-        "ingest",
-    );
+    let (topics, producer, dlq, health) = (base.topics, base.producer, base.dlq, base.health);
     let registry: Arc<RwLock<Registry>> = Arc::default();
     let (roster_tx, roster_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let reg_follower = {

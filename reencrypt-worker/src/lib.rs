@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use armored_runtime::config::KafkaConfig;
 use armored_runtime::dlq::{DeadLetters, Source};
 use armored_runtime::follower::Follower;
-use armored_runtime::http::Health;
 use armored_runtime::kafka::{self, enqueue, Ack, Topics};
 use armored_runtime::pipeline::{run_group, GroupSpec, Handler, Inbound};
 use armored_runtime::registry::Registry;
@@ -86,25 +85,17 @@ struct Ctx {
 /// Runs a worker until `shutdown`.
 pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     tracing::info!(config = %armored_runtime::config::redacted_json(&cfg), "at-reencrypt starting");
-    kafka::wait_for_broker(&cfg.kafka)?;
     let metrics = metrics::Metrics::new()?;
-    let health = Health::default();
-    let addr = armored_runtime::http::serve(
+    let base = armored_runtime::service::start(
+        "reencrypt",
+        &cfg.kafka,
         cfg.worker.metrics_addr,
         metrics.registry.clone(),
-        health.clone(),
-        shutdown.clone(),
+        metrics.dead_letters.clone(),
+        &shutdown,
     )
     .await?;
-    tracing::info!(%addr, "metrics at /metrics");
-    let topics = Topics::new(&cfg.kafka.topic_prefix);
-    let producer = kafka::producer(&cfg.kafka)?;
-    let dlq = DeadLetters::new(
-        producer.clone(),
-        topics.dlq(),
-        metrics.dead_letters.clone(),
-        "reencrypt",
-    );
+    let (topics, producer, dlq, health) = (base.topics, base.producer, base.dlq, base.health);
     let state_file = (!cfg.worker.state_dir.is_empty()).then(|| {
         let dir = PathBuf::from(&cfg.worker.state_dir);
         let _ = std::fs::create_dir_all(&dir);

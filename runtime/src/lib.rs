@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod mqtt;
 pub mod pipeline;
 pub mod registry;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
