@@ -90,26 +90,36 @@ impl Topics {
     pub fn mpc_shares(&self, j: u32) -> String {
         self.name(&names::mpc_shares(j))
     }
-    /// Every topic of DESIGN's table with its partition count (one source with `infra/topics.tsv`).
+    /// Every topic of DESIGN's table with its partition count, from `infra/topics.tsv` (the one
+    /// list the scripts use too).
     pub fn all(&self) -> Vec<(String, i32)> {
-        let mut v = vec![
-            (self.sync(), 12),
-            (self.requests(), 6),
-            (self.responses(), 6),
-            (self.deliver(), 12),
-            (self.name(names::MPC_JOBS), 1),
-            (self.name(names::MPC_PEER), 3),
-            (self.name(names::MPC_RESULTS), 3),
-            (self.rekeys(), 1),
-            (self.registry(), 1),
-            (self.tokens(), 1),
-            (self.control(), 3),
-            (self.dlq(), 3),
-        ];
-        for j in 1..=3 {
-            v.push((self.mpc_shares(j), 6));
-        }
-        v
+        TOPICS_TSV
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| {
+                let mut cols = l.split('\t');
+                let name = cols.next()?;
+                let partitions = cols.next()?.trim().parse().ok()?;
+                Some((self.name(name), partitions))
+            })
+            .collect()
+    }
+}
+
+const TOPICS_TSV: &str = include_str!("../../infra/topics.tsv");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_from_the_table_with_the_prefix() {
+        let all = Topics::new("t1.").all();
+        assert_eq!(all.len(), 15);
+        assert!(all.contains(&("t1.at.sync.v1".to_string(), 12)));
+        assert!(all.contains(&("t1.at.mpc.jobs.v1".to_string(), 1)));
+        assert!(all.contains(&(Topics::new("t1.").mpc_shares(3), 6)));
     }
 }
 
