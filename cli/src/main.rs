@@ -146,8 +146,12 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     armored_runtime::telemetry::init("atctl");
+    armored_runtime::telemetry::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let ctl = || Ctl::connect(args.brokers.as_deref(), args.topic_prefix.as_deref());
     match args.cmd {

@@ -13,8 +13,12 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     armored_runtime::telemetry::init("ingest");
+    armored_runtime::telemetry::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg: at_ingest::Config =
         armored_runtime::config::load(&at_ingest::defaults(), args.config.as_deref())?;

@@ -13,8 +13,12 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     armored_runtime::telemetry::init("reencrypt");
+    armored_runtime::telemetry::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg: at_reencrypt::Config =
         armored_runtime::config::load(&at_reencrypt::defaults(), args.config.as_deref())?;

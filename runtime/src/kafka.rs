@@ -109,20 +109,6 @@ impl Topics {
 
 const TOPICS_TSV: &str = include_str!("../../infra/topics.tsv");
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_topic_from_the_table_with_the_prefix() {
-        let all = Topics::new("t1.").all();
-        assert_eq!(all.len(), 15);
-        assert!(all.contains(&("t1.at.sync.v1".to_string(), 12)));
-        assert!(all.contains(&("t1.at.mpc.jobs.v1".to_string(), 1)));
-        assert!(all.contains(&(Topics::new("t1.").mpc_shares(3), 6)));
-    }
-}
-
 /// Settings common to every client.
 pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -272,4 +258,18 @@ pub fn read_to_end(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_from_the_table_with_the_prefix() {
+        let all = Topics::new("t1.").all();
+        assert_eq!(all.len(), 15);
+        assert!(all.contains(&("t1.at.sync.v1".to_string(), 12)));
+        assert!(all.contains(&("t1.at.mpc.jobs.v1".to_string(), 1)));
+        assert!(all.contains(&(Topics::new("t1.").mpc_shares(3), 6)));
+    }
 }

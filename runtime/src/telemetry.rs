@@ -11,3 +11,15 @@ pub fn init(service: &str) {
         .try_init();
     tracing::debug!(service, "tracing initialised");
 }
+
+/// Turns a binary's result into its exit code, printing an error as one line with its causes
+/// (`{:#}`), never as a backtrace.
+pub fn exit_code<E: std::fmt::Display>(r: Result<(), E>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

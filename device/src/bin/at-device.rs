@@ -74,8 +74,12 @@ enum Cmd {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     armored_runtime::telemetry::init("device");
+    armored_runtime::telemetry::exit_code(run_cli().await)
+}
+
+async fn run_cli() -> anyhow::Result<()> {
     match Args::parse().cmd {
         Cmd::Setup {
             dir,
