@@ -94,6 +94,13 @@ enum OwnerCmd {
         #[arg(long)]
         from_epoch: Option<u64>,
     },
+    /// Phase 2+: grant three pinned MPC nodes share numbers 1, 2, 3 (`mpc-share AND node-j AND
+    /// location`); refuses to map two share numbers to one node, ever.
+    GrantMpc {
+        /// The three node ids, in share order: id1,id2,id3.
+        #[arg(long, value_delimiter = ',', num_args = 3)]
+        nodes: Vec<String>,
+    },
     /// M1: revoke a re-key (by id) or everything granted to a receiver.
     Revoke {
         /// A re-key id (hex).
@@ -221,6 +228,15 @@ async fn run() -> anyhow::Result<()> {
                 let o = Owner::open(&dir)?;
                 let rk = o.grant(&ctl()?, &to, &policy, from_epoch).await?;
                 println!("granted {to} re-key {rk}");
+            }
+            OwnerCmd::GrantMpc { nodes } => {
+                let o = Owner::open(&dir)?;
+                let nodes: [String; 3] = nodes
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("--nodes takes exactly three node ids"))?;
+                for (j, rk) in o.grant_mpc(&ctl()?, &nodes).await?.iter().enumerate() {
+                    println!("granted {} node-{} re-key {rk}", nodes[j], j + 1);
+                }
             }
             OwnerCmd::Revoke { rk, receiver } => {
                 let o = Owner::open(&dir)?;

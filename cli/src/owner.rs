@@ -40,6 +40,12 @@ pub struct LedgerEntry {
     pub issued_ms: u64,
     /// Revoked by this owner.
     pub revoked: bool,
+    /// The receiver's PRE key id (hex).
+    #[serde(default)]
+    pub receiver_key: String,
+    /// For MPC-node re-keys: the share number j of `node-j`.
+    #[serde(default)]
+    pub node_index: Option<u32>,
 }
 
 /// An owner's management device.
@@ -252,9 +258,74 @@ impl Owner {
             policy: policy.canonical().to_string(),
             issued_ms: now_ms(),
             revoked: false,
+            receiver_key: receiver.key_id().to_string(),
+            node_index: None,
         });
         self.save_ledger(&ledger)?;
         Ok(rk_id)
+    }
+
+    /// Phase 2+: grants three pinned MPC nodes their shares: node number j gets
+    /// `mpc-share AND node-j AND location`. Refuses a mapping that would let one key hold two share
+    /// numbers, ever (envelope.md: the owner never grants `node-i` to a key that has held `node-j`):
+    /// the same node twice, or a node (by id or PRE key) that held another share number before.
+    /// Returns the three rk_ids.
+    pub async fn grant_mpc(&self, ctl: &Ctl, nodes: &[String; 3]) -> anyhow::Result<Vec<String>> {
+        let parties: Vec<PartyIdentity> = nodes
+            .iter()
+            .map(|n| self.trusted(n))
+            .collect::<anyhow::Result<_>>()?;
+        for (i, p) in parties.iter().enumerate() {
+            if p.kind != armored_schemas::v1::PartyKind::MpcNode {
+                bail!("{} is not an MPC node identity", p.party_id);
+            }
+            if parties[..i]
+                .iter()
+                .any(|q| q.party_id == p.party_id || q.pre.key_id() == p.pre.key_id())
+            {
+                bail!(
+                    "{} would hold two share numbers: each node gets exactly one",
+                    p.party_id
+                );
+            }
+        }
+        let ledger = self.ledger()?;
+        for (i, p) in parties.iter().enumerate() {
+            let j = i as u32 + 1;
+            let key = p.pre.key_id().to_string();
+            if let Some(e) = ledger.iter().find(|e| {
+                e.node_index.is_some_and(|k| k != j)
+                    && (e.receiver_id == p.party_id || e.receiver_key == key)
+            }) {
+                bail!(
+                    "{} held node-{} before; granting it node-{j} would let one key see two shares",
+                    p.party_id,
+                    e.node_index.unwrap_or_default()
+                );
+            }
+        }
+        let mut ids = Vec::new();
+        for (i, p) in parties.iter().enumerate() {
+            let j = i as u32 + 1;
+            let policy = format!("mpc-share AND node-{j} AND location");
+            let rk = self
+                .issue(
+                    ctl,
+                    ReceiverKind::MpcNode,
+                    &p.party_id,
+                    &policy,
+                    &p.pre,
+                    None,
+                )
+                .await?;
+            let mut ledger = self.ledger()?;
+            for e in ledger.iter_mut().filter(|e| e.rk_id == rk) {
+                e.node_index = Some(j);
+            }
+            self.save_ledger(&ledger)?;
+            ids.push(rk);
+        }
+        Ok(ids)
     }
 
     /// M1: revokes a re-key (sticky; written under the re-key's own key on the re-key topic).

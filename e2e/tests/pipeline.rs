@@ -206,3 +206,116 @@ async fn policy_routing_delivers_exactly_when_the_policy_is_satisfied() -> anyho
     env.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn share_bundles_reach_only_node_j_and_node_keys_nothing_else() -> anyhow::Result<()> {
+    use armored_crypto::envelope::{Receiver, TrustStore};
+    use armored_crypto::keyfile::load_pre_key;
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let _worker = env.start_worker(&rand_id("reenc"));
+    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let twin = rand_id("phone");
+    let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
+    let mut nodes = Vec::new();
+    for j in 1..=3 {
+        let dir = env.dir.join(format!("node{j}"));
+        let id = Service::init(&dir, &rand_id(&format!("node{j}")), PartyKind::MpcNode)?;
+        let (p, _) = owner.trust(&ctl, &std::fs::read(id)?).await?;
+        nodes.push((dir, p));
+    }
+    let ids: [String; 3] = [0, 1, 2].map(|i| nodes[i].1.party_id.clone());
+    // Phase 2+: the grant, and every mapping that would give one key two share numbers refused.
+    owner.grant_mpc(&ctl, &ids).await?;
+    let swapped = [ids[1].clone(), ids[0].clone(), ids[2].clone()];
+    assert!(
+        owner.grant_mpc(&ctl, &swapped).await.is_err(),
+        "node 2 may never hold node-1"
+    );
+    let twice = [ids[0].clone(), ids[0].clone(), ids[2].clone()];
+    assert!(
+        owner.grant_mpc(&ctl, &twice).await.is_err(),
+        "one node, two share numbers"
+    );
+    // A service that may read `location` must still never get share bundles.
+    let svc_dir = env.dir.join("svc");
+    let sid = Service::init(&svc_dir, &rand_id("svc"), PartyKind::Service)?;
+    let (svc, _) = owner.trust(&ctl, &std::fs::read(sid)?).await?;
+    owner.grant(&ctl, &svc.party_id, "location", None).await?;
+
+    let now = armored_runtime::time::now_ms();
+    for j in 1..=3 {
+        let node = format!("node-{j}");
+        let e = d1.record(&["mpc-share", &node, "location"], json!({"share": j}), now)?;
+        armored_runtime::kafka::send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &e)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    let plain = d1.record(&["sync", "location"], json!({"plain": 1}), now)?;
+    armored_runtime::kafka::send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &plain)
+        .await
+        .map_err(anyhow::Error::msg)?;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deliveries = loop {
+        let d = env.records(&ctl.topics.deliver())?;
+        let shares: usize = (1..=3)
+            .map(|j| {
+                env.records(&ctl.topics.mpc_shares(j))
+                    .map(|r| r.len())
+                    .unwrap_or(0)
+            })
+            .sum();
+        if (!d.is_empty() && shares >= 3) || std::time::Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The plain change went to the service (and to d1's own re-key); no node key was applied to it,
+    // and the service's `location` policy never admitted a share bundle.
+    let to_svc = deliveries
+        .iter()
+        .filter(|(k, _)| *k == svc.party_id.as_bytes())
+        .count();
+    assert_eq!(to_svc, 1, "the service gets the plain change only");
+    for (_, p) in &nodes {
+        assert!(
+            !deliveries.iter().any(|(k, _)| *k == p.party_id.as_bytes()),
+            "no node delivery on at.deliver.v1"
+        );
+    }
+    assert_eq!(
+        deliveries.len(),
+        2,
+        "service + the device's own re-key: {} deliveries",
+        deliveries.len()
+    );
+    let trust = {
+        let mut t = TrustStore::new(owner.verifying_key());
+        t.add_device(
+            &twin,
+            *armored_crypto::keyfile::load_signing_key(
+                &env.dir.join(format!("{twin}-d1/sig.key")),
+            )?
+            .verifying_key(),
+        );
+        t
+    };
+    for (j, (dir, _)) in nodes.iter().enumerate() {
+        let j = j as u32 + 1;
+        let recs = env.records(&ctl.topics.mpc_shares(j))?;
+        assert_eq!(recs.len(), 1, "node {j} gets exactly its bundle");
+        assert_eq!(recs[0].0, twin.as_bytes(), "keyed by twin");
+        // Node j can open it, and it is bundle j.
+        let mut rx = Receiver::new(load_pre_key(&dir.join("pre.key"), &mut rand_core::OsRng)?);
+        let sc = rx.open_delivery(&recs[0].1, &trust, now, &mut rand_core::OsRng)?;
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&sc.delta)?,
+            json!({"share": j})
+        );
+        assert!(sc.header.attributes.contains(&format!("node-{j}")));
+    }
+    env.stop().await;
+    Ok(())
+}
