@@ -4,7 +4,6 @@
 //! nothing new; and raw MQTT and Kafka readers that see only ciphertext. Prints progress and a
 //! summary table; fails (exit 1) if any expectation does not hold.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -277,7 +276,6 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
 
     // The summary: what each party could read of each record.
     let has = |v: &[serde_json::Value], d: &serde_json::Value| v.contains(d);
-    let mut table: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
     let all: Vec<(&str, serde_json::Value)> = records
         .iter()
         .map(|(dev, _, d)| (if dev.name == "c1" { "c1" } else { "d1" }, d.clone()))
@@ -301,7 +299,6 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
         } else {
             "nothing (policy)"
         };
-        table.insert(i, vec![]);
         println!(
             "{:<4} {:<22} {:<8} {:<10} {:<22} {:<12}",
             i + 1,

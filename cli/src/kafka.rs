@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use armored_runtime::config::{KafkaConfig, KAFKA_DEFAULTS};
-use armored_runtime::follower::Follower;
 use armored_runtime::kafka::{self, Topics};
 use armored_runtime::registry::Registry;
 use armored_runtime::Shutdown;
@@ -67,18 +66,12 @@ impl Ctl {
 
     /// Folds the registry up to its current end.
     pub async fn registry(&self) -> anyhow::Result<Registry> {
-        let shared: armored_runtime::follower::Shared<Registry> = Default::default();
         let stop = Shutdown::new();
-        let s = shared.clone();
-        let f = Follower::start(
+        let (shared, f) = armored_runtime::registry::follow(
             &self.kafka,
             &self.topics.registry(),
-            Box::new(move |rec| {
-                if let Ok(mut r) = s.write() {
-                    let _ = r.apply(&rec.payload);
-                }
-            }),
             stop.clone(),
+            |_, _| {},
         )?;
         f.synced_since(Instant::now(), Duration::from_secs(30))
             .await

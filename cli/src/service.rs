@@ -142,18 +142,12 @@ impl Service {
         shutdown: Shutdown,
         mut on: impl FnMut(&Outcome),
     ) -> anyhow::Result<Stats> {
-        let registry: Arc<RwLock<Registry>> = Arc::default();
-        let r = registry.clone();
         let stop = shutdown.child_token();
-        let follower = Follower::start(
+        let (registry, follower) = armored_runtime::registry::follow(
             &ctl.kafka,
             &ctl.topics.registry(),
-            Box::new(move |rec| {
-                if let Ok(mut r) = r.write() {
-                    let _ = r.apply(&rec.payload);
-                }
-            }),
             stop.clone(),
+            |_, _| {},
         )?;
         follower
             .synced_since(Instant::now(), Duration::from_secs(30))

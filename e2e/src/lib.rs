@@ -99,18 +99,36 @@ impl std::fmt::Debug for Running {
 impl Running {
     /// The value of one sample of `/metrics` (`name{labels}` exactly as exposed), 0 if absent.
     pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.metrics).await?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await?;
-        Ok(body
-            .lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0))
+        metric_at(self.metrics, sample).await
     }
+}
+
+/// `GET path` on a service's HTTP endpoint: (status line, whole response).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await?;
+    Ok(body)
+}
+
+/// The value of one `/metrics` sample at `addr`, 0 if absent.
+pub async fn metric_at(addr: std::net::SocketAddr, sample: &str) -> anyhow::Result<f64> {
+    Ok(http_get(addr, "/metrics")
+        .await?
+        .lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// Whether `/healthz` at `addr` answers 200.
+pub async fn healthy(addr: std::net::SocketAddr) -> bool {
+    http_get(addr, "/healthz")
+        .await
+        .is_ok_and(|r| r.split_whitespace().nth(1) == Some("200"))
 }
 
 /// A free local port (bound and released).

@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use armored_runtime::config::{KafkaConfig, MqttConfig};
 use armored_runtime::dlq::DeadLetters;
-use armored_runtime::follower::Follower;
 use armored_runtime::kafka::{self, Topics};
-use armored_runtime::registry::Registry;
+use armored_runtime::registry::{Applied, Registry};
 use armored_runtime::Shutdown;
 use serde::{Deserialize, Serialize};
 
@@ -97,29 +96,20 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     )
     .await?;
     let (topics, producer, dlq, health) = (base.topics, base.producer, base.dlq, base.health);
-    let registry: Arc<RwLock<Registry>> = Arc::default();
     let (roster_tx, roster_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let reg_follower = {
-        let registry = registry.clone();
-        let roster_tx = roster_tx.clone();
-        Follower::start(
-            &cfg.kafka,
-            &topics.registry(),
-            Box::new(move |rec| {
-                let Ok(mut r) = registry.write() else { return };
-                match r.apply(&rec.payload) {
-                    Ok(armored_runtime::registry::Applied::Enrolled { twin_id, .. })
-                    | Ok(armored_runtime::registry::Applied::DeviceRevoked { twin_id }) => {
-                        let _ = roster_tx.send(twin_id);
-                    }
-                    Ok(_) => {}
-                    // The registry's owners (workers) dead-letter conflicts; the bridge just skips.
-                    Err(e) => tracing::debug!(error = %e, "registry record skipped"),
-                }
-            }),
-            shutdown.clone(),
-        )?
-    };
+    let (registry, reg_follower) = armored_runtime::registry::follow(
+        &cfg.kafka,
+        &topics.registry(),
+        shutdown.clone(),
+        move |_, outcome| match outcome {
+            Ok(Applied::Enrolled { twin_id, .. }) | Ok(Applied::DeviceRevoked { twin_id }) => {
+                let _ = roster_tx.send(twin_id);
+            }
+            Ok(_) => {}
+            // The workers dead-letter registry conflicts; the bridge just skips them.
+            Err(e) => tracing::debug!(error = %e, "registry record skipped"),
+        },
+    )?;
     reg_follower
         .synced_since(
             std::time::Instant::now(),

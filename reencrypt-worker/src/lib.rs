@@ -101,7 +101,6 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let _ = std::fs::create_dir_all(&dir);
         dir.join("revoked-rekeys.txt")
     });
-    let registry: Arc<RwLock<Registry>> = Arc::default();
     let store = Arc::new(RwLock::new(ReKeyStore::new(state_file)));
     let cache = Arc::new(Cache::new(cfg.worker.cache_entries));
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
@@ -109,20 +108,16 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     // The registry first: re-keys are verified against the owners in it.
     let (reg_dlq_tx, mut reg_dlq_rx) =
         tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
-    let reg_follower = {
-        let registry = registry.clone();
-        Follower::start(
-            &cfg.kafka,
-            &topics.registry(),
-            Box::new(move |rec| {
-                let Ok(mut r) = registry.write() else { return };
-                if let Err(e) = r.apply(&rec.payload) {
-                    let _ = reg_dlq_tx.send((rec.clone(), e.reason(), e.to_string()));
-                }
-            }),
-            shutdown.clone(),
-        )?
-    };
+    let (registry, reg_follower) = armored_runtime::registry::follow(
+        &cfg.kafka,
+        &topics.registry(),
+        shutdown.clone(),
+        move |rec, outcome| {
+            if let Err(e) = outcome {
+                let _ = reg_dlq_tx.send((rec.clone(), e.reason(), e.to_string()));
+            }
+        },
+    )?;
     reg_follower.synced_since(Instant::now(), timeout).await?;
 
     let (rk_dlq_tx, mut rk_dlq_rx) =

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use armored_crypto::identity::PartyKind;
-use armored_e2e::{free_addr, rand_id, Env};
+use armored_e2e::{free_addr, healthy, metric_at, rand_id, Env};
 use atctl::owner::Owner;
 use atctl::service::{Outcome, Service};
 use serde_json::json;
@@ -44,32 +44,8 @@ fn worker(env: &Env, group: &str) -> anyhow::Result<(Child, std::net::SocketAddr
     Ok((child, addr))
 }
 
-async fn healthy(addr: std::net::SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return false;
-    };
-    if s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.is_err() {
-        return false;
-    }
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body).await;
-    body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200")
-}
-
 async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return 0.0;
-    };
-    if s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.is_err() {
-        return 0.0;
-    }
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body).await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    metric_at(addr, name).await.unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

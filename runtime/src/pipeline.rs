@@ -121,7 +121,8 @@ pub struct GroupSpec {
 
 struct Lane {
     tx: mpsc::Sender<Inbound>,
-    done: std::sync::mpsc::Receiver<()>,
+    /// Signalled when the lane has finished its queue and marked its last offset.
+    drained: std::sync::mpsc::Receiver<()>,
 }
 
 type Lanes = Arc<Mutex<HashMap<(String, i32), Lane>>>;
@@ -227,7 +228,8 @@ fn drain(lanes: &Lanes, which: Option<&[(String, i32)]>, timeout: Duration) {
     };
     for lane in taken {
         drop(lane.tx);
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = lane.done.recv_timeout(timeout) {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = lane.drained.recv_timeout(timeout)
+        {
             tracing::warn!(
                 "a partition did not drain in time; its unfinished records will be redelivered"
             );
@@ -340,7 +342,7 @@ fn spawn_lane(
 ) -> Lane {
     let (tx, mut rx) = mpsc::channel::<Inbound>(spec.queue_depth);
     let (acks_tx, mut acks_rx) = mpsc::channel::<(i64, Vec<Ack>)>(spec.queue_depth * 4);
-    let (done_tx, done) = std::sync::mpsc::channel();
+    let (drained_tx, drained) = std::sync::mpsc::channel();
     let handler = handler.clone();
     rt.spawn(async move {
         while let Some(m) = rx.recv().await {
@@ -364,7 +366,7 @@ fn spawn_lane(
                         f.get_or_insert_with(|| e.to_string());
                     }
                     stop.cancel();
-                    let _ = done_tx.send(());
+                    let _ = drained_tx.send(());
                     return;
                 }
             }
@@ -373,9 +375,9 @@ fn spawn_lane(
                 m.insert((topic.clone(), partition), (offset + 1, false));
             }
         }
-        let _ = done_tx.send(());
+        let _ = drained_tx.send(());
     });
-    Lane { tx, done }
+    Lane { tx, drained }
 }
 
 /// Why the pipeline stopped.
