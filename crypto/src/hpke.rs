@@ -18,7 +18,7 @@ use crate::keyid::KeyId;
 use crate::sig::{decode_signed, SigningKey, VerifyingKey};
 use crate::verified::Verified;
 
-type Kem = DhP256HkdfSha256;
+pub(crate) type Kem = DhP256HkdfSha256;
 
 /// An HPKE P-256 private key (zeroized on drop by `p256`; `Debug` redacted).
 #[derive(Clone)]
@@ -107,6 +107,16 @@ impl HpkeSecretKey {
 
     /// The public key.
     pub fn public(&self) -> &HpkePublicKey {
+        &self.pk
+    }
+
+    pub(crate) fn inner(&self) -> &<Kem as KemTrait>::PrivateKey {
+        &self.sk
+    }
+}
+
+impl HpkePublicKey {
+    pub(crate) fn inner(&self) -> &<Kem as KemTrait>::PublicKey {
         &self.pk
     }
 }

@@ -71,6 +71,8 @@ pub mod identity;
 pub mod keyfile;
 pub mod keyid;
 pub mod kpcpre;
+pub mod mpcjob;
+pub mod peer;
 pub mod replay;
 pub mod sig;
 pub mod sym;

@@ -14,3 +14,9 @@ pub const MAX_CONTROL_BYTES: usize = 64 * 1024;
 pub const MAX_KEY_FILE_BYTES: usize = 4 * 1024;
 /// Output shares (HPKE sealed vectors of field elements).
 pub const MAX_OUTPUT_SHARE_BYTES: usize = 512 * 1024;
+/// Signed MPC jobs (up to ~10,000 participants of ~60 bytes).
+pub const MAX_JOB_BYTES: usize = 1024 * 1024;
+/// Records of the MPC peer topic: below the broker's ~1 MiB message limit.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 900 * 1024;
+/// Plaintext chunk of a peer message (room left for the header and the AEAD tag).
+pub const PEER_CHUNK_BYTES: usize = 768 * 1024;
