@@ -256,14 +256,5 @@ impl Service {
 }
 
 fn trust_for(registry: &Arc<RwLock<Registry>>, twin_id: &str) -> Option<TrustStore> {
-    let r = registry.read().ok()?;
-    let owner = r.twin_owner(twin_id)?;
-    let mut t = TrustStore::new(owner.sig);
-    if let Some(twin) = r.twin(twin_id) {
-        for d in twin.devices.values() {
-            t.add_device(twin_id, d.enrollment.sig);
-        }
-    }
-    t.revocations = r.revocations().clone();
-    Some(t)
+    registry.read().ok()?.trust_store(twin_id)
 }

@@ -90,6 +90,18 @@ impl Topics {
     pub fn mpc_shares(&self, j: u32) -> String {
         self.name(&names::mpc_shares(j))
     }
+    /// `at.mpc.jobs.v1`.
+    pub fn mpc_jobs(&self) -> String {
+        self.name(names::MPC_JOBS)
+    }
+    /// `at.mpc.peer.v1`.
+    pub fn mpc_peer(&self) -> String {
+        self.name(names::MPC_PEER)
+    }
+    /// `at.mpc.results.v1`.
+    pub fn mpc_results(&self) -> String {
+        self.name(names::MPC_RESULTS)
+    }
     /// Every topic of DESIGN's table with its partition count, from `infra/topics.tsv` (the one
     /// list the scripts use too).
     pub fn all(&self) -> Vec<(String, i32)> {

@@ -145,6 +145,28 @@ impl Registry {
         self.parties.get(party_id).map(|(_, p)| p)
     }
 
+    /// The party whose signing key has id `key_id`.
+    pub fn party_by_sig_key(&self, key_id: &KeyId) -> Option<&PartyIdentity> {
+        self.parties
+            .values()
+            .map(|(_, p)| p)
+            .find(|p| p.sig.key_id() == *key_id)
+    }
+
+    /// Who may write a twin's state: its owner and its owner-enrolled devices, with the
+    /// registry's device revocations. `None` if the twin has no registered owner.
+    pub fn trust_store(&self, twin_id: &str) -> Option<armored_crypto::envelope::TrustStore> {
+        let owner = self.twin_owner(twin_id)?;
+        let mut t = armored_crypto::envelope::TrustStore::new(owner.sig);
+        if let Some(twin) = self.twin(twin_id) {
+            for d in twin.devices.values() {
+                t.add_device(twin_id, d.enrollment.sig);
+            }
+        }
+        t.revocations = self.revocations().clone();
+        Some(t)
+    }
+
     /// Every twin id.
     pub fn twin_ids(&self) -> impl Iterator<Item = &String> {
         self.twins.keys()

@@ -1,0 +1,171 @@
+//! Configuration of a node (defaults, then file, then `AT__…` environment variables).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use armored_crypto::hpke::HpkeSecretKey;
+use armored_crypto::identity::{fingerprint, verify_pinned_identity, PartyIdentity, PartyKind};
+use armored_crypto::keyfile::{load_hpke_key, load_pre_key, load_signing_key};
+use armored_crypto::kpcpre::SecretKey;
+use armored_crypto::sig::SigningKey;
+use armored_runtime::config::KafkaConfig;
+use serde::{Deserialize, Serialize};
+
+/// Configuration of a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    /// Kafka.
+    pub kafka: KafkaConfig,
+    /// Node settings.
+    pub node: NodeConfig,
+}
+
+/// Node settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// This node's index j (1..=3): it reads `at.mpc.shares.node-j.v1`.
+    pub index: u32,
+    /// Key directory made by `atctl service init --kind mpc-node`.
+    pub dir: String,
+    /// The identity files of nodes 1, 2 and 3 (this one included), pinned by the operator: peer
+    /// channels are authenticated with exactly these keys.
+    pub peers: Vec<String>,
+    /// `/metrics` and `/healthz`.
+    pub metrics_addr: SocketAddr,
+    /// Job ledger and budgets (empty: `<dir>/state`).
+    pub state_dir: String,
+    /// Consumer group on `at.mpc.jobs.v1` (empty: `mpc-node-<index>`).
+    pub group: String,
+    /// How long a round waits for a peer (mpc.md: 10 s).
+    pub round_timeout_ms: u64,
+    /// Inputs are cut off at the window's end plus this clock-skew bound (envelope.md: 5 min).
+    pub cutoff_skew_ms: u64,
+    /// A job whose cut-off is further away than this fails as `window_not_closed`.
+    pub max_cutoff_wait_ms: u64,
+    /// Largest number of participants a job may name.
+    pub max_participants: usize,
+}
+
+/// Built-in defaults.
+pub fn defaults() -> String {
+    format!(
+        r#"{kafka}
+[node]
+index = 1
+dir = ""
+peers = []
+metrics_addr = "127.0.0.1:9131"
+state_dir = ""
+group = ""
+round_timeout_ms = 10000
+cutoff_skew_ms = 300000
+max_cutoff_wait_ms = 900000
+max_participants = 10000
+"#,
+        kafka = armored_runtime::config::KAFKA_DEFAULTS,
+    )
+}
+
+impl NodeConfig {
+    /// The consumer group.
+    pub fn group(&self) -> String {
+        if self.group.is_empty() {
+            format!("mpc-node-{}", self.index)
+        } else {
+            self.group.clone()
+        }
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        if self.state_dir.is_empty() {
+            Path::new(&self.dir).join("state")
+        } else {
+            PathBuf::from(&self.state_dir)
+        }
+    }
+}
+
+/// A node's own keys and its pinned peers.
+pub struct Keys {
+    /// This node's index (1..=3).
+    pub index: u32,
+    /// PRE key: opens share deliveries (Dec²); taken by the share store at start.
+    pub pre: Option<SecretKey>,
+    /// Signs output shares and failures.
+    pub sig: SigningKey,
+    /// Peer channels.
+    pub hpke: HpkeSecretKey,
+    /// Nodes 1, 2, 3 (index - 1).
+    pub nodes: [PartyIdentity; 3],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keys(node {}, <redacted>)", self.index)
+    }
+}
+
+impl Keys {
+    /// Loads the key directory and the three pinned identities; this node's identity must be the
+    /// one at its index and must match its keys.
+    pub fn load(cfg: &NodeConfig) -> anyhow::Result<Self> {
+        if !(1..=3).contains(&cfg.index) {
+            bail!("node.index must be 1, 2 or 3 (got {})", cfg.index);
+        }
+        if cfg.peers.len() != 3 {
+            bail!(
+                "node.peers must list the identity files of nodes 1, 2 and 3 (got {})",
+                cfg.peers.len()
+            );
+        }
+        let dir = Path::new(&cfg.dir);
+        let mut rng = rand_core::OsRng;
+        let pre = load_pre_key(&dir.join("pre.key"), &mut rng)
+            .with_context(|| format!("node keys in {:?} (atctl service init --kind mpc-node)", cfg.dir))?;
+        let sig = load_signing_key(&dir.join("sig.key"))?;
+        let hpke = load_hpke_key(&dir.join("hpke.key"))?;
+        let mut nodes = Vec::with_capacity(3);
+        for (j, path) in cfg.peers.iter().enumerate() {
+            let bytes = std::fs::read(path).with_context(|| format!("node {} identity {path}", j + 1))?;
+            let p = verify_pinned_identity(&bytes, &fingerprint(&bytes))
+                .with_context(|| format!("node {} identity {path}", j + 1))?
+                .into_inner();
+            if p.kind != PartyKind::MpcNode {
+                bail!("{path} is not an MPC node identity");
+            }
+            nodes.push(p);
+        }
+        let nodes: [PartyIdentity; 3] = nodes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("three node identities expected"))?;
+        let me = &nodes[(cfg.index - 1) as usize];
+        if me.sig.key_id() != sig.key_id()
+            || me.hpke.key_id() != hpke.public().key_id()
+            || me.pre.key_id() != pre.public().key_id()
+        {
+            bail!(
+                "node.peers[{}] ({}) is not this node's identity",
+                cfg.index - 1,
+                me.party_id
+            );
+        }
+        let ids: std::collections::HashSet<_> = nodes.iter().map(|n| n.hpke.key_id()).collect();
+        if ids.len() != 3 {
+            bail!("the three node identities must be distinct");
+        }
+        Ok(Self {
+            index: cfg.index,
+            pre: Some(pre),
+            sig,
+            hpke,
+            nodes,
+        })
+    }
+
+    /// The node party ids in index order.
+    pub fn node_ids(&self) -> [String; 3] {
+        self.nodes.clone().map(|n| n.party_id)
+    }
+}

@@ -1,0 +1,32 @@
+//! `at-mpc-node`: parse configuration, run node j until SIGINT/SIGTERM.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+/// An MPC node of ArmoredTwins (run three, with indices 1, 2 and 3).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Configuration file (defaults, then this file, then AT__… environment variables).
+    #[arg(long, env = "AT_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// This node's index (overrides node.index).
+    #[arg(long)]
+    index: Option<u32>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    armored_runtime::telemetry::init("mpc-node");
+    armored_runtime::telemetry::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut cfg: at_mpc_node::Config =
+        armored_runtime::config::load(&at_mpc_node::defaults(), args.config.as_deref())?;
+    if let Some(j) = args.index {
+        cfg.node.index = j;
+    }
+    at_mpc_node::run(cfg, armored_runtime::shutdown::on_signals()).await
+}

@@ -1,0 +1,360 @@
+//! The Kafka peer channel under the engine: `at.mpc.peer.v1`, partition j-1 carries what is sent
+//! to node j. A reader thread sorts incoming records into per-attempt inboxes; an
+//! [`AttemptTransport`] implements the engine's blocking `Transport` for one attempt, sealing every
+//! message in that attempt's HPKE auth-mode contexts (`armored_crypto::peer`) and splitting
+//! payloads under the broker's message limit.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use armored_crypto::hpke::{HpkePublicKey, HpkeSecretKey};
+use armored_crypto::peer::{ChannelId, PeerReceiver, PeerSender};
+use armored_mpc::error::TransportError;
+use armored_mpc::prss::{PartySeeds, Seed};
+use armored_mpc::shamir::Party;
+use armored_mpc::transport::Transport;
+use armored_runtime::config::KafkaConfig;
+use armored_runtime::kafka::{base_config, KafkaSetupError};
+use armored_runtime::Shutdown;
+use armored_schemas::limits::{MAX_PEER_MESSAGE_BYTES, PEER_CHUNK_BYTES};
+use armored_schemas::{decode_strict, v1};
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+
+use crate::metrics::Metrics;
+
+/// The round number of the hello that opens an attempt's channels.
+pub const HELLO_ROUND: u32 = u32::MAX;
+/// Buffered peer records for attempts nobody runs are dropped after this long.
+const STALE_AFTER: Duration = Duration::from_secs(600);
+/// Upper bound on buffered peer bytes (a flood cannot exhaust memory).
+const MAX_BUFFERED: usize = 1 << 30;
+
+type AttemptKey = ([u8; 32], u32);
+
+#[derive(Default)]
+struct Inboxes {
+    map: HashMap<AttemptKey, Inbox>,
+    buffered: usize,
+}
+
+struct Inbox {
+    queues: [VecDeque<v1::PeerMessage>; 3],
+    touched: Instant,
+}
+
+/// This node's end of the peer topic.
+pub struct PeerNet {
+    me: u32,
+    topic: String,
+    producer: FutureProducer,
+    inbox: Arc<(Mutex<Inboxes>, Condvar)>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for PeerNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PeerNet(node {} on {})", self.me, self.topic)
+    }
+}
+
+impl PeerNet {
+    /// Starts reading this node's partition from its current end: records sent before this node
+    /// started belong to attempts it cannot join anyway.
+    pub fn start(
+        kafka: &KafkaConfig,
+        topic: &str,
+        me: u32,
+        producer: FutureProducer,
+        metrics: Metrics,
+        shutdown: Shutdown,
+    ) -> Result<Arc<Self>, KafkaSetupError> {
+        let consumer: BaseConsumer = base_config(kafka)
+            .set("group.id", "unused-no-commits")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "5")
+            .set("fetch.message.max.bytes", (MAX_PEER_MESSAGE_BYTES + 65536).to_string())
+            .create()?;
+        let partition = (me - 1) as i32;
+        let (_, high) = consumer.fetch_watermarks(
+            topic,
+            partition,
+            Duration::from_millis(kafka.connect_timeout_ms),
+        )?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(high))?;
+        consumer.assign(&tpl)?;
+        let net = Arc::new(Self {
+            me,
+            topic: topic.to_string(),
+            producer,
+            inbox: Arc::default(),
+            metrics,
+        });
+        let n = net.clone();
+        std::thread::Builder::new()
+            .name("mpc-peer".into())
+            .spawn(move || {
+                while !shutdown.is_cancelled() {
+                    match consumer.poll(Duration::from_millis(20)) {
+                        Some(Ok(m)) => n.accept(m.payload().unwrap_or_default()),
+                        Some(Err(e)) => tracing::warn!(error = %e, "peer channel read error"),
+                        None => {}
+                    }
+                }
+            })
+            .map_err(|e| KafkaSetupError::Unreachable {
+                brokers: kafka.brokers.clone(),
+                timeout_ms: 0,
+                detail: e.to_string(),
+            })?;
+        Ok(net)
+    }
+
+    fn reject(&self, reason: &str) {
+        self.metrics.peer_rejected.with_label_values(&[reason]).inc();
+    }
+
+    fn accept(&self, payload: &[u8]) {
+        let m: v1::PeerMessage = match decode_strict("PeerMessage", payload, MAX_PEER_MESSAGE_BYTES) {
+            Ok(m) => m,
+            Err(_) => return self.reject("malformed"),
+        };
+        let Ok(job_hash) = <[u8; 32]>::try_from(m.job_hash.as_slice()) else {
+            return self.reject("malformed");
+        };
+        if m.to != self.me || !(1..=3).contains(&m.from) || m.from == self.me {
+            return self.reject("misaddressed");
+        }
+        self.metrics.bytes_received.inc_by(payload.len() as u64);
+        let (lock, cv) = &*self.inbox;
+        let Ok(mut inb) = lock.lock() else { return };
+        let now = Instant::now();
+        if inb.buffered + payload.len() > MAX_BUFFERED {
+            drop(inb);
+            return self.reject("overflow");
+        }
+        let stale: Vec<AttemptKey> = inb
+            .map
+            .iter()
+            .filter(|(_, i)| now.duration_since(i.touched) > STALE_AFTER)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some(i) = inb.map.remove(&k) {
+                let freed: usize = i.queues.iter().flatten().map(|m| m.ciphertext.len()).sum();
+                inb.buffered = inb.buffered.saturating_sub(freed);
+            }
+        }
+        inb.buffered += m.ciphertext.len();
+        let from = (m.from - 1) as usize;
+        let entry = inb.map.entry((job_hash, m.attempt)).or_insert_with(|| Inbox {
+            queues: Default::default(),
+            touched: now,
+        });
+        entry.touched = now;
+        entry.queues[from].push_back(m);
+        cv.notify_all();
+    }
+
+    /// The transport of one attempt.
+    pub fn attempt(
+        self: &Arc<Self>,
+        job_hash: [u8; 32],
+        attempt: u32,
+        me: &HpkeSecretKey,
+        peers: [HpkePublicKey; 3],
+        round_timeout: Duration,
+        runtime: tokio::runtime::Handle,
+    ) -> AttemptTransport {
+        AttemptTransport {
+            net: self.clone(),
+            key: (job_hash, attempt),
+            hpke: me.clone(),
+            peers,
+            senders: Default::default(),
+            receivers: Default::default(),
+            round_timeout,
+            runtime,
+            bytes_sent: 0,
+        }
+    }
+}
+
+/// One attempt's channels to the two peers.
+pub struct AttemptTransport {
+    net: Arc<PeerNet>,
+    key: AttemptKey,
+    hpke: HpkeSecretKey,
+    peers: [HpkePublicKey; 3],
+    senders: [Option<PeerSender>; 3],
+    receivers: [Option<PeerReceiver>; 3],
+    round_timeout: Duration,
+    runtime: tokio::runtime::Handle,
+    /// Bytes this node sent in the attempt.
+    pub bytes_sent: u64,
+}
+
+impl std::fmt::Debug for AttemptTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AttemptTransport(node {}, attempt {})", self.net.me, self.key.1)
+    }
+}
+
+impl Drop for AttemptTransport {
+    fn drop(&mut self) {
+        let (lock, _) = &*self.net.inbox;
+        if let Ok(mut inb) = lock.lock() {
+            if let Some(i) = inb.map.remove(&self.key) {
+                let freed: usize = i.queues.iter().flatten().map(|m| m.ciphertext.len()).sum();
+                inb.buffered = inb.buffered.saturating_sub(freed);
+            }
+        }
+    }
+}
+
+fn other(e: &'static str) -> TransportError {
+    TransportError::Other(e)
+}
+
+impl AttemptTransport {
+    fn channel(&self, from: u32, to: u32) -> ChannelId {
+        ChannelId {
+            job_hash: self.key.0,
+            attempt: self.key.1,
+            from,
+            to,
+        }
+    }
+
+    /// Opens both channels with a hello carrying `hello` (public: the presence pattern), returns
+    /// the peers' hellos (indexed by party slot; this node's own is `hello`) and this attempt's
+    /// PRSS seeds, exported from the fresh contexts.
+    pub fn handshake(&mut self, hello: &[u8]) -> Result<([Vec<u8>; 3], PartySeeds), TransportError> {
+        let me = self.me();
+        for p in [me.next(), me.prev()] {
+            self.send(p, HELLO_ROUND, hello.to_vec())?;
+        }
+        let mut hellos: [Vec<u8>; 3] = Default::default();
+        hellos[me.slot()] = hello.to_vec();
+        for p in [me.next(), me.prev()] {
+            hellos[p.slot()] = self.recv(p, HELLO_ROUND)?;
+        }
+        let seed = |s: &Self, p: Party| -> Result<Seed, TransportError> {
+            // The pair's seed comes from the context whose sender has the lower index.
+            let bytes = if me.index() < p.index() {
+                s.senders[p.slot()].as_ref().map(PeerSender::export_seed)
+            } else {
+                s.receivers[p.slot()].as_ref().map(PeerReceiver::export_seed)
+            };
+            match bytes {
+                Some(Ok(b)) => Ok(Seed::new(*b)),
+                _ => Err(other("seed export failed")),
+            }
+        };
+        let seeds = PartySeeds::new(me, seed(self, me.next())?, seed(self, me.prev())?);
+        Ok((hellos, seeds))
+    }
+
+    fn me(&self) -> Party {
+        Party::ALL[(self.net.me - 1) as usize]
+    }
+
+    fn next_message(&mut self, from: Party) -> Result<v1::PeerMessage, TransportError> {
+        let deadline = Instant::now() + self.round_timeout;
+        let (lock, cv) = &*self.net.inbox;
+        let mut inb = lock.lock().map_err(|_| other("inbox lock poisoned"))?;
+        loop {
+            if let Some(i) = inb.map.get_mut(&self.key) {
+                if let Some(m) = i.queues[from.slot()].pop_front() {
+                    inb.buffered = inb.buffered.saturating_sub(m.ciphertext.len());
+                    return Ok(m);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(TransportError::Timeout);
+            }
+            inb = cv
+                .wait_timeout(inb, left)
+                .map_err(|_| other("inbox lock poisoned"))?
+                .0;
+        }
+    }
+}
+
+impl Transport for AttemptTransport {
+    fn send(&mut self, to: Party, round: u32, payload: Vec<u8>) -> Result<(), TransportError> {
+        let from = self.net.me;
+        if self.senders[to.slot()].is_none() {
+            let id = self.channel(from, u32::from(to.index()));
+            let s = PeerSender::open(&self.hpke, &self.peers[to.slot()], id, &mut rand_core::OsRng)
+                .map_err(|_| other("peer channel setup failed"))?;
+            self.senders[to.slot()] = Some(s);
+        }
+        let chunks: Vec<&[u8]> = if payload.is_empty() {
+            vec![&[]]
+        } else {
+            payload.chunks(PEER_CHUNK_BYTES).collect()
+        };
+        let n = chunks.len() as u32;
+        for (i, c) in chunks.into_iter().enumerate() {
+            let sender = self.senders[to.slot()]
+                .as_mut()
+                .ok_or(other("no sender"))?;
+            let m = sender
+                .seal(round, i as u32, n, c)
+                .map_err(|_| other("peer seal failed"))?;
+            let bytes = m.encode_to_vec();
+            self.bytes_sent += bytes.len() as u64;
+            self.net.metrics.bytes_sent.inc_by(bytes.len() as u64);
+            let key = hex::encode(&self.key.0[..8]);
+            let record = FutureRecord::to(&self.net.topic)
+                .partition(i32::from(to.index()) - 1)
+                .key(&key)
+                .payload(&bytes);
+            self.runtime
+                .block_on(self.net.producer.send(record, Duration::from_secs(10)))
+                .map_err(|_| other("peer message not acknowledged by the broker"))?;
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, from: Party, round: u32) -> Result<Vec<u8>, TransportError> {
+        let mut out = Vec::new();
+        let mut expect_chunk = 0u32;
+        loop {
+            let m = self.next_message(from)?;
+            if self.receivers[from.slot()].is_none() {
+                let id = self.channel(u32::from(from.index()), self.net.me);
+                let r = PeerReceiver::open(&self.hpke, &self.peers[from.slot()], id, &m)
+                    .map_err(|_| other("peer message does not open"))?;
+                self.receivers[from.slot()] = Some(r);
+            }
+            let r = self.receivers[from.slot()]
+                .as_mut()
+                .ok_or(other("no receiver"))?;
+            let pt = r
+                .open_next(&m)
+                .map_err(|_| other("peer message does not open"))?;
+            if m.round != round {
+                return Err(TransportError::OutOfOrder {
+                    expected: round,
+                    got: m.round,
+                });
+            }
+            if m.chunk != expect_chunk || m.chunks == 0 || m.chunk >= m.chunks {
+                return Err(other("peer message chunks out of order"));
+            }
+            out.extend_from_slice(&pt);
+            expect_chunk += 1;
+            if expect_chunk == m.chunks {
+                return Ok(out);
+            }
+        }
+    }
+}

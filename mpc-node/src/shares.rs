@@ -1,0 +1,142 @@
+//! The node's share store (Protocol 2 phase 6+ step 2): every share delivery of
+//! `at.mpc.shares.node-j.v1`, verified (the twin's enrolled device signed it, for node j) and
+//! decrypted, kept in memory and rebuilt from the topic on restart (the topic is retained).
+
+use std::collections::HashMap;
+
+use armored_crypto::envelope::{parse_header, Receiver};
+use armored_crypto::KeyId;
+use armored_mpc::field::Fp;
+use armored_mpc::functions::contact_tracing::PointShare;
+use armored_runtime::registry::Registry;
+use armored_schemas::limits::MAX_DELIVERY_BYTES;
+use armored_schemas::{decode_strict, v1};
+use zeroize::Zeroize;
+
+/// One stored share of one (twin, slot).
+#[derive(Clone)]
+pub struct StoredShare {
+    /// The device's item id (the lowest wins when a slot was uploaded twice, on every node).
+    pub item_id: u64,
+    /// This node's share of the point.
+    pub point: PointShare,
+    /// The envelope's plain attributes (checked against the process token's policy).
+    pub attributes: Vec<String>,
+    /// Signing key id of the twin's owner when the share was stored.
+    pub owner_sig_key_id: KeyId,
+    /// When the share reached this node's topic (cut-off).
+    pub received_ms: u64,
+}
+
+impl std::fmt::Debug for StoredShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoredShare(item {}, <redacted>)", self.item_id)
+    }
+}
+
+impl Drop for StoredShare {
+    fn drop(&mut self) {
+        self.point.zeroize();
+    }
+}
+
+/// Why a share delivery was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// Not a delivery.
+    #[error("malformed delivery: {0}")]
+    Malformed(String),
+    /// The twin has no registered owner.
+    #[error("twin {0} has no registered owner")]
+    UnknownTwin(String),
+    /// Decryption or verification failed.
+    #[error(transparent)]
+    Crypto(#[from] armored_crypto::Error),
+    /// A value is not a field element or the shape is wrong.
+    #[error("invalid share values")]
+    Values,
+}
+
+impl ShareError {
+    /// Bounded label for metrics and dead letters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ShareError::Malformed(_) => "malformed",
+            ShareError::UnknownTwin(_) => "unknown_twin",
+            ShareError::Crypto(e) => e.reason(),
+            ShareError::Values => "invalid_share_values",
+        }
+    }
+}
+
+/// Shares by twin and slot.
+#[derive(Debug, Default)]
+pub struct ShareStore {
+    by_twin: HashMap<String, HashMap<u64, StoredShare>>,
+    count: usize,
+}
+
+impl ShareStore {
+    /// Opens, verifies and stores one delivery (node `j`'s Receiver). Returns whether it was new.
+    pub fn apply(
+        &mut self,
+        receiver: &mut Receiver,
+        registry: &Registry,
+        node_index: u32,
+        payload: &[u8],
+        received_ms: u64,
+    ) -> Result<bool, ShareError> {
+        let d: v1::Delivery = decode_strict("Delivery", payload, MAX_DELIVERY_BYTES)
+            .map_err(|e| ShareError::Malformed(e.to_string()))?;
+        let header = parse_header(&d.envelope_header)?;
+        let trust = registry
+            .trust_store(&header.twin_id)
+            .ok_or_else(|| ShareError::UnknownTwin(header.twin_id.clone()))?;
+        let owner = trust.owner().key_id();
+        let item = receiver
+            .open_share_delivery(payload, &trust, node_index as u8, &mut rand_core::OsRng)?
+            .into_inner();
+        let [x, y] = item.values[..] else {
+            return Err(ShareError::Values);
+        };
+        let point = PointShare {
+            x: Fp::from_canonical(x).ok_or(ShareError::Values)?,
+            y: Fp::from_canonical(y).ok_or(ShareError::Values)?,
+        };
+        let slots = self.by_twin.entry(item.twin_id.clone()).or_default();
+        let new = StoredShare {
+            item_id: item.item_id,
+            point,
+            attributes: header.attributes.clone(),
+            owner_sig_key_id: owner,
+            received_ms,
+        };
+        match slots.get(&item.slot) {
+            Some(old) if old.item_id <= new.item_id => Ok(false),
+            Some(_) => {
+                slots.insert(item.slot, new);
+                Ok(false)
+            }
+            None => {
+                slots.insert(item.slot, new);
+                self.count += 1;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The share of `twin` at `slot`, if stored.
+    pub fn get(&self, twin: &str, slot: u64) -> Option<&StoredShare> {
+        self.by_twin.get(twin)?.get(&slot)
+    }
+
+    /// Stored (twin, slot) pairs.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}

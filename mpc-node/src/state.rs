@@ -1,0 +1,200 @@
+//! What a node persists: its job ledger (idempotence by job id, attempts in flight when it
+//! stopped) and the per-(participant, window) job budgets. One JSON file, replaced atomically.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// An attempt's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptState {
+    /// Started and not finished: if the node finds this at start, it stopped mid-attempt.
+    Running,
+    /// Output share published.
+    Done,
+    /// `JobFailed` published.
+    Failed,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct JobEntry {
+    job_hash: String,
+    attempts: BTreeMap<u32, AttemptState>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Persisted {
+    jobs: BTreeMap<String, JobEntry>,
+    /// "twin/first_slot/slots" → job ids charged.
+    budgets: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// What the ledger says about an incoming attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Never seen: run it.
+    New,
+    /// Another body under a known job id.
+    Conflict,
+    /// Already finished (a redelivery): skip.
+    Finished(AttemptState),
+    /// This node stopped while running it: fail it.
+    Interrupted,
+}
+
+/// The persisted node state.
+#[derive(Debug)]
+pub struct NodeState {
+    path: Option<PathBuf>,
+    data: Persisted,
+}
+
+/// State I/O failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Read or write failed.
+    #[error("node state {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not ours.
+    #[error("node state {path} is corrupt: {source}")]
+    Corrupt {
+        /// File.
+        path: String,
+        /// Cause.
+        source: serde_json::Error,
+    },
+}
+
+impl NodeState {
+    /// Loads (or starts) the state in `dir`; `None` keeps it in memory.
+    pub fn open(dir: Option<PathBuf>) -> Result<Self, StateError> {
+        let Some(dir) = dir else {
+            return Ok(Self { path: None, data: Persisted::default() });
+        };
+        let io = |source| StateError::Io { path: dir.display().to_string(), source };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let path = dir.join("node-state.json");
+        let data = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| StateError::Corrupt {
+                path: path.display().to_string(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
+            Err(source) => return Err(StateError::Io { path: path.display().to_string(), source }),
+        };
+        Ok(Self { path: Some(path), data })
+    }
+
+    fn save(&self) -> Result<(), StateError> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let io = |source| StateError::Io { path: path.display().to_string(), source };
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec(&self.data).map_err(|source| StateError::Corrupt {
+            path: path.display().to_string(),
+            source,
+        })?;
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Classifies an incoming attempt.
+    pub fn seen(&self, job_id: &str, job_hash: &[u8; 32], attempt: u32) -> Seen {
+        match self.data.jobs.get(job_id) {
+            None => Seen::New,
+            Some(e) if e.job_hash != hex::encode(job_hash) => Seen::Conflict,
+            Some(e) => match e.attempts.get(&attempt) {
+                None => Seen::New,
+                Some(AttemptState::Running) => Seen::Interrupted,
+                Some(s) => Seen::Finished(*s),
+            },
+        }
+    }
+
+    /// Records an attempt's state (persisted before the node acts on it).
+    pub fn set(
+        &mut self,
+        job_id: &str,
+        job_hash: &[u8; 32],
+        attempt: u32,
+        state: AttemptState,
+    ) -> Result<(), StateError> {
+        let e = self.data.jobs.entry(job_id.to_owned()).or_insert_with(|| JobEntry {
+            job_hash: hex::encode(job_hash),
+            attempts: BTreeMap::new(),
+        });
+        e.attempts.insert(attempt, state);
+        self.save()
+    }
+
+    /// Charges `job_id` to every (twin, window) budget, all or nothing; a job already charged
+    /// (an earlier attempt) is not charged again. Returns the first twin whose budget is spent.
+    pub fn charge(
+        &mut self,
+        job_id: &str,
+        window: (u64, u32),
+        twins: &[(String, u32)],
+    ) -> Result<Result<(), String>, StateError> {
+        let key = |t: &str| format!("{t}/{}/{}", window.0, window.1);
+        for (twin, max) in twins {
+            let used = self.data.budgets.get(&key(twin));
+            let charged = used.is_some_and(|s| s.contains(job_id));
+            if !charged && used.map_or(0, BTreeSet::len) >= *max as usize {
+                return Ok(Err(twin.clone()));
+            }
+        }
+        for (twin, _) in twins {
+            self.data
+                .budgets
+                .entry(key(twin))
+                .or_default()
+                .insert(job_id.to_owned());
+        }
+        self.save().map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_are_all_or_nothing_and_idempotent_per_job() {
+        let mut s = NodeState::open(None).unwrap();
+        let w = (100, 50);
+        let a = vec![("a".to_string(), 1), ("b".to_string(), 2)];
+        assert_eq!(s.charge("j1", w, &a).unwrap(), Ok(()));
+        assert_eq!(s.charge("j1", w, &a).unwrap(), Ok(()), "same job again");
+        assert_eq!(s.charge("j2", w, &a).unwrap(), Err("a".into()));
+        // b was not charged for j2.
+        let b = vec![("b".to_string(), 2)];
+        assert_eq!(s.charge("j3", w, &b).unwrap(), Ok(()));
+        assert_eq!(s.charge("j4", w, &b).unwrap(), Err("b".into()));
+        // Another window has its own budget.
+        assert_eq!(s.charge("j2", (150, 50), &a).unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn ledger_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("at-node-state-{}", std::process::id()));
+        let h = [1u8; 32];
+        {
+            let mut s = NodeState::open(Some(dir.clone())).unwrap();
+            assert_eq!(s.seen("j", &h, 1), Seen::New);
+            s.set("j", &h, 1, AttemptState::Running).unwrap();
+        }
+        let mut s = NodeState::open(Some(dir.clone())).unwrap();
+        assert_eq!(s.seen("j", &h, 1), Seen::Interrupted);
+        assert_eq!(s.seen("j", &[2u8; 32], 1), Seen::Conflict);
+        s.set("j", &h, 1, AttemptState::Failed).unwrap();
+        assert_eq!(s.seen("j", &h, 1), Seen::Finished(AttemptState::Failed));
+        assert_eq!(s.seen("j", &h, 2), Seen::New);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
