@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use armored_crypto::identity::{
-    create_owner_identity, enroll_device, fingerprint, verify_owner_identity,
+    create_owner_identity, enroll_device_with_slots, fingerprint, verify_owner_identity,
     verify_pinned_identity, PartyIdentity,
 };
 use armored_crypto::keyfile::{load_pre_key, load_signing_key, save_pre_key, save_signing_key};
@@ -138,13 +138,14 @@ impl Owner {
     pub async fn enroll_device(&self, ctl: &Ctl, card: &Card) -> anyhow::Result<String> {
         let pre = PublicKey::from_bytes(&hex::decode(&card.pre_public_key)?)?;
         let sig = VerifyingKey::from_sec1(&hex::decode(&card.sig_key)?)?;
-        let enrollment = enroll_device(
+        let enrollment = enroll_device_with_slots(
             &self.sig,
             &card.twin_id,
             &card.device_id,
             &pre,
             &sig,
             card.epoch_len_ms,
+            card.slot_len_ms,
         );
         ctl.send(
             &ctl.topics.registry(),
