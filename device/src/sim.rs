@@ -142,9 +142,6 @@ mod tests {
             .collect();
         let counts = armored_mpc::functions::contact_tracing::cleartext(20, &a, &users);
         assert!(counts.iter().sum::<u64>() > 0, "{counts:?}");
-        assert!(
-            counts.contains(&0),
-            "not everyone meets: {counts:?}"
-        );
+        assert!(counts.contains(&0), "not everyone meets: {counts:?}");
     }
 }
