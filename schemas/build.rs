@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let fds = protox::compile(protos, ["proto"])?;
     let mut cfg = prost_build::Config::new();
     // Secret-bearing messages get a hand-written, redacting Debug.
-    cfg.skip_debug(["armoredtwins.v1.KeyFile"]);
+    cfg.skip_debug(["armoredtwins.v1.KeyFile", "armoredtwins.v1.ShareBody"]);
     cfg.compile_fds(fds)?;
     Ok(())
 }

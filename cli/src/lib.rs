@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod designate;
 pub mod kafka;
 pub mod owner;
 pub mod service;

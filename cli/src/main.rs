@@ -101,19 +101,62 @@ enum OwnerCmd {
         #[arg(long, value_delimiter = ',', num_args = 3)]
         nodes: Vec<String>,
     },
-    /// M1: revoke a re-key (by id) or everything granted to a receiver.
+    /// M1: revoke a re-key or process token (by id) or everything granted to a receiver.
     Revoke {
         /// A re-key id (hex).
-        #[arg(long, conflicts_with = "receiver")]
+        #[arg(long, conflicts_with_all = ["receiver", "process_token"])]
         rk: Option<String>,
+        /// A process token id (hex).
+        #[arg(long, conflicts_with = "receiver")]
+        process_token: Option<String>,
         /// A receiver id (a service id, or twin/device).
         #[arg(long)]
         receiver: Option<String>,
     },
-    /// The re-keys this owner issued.
+    /// Phase 2+: issue a process token: the receiver may have the MPC nodes compute FUNCTION
+    /// with exactly these parameters over this owner's shares (policy: see --policy).
+    ProcessToken(ProcessTokenArgs),
+    /// The re-keys and process tokens this owner issued.
     Grants,
     /// Print the path of the owner's identity file (what devices pin).
     Identity,
+}
+
+#[derive(clap::Args, Debug)]
+struct ProcessTokenArgs {
+    /// The receiver's identity file (it submits jobs; output shares are sealed to its HPKE key).
+    #[arg(long)]
+    receiver: PathBuf,
+    /// The function granted.
+    #[arg(long, default_value = atctl::owner::CONTACT_TRACING)]
+    function: String,
+    /// Exact contact distance d (< 65536).
+    #[arg(long)]
+    distance: u32,
+    /// Slot length in ms (the devices' enrolled slot length).
+    #[arg(long)]
+    slot_len: u64,
+    /// Windows start on multiples of this many slots.
+    #[arg(long)]
+    window_alignment: u32,
+    /// Smallest window, in slots.
+    #[arg(long)]
+    min_window: u32,
+    /// Jobs per window and participant.
+    #[arg(long)]
+    max_jobs: u32,
+    /// The identity file of the party that names the reference twin (e.g. a health authority).
+    #[arg(long)]
+    designator: PathBuf,
+    /// Expiry: a duration (7d, 12h), unix ms, or YYYY-MM-DDTHH:MM:SSZ.
+    #[arg(long)]
+    until: String,
+    /// Policy every input share must satisfy (default: `mpc-share AND location`, scoped to --twin).
+    #[arg(long)]
+    policy: Option<String>,
+    /// Scope the default policy to these twins (comma-separated).
+    #[arg(long, value_delimiter = ',', conflicts_with = "policy")]
+    twin: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -140,6 +183,22 @@ enum ServiceCmd {
         #[arg(long, value_parser = parse_secs)]
         idle: Option<Duration>,
         /// Write JSON lines here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// As a designator: sign a statement naming the reference twin of one slot window (a job
+    /// submitter attaches it). Hex on stdout, or raw bytes to --out.
+    Designate {
+        /// The reference twin.
+        #[arg(long)]
+        twin: String,
+        /// First global slot of the window.
+        #[arg(long)]
+        window_start: u64,
+        /// Slots in the window.
+        #[arg(long)]
+        window_slots: u32,
+        /// Write the signed statement (raw bytes) here.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -238,7 +297,42 @@ async fn run() -> anyhow::Result<()> {
                     println!("granted {} node-{} re-key {rk}", nodes[j], j + 1);
                 }
             }
-            OwnerCmd::Revoke { rk, receiver } => {
+            OwnerCmd::ProcessToken(a) => {
+                let o = Owner::open(&dir)?;
+                let read = |p: &PathBuf| {
+                    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+                };
+                let req = atctl::owner::ProcessTokenRequest {
+                    receiver_identity: read(&a.receiver)?,
+                    designator_identity: read(&a.designator)?,
+                    function: a.function,
+                    distance: a.distance,
+                    slot_len_ms: a.slot_len,
+                    window_alignment: a.window_alignment,
+                    min_window_slots: a.min_window,
+                    max_jobs_per_window: a.max_jobs,
+                    not_after_ms: atctl::owner::parse_until(
+                        &a.until,
+                        armored_runtime::time::now_ms(),
+                    )?,
+                    policy: a.policy,
+                    twins: a.twin,
+                };
+                let (id, _) = o.process_token(&ctl()?, &req).await?;
+                println!(
+                    "issued process token {id} (revoke: atctl owner revoke --process-token {id})"
+                );
+            }
+            OwnerCmd::Revoke {
+                rk,
+                process_token: Some(t),
+                ..
+            } if rk.is_none() => {
+                let o = Owner::open(&dir)?;
+                o.revoke_process_token(&ctl()?, &t).await?;
+                println!("revoked process token {t} (sticky; finished jobs are not recalled)");
+            }
+            OwnerCmd::Revoke { rk, receiver, .. } => {
                 let o = Owner::open(&dir)?;
                 match (rk, receiver) {
                     (Some(rk), _) => {
@@ -250,19 +344,21 @@ async fn run() -> anyhow::Result<()> {
                         println!("revoked {n} re-key(s) of {r}");
                     }
                     (None, None) => {
-                        anyhow::bail!("say what to revoke: --rk <id> or --receiver <id>")
+                        anyhow::bail!(
+                            "say what to revoke: --rk <id>, --process-token <id> or --receiver <id>"
+                        )
                     }
                 }
             }
             OwnerCmd::Grants => {
                 let o = Owner::open(&dir)?;
                 println!(
-                    "{:<34} {:<9} {:<22} {:<8} POLICY",
+                    "{:<34} {:<13} {:<22} {:<8} POLICY",
                     "RK", "KIND", "RECEIVER", "STATE"
                 );
                 for e in o.ledger()? {
                     println!(
-                        "{:<34} {:<9} {:<22} {:<8} {}",
+                        "{:<34} {:<13} {:<22} {:<8} {}",
                         e.rk_id,
                         e.receiver_kind,
                         e.receiver_id,
@@ -273,6 +369,21 @@ async fn run() -> anyhow::Result<()> {
             }
         },
         Cmd::Service { dir, cmd } => match cmd {
+            ServiceCmd::Designate {
+                twin,
+                window_start,
+                window_slots,
+                out,
+            } => {
+                let d = atctl::designate::designate(&dir, &twin, window_start, window_slots)?;
+                match out {
+                    Some(p) => {
+                        std::fs::write(&p, &d)?;
+                        eprintln!("designation of {twin} written to {}", p.display());
+                    }
+                    None => println!("{}", hex::encode(&d)),
+                }
+            }
             ServiceCmd::Init { id, kind } => {
                 let k = match kind {
                     Kind::Service => PartyKind::Service,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use armored_crypto::identity::{
-    create_owner_identity, enroll_device, fingerprint, verify_owner_identity,
+    create_owner_identity, enroll_device_with_slots, fingerprint, verify_owner_identity,
     verify_pinned_identity, PartyIdentity,
 };
 use armored_crypto::keyfile::{load_pre_key, load_signing_key, save_pre_key, save_signing_key};
@@ -24,6 +24,9 @@ use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
 use crate::kafka::Ctl;
+
+mod tokens;
+pub use tokens::{default_policy, parse_until, ProcessTokenRequest, TokenInfo, CONTACT_TRACING};
 
 /// One issued re-key, as the owner remembers it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -46,6 +49,9 @@ pub struct LedgerEntry {
     /// For MPC-node re-keys: the share number j of `node-j`.
     #[serde(default)]
     pub node_index: Option<u32>,
+    /// A process token (kind `process-token`; `rk_id` is then the token id) and what it grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenInfo>,
 }
 
 /// An owner's management device.
@@ -138,13 +144,14 @@ impl Owner {
     pub async fn enroll_device(&self, ctl: &Ctl, card: &Card) -> anyhow::Result<String> {
         let pre = PublicKey::from_bytes(&hex::decode(&card.pre_public_key)?)?;
         let sig = VerifyingKey::from_sec1(&hex::decode(&card.sig_key)?)?;
-        let enrollment = enroll_device(
+        let enrollment = enroll_device_with_slots(
             &self.sig,
             &card.twin_id,
             &card.device_id,
             &pre,
             &sig,
             card.epoch_len_ms,
+            card.slot_len_ms,
         );
         ctl.send(
             &ctl.topics.registry(),
@@ -260,6 +267,7 @@ impl Owner {
             revoked: false,
             receiver_key: receiver.key_id().to_string(),
             node_index: None,
+            token: None,
         });
         self.save_ledger(&ledger)?;
         Ok(rk_id)
@@ -342,24 +350,29 @@ impl Owner {
         )
         .await?;
         let mut ledger = self.ledger()?;
-        for e in ledger.iter_mut().filter(|e| e.rk_id == rk_id_hex) {
+        for e in ledger
+            .iter_mut()
+            .filter(|e| e.rk_id == rk_id_hex && e.token.is_none())
+        {
             e.revoked = true;
         }
         self.save_ledger(&ledger)
     }
 
-    /// Revokes every re-key issued to `receiver_id`; returns how many.
+    /// Revokes every re-key and process token issued to `receiver_id`; returns how many.
     pub async fn revoke_receiver(&self, ctl: &Ctl, receiver_id: &str) -> anyhow::Result<usize> {
-        let ids: Vec<String> = self
+        let entries: Vec<LedgerEntry> = self
             .ledger()?
             .into_iter()
             .filter(|e| e.receiver_id == receiver_id && !e.revoked)
-            .map(|e| e.rk_id)
             .collect();
-        for id in &ids {
-            self.revoke_rekey(ctl, id).await?;
+        for e in &entries {
+            match e.token {
+                Some(_) => self.revoke_process_token(ctl, &e.rk_id).await?,
+                None => self.revoke_rekey(ctl, &e.rk_id).await?,
+            }
         }
-        Ok(ids.len())
+        Ok(entries.len())
     }
 
     /// Issued re-keys.

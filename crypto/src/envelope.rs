@@ -165,7 +165,11 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<(v1::Envelope, v1::EnvelopeHeader
 }
 
 /// The envelope header's twin, epoch and attributes equal the capsule's hdr; its capsule_id is the cid.
-fn check_header_matches(h: &v1::EnvelopeHeader, cap: &Header, cid: &[u8; 32]) -> Result<()> {
+pub(crate) fn check_header_matches(
+    h: &v1::EnvelopeHeader,
+    cap: &Header,
+    cid: &[u8; 32],
+) -> Result<()> {
     if h.twin_id != cap.twin_id {
         return Err(Error::Mismatch("header twin_id differs from the capsule's"));
     }
@@ -245,6 +249,11 @@ impl TrustStore {
     /// Adds a known key (a pinned service) that may write only with a write token.
     pub fn add_key(&mut self, key: VerifyingKey) {
         self.others.insert(key.key_id(), key);
+    }
+
+    /// The enrolled device with signing key `kid`: its twin and key.
+    pub(crate) fn enrolled_device(&self, kid: &KeyId) -> Option<(&str, &VerifyingKey)> {
+        self.devices.get(kid).map(|(t, k)| (t.as_str(), k))
     }
 
     /// Decides whether the writer of `header` may write this twin, and returns its key.
@@ -363,6 +372,25 @@ impl Receiver {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<Verified<StateChange>> {
+        let (d, header, c2) = self.decode_delivery(bytes)?;
+        let dek = self.delivery_dek(&c2, rng)?;
+        open_payload(
+            &dek,
+            &d.envelope_header,
+            header,
+            &d.nonce,
+            &d.ciphertext,
+            trust,
+            now_ms,
+        )
+    }
+
+    /// Decodes a delivery for this receiver (no decryption): capsule2 for our key, header valid and
+    /// equal to the capsule's hdr and cid.
+    pub(crate) fn decode_delivery(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(v1::Delivery, v1::EnvelopeHeader, Capsule2)> {
         let d: v1::Delivery = decode_strict("Delivery", bytes, MAX_DELIVERY_BYTES)?;
         crate::error::check_version("Delivery", d.version)?;
         let c2 = Capsule2::from_proto(d.capsule2.as_ref().ok_or(Error::InvalidField {
@@ -384,24 +412,22 @@ impl Receiver {
         }
         let header = parse_header(&d.envelope_header)?;
         check_header_matches(&header, c2.header(), c2.cid())?;
+        Ok((d, header, c2))
+    }
+
+    /// Dec^2 of a capsule2 (cached per capsule).
+    pub(crate) fn delivery_dek<R: RngCore + CryptoRng>(
+        &mut self,
+        c2: &Capsule2,
+        rng: &mut R,
+    ) -> Result<Dek> {
         let ck = dek_cache_key(c2.hdr_bytes(), c2.cid(), &c2.encode());
-        let dek = match self.deks.get(&ck) {
-            Some(dk) => dk.clone(),
-            None => {
-                let dk = self.tcache.decrypt(&self.sk, &c2, rng)?;
-                self.remember(ck, dk.clone());
-                dk
-            }
-        };
-        open_payload(
-            &dek,
-            &d.envelope_header,
-            header,
-            &d.nonce,
-            &d.ciphertext,
-            trust,
-            now_ms,
-        )
+        if let Some(dk) = self.deks.get(&ck) {
+            return Ok(dk.clone());
+        }
+        let dk = self.tcache.decrypt(&self.sk, c2, rng)?;
+        self.remember(ck, dk.clone());
+        Ok(dk)
     }
 }
 

@@ -129,6 +129,17 @@ pub enum Error {
     /// HPKE failure (seal/open/key parsing).
     #[error("hpke: {0}")]
     Hpke(&'static str),
+    /// A share bundle for another node than the one opening it (or naming none or several).
+    #[error("share bundle for node {got}, not node {expected}")]
+    WrongNode {
+        /// The node index expected (0: none valid).
+        expected: u8,
+        /// The node index found (0: none).
+        got: u32,
+    },
+    /// Not a share bundle: its attributes break the share-bundle rule.
+    #[error("not a share bundle: {0}")]
+    NotAShareBundle(&'static str),
     /// Key file problems.
     #[error("key file {path}: {reason}")]
     KeyFile {
@@ -179,6 +190,8 @@ impl Error {
             Error::KeyExhausted => "key_exhausted",
             Error::Hpke(_) => "hpke",
             Error::KeyFile { .. } => "key_file",
+            Error::WrongNode { .. } => "wrong_node",
+            Error::NotAShareBundle(_) => "not_share_bundle",
         }
     }
 }

@@ -125,9 +125,12 @@ pub struct DeviceEnrollment {
     pub sig: VerifyingKey,
     /// Epoch length of the twin.
     pub epoch_len_ms: u64,
+    /// Length of the global MPC location slots the device shares points in (0: no shares).
+    pub slot_len_ms: u64,
 }
 
-/// The owner enrolls a device whose public keys it received out of band (phase 1).
+/// The owner enrolls a device whose public keys it received out of band (phase 1). The device
+/// uploads no MPC shares (slot length 0); see [`enroll_device_with_slots`].
 pub fn enroll_device(
     owner: &SigningKey,
     twin_id: &str,
@@ -135,6 +138,28 @@ pub fn enroll_device(
     device_pre: &PublicKey,
     device_sig: &VerifyingKey,
     epoch_len_ms: u64,
+) -> Vec<u8> {
+    enroll_device_with_slots(
+        owner,
+        twin_id,
+        device_id,
+        device_pre,
+        device_sig,
+        epoch_len_ms,
+        0,
+    )
+}
+
+/// [`enroll_device`] for a device that also shares location points (phase 3+) in global slots of
+/// `slot_len_ms` (one slot length for all twins of a job, so that slots line up).
+pub fn enroll_device_with_slots(
+    owner: &SigningKey,
+    twin_id: &str,
+    device_id: &str,
+    device_pre: &PublicKey,
+    device_sig: &VerifyingKey,
+    epoch_len_ms: u64,
+    slot_len_ms: u64,
 ) -> Vec<u8> {
     let body = v1::DeviceEnrollment {
         version: WIRE_VERSION,
@@ -145,6 +170,7 @@ pub fn enroll_device(
         sig_key: device_sig.to_sec1(),
         epoch_len_ms,
         owner_sig_key_id: owner.key_id().0.to_vec(),
+        slot_len_ms,
     };
     owner.sign_to_vec(SigDomain::Enrollment, body.encode_to_vec())
 }
@@ -178,6 +204,7 @@ pub fn verify_enrollment(bytes: &[u8], owner: &VerifyingKey) -> Result<Verified<
         pre,
         sig: VerifyingKey::from_sec1(&m.sig_key)?,
         epoch_len_ms: m.epoch_len_ms,
+        slot_len_ms: m.slot_len_ms,
     }))
 }
 

@@ -4,7 +4,8 @@
 //! BLS12-381 ([`kpcpre`], `shared/specs/kp-cpre.md`), and the wire-level pieces of
 //! `shared/specs/envelope.md`: domain-separated ECDSA P-256 signatures ([`sig`]), sealed state-change
 //! envelopes and deliveries ([`envelope`]), the epoch key manager ([`epoch`]), owner-signed tokens,
-//! re-key uploads and revocations ([`tokens`]), identities ([`identity`]), HPKE output shares
+//! re-key uploads and revocations ([`tokens`]), MPC share bundles ([`shares`]), designations
+//! ([`designation`]), identities ([`identity`]), HPKE output shares
 //! ([`hpke`]), the duplicate guard ([`replay`]) and key files ([`keyfile`]). No I/O but key files;
 //! every random choice comes from an injected `CryptoRng`.
 //!
@@ -60,6 +61,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod designation;
 pub mod domain;
 pub mod encoding;
 pub mod envelope;
@@ -74,6 +76,7 @@ pub mod kpcpre;
 pub mod mpcjob;
 pub mod peer;
 pub mod replay;
+pub mod shares;
 pub mod sig;
 pub mod sym;
 pub mod tokens;

@@ -39,6 +39,12 @@ pub enum DeviceError {
     /// A delta that is not a JSON object.
     #[error("a state change must be a JSON object of field updates")]
     BadDelta,
+    /// Phase 3+: this slot was shared already (one point per slot, slots only go forward).
+    #[error("slot {0} already shared")]
+    SlotAlreadyShared(u64),
+    /// Phase 3+: the point cannot be shared.
+    #[error("share refused: {0}")]
+    ShareRefused(&'static str),
 }
 
 impl DeviceError {
@@ -51,6 +57,8 @@ impl DeviceError {
             DeviceError::NoOwner(_) => "no_owner",
             DeviceError::State(_) => "state",
             DeviceError::BadDelta => "bad_delta",
+            DeviceError::SlotAlreadyShared(_) => "slot_already_shared",
+            DeviceError::ShareRefused(_) => "share_refused",
         }
     }
 }
@@ -68,6 +76,10 @@ pub struct State {
     pub replay: String,
     /// Counters: received, duplicates, and rejections by reason.
     pub counters: BTreeMap<String, u64>,
+    /// Phase 3+: next item id of a shared location point, and the last slot shared (one point
+    /// per slot).
+    #[serde(default)]
+    pub shares: crate::shares::ShareState,
 }
 
 /// What handling a downlink message did.
@@ -94,13 +106,15 @@ pub enum Event {
 /// A device: keys, the pinned owner, the roster of its twin, epoch keys and state.
 pub struct Device {
     dir: PathBuf,
-    card: Card,
-    sig: SigningKey,
+    pub(crate) card: Card,
+    pub(crate) sig: SigningKey,
     receiver: Receiver,
     trust: TrustStore,
     epochs: EpochKeyManager,
+    /// Epoch keys of share bundles (slots, not epochs: pruned separately).
+    pub(crate) share_keys: EpochKeyManager,
     guard: ReplayGuard,
-    state: State,
+    pub(crate) state: State,
 }
 
 impl std::fmt::Debug for Device {
@@ -135,6 +149,7 @@ impl Device {
         Ok(Self {
             dir: dir.to_path_buf(),
             epochs: EpochKeyManager::new(owner.pre.clone(), &card.twin_id)?,
+            share_keys: EpochKeyManager::new(owner.pre.clone(), &card.twin_id)?,
             card,
             sig,
             receiver: Receiver::new(pre),
@@ -275,7 +290,7 @@ impl Device {
         })
     }
 
-    fn persist(&mut self) -> Result<(), DeviceError> {
+    pub(crate) fn persist(&mut self) -> Result<(), DeviceError> {
         self.state.replay = hex::encode(self.guard.to_bytes());
         write_json(&Paths::new(&self.dir).state, &self.state)
     }

@@ -25,7 +25,15 @@ pub struct Card {
     pub sig_key: String,
     /// Epoch length of the twin.
     pub epoch_len_ms: u64,
+    /// Length of the global MPC location slots (phase 3+; 0 in cards made before share bundles:
+    /// such a device uploads no shares).
+    #[serde(default)]
+    pub slot_len_ms: u64,
 }
+
+/// Slot length of [`setup`]: one location point per second, so that a demo's 50-slot window
+/// fits in the edge's clock-skew bound (deployments choose theirs with [`setup_with_slot_len`]).
+pub const DEFAULT_SLOT_LEN_MS: u64 = 1_000;
 
 pub(crate) struct Paths {
     pub pre: PathBuf,
@@ -48,13 +56,29 @@ impl Paths {
 }
 
 /// Creates the device's keys in `dir` (0600) and writes its public card (`device.json`), which it
-/// also returns. Refuses to overwrite existing keys.
+/// also returns. Refuses to overwrite existing keys. Slots of [`DEFAULT_SLOT_LEN_MS`].
 pub fn setup(
     dir: &Path,
     twin_id: &str,
     device_id: &str,
     epoch_len_ms: u64,
 ) -> Result<Card, DeviceError> {
+    setup_with_slot_len(dir, twin_id, device_id, epoch_len_ms, DEFAULT_SLOT_LEN_MS)
+}
+
+/// [`setup`] with the MPC slot length the owner will enroll (all twins of a job share it).
+pub fn setup_with_slot_len(
+    dir: &Path,
+    twin_id: &str,
+    device_id: &str,
+    epoch_len_ms: u64,
+    slot_len_ms: u64,
+) -> Result<Card, DeviceError> {
+    if slot_len_ms == 0 || epoch_len_ms == 0 {
+        return Err(DeviceError::State(
+            "epoch and slot lengths must be positive".into(),
+        ));
+    }
     armored_crypto::envelope::check_id(twin_id, "twin_id")?;
     armored_crypto::envelope::check_id(device_id, "device_id")?;
     std::fs::create_dir_all(dir).map_err(|e| DeviceError::Io(dir.display().to_string(), e))?;
@@ -76,6 +100,7 @@ pub fn setup(
         pre_public_key: hex::encode(pre.public().to_bytes()),
         sig_key: hex::encode(sig.verifying_key().to_sec1()),
         epoch_len_ms,
+        slot_len_ms,
     };
     write_json(&p.card, &card)?;
     Ok(card)

@@ -7,12 +7,18 @@
 //! - phase 4, [`Device::handle_downlink`]: deliveries decrypted and accepted only when written by
 //!   the owner, an enrolled device of the twin (from the owner-signed roster) or a write-token holder;
 //!   duplicates dropped; state and sequence number persisted;
+//! - phase 3+, [`Device::share_point`]: a location point split into three Shamir shares, each
+//!   signed and sealed for one MPC node (`mpc-share`, `node-j`, `location`; one DEK per slot and
+//!   node); [`sim`] is the deterministic location simulator of the demos;
 //! - [`link::run`]: the MQTT link (persistent session, QoS 1, reconnect with backoff).
 #![forbid(unsafe_code)]
 
 mod device;
 mod files;
 pub mod link;
+mod shares;
+pub mod sim;
 
 pub use device::{Device, DeviceError, Event, State};
-pub use files::{pin_owner, setup, Card};
+pub use files::{pin_owner, setup, setup_with_slot_len, Card, DEFAULT_SLOT_LEN_MS};
+pub use shares::ShareState;

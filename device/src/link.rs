@@ -21,6 +21,8 @@ pub enum LinkEvent {
     Connected,
     /// A handled downlink message.
     Downlink(Event),
+    /// The broker acknowledged one of our publishes (QoS 1 PUBACK).
+    Acked,
     /// A refused downlink message, with its typed reason.
     Rejected {
         /// Bounded reason label.
@@ -85,6 +87,9 @@ pub async fn run(
                 });
                 // Handled (applied or refused for good) and persisted: now the broker may forget it.
                 client.ack(&p).await?;
+            }
+            Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
+                let _ = events.send(LinkEvent::Acked);
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "device MQTT connection error; retrying"),

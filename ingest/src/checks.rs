@@ -42,6 +42,9 @@ pub enum Reject {
     /// A reserved attribute on a path that may not carry it.
     #[error("reserved attribute not allowed here: {0}")]
     ReservedAttribute(&'static str),
+    /// A share bundle from a device enrolled without an MPC slot length.
+    #[error("share bundle from a device enrolled without a slot length")]
+    NoSlotLength,
 }
 
 impl Reject {
@@ -56,6 +59,7 @@ impl Reject {
             Reject::WriterMismatch => "writer_mismatch",
             Reject::StaleEpoch { .. } => "stale_epoch",
             Reject::ReservedAttribute(_) => "reserved_attribute",
+            Reject::NoSlotLength => "no_slot_length",
         }
     }
 }
@@ -93,8 +97,9 @@ pub fn parse_up_topic(topic: &str) -> Option<(&str, &str)> {
 }
 
 /// Attribute rules of the uplink path: `req` never (requests come from requesters over Kafka);
-/// `mpc-share` and `node-*` only together, as a share bundle: `mpc-share`, exactly one `node-j`
-/// (j in 1..=3), and never `sync`; exactly one twin attribute, the topic's.
+/// `mpc-share` and `node-*` only together, as a share bundle: exactly `location`, `mpc-share`,
+/// one `node-j` (j in 1..=3) and the twin attribute (so never `sync`); exactly one twin attribute,
+/// the topic's.
 pub fn check_uplink_attributes(attrs: &[String], twin_id: &str) -> Result<bool, Reject> {
     let twin_attr = twin_attribute(twin_id);
     if attrs.iter().any(|a| a == "req") {
@@ -117,6 +122,14 @@ pub fn check_uplink_attributes(attrs: &[String], twin_id: &str) -> Result<bool, 
     }
     if attrs.iter().any(|a| a == "sync") {
         return Err(Reject::ReservedAttribute("sync in a share bundle"));
+    }
+    // Nothing else rides along: an extra attribute could match some other re-key's policy.
+    let allowed =
+        |a: &String| a == "location" || a == "mpc-share" || *a == twin_attr || a == nodes[0];
+    if attrs.len() != 4 || !attrs.iter().all(allowed) {
+        return Err(Reject::ReservedAttribute(
+            "a share bundle carries exactly location, mpc-share, node-j, twin",
+        ));
     }
     Ok(true)
 }
@@ -141,7 +154,16 @@ pub fn check_uplink(
     if header.writer_key_id.as_slice() != dev.enrollment.sig.key_id().as_bytes().as_slice() {
         return Err(Reject::WriterMismatch);
     }
-    let len = dev.enrollment.epoch_len_ms.max(1);
+    let share_bundle = check_uplink_attributes(&header.attributes, twin)?;
+    // A share bundle's epoch is a global MPC slot, of the slot length the owner enrolled.
+    let len = if share_bundle {
+        match dev.enrollment.slot_len_ms {
+            0 => return Err(Reject::NoSlotLength),
+            l => l,
+        }
+    } else {
+        dev.enrollment.epoch_len_ms.max(1)
+    };
     let min = epoch_of(now_ms.saturating_sub(limits.skew_ms), len);
     let max = epoch_of(now_ms.saturating_add(limits.skew_ms), len);
     if header.epoch < min || header.epoch > max {
@@ -151,7 +173,6 @@ pub fn check_uplink(
             max,
         });
     }
-    let share_bundle = check_uplink_attributes(&header.attributes, twin)?;
     Ok(Accepted {
         twin_id: header.twin_id,
         device_id: header.device_id,
@@ -202,6 +223,9 @@ mod tests {
             &["mpc-share", "node-1", "node-2", t],
             &["mpc-share", "node-4", t],
             &["mpc-share", "node-1", "sync", t],
+            &["mpc-share", "node-1", "location", "sync", t],
+            &["mpc-share", "node-1", "location", "pulse", t],
+            &["mpc-share", "node-1", t],
         ] {
             assert!(check_uplink_attributes(&a(bad), "bike").is_err(), "{bad:?}");
         }

@@ -52,6 +52,9 @@ pub enum ShareError {
     /// Decryption or verification failed.
     #[error(transparent)]
     Crypto(#[from] armored_crypto::Error),
+    /// Sealed under another owner's key than the twin's.
+    #[error("share sealed for another owner than the twin's")]
+    WrongOwner,
     /// A value is not a field element or the shape is wrong.
     #[error("invalid share values")]
     Values,
@@ -65,6 +68,7 @@ impl ShareError {
             ShareError::UnknownTwin(_) => "unknown_twin",
             ShareError::Crypto(e) => e.reason(),
             ShareError::Values => "invalid_share_values",
+            ShareError::WrongOwner => "wrong_owner",
         }
     }
 }
@@ -89,13 +93,19 @@ impl ShareStore {
         let d: v1::Delivery = decode_strict("Delivery", payload, MAX_DELIVERY_BYTES)
             .map_err(|e| ShareError::Malformed(e.to_string()))?;
         let header = parse_header(&d.envelope_header)?;
-        let trust = registry
+        let (trust, owner) = registry
             .trust_store(&header.twin_id)
+            .zip(registry.twin_owner(&header.twin_id))
             .ok_or_else(|| ShareError::UnknownTwin(header.twin_id.clone()))?;
-        let owner = trust.owner().key_id();
         let item = receiver
             .open_share_delivery(payload, &trust, node_index as u8, &mut rand_core::OsRng)?
             .into_inner();
+        // The DEK came from a capsule of the twin's owner (envelope.md: "comes from capsules of
+        // that owner").
+        if item.owner_key_id != owner.pre.key_id() {
+            return Err(ShareError::WrongOwner);
+        }
+        let owner = owner.sig.key_id();
         let [x, y] = item.values[..] else {
             return Err(ShareError::Values);
         };
@@ -107,7 +117,7 @@ impl ShareStore {
         let new = StoredShare {
             item_id: item.item_id,
             point,
-            attributes: header.attributes.clone(),
+            attributes: item.attributes.clone(),
             owner_sig_key_id: owner,
             received_ms,
         };

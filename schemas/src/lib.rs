@@ -28,6 +28,21 @@ pub mod v1 {
                 .finish()
         }
     }
+
+    // Share values never reach a log line.
+    impl core::fmt::Debug for ShareBody {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("ShareBody")
+                .field("version", &self.version)
+                .field("twin_id", &self.twin_id)
+                .field("device_id", &self.device_id)
+                .field("item_id", &self.item_id)
+                .field("slot", &self.slot)
+                .field("node_index", &self.node_index)
+                .field("values", &"<redacted>")
+                .finish_non_exhaustive()
+        }
+    }
 }
 
 pub mod limits;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use armored_device::link::{run, LinkEvent};
-use armored_device::{pin_owner, setup, Device};
+use armored_device::{pin_owner, setup_with_slot_len, Device};
 use armored_runtime::config::MqttConfig;
 use armored_runtime::time::now_ms;
 use clap::{Parser, Subcommand};
@@ -34,6 +34,9 @@ enum Cmd {
         /// Epoch length of the twin.
         #[arg(long, default_value_t = 3_600_000)]
         epoch_len_ms: u64,
+        /// Length of the global MPC location slots (phase 3+; the owner enrolls it).
+        #[arg(long, default_value_t = armored_device::DEFAULT_SLOT_LEN_MS)]
+        slot_len_ms: u64,
     },
     /// Phase 1: pin the owner's identity file (received out of band).
     PinOwner {
@@ -66,6 +69,31 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         linger_ms: u64,
     },
+    /// Phase 3+: share the simulated location of each slot with the three MPC nodes (one point
+    /// per global slot, three share envelopes on the uplink). A slot is shared once it has begun.
+    Share {
+        #[arg(long)]
+        dir: PathBuf,
+        /// MQTT password of user {twin}/{device}.
+        #[arg(long, env = "AT_DEVICE_PASSWORD")]
+        password: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 1883)]
+        port: u16,
+        /// Global slots FROM..TO (TO excluded).
+        #[arg(long, conflicts_with = "recent")]
+        slots: Option<String>,
+        /// Or the N slots ending with the current one.
+        #[arg(long)]
+        recent: Option<u64>,
+        /// Seed of the location simulator (the same for every device of a demo).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How long to wait for the broker's acknowledgements at the end.
+        #[arg(long, default_value_t = 10_000)]
+        ack_timeout_ms: u64,
+    },
     /// Print the device's persisted state.
     State {
         #[arg(long)]
@@ -86,8 +114,9 @@ async fn run_cli() -> anyhow::Result<()> {
             twin,
             device,
             epoch_len_ms,
+            slot_len_ms,
         } => {
-            let card = setup(&dir, &twin, &device, epoch_len_ms)?;
+            let card = setup_with_slot_len(&dir, &twin, &device, epoch_len_ms, slot_len_ms)?;
             println!(
                 "device {}/{} set up in {}",
                 card.twin_id,
@@ -104,6 +133,26 @@ async fn run_cli() -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", identity.display()))?;
             let owner = pin_owner(&dir, &bytes)?;
             println!("pinned owner {owner:?} (signature and proof of knowledge verified)");
+        }
+        Cmd::Share {
+            dir,
+            password,
+            host,
+            port,
+            slots,
+            recent,
+            seed,
+            ack_timeout_ms,
+        } => {
+            let mqtt = |id: &str| MqttConfig {
+                host,
+                port,
+                username: id.to_owned(),
+                password,
+                client_id: format!("dev-{}", id.replace('/', "-")),
+                keep_alive_s: 30,
+            };
+            share(&dir, mqtt, slots.as_deref(), recent, seed, ack_timeout_ms).await?;
         }
         Cmd::State { dir } => {
             let d = Device::open(&dir)?;
@@ -151,6 +200,7 @@ async fn run_cli() -> anyhow::Result<()> {
                             serde_json::json!({"event": "applied", "writer": format!("{writer:?}"), "seq": seq, "delta": delta})
                         }
                         LinkEvent::Downlink(e) => serde_json::json!({"event": format!("{e:?}")}),
+                        LinkEvent::Acked => continue,
                         LinkEvent::Rejected { reason, detail } => {
                             serde_json::json!({"event": "rejected", "reason": reason, "detail": detail})
                         }
@@ -182,5 +232,107 @@ async fn run_cli() -> anyhow::Result<()> {
             printer.abort();
         }
     }
+    Ok(())
+}
+
+/// `FROM..TO` (TO excluded).
+fn parse_slots(text: &str) -> anyhow::Result<std::ops::Range<u64>> {
+    let (a, b) = text
+        .split_once("..")
+        .context("--slots takes FROM..TO (TO excluded)")?;
+    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
+    anyhow::ensure!(a < b, "--slots {text}: empty range");
+    Ok(a..b)
+}
+
+async fn share(
+    dir: &std::path::Path,
+    mqtt: impl FnOnce(&str) -> MqttConfig,
+    slots: Option<&str>,
+    recent: Option<u64>,
+    seed: u64,
+    ack_timeout_ms: u64,
+) -> anyhow::Result<()> {
+    use armored_device::sim::Sim;
+    let device = Device::open(dir)?;
+    let slot_len = device.slot_len_ms();
+    anyhow::ensure!(
+        slot_len > 0,
+        "this device's card has no slot length: set it up again with --slot-len-ms"
+    );
+    let current = now_ms() / slot_len;
+    let range = match (slots, recent) {
+        (Some(s), _) => parse_slots(s)?,
+        (None, Some(n)) => current.saturating_sub(n.saturating_sub(1))..current + 1,
+        (None, None) => anyhow::bail!("give --slots FROM..TO or --recent N"),
+    };
+    let twin = device.card().twin_id.clone();
+    let id = format!("{}/{}", twin, device.card().device_id);
+    let device = Arc::new(Mutex::new(device));
+    let shutdown = armored_runtime::shutdown::on_signals();
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel(64);
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    let link = tokio::spawn(run(
+        device.clone(),
+        mqtt(&id),
+        out_rx,
+        ev_tx,
+        shutdown.clone(),
+    ));
+    let sim = Sim::new(seed);
+    let (mut sent, mut shared, mut skipped) = (0u64, 0u64, 0u64);
+    for slot in range.clone() {
+        // A device knows a slot's position only once the slot has begun.
+        let start = slot.saturating_mul(slot_len);
+        let wait = start.saturating_sub(now_ms());
+        if wait > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        let (x, y) = sim.point(&twin, slot);
+        let r = device
+            .lock()
+            .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
+            .share_point(slot, x, y);
+        match r {
+            Ok(envs) => {
+                for e in envs {
+                    out_tx.send(e).await?;
+                    sent += 1;
+                }
+                shared += 1;
+            }
+            Err(armored_device::DeviceError::SlotAlreadyShared(_)) => skipped += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Wait until the broker acknowledged every publish (QoS 1), or give up after the timeout.
+    let mut acked = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ack_timeout_ms);
+    while acked < sent {
+        match tokio::time::timeout_at(deadline, ev_rx.recv()).await {
+            Ok(Some(LinkEvent::Acked)) => acked += 1,
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    shutdown.cancel();
+    link.await??;
+    println!(
+        "{}",
+        serde_json::json!({
+            "slots": format!("{}..{}", range.start, range.end),
+            "shared": shared,
+            "skipped": skipped,
+            "envelopes": sent,
+            "acked": acked,
+        })
+    );
+    anyhow::ensure!(
+        acked >= sent,
+        "only {acked} of {sent} envelopes acknowledged"
+    );
     Ok(())
 }
