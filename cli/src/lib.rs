@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod designate;
 pub mod kafka;
+pub mod mpc;
 pub mod owner;
 pub mod service;
 pub mod view;

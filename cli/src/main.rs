@@ -202,6 +202,46 @@ enum ServiceCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Submit a contact-tracing job to the MPC nodes (each participant's process token is looked
+    /// up on at.tokens.v1). Prints the job id.
+    MpcSubmit {
+        /// The reference twin (named by the designation).
+        #[arg(long)]
+        reference: String,
+        /// The designator's signed statement (file from `service designate`).
+        #[arg(long)]
+        designation: PathBuf,
+        /// Contact distance d (grid units).
+        #[arg(long)]
+        distance: u32,
+        /// First global slot of the window.
+        #[arg(long)]
+        window_start: u64,
+        /// Slots in the window.
+        #[arg(long)]
+        window_slots: u32,
+        /// Participant twins, comma-separated (output order).
+        #[arg(long, value_delimiter = ',', required = true)]
+        participants: Vec<String>,
+        /// The three node party ids, comma-separated, in index order.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        /// Job id (default: random).
+        #[arg(long)]
+        job_id: Option<String>,
+        /// Attempt number (a retry of a failed attempt is the next number).
+        #[arg(long, default_value_t = 1)]
+        attempt: u32,
+    },
+    /// Collect, verify and combine a job's output shares; print per-participant contacts (JSON).
+    MpcResult {
+        /// Job id.
+        #[arg(long)]
+        job: String,
+        /// How long to wait for the nodes.
+        #[arg(long, value_parser = parse_secs, default_value = "60s")]
+        wait: Duration,
+    },
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -369,6 +409,44 @@ async fn run() -> anyhow::Result<()> {
             }
         },
         Cmd::Service { dir, cmd } => match cmd {
+            ServiceCmd::MpcSubmit {
+                reference,
+                designation,
+                distance,
+                window_start,
+                window_slots,
+                participants,
+                nodes,
+                job_id,
+                attempt,
+            } => {
+                let nodes: [String; 3] = nodes
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("--nodes must name exactly three nodes"))?;
+                let req = atctl::mpc::JobRequest {
+                    job_id,
+                    reference,
+                    distance,
+                    window_start_slot: window_start,
+                    window_slots,
+                    participants,
+                    nodes,
+                    designation: atctl::designate::read_designation(&designation)?,
+                };
+                let ctl = ctl()?;
+                let (key, job) = atctl::mpc::build_job(&ctl, &dir, &req).await?;
+                let s = atctl::mpc::submit_job(&ctl, &key, &job, attempt).await?;
+                println!("{}", serde_json::to_string(&s)?);
+            }
+            ServiceCmd::MpcResult { job, wait } => {
+                let started = std::time::Instant::now();
+                let outcome = atctl::mpc::collect(&ctl()?, &dir, &job, wait).await?;
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+                eprintln!("collected in {:.2} s", started.elapsed().as_secs_f64());
+                if matches!(outcome, atctl::mpc::Outcome::Failed { .. }) {
+                    std::process::exit(2);
+                }
+            }
             ServiceCmd::Designate {
                 twin,
                 window_start,
