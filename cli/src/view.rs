@@ -29,9 +29,10 @@ pub fn render(r: &Registry) -> String {
                     "revoked"
                 };
                 out.push_str(&format!(
-                    "    {d:<18} sig {}  epoch {} ms  {state}\n",
+                    "    {d:<18} sig {}  epoch {} ms  slot {} ms  {state}\n",
                     entry.enrollment.sig.key_id(),
-                    entry.enrollment.epoch_len_ms
+                    entry.enrollment.epoch_len_ms,
+                    entry.enrollment.slot_len_ms
                 ));
             }
         }
