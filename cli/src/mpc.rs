@@ -28,7 +28,6 @@ use serde::Serialize;
 use crate::kafka::{read_topic, Ctl};
 use crate::owner::CONTACT_TRACING;
 
-
 /// What a job asks (the service fills in tokens, designator and signature).
 #[derive(Clone, Debug)]
 pub struct JobRequest {
@@ -77,14 +76,19 @@ fn usable_tokens(
     let mut revoked: BTreeMap<KeyId, RevocationSet> = BTreeMap::new();
     let mut tokens = Vec::new();
     for r in &records {
-        let Ok(rec) = decode_strict::<v1::ControlRecord>("ControlRecord", r, MAX_CONTROL_BYTES) else {
+        let Ok(rec) = decode_strict::<v1::ControlRecord>("ControlRecord", r, MAX_CONTROL_BYTES)
+        else {
             continue;
         };
         match rec.record {
             Some(Record::ProcessToken(t)) => tokens.push(t),
             Some(Record::Revocation(b)) => {
-                let Some(body) = peek::<v1::Revocation>(&b) else { continue };
-                let Ok(k) = KeyId::from_slice(&body.owner_sig_key_id, "owner") else { continue };
+                let Some(body) = peek::<v1::Revocation>(&b) else {
+                    continue;
+                };
+                let Ok(k) = KeyId::from_slice(&body.owner_sig_key_id, "owner") else {
+                    continue;
+                };
                 if let Some(o) = registry.owner_by_sig_key(&k) {
                     if let Ok(v) = verify_revocation(&b, &o.sig) {
                         revoked.entry(k).or_default().apply(&v);
@@ -97,9 +101,15 @@ fn usable_tokens(
     let now = now_ms();
     let mut out = Vec::new();
     for t in tokens {
-        let Some(body) = peek::<v1::ProcessToken>(&t) else { continue };
-        let Ok(k) = KeyId::from_slice(&body.owner_sig_key_id, "owner") else { continue };
-        let Some(o) = registry.owner_by_sig_key(&k) else { continue };
+        let Some(body) = peek::<v1::ProcessToken>(&t) else {
+            continue;
+        };
+        let Ok(k) = KeyId::from_slice(&body.owner_sig_key_id, "owner") else {
+            continue;
+        };
+        let Some(o) = registry.owner_by_sig_key(&k) else {
+            continue;
+        };
         let none = RevocationSet::default();
         let Ok(g) = verify_process_token(&t, &o.sig, revoked.get(&k).unwrap_or(&none), now) else {
             continue;
@@ -107,17 +117,35 @@ fn usable_tokens(
         if g.token.receiver_sig_key_id != service.0.as_slice() {
             continue;
         }
-        for f in g.token.grants.iter().filter(|f| f.function == CONTACT_TRACING) {
-            out.push((k, g.token.token_id.clone(), f.reference_designator_key_id.clone(), g.token.not_after_ms));
+        for f in g
+            .token
+            .grants
+            .iter()
+            .filter(|f| f.function == CONTACT_TRACING)
+        {
+            out.push((
+                k,
+                g.token.token_id.clone(),
+                f.reference_designator_key_id.clone(),
+                g.token.not_after_ms,
+            ));
         }
     }
     Ok(out)
 }
 
 /// The job a request becomes: every twin's newest usable token from its owner.
-pub async fn build_job(ctl: &Ctl, service_dir: &Path, req: &JobRequest) -> anyhow::Result<(SigningKey, v1::MpcJob)> {
-    let key = load_signing_key(&service_dir.join("sig.key"))
-        .with_context(|| format!("no signing key in {} (atctl service init)", service_dir.display()))?;
+pub async fn build_job(
+    ctl: &Ctl,
+    service_dir: &Path,
+    req: &JobRequest,
+) -> anyhow::Result<(SigningKey, v1::MpcJob)> {
+    let key = load_signing_key(&service_dir.join("sig.key")).with_context(|| {
+        format!(
+            "no signing key in {} (atctl service init)",
+            service_dir.display()
+        )
+    })?;
     let service_id = crate::service::Service::open(service_dir)?.id;
     let registry = ctl.registry().await?;
     let tokens = usable_tokens(ctl, &registry, &key.key_id())?;
@@ -130,7 +158,12 @@ pub async fn build_job(ctl: &Ctl, service_dir: &Path, req: &JobRequest) -> anyho
             .iter()
             .filter(|(k, ..)| *k == owner.sig.key_id())
             .max_by_key(|(.., until)| *until)
-            .with_context(|| format!("no usable process token from the owner of {twin} ({}) for this service", owner.owner_id))?;
+            .with_context(|| {
+                format!(
+                    "no usable process token from the owner of {twin} ({}) for this service",
+                    owner.owner_id
+                )
+            })?;
         designator.get_or_insert_with(|| t.2.clone());
         Ok(v1::JobParticipant {
             twin_id: twin.to_string(),
@@ -166,7 +199,12 @@ pub async fn build_job(ctl: &Ctl, service_dir: &Path, req: &JobRequest) -> anyho
 }
 
 /// Signs `job` and writes attempt `attempt` of it to at.mpc.jobs.v1.
-pub async fn submit_job(ctl: &Ctl, key: &SigningKey, job: &v1::MpcJob, attempt: u32) -> anyhow::Result<Submitted> {
+pub async fn submit_job(
+    ctl: &Ctl,
+    key: &SigningKey,
+    job: &v1::MpcJob,
+    attempt: u32,
+) -> anyhow::Result<Submitted> {
     let signed = sign_job(key, job);
     let v = verify_job(&signed, key.verifying_key())?;
     let rec = v1::JobSubmission {
@@ -207,7 +245,12 @@ pub enum Outcome {
 
 /// Reads the job's results until one attempt completes on all nodes or fails on one, or `wait`
 /// passes. The latest attempt with an outcome wins.
-pub async fn collect(ctl: &Ctl, service_dir: &Path, job_id: &str, wait: Duration) -> anyhow::Result<Outcome> {
+pub async fn collect(
+    ctl: &Ctl,
+    service_dir: &Path,
+    job_id: &str,
+    wait: Duration,
+) -> anyhow::Result<Outcome> {
     let hpke = load_hpke_key(&service_dir.join("hpke.key"))
         .with_context(|| format!("no HPKE key in {}", service_dir.display()))?;
     let me = load_signing_key(&service_dir.join("sig.key"))?;
@@ -216,7 +259,9 @@ pub async fn collect(ctl: &Ctl, service_dir: &Path, job_id: &str, wait: Duration
         // The job as this service signed it (the latest submission under this id).
         let job = read_topic(ctl, &ctl.topics.mpc_jobs())?
             .into_iter()
-            .filter_map(|r| decode_strict::<v1::JobSubmission>("JobSubmission", &r, MAX_JOB_BYTES + 64).ok())
+            .filter_map(|r| {
+                decode_strict::<v1::JobSubmission>("JobSubmission", &r, MAX_JOB_BYTES + 64).ok()
+            })
             .filter(|s| peek_job(&s.job).is_ok_and(|j| j.job_id == job_id))
             .filter_map(|s| verify_job(&s.job, me.verifying_key()).ok())
             .last()
@@ -227,24 +272,43 @@ pub async fn collect(ctl: &Ctl, service_dir: &Path, job_id: &str, wait: Duration
             .job
             .node_ids
             .iter()
-            .map(|n| registry.party(n).map(|p| p.sig.clone()).with_context(|| format!("node {n} is not registered")))
+            .map(|n| {
+                registry
+                    .party(n)
+                    .map(|p| p.sig.clone())
+                    .with_context(|| format!("node {n} is not registered"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let [n1, n2, n3] = nodes.as_slice() else { bail!("the job names {} nodes", nodes.len()) };
+        let [n1, n2, n3] = nodes.as_slice() else {
+            bail!("the job names {} nodes", nodes.len())
+        };
         let mut shares: BTreeMap<u32, [Option<Vec<u8>>; 3]> = BTreeMap::new();
         let mut failures: BTreeMap<u32, Vec<(u32, String, String)>> = BTreeMap::new();
         for r in read_topic(ctl, &ctl.topics.mpc_results())? {
-            let Ok(rec) = decode_strict::<v1::MpcResult>("MpcResult", &r, MAX_JOB_BYTES) else { continue };
+            let Ok(rec) = decode_strict::<v1::MpcResult>("MpcResult", &r, MAX_JOB_BYTES) else {
+                continue;
+            };
             match rec.result {
                 Some(ResultKind::OutputShare(b)) => {
-                    let Some(e) = peek::<v1::EncryptedOutputShare>(&b) else { continue };
-                    if e.job_id != job_id || e.job_hash != job.job_hash || !(1..=3).contains(&e.node_index) {
+                    let Some(e) = peek::<v1::EncryptedOutputShare>(&b) else {
+                        continue;
+                    };
+                    if e.job_id != job_id
+                        || e.job_hash != job.job_hash
+                        || !(1..=3).contains(&e.node_index)
+                    {
                         continue;
                     }
                     shares.entry(e.attempt).or_default()[(e.node_index - 1) as usize] = Some(b);
                 }
                 Some(ResultKind::JobFailed(b)) => {
-                    let Some(f) = peek::<v1::JobFailed>(&b) else { continue };
-                    if f.job_id != job_id || f.job_hash != job.job_hash || !(1..=3).contains(&f.node_index) {
+                    let Some(f) = peek::<v1::JobFailed>(&b) else {
+                        continue;
+                    };
+                    if f.job_id != job_id
+                        || f.job_hash != job.job_hash
+                        || !(1..=3).contains(&f.node_index)
+                    {
                         continue;
                     }
                     let key = [n1, n2, n3][(f.node_index - 1) as usize];
@@ -263,11 +327,18 @@ pub async fn collect(ctl: &Ctl, service_dir: &Path, job_id: &str, wait: Duration
             if let Some(f) = failures.get(&a) {
                 let mut f = f.clone();
                 f.sort();
-                return Ok(Outcome::Failed { attempt: a, failures: f });
+                return Ok(Outcome::Failed {
+                    attempt: a,
+                    failures: f,
+                });
             }
             if let Some([Some(s1), Some(s2), Some(s3)]) = shares.get(&a) {
                 let values = open_and_combine(&hpke, [n1, n2, n3], &job.job_hash, a, [s1, s2, s3])?;
-                let r = ContactTracingResult::from_values(&values, job.job.participants.len(), job.job.window_slots)?;
+                let r = ContactTracingResult::from_values(
+                    &values,
+                    job.job.participants.len(),
+                    job.job.window_slots,
+                )?;
                 return Ok(Outcome::Completed {
                     attempt: a,
                     counts: job

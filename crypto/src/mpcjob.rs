@@ -89,10 +89,14 @@ pub fn verify_job_failed(bytes: &[u8], node: &VerifyingKey) -> Result<Verified<J
     let body = node.verify(SigDomain::JobFailed, &signed, "job failure")?;
     let m: v1::JobFailed = decode_strict("JobFailed", body, MAX_CONTROL_BYTES)?;
     check_version("JobFailed", m.version)?;
-    let job_hash: [u8; 32] = m.job_hash.as_slice().try_into().map_err(|_| Error::InvalidField {
-        field: "job_failed.job_hash",
-        reason: "32 bytes expected",
-    })?;
+    let job_hash: [u8; 32] = m
+        .job_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::InvalidField {
+            field: "job_failed.job_hash",
+            reason: "32 bytes expected",
+        })?;
     Ok(Verified::new(JobFailure {
         job_id: m.job_id,
         job_hash,
@@ -142,7 +146,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 1;
-            assert!(verify_job(&b, k.verifying_key()).is_err(), "bit flip at {i}");
+            assert!(
+                verify_job(&b, k.verifying_key()).is_err(),
+                "bit flip at {i}"
+            );
         }
     }
 

@@ -67,7 +67,11 @@ pub struct PeerSender {
 
 impl core::fmt::Debug for PeerSender {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "PeerSender({} -> {}, seq {})", self.id.from, self.id.to, self.seq)
+        write!(
+            f,
+            "PeerSender({} -> {}, seq {})",
+            self.id.from, self.id.to, self.seq
+        )
     }
 }
 
@@ -147,7 +151,11 @@ pub struct PeerReceiver {
 
 impl core::fmt::Debug for PeerReceiver {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "PeerReceiver({} -> {}, seq {})", self.id.from, self.id.to, self.seq)
+        write!(
+            f,
+            "PeerReceiver({} -> {}, seq {})",
+            self.id.from, self.id.to, self.seq
+        )
     }
 }
 

@@ -68,7 +68,11 @@ fn presence(inputs: &PartyInputs) -> Vec<u8> {
         .flat_map(|t| t.slots().iter().map(Option::is_some))
         .collect();
     bits.chunks(8)
-        .map(|c| c.iter().enumerate().fold(0u8, |acc, (i, b)| acc | (u8::from(*b) << i)))
+        .map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u8, |acc, (i, b)| acc | (u8::from(*b) << i))
+        })
         .collect()
 }
 
@@ -185,7 +189,10 @@ mod tests {
     fn presence_and_restriction_agree() {
         let inputs = PartyInputs {
             reference: Track::new(vec![p(), None, p()]),
-            users: vec![Track::new(vec![p(), p(), None]), Track::new(vec![None, p(), p()])],
+            users: vec![
+                Track::new(vec![p(), p(), None]),
+                Track::new(vec![None, p(), p()]),
+            ],
         };
         let bits = presence(&inputs);
         // 9 slots: 1 0 1 | 1 1 0 | 0 1 1

@@ -7,12 +7,12 @@
 
 use std::collections::HashSet;
 
-use armored_crypto::kpcpre::{AttributeSet, Policy};
 use armored_crypto::designation::verify_designation;
+use armored_crypto::hpke::HpkePublicKey;
+use armored_crypto::kpcpre::{AttributeSet, Policy};
 use armored_crypto::mpcjob::SignedJob;
 use armored_crypto::tokens::verify_process_token;
 use armored_crypto::{Error as CryptoError, KeyId};
-use armored_crypto::hpke::HpkePublicKey;
 use armored_mpc::job::{ContactTracingParams, Function, SlotWindow, DISTANCE_LIMIT};
 use armored_runtime::registry::Registry;
 use armored_schemas::v1;
@@ -81,16 +81,25 @@ pub fn admit(
     if job.node_ids.as_slice() != nodes.as_slice() {
         return Err(reject(
             "wrong_nodes",
-            format!("job names nodes {:?}, this deployment is {nodes:?}", job.node_ids),
+            format!(
+                "job names nodes {:?}, this deployment is {nodes:?}",
+                job.node_ids
+            ),
         ));
     }
     if job.distance >= DISTANCE_LIMIT || job.window_slots == 0 {
-        return Err(reject("bad_parameters", "distance below 2^16 and a non-empty window"));
+        return Err(reject(
+            "bad_parameters",
+            "distance below 2^16 and a non-empty window",
+        ));
     }
     if job.participants.is_empty() || job.participants.len() > max_participants {
         return Err(reject(
             "bad_parameters",
-            format!("1 to {max_participants} participants (got {})", job.participants.len()),
+            format!(
+                "1 to {max_participants} participants (got {})",
+                job.participants.len()
+            ),
         ));
     }
     let reference = job
@@ -98,7 +107,11 @@ pub fn admit(
         .as_ref()
         .ok_or_else(|| reject("bad_parameters", "no reference twin"))?;
     let mut seen = HashSet::new();
-    if job.participants.iter().any(|p| !seen.insert(p.twin_id.as_str())) {
+    if job
+        .participants
+        .iter()
+        .any(|p| !seen.insert(p.twin_id.as_str()))
+    {
         return Err(reject("bad_parameters", "a participant is listed twice"));
     }
     let service = registry
@@ -116,9 +129,12 @@ pub fn admit(
         let owner = registry
             .twin_owner(who)
             .ok_or_else(|| reject("unknown_twin", who.clone()))?;
-        let bytes = tokens
-            .token(&p.token_id)
-            .ok_or_else(|| reject("missing_token", format!("no process token {} for {who}", hex::encode(&p.token_id))))?;
+        let bytes = tokens.token(&p.token_id).ok_or_else(|| {
+            reject(
+                "missing_token",
+                format!("no process token {} for {who}", hex::encode(&p.token_id)),
+            )
+        })?;
         let revoked = tokens.revocations(&owner.sig.key_id());
         let grant = match verify_process_token(bytes, &owner.sig, &revoked, now_ms) {
             Ok(g) => g.into_inner(),
@@ -134,7 +150,10 @@ pub fn admit(
         if t.receiver_sig_key_id.as_slice() != service.sig.key_id().0.as_slice()
             || grant.receiver_hpke_key != service.hpke
         {
-            return Err(reject("wrong_receiver", format!("{who}: token is for another receiver")));
+            return Err(reject(
+                "wrong_receiver",
+                format!("{who}: token is for another receiver"),
+            ));
         }
         let g = t
             .grants
@@ -142,19 +161,31 @@ pub fn admit(
             .find(|g| g.function == job.function)
             .ok_or_else(|| reject("function_not_granted", who.clone()))?;
         if g.distance != job.distance {
-            return Err(reject("parameters_not_granted", format!("{who}: distance {} is not the granted {}", job.distance, g.distance)));
+            return Err(reject(
+                "parameters_not_granted",
+                format!(
+                    "{who}: distance {} is not the granted {}",
+                    job.distance, g.distance
+                ),
+            ));
         }
         if g.window_alignment == 0
             || job.window_start_slot % u64::from(g.window_alignment) != 0
             || job.window_slots < g.min_window_slots
         {
-            return Err(reject("window_not_granted", format!(
-                "{who}: window must start on a multiple of {} slots and span at least {}",
-                g.window_alignment, g.min_window_slots
-            )));
+            return Err(reject(
+                "window_not_granted",
+                format!(
+                    "{who}: window must start on a multiple of {} slots and span at least {}",
+                    g.window_alignment, g.min_window_slots
+                ),
+            ));
         }
         if g.reference_designator_key_id.as_slice() != designator.0.as_slice() {
-            return Err(reject("designation_invalid", format!("{who}: another designator is granted")));
+            return Err(reject(
+                "designation_invalid",
+                format!("{who}: another designator is granted"),
+            ));
         }
         Ok((
             Admission {
@@ -172,15 +203,21 @@ pub fn admit(
     for p in &job.participants {
         let (a, len) = check(p)?;
         if len != slot_len {
-            return Err(reject("parameters_not_granted", "tokens grant different slot lengths"));
+            return Err(reject(
+                "parameters_not_granted",
+                "tokens grant different slot lengths",
+            ));
         }
         participants.push(a);
     }
 
     // The designator's statement: signed by the granted key, naming this reference and window.
-    let d_party = registry
-        .party_by_sig_key(&designator)
-        .ok_or_else(|| reject("designation_invalid", "designator is not a registered party"))?;
+    let d_party = registry.party_by_sig_key(&designator).ok_or_else(|| {
+        reject(
+            "designation_invalid",
+            "designator is not a registered party",
+        )
+    })?;
     let d = verify_designation(&job.designation, &d_party.sig)
         .map_err(|e| reject("designation_invalid", e.to_string()))?;
     if d.reference_twin_id != reference.twin_id

@@ -122,13 +122,18 @@ impl Keys {
         }
         let dir = Path::new(&cfg.dir);
         let mut rng = rand_core::OsRng;
-        let pre = load_pre_key(&dir.join("pre.key"), &mut rng)
-            .with_context(|| format!("node keys in {:?} (atctl service init --kind mpc-node)", cfg.dir))?;
+        let pre = load_pre_key(&dir.join("pre.key"), &mut rng).with_context(|| {
+            format!(
+                "node keys in {:?} (atctl service init --kind mpc-node)",
+                cfg.dir
+            )
+        })?;
         let sig = load_signing_key(&dir.join("sig.key"))?;
         let hpke = load_hpke_key(&dir.join("hpke.key"))?;
         let mut nodes = Vec::with_capacity(3);
         for (j, path) in cfg.peers.iter().enumerate() {
-            let bytes = std::fs::read(path).with_context(|| format!("node {} identity {path}", j + 1))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("node {} identity {path}", j + 1))?;
             let p = verify_pinned_identity(&bytes, &fingerprint(&bytes))
                 .with_context(|| format!("node {} identity {path}", j + 1))?
                 .into_inner();

@@ -82,7 +82,8 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let state = NodeState::open(Some(cfg.node.state_dir()))?;
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
 
-    let (bad_tx, mut bad_rx) = tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
+    let (bad_tx, mut bad_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
     let tx = bad_tx.clone();
     let (registry, reg_follower) = armored_runtime::registry::follow(
         &cfg.kafka,
@@ -98,12 +99,19 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
     let tokens: Arc<RwLock<TokenStore>> = Arc::default();
     let tok_follower = {
-        let (registry, tokens, m, tx) = (registry.clone(), tokens.clone(), metrics.clone(), bad_tx.clone());
+        let (registry, tokens, m, tx) = (
+            registry.clone(),
+            tokens.clone(),
+            metrics.clone(),
+            bad_tx.clone(),
+        );
         Follower::start(
             &cfg.kafka,
             &topics.tokens(),
             Box::new(move |rec| {
-                let (Ok(reg), Ok(mut t)) = (registry.read(), tokens.write()) else { return };
+                let (Ok(reg), Ok(mut t)) = (registry.read(), tokens.write()) else {
+                    return;
+                };
                 if let Err(e) = t.apply(&rec.payload, &reg) {
                     let _ = tx.send((rec.clone(), e.reason(), e.to_string()));
                 }
@@ -115,13 +123,20 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
     let shares: Arc<RwLock<ShareStore>> = Arc::default();
     let share_follower = {
-        let (registry, shares, m, tx) = (registry.clone(), shares.clone(), metrics.clone(), bad_tx.clone());
+        let (registry, shares, m, tx) = (
+            registry.clone(),
+            shares.clone(),
+            metrics.clone(),
+            bad_tx.clone(),
+        );
         let mut receiver = Receiver::new(pre);
         Follower::start(
             &cfg.kafka,
             &topics.mpc_shares(j),
             Box::new(move |rec| {
-                let (Ok(reg), Ok(mut s)) = (registry.read(), shares.write()) else { return };
+                let (Ok(reg), Ok(mut s)) = (registry.read(), shares.write()) else {
+                    return;
+                };
                 let received = rec.timestamp_ms.map_or_else(now_ms, |t| t.max(0) as u64);
                 match s.apply(&mut receiver, &reg, j, &rec.payload, received) {
                     Ok(_) => m.shares_stored.set(s.len() as i64),
@@ -135,7 +150,9 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         )?
     };
     tok_follower.synced_since(Instant::now(), timeout).await?;
-    share_follower.synced_since(Instant::now(), Duration::from_secs(600)).await?;
+    share_follower
+        .synced_since(Instant::now(), Duration::from_secs(600))
+        .await?;
 
     let net = PeerNet::start(
         &cfg.kafka,
@@ -192,7 +209,14 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         tokens = ctx.tokens.read().map(|t| t.len()).unwrap_or(0),
         "at-mpc-node ready"
     );
-    let r = run_group(&cfg.kafka, spec, ctx.metrics.consumer_lag.clone(), handler, shutdown).await;
+    let r = run_group(
+        &cfg.kafka,
+        spec,
+        ctx.metrics.consumer_lag.clone(),
+        handler,
+        shutdown,
+    )
+    .await;
     kafka::flush(&producer);
     r?;
     tracing::info!("at-mpc-node stopped");
@@ -209,7 +233,12 @@ fn source(rec: &Inbound) -> Source<'_> {
 }
 
 async fn dead_letter(ctx: &Ctx, rec: &Inbound, reason: &str, detail: &str) {
-    if let Err(e) = ctx.dlq.send(reason, detail, &source(rec), &rec.payload).await.await {
+    if let Err(e) = ctx
+        .dlq
+        .send(reason, detail, &source(rec), &rec.payload)
+        .await
+        .await
+    {
         tracing::error!(error = %e, "dead letter not written");
     }
 }
@@ -221,7 +250,14 @@ async fn publish(ctx: &Ctx, job_id: &str, result: ResultKind) -> Ack {
         result: Some(result),
     }
     .encode_to_vec();
-    enqueue(&ctx.producer, &ctx.topics.mpc_results(), job_id.as_bytes(), &rec, None).await
+    enqueue(
+        &ctx.producer,
+        &ctx.topics.mpc_results(),
+        job_id.as_bytes(),
+        &rec,
+        None,
+    )
+    .await
 }
 
 /// Fails an attempt on this node: signed `JobFailed`, metric, ledger.
@@ -246,8 +282,13 @@ async fn fail(ctx: &Ctx, job: &SignedJob, attempt: u32, reason: &str, detail: &s
         .lock()
         .map_err(|_| "state lock poisoned".to_string())
         .and_then(|mut s| {
-            s.set(&job.job.job_id, &job.job_hash, attempt, AttemptState::Failed)
-                .map_err(|e| e.to_string())
+            s.set(
+                &job.job.job_id,
+                &job.job_hash,
+                attempt,
+                AttemptState::Failed,
+            )
+            .map_err(|e| e.to_string())
         });
     Box::pin(async move {
         ack.await?;
@@ -277,25 +318,63 @@ async fn synced(ctx: &Ctx, since: Instant) -> Result<(), String> {
 
 /// One record of `at.mpc.jobs.v1`.
 async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
-    let sub: v1::JobSubmission = match decode_strict::<v1::JobSubmission>("JobSubmission", &m.payload, MAX_JOB_BYTES + 64) {
-        Ok(s) if s.version == WIRE_VERSION => s,
-        Ok(_) => return vec![ctx.dlq.send("unsupported_version", "JobSubmission", &source(&m), &m.payload).await],
-        Err(e) => return vec![ctx.dlq.send("malformed_job", &e.to_string(), &source(&m), &m.payload).await],
-    };
+    let sub: v1::JobSubmission =
+        match decode_strict::<v1::JobSubmission>("JobSubmission", &m.payload, MAX_JOB_BYTES + 64) {
+            Ok(s) if s.version == WIRE_VERSION => s,
+            Ok(_) => {
+                return vec![
+                    ctx.dlq
+                        .send(
+                            "unsupported_version",
+                            "JobSubmission",
+                            &source(&m),
+                            &m.payload,
+                        )
+                        .await,
+                ]
+            }
+            Err(e) => {
+                return vec![
+                    ctx.dlq
+                        .send("malformed_job", &e.to_string(), &source(&m), &m.payload)
+                        .await,
+                ]
+            }
+        };
     if let Err(e) = synced(&ctx, m.received).await {
         return vec![Box::pin(async move { Err(e) })];
     }
     let service = match peek_job(&sub.job) {
         Ok(j) => j.service_id,
-        Err(e) => return vec![ctx.dlq.send("malformed_job", &e.to_string(), &source(&m), &m.payload).await],
+        Err(e) => {
+            return vec![
+                ctx.dlq
+                    .send("malformed_job", &e.to_string(), &source(&m), &m.payload)
+                    .await,
+            ]
+        }
     };
-    let key = ctx.registry.read().ok().and_then(|r| r.party(&service).map(|p| p.sig.clone()));
+    let key = ctx
+        .registry
+        .read()
+        .ok()
+        .and_then(|r| r.party(&service).map(|p| p.sig.clone()));
     let Some(key) = key else {
-        return vec![ctx.dlq.send("unknown_service", &service, &source(&m), &m.payload).await];
+        return vec![
+            ctx.dlq
+                .send("unknown_service", &service, &source(&m), &m.payload)
+                .await,
+        ];
     };
     let job = match verify_job(&sub.job, &key) {
         Ok(j) => j.into_inner(),
-        Err(e) => return vec![ctx.dlq.send(e.reason(), &e.to_string(), &source(&m), &m.payload).await],
+        Err(e) => {
+            return vec![
+                ctx.dlq
+                    .send(e.reason(), &e.to_string(), &source(&m), &m.payload)
+                    .await,
+            ]
+        }
     };
     let attempt = sub.attempt;
     let seen = match ctx.state.lock() {
@@ -310,9 +389,15 @@ async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
         }
         Seen::Conflict => {
             let detail = "another job body under a known job id";
-            let d = ctx.dlq.send("job_conflict", detail, &source(&m), &m.payload).await;
+            let d = ctx
+                .dlq
+                .send("job_conflict", detail, &source(&m), &m.payload)
+                .await;
             // Not recorded in the ledger: the known job keeps its hash.
-            ctx.metrics.failures.with_label_values(&["job_conflict"]).inc();
+            ctx.metrics
+                .failures
+                .with_label_values(&["job_conflict"])
+                .inc();
             let signed = sign_job_failed(
                 &ctx.keys.sig,
                 &JobFailure {
@@ -324,10 +409,22 @@ async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
                     detail: detail.into(),
                 },
             );
-            return vec![d, publish(&ctx, &job.job.job_id, ResultKind::JobFailed(signed)).await];
+            return vec![
+                d,
+                publish(&ctx, &job.job.job_id, ResultKind::JobFailed(signed)).await,
+            ];
         }
         Seen::Interrupted => {
-            return vec![fail(&ctx, &job, attempt, "node_restarted", "this node stopped during the attempt").await];
+            return vec![
+                fail(
+                    &ctx,
+                    &job,
+                    attempt,
+                    "node_restarted",
+                    "this node stopped during the attempt",
+                )
+                .await,
+            ];
         }
     }
     vec![run_attempt(&ctx, &job, attempt).await]
@@ -360,7 +457,14 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32) -> Ack {
     if admitted.cutoff_ms > now {
         let wait = admitted.cutoff_ms - now;
         if wait > ctx.cfg.node.max_cutoff_wait_ms {
-            return fail(ctx, job, attempt, "window_not_closed", &format!("inputs close in {wait} ms")).await;
+            return fail(
+                ctx,
+                job,
+                attempt,
+                "window_not_closed",
+                &format!("inputs close in {wait} ms"),
+            )
+            .await;
         }
         tracing::info!(job = %job.job.job_id, wait_ms = wait, "waiting for the window's cut-off");
         tokio::select! {
@@ -377,10 +481,19 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32) -> Ack {
         .collect();
     let charged = match ctx.state.lock() {
         Ok(mut s) => s
-            .charge(&job.job.job_id, (job.job.window_start_slot, job.job.window_slots), &twins)
+            .charge(
+                &job.job.job_id,
+                (job.job.window_start_slot, job.job.window_slots),
+                &twins,
+            )
             .and_then(|r| {
                 if r.is_ok() {
-                    s.set(&job.job.job_id, &job.job_hash, attempt, AttemptState::Running)?;
+                    s.set(
+                        &job.job.job_id,
+                        &job.job_hash,
+                        attempt,
+                        AttemptState::Running,
+                    )?;
                 }
                 Ok(r)
             }),
@@ -389,7 +502,14 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32) -> Ack {
     match charged {
         Ok(Ok(())) => {}
         Ok(Err(twin)) => {
-            return fail(ctx, job, attempt, "budget_exhausted", &format!("{twin}: no jobs left in this window")).await
+            return fail(
+                ctx,
+                job,
+                attempt,
+                "budget_exhausted",
+                &format!("{twin}: no jobs left in this window"),
+            )
+            .await
         }
         Err(e) => {
             let e = e.to_string();
@@ -414,7 +534,9 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32) -> Ack {
         Err(e) => return fail(ctx, job, attempt, "engine_error", &e.to_string()).await,
     };
     ctx.metrics.rounds.inc_by(u64::from(done.rounds));
-    ctx.metrics.job_seconds.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .job_seconds
+        .observe(started.elapsed().as_secs_f64());
     ctx.metrics.jobs.with_label_values(&["completed"]).inc();
     tracing::info!(
         job = %job.job.job_id,

@@ -77,7 +77,10 @@ impl PeerNet {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", "5")
-            .set("fetch.message.max.bytes", (MAX_PEER_MESSAGE_BYTES + 65536).to_string())
+            .set(
+                "fetch.message.max.bytes",
+                (MAX_PEER_MESSAGE_BYTES + 65536).to_string(),
+            )
             .create()?;
         let partition = (me - 1) as i32;
         let (_, high) = consumer.fetch_watermarks(
@@ -116,11 +119,15 @@ impl PeerNet {
     }
 
     fn reject(&self, reason: &str) {
-        self.metrics.peer_rejected.with_label_values(&[reason]).inc();
+        self.metrics
+            .peer_rejected
+            .with_label_values(&[reason])
+            .inc();
     }
 
     fn accept(&self, payload: &[u8]) {
-        let m: v1::PeerMessage = match decode_strict("PeerMessage", payload, MAX_PEER_MESSAGE_BYTES) {
+        let m: v1::PeerMessage = match decode_strict("PeerMessage", payload, MAX_PEER_MESSAGE_BYTES)
+        {
             Ok(m) => m,
             Err(_) => return self.reject("malformed"),
         };
@@ -152,10 +159,13 @@ impl PeerNet {
         }
         inb.buffered += m.ciphertext.len();
         let from = (m.from - 1) as usize;
-        let entry = inb.map.entry((job_hash, m.attempt)).or_insert_with(|| Inbox {
-            queues: Default::default(),
-            touched: now,
-        });
+        let entry = inb
+            .map
+            .entry((job_hash, m.attempt))
+            .or_insert_with(|| Inbox {
+                queues: Default::default(),
+                touched: now,
+            });
         entry.touched = now;
         entry.queues[from].push_back(m);
         cv.notify_all();
@@ -201,7 +211,11 @@ pub struct AttemptTransport {
 
 impl std::fmt::Debug for AttemptTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AttemptTransport(node {}, attempt {})", self.net.me, self.key.1)
+        write!(
+            f,
+            "AttemptTransport(node {}, attempt {})",
+            self.net.me, self.key.1
+        )
     }
 }
 
@@ -234,7 +248,10 @@ impl AttemptTransport {
     /// Opens both channels with a hello carrying `hello` (public: the presence pattern), returns
     /// the peers' hellos (indexed by party slot; this node's own is `hello`) and this attempt's
     /// PRSS seeds, exported from the fresh contexts.
-    pub fn handshake(&mut self, hello: &[u8]) -> Result<([Vec<u8>; 3], PartySeeds), TransportError> {
+    pub fn handshake(
+        &mut self,
+        hello: &[u8],
+    ) -> Result<([Vec<u8>; 3], PartySeeds), TransportError> {
         let me = self.me();
         for p in [me.next(), me.prev()] {
             self.send(p, HELLO_ROUND, hello.to_vec())?;
@@ -249,7 +266,9 @@ impl AttemptTransport {
             let bytes = if me.index() < p.index() {
                 s.senders[p.slot()].as_ref().map(PeerSender::export_seed)
             } else {
-                s.receivers[p.slot()].as_ref().map(PeerReceiver::export_seed)
+                s.receivers[p.slot()]
+                    .as_ref()
+                    .map(PeerReceiver::export_seed)
             };
             match bytes {
                 Some(Ok(b)) => Ok(Seed::new(*b)),
@@ -292,8 +311,13 @@ impl Transport for AttemptTransport {
         let from = self.net.me;
         if self.senders[to.slot()].is_none() {
             let id = self.channel(from, u32::from(to.index()));
-            let s = PeerSender::open(&self.hpke, &self.peers[to.slot()], id, &mut rand_core::OsRng)
-                .map_err(|_| other("peer channel setup failed"))?;
+            let s = PeerSender::open(
+                &self.hpke,
+                &self.peers[to.slot()],
+                id,
+                &mut rand_core::OsRng,
+            )
+            .map_err(|_| other("peer channel setup failed"))?;
             self.senders[to.slot()] = Some(s);
         }
         let chunks: Vec<&[u8]> = if payload.is_empty() {
@@ -303,9 +327,7 @@ impl Transport for AttemptTransport {
         };
         let n = chunks.len() as u32;
         for (i, c) in chunks.into_iter().enumerate() {
-            let sender = self.senders[to.slot()]
-                .as_mut()
-                .ok_or(other("no sender"))?;
+            let sender = self.senders[to.slot()].as_mut().ok_or(other("no sender"))?;
             let m = sender
                 .seal(round, i as u32, n, c)
                 .map_err(|_| other("peer seal failed"))?;

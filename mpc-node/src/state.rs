@@ -76,9 +76,15 @@ impl NodeState {
     /// Loads (or starts) the state in `dir`; `None` keeps it in memory.
     pub fn open(dir: Option<PathBuf>) -> Result<Self, StateError> {
         let Some(dir) = dir else {
-            return Ok(Self { path: None, data: Persisted::default() });
+            return Ok(Self {
+                path: None,
+                data: Persisted::default(),
+            });
         };
-        let io = |source| StateError::Io { path: dir.display().to_string(), source };
+        let io = |source| StateError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
         std::fs::create_dir_all(&dir).map_err(io)?;
         let path = dir.join("node-state.json");
         let data = match std::fs::read(&path) {
@@ -87,14 +93,27 @@ impl NodeState {
                 source,
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
-            Err(source) => return Err(StateError::Io { path: path.display().to_string(), source }),
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
         };
-        Ok(Self { path: Some(path), data })
+        Ok(Self {
+            path: Some(path),
+            data,
+        })
     }
 
     fn save(&self) -> Result<(), StateError> {
-        let Some(path) = &self.path else { return Ok(()) };
-        let io = |source| StateError::Io { path: path.display().to_string(), source };
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let io = |source| StateError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec(&self.data).map_err(|source| StateError::Corrupt {
             path: path.display().to_string(),
@@ -125,10 +144,14 @@ impl NodeState {
         attempt: u32,
         state: AttemptState,
     ) -> Result<(), StateError> {
-        let e = self.data.jobs.entry(job_id.to_owned()).or_insert_with(|| JobEntry {
-            job_hash: hex::encode(job_hash),
-            attempts: BTreeMap::new(),
-        });
+        let e = self
+            .data
+            .jobs
+            .entry(job_id.to_owned())
+            .or_insert_with(|| JobEntry {
+                job_hash: hex::encode(job_hash),
+                attempts: BTreeMap::new(),
+            });
         e.attempts.insert(attempt, state);
         self.save()
     }

@@ -80,7 +80,9 @@ impl TokenStore {
             Some(Record::Revocation(r)) => {
                 let body: v1::Revocation = peek(&r)?;
                 let k = key(&body.owner_sig_key_id)?;
-                let owner = registry.owner_by_sig_key(&k).ok_or(TokenError::UnknownOwner)?;
+                let owner = registry
+                    .owner_by_sig_key(&k)
+                    .ok_or(TokenError::UnknownOwner)?;
                 let v = verify_revocation(&r, &owner.sig)?;
                 self.revoked.entry(k).or_default().apply(&v);
                 Ok(())

@@ -1,0 +1,566 @@
+//! Protocol 2 end to end on the real brokers: phones upload location shares over MQTT, the workers
+//! route share j to node j, three `at-mpc-node` processes check each job against the owners'
+//! process tokens and compute contact tracing over the HPKE peer channel, and the service combines
+//! the result — compared with the cleartext computation. Then every way a job must fail, fails on
+//! every node with its reason; forged and replayed peer messages fail the attempt cleanly; a node
+//! killed mid-job never yields a wrong result. Needs `infra/start.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use armored_crypto::hpke::HpkeSecretKey;
+use armored_crypto::identity::PartyKind;
+use armored_crypto::keyfile::load_hpke_key;
+use armored_crypto::mpcjob::{sign_job, verify_job};
+use armored_crypto::peer::{ChannelId, PeerSender};
+use armored_device::sim::Sim;
+use armored_e2e::{free_addr, metric_at, rand_id, Env, TestDevice};
+use armored_mpc::functions::contact_tracing::cleartext;
+use armored_runtime::time::now_ms;
+use armored_schemas::v1;
+use atctl::kafka::Ctl;
+use atctl::mpc::{build_job, collect, submit_job, JobRequest, Outcome};
+use atctl::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
+use atctl::service::Service;
+use prost::Message;
+use rand_core::OsRng;
+
+const SLOT_MS: u64 = 1_000;
+const WINDOW: u32 = 10;
+const DISTANCE: u32 = 25;
+const ROUND_TIMEOUT_MS: u64 = 2_000;
+
+struct Node {
+    child: Child,
+    dir: PathBuf,
+    config: PathBuf,
+    metrics: std::net::SocketAddr,
+}
+
+impl Node {
+    fn spawn(config: &Path) -> anyhow::Result<Child> {
+        Ok(Command::new(env!("CARGO_BIN_EXE_at-mpc-node"))
+            .env("AT_CONFIG", config)
+            .env("RUST_LOG", "warn,at_mpc_node=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Writes node j's configuration and starts it.
+fn start_node(env: &Env, j: u32, dirs: &[PathBuf]) -> anyhow::Result<Node> {
+    let metrics = free_addr();
+    let peers: Vec<String> = dirs
+        .iter()
+        .map(|d| format!("{:?}", d.join("identity").display().to_string()))
+        .collect();
+    let config = dirs[(j - 1) as usize].join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[kafka]
+brokers = "{brokers}"
+topic_prefix = "{prefix}"
+session_timeout_ms = 6000
+linger_ms = 0
+fetch_wait_max_ms = 5
+connect_timeout_ms = 10000
+[node]
+index = {j}
+dir = {dir:?}
+peers = [{peers}]
+metrics_addr = "{metrics}"
+round_timeout_ms = {ROUND_TIMEOUT_MS}
+cutoff_skew_ms = 1000
+"#,
+            brokers = env.kafka.brokers,
+            prefix = env.kafka.topic_prefix,
+            dir = dirs[(j - 1) as usize].display().to_string(),
+            peers = peers.join(", "),
+        ),
+    )?;
+    Ok(Node {
+        child: Node::spawn(&config)?,
+        dir: dirs[(j - 1) as usize].clone(),
+        config,
+        metrics,
+    })
+}
+
+async fn wait_healthy(nodes: &[Node]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for n in nodes {
+        while !armored_e2e::healthy(n.metrics).await {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "node at {} never became healthy",
+                n.metrics
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// A phone enrolled with MPC slots of `SLOT_MS`, connected over MQTT.
+async fn phone(env: &Env, owner: &Owner, ctl: &Ctl, twin: &str) -> anyhow::Result<TestDevice> {
+    let dir = env.dir.join(format!("{twin}-d1"));
+    let card = armored_device::setup_with_slot_len(&dir, twin, "d1", 3_600_000, SLOT_MS)?;
+    armored_device::pin_owner(&dir, &owner.identity()?)?;
+    owner.enroll_device(ctl, &card).await?;
+    let password = rand_id("pw");
+    env.add_mqtt_user(&format!("{twin}/d1"), &password).await?;
+    TestDevice::start(env, &dir, &password).await
+}
+
+fn failed_reasons(o: &Outcome) -> Vec<(u32, String)> {
+    match o {
+        Outcome::Failed { failures, .. } => {
+            failures.iter().map(|(n, r, _)| (*n, r.clone())).collect()
+        }
+        Outcome::Completed { .. } => Vec::new(),
+    }
+}
+
+/// Waits until all three nodes reported the attempt (or one completed and the rest did too).
+async fn outcome_all(ctl: &Ctl, ha: &Path, job_id: &str) -> anyhow::Result<Outcome> {
+    outcome_of(ctl, ha, job_id, 1).await
+}
+
+/// Like `outcome_all`, for attempt `attempt` or later.
+async fn outcome_of(ctl: &Ctl, ha: &Path, job_id: &str, attempt: u32) -> anyhow::Result<Outcome> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = collect(ctl, ha, job_id, Duration::from_secs(30)).await?;
+        let a = match &o {
+            Outcome::Completed { attempt, .. } | Outcome::Failed { attempt, .. } => *attempt,
+        };
+        let settled = matches!(o, Outcome::Completed { .. }) || failed_reasons(&o).len() == 3;
+        if (a >= attempt && settled) || Instant::now() > deadline {
+            return Ok(o);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let _ingest = env.start_ingest();
+    let _worker = env.start_worker(&rand_id("reenc"));
+    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+
+    // Three nodes and the health authority (receiver and designator), pinned by the owner.
+    let mut node_dirs = Vec::new();
+    let mut node_ids = Vec::new();
+    for j in 1..=3 {
+        let dir = env.dir.join(format!("node{j}"));
+        let id = Service::init(&dir, &rand_id(&format!("node{j}")), PartyKind::MpcNode)?;
+        let (p, _) = owner.trust(&ctl, &std::fs::read(id)?).await?;
+        node_ids.push(p.party_id);
+        node_dirs.push(dir);
+    }
+    let nodes_arr: [String; 3] = [
+        node_ids[0].clone(),
+        node_ids[1].clone(),
+        node_ids[2].clone(),
+    ];
+    owner.grant_mpc(&ctl, &nodes_arr).await?;
+    let ha = env.dir.join("health");
+    let ha_identity = std::fs::read(Service::init(&ha, &rand_id("health"), PartyKind::Service)?)?;
+    owner.trust(&ctl, &ha_identity).await?;
+    let other = env.dir.join("other-svc");
+    let other_identity = std::fs::read(Service::init(
+        &other,
+        &rand_id("other"),
+        PartyKind::Service,
+    )?)?;
+    owner.trust(&ctl, &other_identity).await?;
+
+    // Phones: a patient and four users on a small map (contacts are likely).
+    let patient = rand_id("patient");
+    let users: Vec<String> = (0..4).map(|i| rand_id(&format!("user{i}"))).collect();
+    let mut phones = Vec::new();
+    for t in std::iter::once(&patient).chain(&users) {
+        phones.push(phone(&env, &owner, &ctl, t).await?);
+    }
+    let token_req = |distance: u32, until: u64, max_jobs: u32| ProcessTokenRequest {
+        receiver_identity: ha_identity.clone(),
+        designator_identity: ha_identity.clone(),
+        function: CONTACT_TRACING.to_string(),
+        distance,
+        slot_len_ms: SLOT_MS,
+        window_alignment: 5,
+        min_window_slots: 5,
+        max_jobs_per_window: max_jobs,
+        not_after_ms: until,
+        policy: None,
+        twins: Vec::new(),
+    };
+    owner
+        .process_token(&ctl, &token_req(DISTANCE, now_ms() + 3_600_000, 4))
+        .await?;
+
+    // Phase 3+: every phone uploads its simulated location for each slot of the window.
+    let sim = Sim {
+        grid: 120,
+        hotspots: 2,
+        ..Sim::new(7)
+    };
+    // The window lies a few seconds ahead: phones upload as they go, before the window's cut-off
+    // (its end plus the skew bound); the nodes wait for the cut-off before computing.
+    let start = (now_ms() / SLOT_MS + 2) / 5 * 5 + 5;
+    let slots = start..start + u64::from(WINDOW);
+    for (t, dev) in std::iter::once(&patient).chain(&users).zip(&phones) {
+        for slot in slots.clone() {
+            let (x, y) = sim.point(t, slot);
+            let envs = dev
+                .device
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .share_point(slot, x, y)?;
+            for e in envs {
+                dev.outbox.send(e).await?;
+            }
+        }
+    }
+    let expected = cleartext(
+        DISTANCE,
+        &sim.path(&patient, slots.clone()),
+        &users
+            .iter()
+            .map(|u| sim.path(u, slots.clone()))
+            .collect::<Vec<_>>(),
+    );
+    // Wait until each node topic holds every share.
+    let want = (users.len() + 1) * WINDOW as usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while [1, 2, 3].iter().any(|&j| {
+        env.records(&env.topics.mpc_shares(j))
+            .map_or(true, |r| r.len() < want)
+    }) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "shares did not reach the node topics"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut nodes = Vec::new();
+    for j in 1..=3 {
+        nodes.push(start_node(&env, j, &node_dirs)?);
+    }
+    wait_healthy(&nodes).await?;
+
+    let designation = atctl::designate::designate(&ha, &patient, start, WINDOW)?;
+    let request = |job_id: &str| JobRequest {
+        job_id: Some(job_id.to_string()),
+        reference: patient.clone(),
+        distance: DISTANCE,
+        window_start_slot: start,
+        window_slots: WINDOW,
+        participants: users.clone(),
+        nodes: nodes_arr.clone(),
+        designation: designation.clone(),
+    };
+
+    // 1. The job completes and equals the cleartext computation.
+    let (key, job) = build_job(&ctl, &ha, &request("ok")).await?;
+    submit_job(&ctl, &key, &job, 1).await?;
+    let o = collect(&ctl, &ha, "ok", Duration::from_secs(60)).await?;
+    let Outcome::Completed { counts, total, .. } = o else {
+        anyhow::bail!("job failed: {o:?}")
+    };
+    assert_eq!(counts.iter().map(|(_, c)| *c).collect::<Vec<_>>(), expected);
+    assert_eq!(total, expected.iter().sum::<u64>());
+    assert!(
+        total > 0,
+        "the map is small enough for contacts: {expected:?}"
+    );
+    assert_eq!(
+        counts.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(),
+        users
+    );
+    // Idempotent by job id: the same attempt again is skipped, a different body is refused.
+    submit_job(&ctl, &key, &job, 1).await?;
+    let mut changed = job.clone();
+    changed.distance = DISTANCE + 1;
+    submit_job(&ctl, &key, &changed, 1).await?;
+
+    let all = |reason: &str| {
+        vec![
+            (1, reason.to_string()),
+            (2, reason.to_string()),
+            (3, reason.to_string()),
+        ]
+    };
+    let expect_fail = |o: &Outcome, reason: &str| {
+        assert_eq!(failed_reasons(o), all(reason), "{o:?}");
+    };
+
+    // 2. Parameters outside the grant: distance, window alignment, undesignated reference.
+    let mut r = request("far");
+    r.distance = DISTANCE + 5;
+    let (k, j) = build_job(&ctl, &ha, &r).await?;
+    submit_job(&ctl, &k, &j, 1).await?;
+    expect_fail(
+        &outcome_all(&ctl, &ha, "far").await?,
+        "parameters_not_granted",
+    );
+
+    let mut r = request("unaligned");
+    r.window_start_slot = start + 1;
+    r.designation = atctl::designate::designate(&ha, &patient, start + 1, WINDOW)?;
+    let (k, j) = build_job(&ctl, &ha, &r).await?;
+    submit_job(&ctl, &k, &j, 1).await?;
+    expect_fail(
+        &outcome_all(&ctl, &ha, "unaligned").await?,
+        "window_not_granted",
+    );
+
+    let mut r = request("other-ref");
+    r.reference = users[0].clone();
+    r.participants = std::iter::once(patient.clone())
+        .chain(users[1..].iter().cloned())
+        .collect();
+    let (k, j) = build_job(&ctl, &ha, &r).await?;
+    submit_job(&ctl, &k, &j, 1).await?;
+    expect_fail(
+        &outcome_all(&ctl, &ha, "other-ref").await?,
+        "reference_not_designated",
+    );
+
+    // 3. Tokens: missing, wrong receiver, wrong function, expired, revoked.
+    let (k, mut j) = build_job(&ctl, &ha, &request("missing")).await?;
+    j.participants[1].token_id = vec![7; 16];
+    submit_job(&ctl, &k, &j, 1).await?;
+    expect_fail(&outcome_all(&ctl, &ha, "missing").await?, "missing_token");
+
+    // Another service presenting the health authority's tokens.
+    let (_, mut j) = build_job(&ctl, &ha, &request("thief")).await?;
+    let ok = Service::open(&other)?;
+    j.service_id = ok.id.clone();
+    let other_key = armored_crypto::keyfile::load_signing_key(&other.join("sig.key"))?;
+    submit_job(&ctl, &other_key, &j, 1).await?;
+    // The thief cannot read the results, so read the failures with the health authority's view
+    // of the same job (the nodes sign failures regardless of who asked).
+    let failures = wait_failures(&ctl, &j, &other_key).await?;
+    assert_eq!(failures, all("wrong_receiver"));
+
+    let (_, short) = owner
+        .process_token(&ctl, &token_req(DISTANCE, now_ms() + 1_500, 4))
+        .await?;
+    let short_id = peek_token_id(&short)?;
+    let (k, mut j) = build_job(&ctl, &ha, &request("expired")).await?;
+    j.participants[0].token_id = short_id;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    submit_job(&ctl, &k, &j, 1).await?;
+    expect_fail(&outcome_all(&ctl, &ha, "expired").await?, "expired_token");
+
+    let (k, j) = build_job(&ctl, &ha, &request("revoked")).await?;
+    owner
+        .revoke_process_token(&ctl, &hex::encode(&j.participants[2].token_id))
+        .await?;
+    submit_job(&ctl, &k, &j, 1).await?;
+    expect_fail(&outcome_all(&ctl, &ha, "revoked").await?, "revoked_token");
+    // A new token for the rest of the test.
+    owner
+        .process_token(&ctl, &token_req(DISTANCE, now_ms() + 3_600_000, 4))
+        .await?;
+
+    // 4. A forged peer message (not from node 2's key) and a replayed one (from another attempt)
+    // waiting in node 1's inbox fail the attempt cleanly.
+    for (job_id, replay) in [("forged", false), ("replayed", true)] {
+        let (k, j) = build_job(&ctl, &ha, &request(job_id)).await?;
+        let hash = verify_job(&sign_job(&k, &j), k.verifying_key())?.job_hash;
+        let node1 = load_hpke_key(&node_dirs[0].join("hpke.key"))?;
+        let node2 = load_hpke_key(&node_dirs[1].join("hpke.key"))?;
+        let sender = if replay {
+            node2
+        } else {
+            HpkeSecretKey::generate(&mut OsRng)
+        };
+        let id = ChannelId {
+            job_hash: hash,
+            attempt: if replay { 1 } else { 2 },
+            from: 2,
+            to: 1,
+        };
+        let mut m = PeerSender::open(&sender, node1.public(), id, &mut OsRng)?.seal(
+            u32::MAX,
+            0,
+            1,
+            b"hello",
+        )?;
+        m.attempt = 2; // the replay is rewritten into attempt 2
+                       // Partition 0 carries what is sent to node 1.
+        send_to_partition(&ctl, &env.topics.mpc_peer(), 0, &m.encode_to_vec()).await?;
+        submit_job(&ctl, &k, &j, 2).await?;
+        let o = outcome_all(&ctl, &ha, job_id).await?;
+        let reasons = failed_reasons(&o);
+        assert!(
+            reasons.contains(&(1, "peer_message_rejected".to_string())),
+            "{o:?}"
+        );
+        assert!(
+            reasons
+                .iter()
+                .all(|(_, r)| r == "peer_message_rejected" || r == "timeout"),
+            "{o:?}"
+        );
+        // A retry with fresh seeds completes.
+        submit_job(&ctl, &k, &j, 3).await?;
+        let o = outcome_of(&ctl, &ha, job_id, 3).await?;
+        assert!(
+            matches!(o, Outcome::Completed { attempt: 3, ref counts, .. } if counts.iter().map(|(_, c)| *c).collect::<Vec<_>>() == expected),
+            "{o:?}"
+        );
+    }
+
+    // 5. Budget: four jobs per (participant, window); "ok", "forged", "replayed" were charged.
+    let (k, j) = build_job(&ctl, &ha, &request("fourth")).await?;
+    submit_job(&ctl, &k, &j, 1).await?;
+    assert!(matches!(
+        outcome_all(&ctl, &ha, "fourth").await?,
+        Outcome::Completed { .. }
+    ));
+    let (k, j) = build_job(&ctl, &ha, &request("fifth")).await?;
+    submit_job(&ctl, &k, &j, 1).await?;
+    expect_fail(&outcome_all(&ctl, &ha, "fifth").await?, "budget_exhausted");
+
+    // 6. A node killed mid-job: the attempt fails or completes, never a wrong result; after the
+    // restart a new attempt completes. (Budgets survive the restart: a new window is used.)
+    let start2 = start + 5;
+    let mut r = request("killed");
+    r.window_start_slot = start2;
+    r.window_slots = 5;
+    r.designation = atctl::designate::designate(&ha, &patient, start2, 5)?;
+    let expected2 = cleartext(
+        DISTANCE,
+        &sim.path(&patient, start2..start2 + 5),
+        &users
+            .iter()
+            .map(|u| sim.path(u, start2..start2 + 5))
+            .collect::<Vec<_>>(),
+    );
+    let (k, j) = build_job(&ctl, &ha, &r).await?;
+    let state = nodes[2].dir.join("state").join("node-state.json");
+    submit_job(&ctl, &k, &j, 1).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"killed\""))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    nodes[2].kill();
+    nodes[2].child = Node::spawn(&nodes[2].config)?;
+    wait_healthy(&nodes).await?;
+    let o = outcome_all(&ctl, &ha, "killed").await?;
+    match &o {
+        Outcome::Completed { counts, .. } => {
+            assert_eq!(
+                counts.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+                expected2
+            )
+        }
+        Outcome::Failed { failures, .. } => assert!(!failures.is_empty()),
+    }
+    submit_job(&ctl, &k, &j, 2).await?;
+    let o = outcome_of(&ctl, &ha, "killed", 2).await?;
+    let Outcome::Completed {
+        attempt: 2, counts, ..
+    } = o
+    else {
+        anyhow::bail!("retry after restart: {o:?}")
+    };
+    assert_eq!(
+        counts.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+        expected2
+    );
+
+    // Metrics: jobs and failures by reason are counted.
+    let completed = metric_at(nodes[0].metrics, "at_mpc_jobs_total{outcome=\"completed\"}").await?;
+    assert!(completed >= 4.0, "completed {completed}");
+    let conflicts = metric_at(
+        nodes[0].metrics,
+        "at_mpc_job_failures_total{reason=\"job_conflict\"}",
+    )
+    .await?;
+    assert_eq!(conflicts, 1.0);
+
+    for p in phones {
+        p.stop().await;
+    }
+    drop(nodes);
+    env.stop().await;
+    Ok(())
+}
+
+fn peek_token_id(signed: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let s = v1::Signed::decode(signed)?;
+    Ok(v1::ProcessToken::decode(s.body.as_slice())?.token_id)
+}
+
+async fn send_to_partition(
+    ctl: &Ctl,
+    topic: &str,
+    partition: i32,
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    let rec = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic)
+        .partition(partition)
+        .payload(payload);
+    ctl.producer
+        .send(rec, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// The verified failures of the job `j` signed by `key` (a service that cannot open results).
+async fn wait_failures(
+    ctl: &Ctl,
+    j: &v1::MpcJob,
+    key: &armored_crypto::sig::SigningKey,
+) -> anyhow::Result<Vec<(u32, String)>> {
+    let hash = verify_job(&sign_job(key, j), key.verifying_key())?.job_hash;
+    let registry = ctl.registry().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut out = Vec::new();
+        for r in atctl::kafka::read_topic(ctl, &ctl.topics.mpc_results())? {
+            let Ok(rec) = v1::MpcResult::decode(r.as_slice()) else {
+                continue;
+            };
+            if let Some(v1::mpc_result::Result::JobFailed(b)) = rec.result {
+                for (i, n) in j.node_ids.iter().enumerate() {
+                    let Some(p) = registry.party(n) else { continue };
+                    if let Ok(f) = armored_crypto::mpcjob::verify_job_failed(&b, &p.sig) {
+                        if f.job_hash == hash && f.node_index == i as u32 + 1 {
+                            out.push((f.node_index, f.reason.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        if out.len() >= 3 || Instant::now() > deadline {
+            return Ok(out);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
