@@ -60,6 +60,9 @@ pub struct Submitted {
     pub attempt: u32,
 }
 
+/// A usable process token: (owner signing key id, token id, designator key id, expiry).
+type UsableToken = (KeyId, Vec<u8>, Vec<u8>, u64);
+
 fn peek<M: Message + Default>(bytes: &[u8]) -> Option<M> {
     let signed = armored_crypto::sig::decode_signed(bytes, MAX_CONTROL_BYTES).ok()?;
     M::decode(signed.body.as_slice()).ok()
@@ -71,7 +74,7 @@ fn usable_tokens(
     ctl: &Ctl,
     registry: &Registry,
     service: &KeyId,
-) -> anyhow::Result<Vec<(KeyId, Vec<u8>, Vec<u8>, u64)>> {
+) -> anyhow::Result<Vec<UsableToken>> {
     let records = read_topic(ctl, &ctl.topics.tokens())?;
     let mut revoked: BTreeMap<KeyId, RevocationSet> = BTreeMap::new();
     let mut tokens = Vec::new();
@@ -256,15 +259,14 @@ pub async fn collect(
     let me = load_signing_key(&service_dir.join("sig.key"))?;
     let deadline = Instant::now() + wait;
     loop {
-        // The job as this service signed it (the latest submission under this id).
+        // The job as this service signed it: the first body under this id (nodes refuse others).
         let job = read_topic(ctl, &ctl.topics.mpc_jobs())?
             .into_iter()
             .filter_map(|r| {
                 decode_strict::<v1::JobSubmission>("JobSubmission", &r, MAX_JOB_BYTES + 64).ok()
             })
             .filter(|s| peek_job(&s.job).is_ok_and(|j| j.job_id == job_id))
-            .filter_map(|s| verify_job(&s.job, me.verifying_key()).ok())
-            .last()
+            .find_map(|s| verify_job(&s.job, me.verifying_key()).ok())
             .with_context(|| format!("no job {job_id} signed by this service on at.mpc.jobs.v1"))?
             .into_inner();
         let registry = ctl.registry().await?;
@@ -275,7 +277,7 @@ pub async fn collect(
             .map(|n| {
                 registry
                     .party(n)
-                    .map(|p| p.sig.clone())
+                    .map(|p| p.sig)
                     .with_context(|| format!("node {n} is not registered"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

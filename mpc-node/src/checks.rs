@@ -63,17 +63,28 @@ pub struct Admitted {
     pub cutoff_ms: u64,
 }
 
-/// Checks a verified job. `nodes` are this deployment's node ids in index order.
+/// What a node knows of its deployment.
+#[derive(Clone, Debug)]
+pub struct Deployment {
+    /// The node ids in index order.
+    pub nodes: [String; 3],
+    /// Largest number of participants.
+    pub max_participants: usize,
+    /// Clock-skew bound added to the window's end.
+    pub cutoff_skew_ms: u64,
+}
+
+/// Checks a verified job at `now_ms`.
 pub fn admit(
     signed: &SignedJob,
     attempt: u32,
     registry: &Registry,
     tokens: &TokenStore,
-    nodes: &[String; 3],
-    max_participants: usize,
-    cutoff_skew_ms: u64,
+    deployment: &Deployment,
     now_ms: u64,
 ) -> Result<Admitted, Reject> {
+    let (nodes, max_participants) = (&deployment.nodes, deployment.max_participants);
+    let cutoff_skew_ms = deployment.cutoff_skew_ms;
     let job = &signed.job;
     if job.function != Function::CONTACT_TRACING_V1 {
         return Err(reject("unsupported_function", job.function.clone()));

@@ -358,7 +358,7 @@ async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
         .registry
         .read()
         .ok()
-        .and_then(|r| r.party(&service).map(|p| p.sig.clone()));
+        .and_then(|r| r.party(&service).map(|p| p.sig));
     let Some(key) = key else {
         return vec![
             ctx.dlq
@@ -441,9 +441,11 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32) -> Ack {
             attempt,
             &reg,
             &tok,
-            &ctx.keys.node_ids(),
-            ctx.cfg.node.max_participants,
-            ctx.cfg.node.cutoff_skew_ms,
+            &checks::Deployment {
+                nodes: ctx.keys.node_ids(),
+                max_participants: ctx.cfg.node.max_participants,
+                cutoff_skew_ms: ctx.cfg.node.cutoff_skew_ms,
+            },
             now_ms(),
         )
     };
