@@ -21,7 +21,7 @@ use crate::keyid::KeyId;
 use crate::kpcpre::{AttributeSet, Capsule1, Capsule2, Dek, Header, SecretKey, TCache};
 use crate::sig::{decode_signed, SigningKey, VerifyingKey};
 use crate::sym::{open, seal, NONCE_BYTES};
-use crate::tokens::{verify_write_token, RevocationSet};
+use crate::tokens::{verify_write_token, write_token_writer_key, RevocationSet};
 use crate::verified::Verified;
 
 /// Twin and device ids: `[a-z0-9-]{1,32}`.
@@ -276,10 +276,14 @@ impl TrustStore {
         if token.twin_id != h.twin_id || token.writer_key_id != h.writer_key_id {
             return Err(Error::Mismatch("write token is for another twin or writer"));
         }
-        let key = self.others.get(&kid).ok_or(Error::UnknownSigner(
-            "state change (token holder's key unknown)",
-        ))?;
-        Ok((*key, Writer::Token(token.token_id.clone())))
+        // A pinned key wins; otherwise the key the owner named in the token itself.
+        let key = match self.others.get(&kid) {
+            Some(k) => *k,
+            None => write_token_writer_key(&token)?.ok_or(Error::UnknownSigner(
+                "state change (token holder's key unknown)",
+            ))?,
+        };
+        Ok((key, Writer::Token(token.token_id.clone())))
     }
 }
 
@@ -363,6 +367,39 @@ impl Receiver {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<Verified<StateChange>> {
+        let (d, header, dek) = self.delivery_dek(bytes, rng)?;
+        open_payload(
+            &dek,
+            &d.envelope_header,
+            header,
+            &d.nonce,
+            &d.ciphertext,
+            trust,
+            now_ms,
+        )
+    }
+
+    /// Receiver side, for payloads that are not state changes (requests, `crate::request`):
+    /// decrypts a delivery with every binding check of [`Receiver::open_delivery`] but leaves the
+    /// plaintext (a signed record) to the caller. Returns (header, header bytes, plaintext).
+    pub fn open_delivery_raw<R: RngCore + CryptoRng>(
+        &mut self,
+        bytes: &[u8],
+        rng: &mut R,
+    ) -> Result<(v1::EnvelopeHeader, Vec<u8>, zeroize::Zeroizing<Vec<u8>>)> {
+        let (d, header, dek) = self.delivery_dek(bytes, rng)?;
+        let pt = open(&dek.sym(), &d.nonce, &d.ciphertext, &d.envelope_header)
+            .ok_or(Error::PayloadAuth)?;
+        Ok((header, d.envelope_header, pt))
+    }
+
+    /// Decodes a delivery, checks that it is for this receiver and that its header, capsule2 and
+    /// rk_id agree, and recovers the DEK (cached per capsule).
+    fn delivery_dek<R: RngCore + CryptoRng>(
+        &mut self,
+        bytes: &[u8],
+        rng: &mut R,
+    ) -> Result<(v1::Delivery, v1::EnvelopeHeader, Dek)> {
         let d: v1::Delivery = decode_strict("Delivery", bytes, MAX_DELIVERY_BYTES)?;
         crate::error::check_version("Delivery", d.version)?;
         let c2 = Capsule2::from_proto(d.capsule2.as_ref().ok_or(Error::InvalidField {
@@ -393,15 +430,7 @@ impl Receiver {
                 dk
             }
         };
-        open_payload(
-            &dek,
-            &d.envelope_header,
-            header,
-            &d.nonce,
-            &d.ciphertext,
-            trust,
-            now_ms,
-        )
+        Ok((d, header, dek))
     }
 }
 

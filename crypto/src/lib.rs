@@ -72,6 +72,7 @@ pub mod keyfile;
 pub mod keyid;
 pub mod kpcpre;
 pub mod replay;
+pub mod request;
 pub mod sig;
 pub mod sym;
 pub mod tokens;

@@ -14,3 +14,5 @@ pub const MAX_CONTROL_BYTES: usize = 64 * 1024;
 pub const MAX_KEY_FILE_BYTES: usize = 4 * 1024;
 /// Output shares (HPKE sealed vectors of field elements).
 pub const MAX_OUTPUT_SHARE_BYTES: usize = 512 * 1024;
+/// Responses of devices to requests (the sealed `ResponseEnvelope`).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
