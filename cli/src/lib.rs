@@ -5,5 +5,9 @@
 pub mod demo;
 pub mod kafka;
 pub mod owner;
+pub mod request;
 pub mod service;
+pub mod service_write;
 pub mod view;
+pub mod when;
+pub mod write_token;

@@ -46,6 +46,26 @@ enum Cmd {
     },
     /// Show the registry (owners, twins and devices, parties).
     Registry,
+    /// Phase 5: send a request to a twin's devices and print the answer (JSON).
+    Request {
+        /// The requester's directory: an owner's or a service's (its signing key signs the request).
+        #[arg(long = "as", env = "AT_REQUESTER_DIR", default_value = "owner")]
+        dir: PathBuf,
+        #[arg(long)]
+        twin: String,
+        /// JSON (`{"op":"read"}`, `{"op":"set","field":"x","value":1}`) or text.
+        #[arg(long)]
+        body: String,
+        /// How long the cloud may hold the request (expires_at_ms = now + ttl).
+        #[arg(long, default_value = "60s", value_parser = atctl::when::parse_duration)]
+        ttl: Duration,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "30s", value_parser = atctl::when::parse_duration)]
+        wait: Duration,
+        /// A write token file naming the requester (services).
+        #[arg(long)]
+        token: Option<PathBuf>,
+    },
     /// Play Protocol 1 on the running brokers and services (infra/demo.sh starts them).
     Demo {
         /// Directory for the demo's parties (default: a new one under $AT_STATE_DIR).
@@ -109,8 +129,25 @@ enum OwnerCmd {
         /// A receiver id (a service id, or twin/device).
         #[arg(long)]
         receiver: Option<String>,
+        /// A write token id (hex).
+        #[arg(long, conflicts_with_all = ["rk", "receiver"])]
+        write_token: Option<String>,
     },
-    /// The re-keys this owner issued.
+    /// Phase 2: let a service write TWIN until a time (an owner-signed write token on at.tokens.v1).
+    WriteToken {
+        /// The writer's identity file (from `atctl service init`).
+        #[arg(long)]
+        writer: PathBuf,
+        #[arg(long)]
+        twin: String,
+        /// A duration from now (90s, 2h, 7d), Unix ms, or RFC 3339 UTC.
+        #[arg(long)]
+        until: String,
+        /// Where to write the token (default: <owner dir>/write-tokens/<id>.token).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The re-keys and write tokens this owner issued.
     Grants,
     /// Print the path of the owner's identity file (what devices pin).
     Identity,
@@ -142,6 +179,20 @@ enum ServiceCmd {
         /// Write JSON lines here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Write a twin's state with a write token: a state change signed by this service, to at.sync.v1.
+    Write {
+        #[arg(long)]
+        twin: String,
+        /// The write token file (atctl owner write-token).
+        #[arg(long)]
+        token: PathBuf,
+        /// A JSON object of field updates, e.g. '{"target":21.5}'.
+        #[arg(long)]
+        delta: String,
+        /// Attributes (comma-separated; the twin attribute is added).
+        #[arg(long, default_value = "sync")]
+        attrs: String,
     },
 }
 
@@ -178,6 +229,31 @@ async fn run() -> anyhow::Result<()> {
                 infra_dir,
             };
             atctl::demo::run(cfg, &ctl()?).await?;
+        }
+        Cmd::Request {
+            dir,
+            twin,
+            body,
+            ttl,
+            wait,
+            token,
+        } => {
+            let who = atctl::request::Requester::open(&dir)?;
+            let write_token = match token {
+                Some(p) => {
+                    Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
+                }
+                None => None,
+            };
+            let ask = atctl::request::Ask {
+                twin_id: &twin,
+                body: body.into_bytes(),
+                ttl,
+                wait,
+                write_token,
+            };
+            let answer = atctl::request::request(&ctl()?, &who, &ask).await?;
+            println!("{}", serde_json::to_string(&answer)?);
         }
         Cmd::Registry => {
             let r = ctl()?.registry().await?;
@@ -238,7 +314,45 @@ async fn run() -> anyhow::Result<()> {
                     println!("granted {} node-{} re-key {rk}", nodes[j], j + 1);
                 }
             }
-            OwnerCmd::Revoke { rk, receiver } => {
+            OwnerCmd::WriteToken {
+                writer,
+                twin,
+                until,
+                out,
+            } => {
+                let o = Owner::open(&dir)?;
+                let now = armored_runtime::time::now_ms();
+                let until = atctl::when::parse_until(&until, now).map_err(anyhow::Error::msg)?;
+                let identity = std::fs::read(&writer)
+                    .with_context(|| format!("reading {}", writer.display()))?;
+                let (e, token) =
+                    atctl::write_token::issue(&o, &ctl()?, &identity, &twin, now, until).await?;
+                let out = out.unwrap_or_else(|| {
+                    dir.join("write-tokens")
+                        .join(format!("{}.token", e.token_id))
+                });
+                if let Some(parent) = out.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&out, token)?;
+                println!(
+                    "write token {} lets {} write {} until {} ms; token file {}",
+                    e.token_id,
+                    e.writer_id,
+                    e.twin_id,
+                    e.not_after_ms,
+                    out.display()
+                );
+            }
+            OwnerCmd::Revoke {
+                write_token: Some(id),
+                ..
+            } => {
+                let o = Owner::open(&dir)?;
+                atctl::write_token::revoke(&o, &ctl()?, &id).await?;
+                println!("revoked write token {id} (sticky; pushed to the twin's devices)");
+            }
+            OwnerCmd::Revoke { rk, receiver, .. } => {
                 let o = Owner::open(&dir)?;
                 match (rk, receiver) {
                     (Some(rk), _) => {
@@ -250,7 +364,9 @@ async fn run() -> anyhow::Result<()> {
                         println!("revoked {n} re-key(s) of {r}");
                     }
                     (None, None) => {
-                        anyhow::bail!("say what to revoke: --rk <id> or --receiver <id>")
+                        anyhow::bail!(
+                            "say what to revoke: --rk <id>, --receiver <id> or --write-token <id>"
+                        )
                     }
                 }
             }
@@ -270,47 +386,88 @@ async fn run() -> anyhow::Result<()> {
                         e.policy
                     );
                 }
+                let tokens = atctl::write_token::ledger(&o)?;
+                if !tokens.is_empty() {
+                    println!();
+                    println!(
+                        "{:<34} {:<22} {:<16} {:<8} NOT_AFTER_MS",
+                        "WRITE TOKEN", "WRITER", "TWIN", "STATE"
+                    );
+                    for t in tokens {
+                        println!(
+                            "{:<34} {:<22} {:<16} {:<8} {}",
+                            t.token_id,
+                            t.writer_id,
+                            t.twin_id,
+                            if t.revoked { "revoked" } else { "active" },
+                            t.not_after_ms
+                        );
+                    }
+                }
             }
         },
-        Cmd::Service { dir, cmd } => match cmd {
-            ServiceCmd::Init { id, kind } => {
-                let k = match kind {
-                    Kind::Service => PartyKind::Service,
-                    Kind::MpcNode => PartyKind::MpcNode,
-                };
-                let path = Service::init(&dir, &id, k)?;
-                let fp = armored_crypto::identity::fingerprint(&std::fs::read(&path)?);
-                println!(
-                    "identity {} (fingerprint {})",
-                    path.display(),
-                    hex::encode(fp)
-                );
+        Cmd::Service { dir, cmd } => {
+            match cmd {
+                ServiceCmd::Init { id, kind } => {
+                    let k = match kind {
+                        Kind::Service => PartyKind::Service,
+                        Kind::MpcNode => PartyKind::MpcNode,
+                    };
+                    let path = Service::init(&dir, &id, k)?;
+                    let fp = armored_crypto::identity::fingerprint(&std::fs::read(&path)?);
+                    println!(
+                        "identity {} (fingerprint {})",
+                        path.display(),
+                        hex::encode(fp)
+                    );
+                }
+                ServiceCmd::Write {
+                    twin,
+                    token,
+                    delta,
+                    attrs,
+                } => {
+                    let token = std::fs::read(&token)
+                        .with_context(|| format!("reading {}", token.display()))?;
+                    let delta: serde_json::Value =
+                        serde_json::from_str(&delta).context("--delta is not JSON")?;
+                    let attrs: Vec<&str> = attrs.split(',').filter(|a| !a.is_empty()).collect();
+                    let w = atctl::service_write::Write {
+                        twin_id: &twin,
+                        token: &token,
+                        delta,
+                        attributes: &attrs,
+                        check_token: true,
+                    };
+                    let seq = atctl::service_write::write(&ctl()?, &dir, &w).await?;
+                    println!("wrote seq {seq} to twin {twin} (devices accept it while the token is valid)");
+                }
+                ServiceCmd::Run { count, idle, out } => {
+                    let mut s = Service::open(&dir)?;
+                    let mut sink: Box<dyn Write> = match &out {
+                        Some(p) => Box::new(std::fs::File::create(p)?),
+                        None => Box::new(std::io::stdout()),
+                    };
+                    let progress = indicatif::ProgressBar::new_spinner();
+                    progress.set_message(format!("{}: waiting for deliveries", s.id));
+                    let shutdown = armored_runtime::shutdown::on_signals();
+                    let stats = s
+                        .consume(&ctl()?, count, idle, shutdown, |o| {
+                            let line = match o {
+                                Outcome::Received(r) => serde_json::json!({"received": r}),
+                                Outcome::Rejected { reason, detail } => {
+                                    serde_json::json!({"rejected": reason, "detail": detail})
+                                }
+                            };
+                            let _ = writeln!(sink, "{line}");
+                            progress.inc(1);
+                        })
+                        .await?;
+                    progress.finish_and_clear();
+                    eprintln!("{}", serde_json::to_string(&stats)?);
+                }
             }
-            ServiceCmd::Run { count, idle, out } => {
-                let mut s = Service::open(&dir)?;
-                let mut sink: Box<dyn Write> = match &out {
-                    Some(p) => Box::new(std::fs::File::create(p)?),
-                    None => Box::new(std::io::stdout()),
-                };
-                let progress = indicatif::ProgressBar::new_spinner();
-                progress.set_message(format!("{}: waiting for deliveries", s.id));
-                let shutdown = armored_runtime::shutdown::on_signals();
-                let stats = s
-                    .consume(&ctl()?, count, idle, shutdown, |o| {
-                        let line = match o {
-                            Outcome::Received(r) => serde_json::json!({"received": r}),
-                            Outcome::Rejected { reason, detail } => {
-                                serde_json::json!({"rejected": reason, "detail": detail})
-                            }
-                        };
-                        let _ = writeln!(sink, "{line}");
-                        progress.inc(1);
-                    })
-                    .await?;
-                progress.finish_and_clear();
-                eprintln!("{}", serde_json::to_string(&stats)?);
-            }
-        },
+        }
     }
     Ok(())
 }
