@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "proto/armoredtwins/v1/control.proto",
         "proto/armoredtwins/v1/identity.proto",
         "proto/armoredtwins/v1/mpc.proto",
+        "proto/armoredtwins/v1/request.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
@@ -16,7 +17,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     let fds = protox::compile(protos, ["proto"])?;
     let mut cfg = prost_build::Config::new();
     // Secret-bearing messages get a hand-written, redacting Debug.
-    cfg.skip_debug(["armoredtwins.v1.KeyFile", "armoredtwins.v1.ShareBody"]);
+    cfg.skip_debug([
+        "armoredtwins.v1.KeyFile",
+        "armoredtwins.v1.ShareBody",
+        "armoredtwins.v1.RequestBody",
+    ]);
     cfg.compile_fds(fds)?;
     Ok(())
 }

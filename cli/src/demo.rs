@@ -309,6 +309,8 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
             "ciphertext"
         );
     }
+    println!();
+    ok &= crate::demo_requests::run(ctl, &owner, &twin1, &svc_dir, d2.device.clone()).await?;
     shutdown.cancel();
     println!(
         "\ndemo finished in {:.1} s: {}",

@@ -3,9 +3,14 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod demo_requests;
 pub mod designate;
 pub mod kafka;
 pub mod mpc;
 pub mod owner;
+pub mod request;
 pub mod service;
+pub mod service_write;
 pub mod view;
+pub mod when;
+pub mod write_token;

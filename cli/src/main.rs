@@ -46,6 +46,26 @@ enum Cmd {
     },
     /// Show the registry (owners, twins and devices, parties).
     Registry,
+    /// Phase 5: send a request to a twin's devices and print the answer (JSON).
+    Request {
+        /// The requester's directory: an owner's or a service's (its signing key signs the request).
+        #[arg(long = "as", env = "AT_REQUESTER_DIR", default_value = "owner")]
+        dir: PathBuf,
+        #[arg(long)]
+        twin: String,
+        /// JSON (`{"op":"read"}`, `{"op":"set","field":"x","value":1}`) or text.
+        #[arg(long)]
+        body: String,
+        /// How long the cloud may hold the request (expires_at_ms = now + ttl).
+        #[arg(long, default_value = "60s", value_parser = atctl::when::parse_duration)]
+        ttl: Duration,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "30s", value_parser = atctl::when::parse_duration)]
+        wait: Duration,
+        /// A write token file naming the requester (services).
+        #[arg(long)]
+        token: Option<PathBuf>,
+    },
     /// Play Protocol 1 on the running brokers and services (infra/demo.sh starts them).
     Demo {
         /// Directory for the demo's parties (default: a new one under $AT_STATE_DIR).
@@ -112,11 +132,28 @@ enum OwnerCmd {
         /// A receiver id (a service id, or twin/device).
         #[arg(long)]
         receiver: Option<String>,
+        /// A write token id (hex).
+        #[arg(long, conflicts_with_all = ["rk", "receiver"])]
+        write_token: Option<String>,
     },
     /// Phase 2+: issue a process token: the receiver may have the MPC nodes compute FUNCTION
     /// with exactly these parameters over this owner's shares (policy: see --policy).
     ProcessToken(ProcessTokenArgs),
-    /// The re-keys and process tokens this owner issued.
+    /// Phase 2: let a service write TWIN until a time (an owner-signed write token on at.tokens.v1).
+    WriteToken {
+        /// The writer's identity file (from `atctl service init`).
+        #[arg(long)]
+        writer: PathBuf,
+        #[arg(long)]
+        twin: String,
+        /// A duration from now (90s, 2h, 7d), Unix ms, or RFC 3339 UTC.
+        #[arg(long)]
+        until: String,
+        /// Where to write the token (default: <owner dir>/write-tokens/<id>.token).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The re-keys and tokens this owner issued.
     Grants,
     /// Print the path of the owner's identity file (what devices pin).
     Identity,
@@ -242,6 +279,20 @@ enum ServiceCmd {
         #[arg(long, value_parser = parse_secs, default_value = "60s")]
         wait: Duration,
     },
+    /// Write a twin's state with a write token: a state change signed by this service, to at.sync.v1.
+    Write {
+        #[arg(long)]
+        twin: String,
+        /// The write token file (atctl owner write-token).
+        #[arg(long)]
+        token: PathBuf,
+        /// A JSON object of field updates, e.g. '{"target":21.5}'.
+        #[arg(long)]
+        delta: String,
+        /// Attributes (comma-separated; the twin attribute is added).
+        #[arg(long, default_value = "sync")]
+        attrs: String,
+    },
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -277,6 +328,31 @@ async fn run() -> anyhow::Result<()> {
                 infra_dir,
             };
             atctl::demo::run(cfg, &ctl()?).await?;
+        }
+        Cmd::Request {
+            dir,
+            twin,
+            body,
+            ttl,
+            wait,
+            token,
+        } => {
+            let who = atctl::request::Requester::open(&dir)?;
+            let write_token = match token {
+                Some(p) => {
+                    Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
+                }
+                None => None,
+            };
+            let ask = atctl::request::Ask {
+                twin_id: &twin,
+                body: body.into_bytes(),
+                ttl,
+                wait,
+                write_token,
+            };
+            let answer = atctl::request::request(&ctl()?, &who, &ask).await?;
+            println!("{}", serde_json::to_string(&answer)?);
         }
         Cmd::Registry => {
             let r = ctl()?.registry().await?;
@@ -372,6 +448,44 @@ async fn run() -> anyhow::Result<()> {
                 o.revoke_process_token(&ctl()?, &t).await?;
                 println!("revoked process token {t} (sticky; finished jobs are not recalled)");
             }
+            OwnerCmd::WriteToken {
+                writer,
+                twin,
+                until,
+                out,
+            } => {
+                let o = Owner::open(&dir)?;
+                let now = armored_runtime::time::now_ms();
+                let until = atctl::when::parse_until(&until, now).map_err(anyhow::Error::msg)?;
+                let identity = std::fs::read(&writer)
+                    .with_context(|| format!("reading {}", writer.display()))?;
+                let (e, token) =
+                    atctl::write_token::issue(&o, &ctl()?, &identity, &twin, now, until).await?;
+                let out = out.unwrap_or_else(|| {
+                    dir.join("write-tokens")
+                        .join(format!("{}.token", e.token_id))
+                });
+                if let Some(parent) = out.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&out, token)?;
+                println!(
+                    "write token {} lets {} write {} until {} ms; token file {}",
+                    e.token_id,
+                    e.writer_id,
+                    e.twin_id,
+                    e.not_after_ms,
+                    out.display()
+                );
+            }
+            OwnerCmd::Revoke {
+                write_token: Some(id),
+                ..
+            } => {
+                let o = Owner::open(&dir)?;
+                atctl::write_token::revoke(&o, &ctl()?, &id).await?;
+                println!("revoked write token {id} (sticky; pushed to the twin's devices)");
+            }
             OwnerCmd::Revoke { rk, receiver, .. } => {
                 let o = Owner::open(&dir)?;
                 match (rk, receiver) {
@@ -385,7 +499,7 @@ async fn run() -> anyhow::Result<()> {
                     }
                     (None, None) => {
                         anyhow::bail!(
-                            "say what to revoke: --rk <id>, --process-token <id> or --receiver <id>"
+                            "say what to revoke: --rk <id>, --process-token <id>, --write-token <id> or --receiver <id>"
                         )
                     }
                 }
@@ -406,100 +520,141 @@ async fn run() -> anyhow::Result<()> {
                         e.policy
                     );
                 }
+                let tokens = atctl::write_token::ledger(&o)?;
+                if !tokens.is_empty() {
+                    println!();
+                    println!(
+                        "{:<34} {:<22} {:<16} {:<8} NOT_AFTER_MS",
+                        "WRITE TOKEN", "WRITER", "TWIN", "STATE"
+                    );
+                    for t in tokens {
+                        println!(
+                            "{:<34} {:<22} {:<16} {:<8} {}",
+                            t.token_id,
+                            t.writer_id,
+                            t.twin_id,
+                            if t.revoked { "revoked" } else { "active" },
+                            t.not_after_ms
+                        );
+                    }
+                }
             }
         },
-        Cmd::Service { dir, cmd } => match cmd {
-            ServiceCmd::MpcSubmit {
-                reference,
-                designation,
-                distance,
-                window_start,
-                window_slots,
-                participants,
-                nodes,
-                job_id,
-                attempt,
-            } => {
-                let nodes: [String; 3] = nodes
-                    .try_into()
-                    .map_err(|_| anyhow::anyhow!("--nodes must name exactly three nodes"))?;
-                let req = atctl::mpc::JobRequest {
-                    job_id,
+        Cmd::Service { dir, cmd } => {
+            match cmd {
+                ServiceCmd::MpcSubmit {
                     reference,
+                    designation,
                     distance,
-                    window_start_slot: window_start,
+                    window_start,
                     window_slots,
                     participants,
                     nodes,
-                    designation: atctl::designate::read_designation(&designation)?,
-                };
-                let ctl = ctl()?;
-                let (key, job) = atctl::mpc::build_job(&ctl, &dir, &req).await?;
-                let s = atctl::mpc::submit_job(&ctl, &key, &job, attempt).await?;
-                println!("{}", serde_json::to_string(&s)?);
-            }
-            ServiceCmd::MpcResult { job, wait } => {
-                let started = std::time::Instant::now();
-                let outcome = atctl::mpc::collect(&ctl()?, &dir, &job, wait).await?;
-                println!("{}", serde_json::to_string_pretty(&outcome)?);
-                eprintln!("collected in {:.2} s", started.elapsed().as_secs_f64());
-                if matches!(outcome, atctl::mpc::Outcome::Failed { .. }) {
-                    std::process::exit(2);
+                    job_id,
+                    attempt,
+                } => {
+                    let nodes: [String; 3] = nodes
+                        .try_into()
+                        .map_err(|_| anyhow::anyhow!("--nodes must name exactly three nodes"))?;
+                    let req = atctl::mpc::JobRequest {
+                        job_id,
+                        reference,
+                        distance,
+                        window_start_slot: window_start,
+                        window_slots,
+                        participants,
+                        nodes,
+                        designation: atctl::designate::read_designation(&designation)?,
+                    };
+                    let ctl = ctl()?;
+                    let (key, job) = atctl::mpc::build_job(&ctl, &dir, &req).await?;
+                    let s = atctl::mpc::submit_job(&ctl, &key, &job, attempt).await?;
+                    println!("{}", serde_json::to_string(&s)?);
                 }
-            }
-            ServiceCmd::Designate {
-                twin,
-                window_start,
-                window_slots,
-                out,
-            } => {
-                let d = atctl::designate::designate(&dir, &twin, window_start, window_slots)?;
-                match out {
-                    Some(p) => {
-                        std::fs::write(&p, &d)?;
-                        eprintln!("designation of {twin} written to {}", p.display());
+                ServiceCmd::MpcResult { job, wait } => {
+                    let started = std::time::Instant::now();
+                    let outcome = atctl::mpc::collect(&ctl()?, &dir, &job, wait).await?;
+                    println!("{}", serde_json::to_string_pretty(&outcome)?);
+                    eprintln!("collected in {:.2} s", started.elapsed().as_secs_f64());
+                    if matches!(outcome, atctl::mpc::Outcome::Failed { .. }) {
+                        std::process::exit(2);
                     }
-                    None => println!("{}", hex::encode(&d)),
+                }
+                ServiceCmd::Designate {
+                    twin,
+                    window_start,
+                    window_slots,
+                    out,
+                } => {
+                    let d = atctl::designate::designate(&dir, &twin, window_start, window_slots)?;
+                    match out {
+                        Some(p) => {
+                            std::fs::write(&p, &d)?;
+                            eprintln!("designation of {twin} written to {}", p.display());
+                        }
+                        None => println!("{}", hex::encode(&d)),
+                    }
+                }
+                ServiceCmd::Init { id, kind } => {
+                    let k = match kind {
+                        Kind::Service => PartyKind::Service,
+                        Kind::MpcNode => PartyKind::MpcNode,
+                    };
+                    let path = Service::init(&dir, &id, k)?;
+                    let fp = armored_crypto::identity::fingerprint(&std::fs::read(&path)?);
+                    println!(
+                        "identity {} (fingerprint {})",
+                        path.display(),
+                        hex::encode(fp)
+                    );
+                }
+                ServiceCmd::Write {
+                    twin,
+                    token,
+                    delta,
+                    attrs,
+                } => {
+                    let token = std::fs::read(&token)
+                        .with_context(|| format!("reading {}", token.display()))?;
+                    let delta: serde_json::Value =
+                        serde_json::from_str(&delta).context("--delta is not JSON")?;
+                    let attrs: Vec<&str> = attrs.split(',').filter(|a| !a.is_empty()).collect();
+                    let w = atctl::service_write::Write {
+                        twin_id: &twin,
+                        token: &token,
+                        delta,
+                        attributes: &attrs,
+                        check_token: true,
+                    };
+                    let seq = atctl::service_write::write(&ctl()?, &dir, &w).await?;
+                    println!("wrote seq {seq} to twin {twin} (devices accept it while the token is valid)");
+                }
+                ServiceCmd::Run { count, idle, out } => {
+                    let mut s = Service::open(&dir)?;
+                    let mut sink: Box<dyn Write> = match &out {
+                        Some(p) => Box::new(std::fs::File::create(p)?),
+                        None => Box::new(std::io::stdout()),
+                    };
+                    let progress = indicatif::ProgressBar::new_spinner();
+                    progress.set_message(format!("{}: waiting for deliveries", s.id));
+                    let shutdown = armored_runtime::shutdown::on_signals();
+                    let stats = s
+                        .consume(&ctl()?, count, idle, shutdown, |o| {
+                            let line = match o {
+                                Outcome::Received(r) => serde_json::json!({"received": r}),
+                                Outcome::Rejected { reason, detail } => {
+                                    serde_json::json!({"rejected": reason, "detail": detail})
+                                }
+                            };
+                            let _ = writeln!(sink, "{line}");
+                            progress.inc(1);
+                        })
+                        .await?;
+                    progress.finish_and_clear();
+                    eprintln!("{}", serde_json::to_string(&stats)?);
                 }
             }
-            ServiceCmd::Init { id, kind } => {
-                let k = match kind {
-                    Kind::Service => PartyKind::Service,
-                    Kind::MpcNode => PartyKind::MpcNode,
-                };
-                let path = Service::init(&dir, &id, k)?;
-                let fp = armored_crypto::identity::fingerprint(&std::fs::read(&path)?);
-                println!(
-                    "identity {} (fingerprint {})",
-                    path.display(),
-                    hex::encode(fp)
-                );
-            }
-            ServiceCmd::Run { count, idle, out } => {
-                let mut s = Service::open(&dir)?;
-                let mut sink: Box<dyn Write> = match &out {
-                    Some(p) => Box::new(std::fs::File::create(p)?),
-                    None => Box::new(std::io::stdout()),
-                };
-                let progress = indicatif::ProgressBar::new_spinner();
-                progress.set_message(format!("{}: waiting for deliveries", s.id));
-                let shutdown = armored_runtime::shutdown::on_signals();
-                let stats = s
-                    .consume(&ctl()?, count, idle, shutdown, |o| {
-                        let line = match o {
-                            Outcome::Received(r) => serde_json::json!({"received": r}),
-                            Outcome::Rejected { reason, detail } => {
-                                serde_json::json!({"rejected": reason, "detail": detail})
-                            }
-                        };
-                        let _ = writeln!(sink, "{line}");
-                        progress.inc(1);
-                    })
-                    .await?;
-                progress.finish_and_clear();
-                eprintln!("{}", serde_json::to_string(&stats)?);
-            }
-        },
+        }
     }
     Ok(())
 }

@@ -128,6 +128,11 @@ impl Owner {
         })
     }
 
+    /// The owner directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The signed identity file (what devices and services pin).
     pub fn identity(&self) -> anyhow::Result<Vec<u8>> {
         Ok(std::fs::read(identity_path(&self.dir))?)

@@ -21,7 +21,7 @@ use crate::keyid::KeyId;
 use crate::kpcpre::{AttributeSet, Capsule1, Capsule2, Dek, Header, SecretKey, TCache};
 use crate::sig::{decode_signed, SigningKey, VerifyingKey};
 use crate::sym::{open, seal, NONCE_BYTES};
-use crate::tokens::{verify_write_token, RevocationSet};
+use crate::tokens::{verify_write_token, write_token_writer_key, RevocationSet};
 use crate::verified::Verified;
 
 /// Twin and device ids: `[a-z0-9-]{1,32}`.
@@ -285,10 +285,14 @@ impl TrustStore {
         if token.twin_id != h.twin_id || token.writer_key_id != h.writer_key_id {
             return Err(Error::Mismatch("write token is for another twin or writer"));
         }
-        let key = self.others.get(&kid).ok_or(Error::UnknownSigner(
-            "state change (token holder's key unknown)",
-        ))?;
-        Ok((*key, Writer::Token(token.token_id.clone())))
+        // A pinned key wins; otherwise the key the owner named in the token itself.
+        let key = match self.others.get(&kid) {
+            Some(k) => *k,
+            None => write_token_writer_key(&token)?.ok_or(Error::UnknownSigner(
+                "state change (token holder's key unknown)",
+            ))?,
+        };
+        Ok((key, Writer::Token(token.token_id.clone())))
     }
 }
 
@@ -383,6 +387,21 @@ impl Receiver {
             trust,
             now_ms,
         )
+    }
+
+    /// Receiver side, for payloads that are not state changes (requests, `crate::request`):
+    /// decrypts a delivery with every binding check of [`Receiver::open_delivery`] but leaves the
+    /// plaintext (a signed record) to the caller. Returns (header, header bytes, plaintext).
+    pub fn open_delivery_raw<R: RngCore + CryptoRng>(
+        &mut self,
+        bytes: &[u8],
+        rng: &mut R,
+    ) -> Result<(v1::EnvelopeHeader, Vec<u8>, zeroize::Zeroizing<Vec<u8>>)> {
+        let (d, header, c2) = self.decode_delivery(bytes)?;
+        let dek = self.delivery_dek(&c2, rng)?;
+        let pt = open(&dek.sym(), &d.nonce, &d.ciphertext, &d.envelope_header)
+            .ok_or(Error::PayloadAuth)?;
+        Ok((header, d.envelope_header, pt))
     }
 
     /// Decodes a delivery for this receiver (no decryption): capsule2 for our key, header valid and

@@ -76,6 +76,7 @@ pub mod kpcpre;
 pub mod mpcjob;
 pub mod peer;
 pub mod replay;
+pub mod request;
 pub mod shares;
 pub mod sig;
 pub mod sym;

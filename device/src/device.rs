@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::files::{write_json, Card, Paths};
 
+mod requests;
+
 /// What can go wrong on a device.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -101,6 +103,20 @@ pub enum Event {
         /// Devices now trusted.
         devices: usize,
     },
+    /// A request (phase 5) was answered; publish `state_change` (if any) on the uplink and
+    /// `response` on the device's response topic.
+    Request {
+        /// Hex request id.
+        request_id: String,
+        /// What was asked: read, set, unsupported, refused.
+        op: String,
+        /// Whether the answer says ok.
+        ok: bool,
+        /// The sealed `ResponseEnvelope`.
+        response: Vec<u8>,
+        /// The envelope of the state change a `set` made.
+        state_change: Option<Vec<u8>>,
+    },
 }
 
 /// A device: keys, the pinned owner, the roster of its twin, epoch keys and state.
@@ -169,6 +185,18 @@ impl Device {
         &self.state
     }
 
+    /// The topic this device answers requests on: `at/v1/resp/{twin}/{device}`.
+    pub fn response_topic(&self) -> String {
+        format!("at/v1/resp/{}/{}", self.card.twin_id, self.card.device_id)
+    }
+
+    /// Whether a write-token revocation (pushed with the roster) has reached this device.
+    pub fn write_token_revoked(&self, token_id: &[u8]) -> bool {
+        self.trust
+            .revocations
+            .is_revoked(armored_crypto::tokens::RevocationKind::WriteToken, token_id)
+    }
+
     /// The MQTT topics of this device: (uplink, downlink).
     pub fn topics(&self) -> (String, String) {
         let id = format!("{}/{}", self.card.twin_id, self.card.device_id);
@@ -216,6 +244,7 @@ impl Device {
             Ok(Event::Applied { .. }) => "applied".to_string(),
             Ok(Event::Duplicate) => "duplicate".to_string(),
             Ok(Event::Roster { .. }) => "roster".to_string(),
+            Ok(Event::Request { .. }) => "request".to_string(),
             Err(e) => format!("rejected_{}", e.reason()),
         };
         *self.state.counters.entry(label).or_default() += 1;
@@ -229,6 +258,9 @@ impl Device {
         armored_crypto::error::check_version("Downlink", d.version)?;
         match d.message {
             Some(Down::Roster(r)) => self.apply_roster(&r),
+            Some(Down::Delivery(b)) if requests::is_request_delivery(&b) => {
+                self.apply_request(&b, now_ms)
+            }
             Some(Down::Delivery(b)) => self.apply_delivery(&b, now_ms),
             None => Err(CryptoError::InvalidField {
                 field: "downlink.message",

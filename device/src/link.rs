@@ -45,8 +45,13 @@ pub async fn run(
         .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
         .topics();
     let (client, mut eventloop) = mqtt::connect(&cfg, true, 256);
+    let resp_topic = device
+        .lock()
+        .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
+        .response_topic();
     let publisher = client.clone();
     let sd = shutdown.clone();
+    let up_topic = up.clone();
     tokio::spawn(async move {
         loop {
             let env = tokio::select! {
@@ -78,6 +83,28 @@ pub async fn run(
                     .lock()
                     .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
                     .handle_downlink(&p.payload, now_ms());
+                if let Ok(Event::Request {
+                    response,
+                    state_change,
+                    ..
+                }) = &r
+                {
+                    // The change first (phase 5 step 7), then the answer; both queued before the
+                    // request is acknowledged, so a crash before this point redelivers it.
+                    if let Some(env) = state_change {
+                        client
+                            .publish(up_topic.clone(), QoS::AtLeastOnce, false, env.clone())
+                            .await?;
+                    }
+                    client
+                        .publish(
+                            resp_topic.clone(),
+                            QoS::AtLeastOnce,
+                            false,
+                            response.clone(),
+                        )
+                        .await?;
+                }
                 let _ = events.send(match r {
                     Ok(e) => LinkEvent::Downlink(e),
                     Err(e) => LinkEvent::Rejected {

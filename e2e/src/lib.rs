@@ -207,6 +207,15 @@ impl Env {
 
     /// Starts a re-encryption worker in consumer group `group`.
     pub fn start_worker(&self, group: &str) -> Running {
+        self.start_worker_with(group, at_reencrypt::requests::RequestConfig::default())
+    }
+
+    /// Starts a worker with its request rate limit set to `requests`.
+    pub fn start_worker_with(
+        &self,
+        group: &str,
+        requests: at_reencrypt::requests::RequestConfig,
+    ) -> Running {
         let addr = free_addr();
         let cfg = at_reencrypt::Config {
             kafka: self.kafka.clone(),
@@ -217,6 +226,7 @@ impl Env {
                 cache_entries: 10_000,
                 max_envelope_bytes: armored_schemas::limits::MAX_ENVELOPE_BYTES,
             },
+            requests,
         };
         self.spawn(addr, |sd| at_reencrypt::run(cfg, sd))
     }

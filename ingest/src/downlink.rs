@@ -210,6 +210,12 @@ async fn push_roster(ctx: &Ctx, publisher: &Publisher, twin_id: &str) {
             enrollments: t.devices.values().map(|d| d.raw.clone()).collect(),
             revocations: t.revocations.clone(),
         };
+        let mut roster = roster;
+        if let Ok(w) = ctx.write_tokens.read() {
+            roster
+                .revocations
+                .extend(w.revocations(twin_id).iter().cloned());
+        }
         (roster, t.devices.keys().cloned().collect::<Vec<_>>())
     };
     let body = v1::Downlink {

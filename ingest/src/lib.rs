@@ -8,7 +8,9 @@
 pub mod checks;
 mod downlink;
 pub mod metrics;
+pub mod responses;
 mod uplink;
+mod write_tokens;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -80,6 +82,8 @@ pub(crate) struct Ctx {
     pub dlq: DeadLetters,
     pub metrics: metrics::Metrics,
     pub registry: Arc<RwLock<Registry>>,
+    /// Write tokens and their revocations, per twin (pushed in the roster).
+    pub write_tokens: Arc<RwLock<write_tokens::WriteTokens>>,
 }
 
 /// Runs the bridge until `shutdown`. Fails fast if a broker is unreachable.
@@ -97,6 +101,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     .await?;
     let (topics, producer, dlq, health) = (base.topics, base.producer, base.dlq, base.health);
     let (roster_tx, roster_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let tokens_roster_tx = roster_tx.clone();
     let (registry, reg_follower) = armored_runtime::registry::follow(
         &cfg.kafka,
         &topics.registry(),
@@ -116,6 +121,25 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             Duration::from_millis(cfg.kafka.connect_timeout_ms),
         )
         .await?;
+    // Write-token revocations join the twin's roster; the tokens topic is folded like the registry.
+    let write_tokens = Arc::new(RwLock::new(write_tokens::WriteTokens::default()));
+    let _tokens_follower = {
+        let (tokens, registry, roster_tx) =
+            (write_tokens.clone(), registry.clone(), tokens_roster_tx);
+        armored_runtime::follower::Follower::start(
+            &cfg.kafka,
+            &topics.tokens(),
+            Box::new(move |rec| {
+                let (Ok(reg), Ok(mut t)) = (registry.read(), tokens.write()) else {
+                    return;
+                };
+                if let Some(twin) = t.apply(&rec.payload, &reg) {
+                    let _ = roster_tx.send(twin);
+                }
+            }),
+            shutdown.clone(),
+        )?
+    };
     let ctx = Ctx {
         cfg: cfg.clone(),
         topics,
@@ -123,6 +147,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         dlq,
         metrics,
         registry,
+        write_tokens,
     };
     let down = downlink::start(ctx.clone(), roster_rx, shutdown.clone()).await?;
     let up = tokio::spawn(uplink::run(ctx.clone(), reg_follower, shutdown.clone()));

@@ -24,6 +24,9 @@ pub(crate) async fn run(ctx: Ctx, registry: Follower, shutdown: Shutdown) -> any
     mcfg.client_id = format!("{}-up", mcfg.client_id);
     let (client, mut eventloop) = mqtt::connect(&mcfg, true, 1024);
     client.subscribe("at/v1/up/+/+", QoS::AtLeastOnce).await?;
+    client
+        .subscribe(crate::responses::RESPONSE_FILTER, QoS::AtLeastOnce)
+        .await?;
     let permits = Arc::new(Semaphore::new(ctx.cfg.ingest.max_in_flight));
     let mut guard = ReplayGuard::new();
     let mut backoff = Backoff::default();
@@ -39,7 +42,11 @@ pub(crate) async fn run(ctx: Ctx, registry: Follower, shutdown: Shutdown) -> any
         match ev {
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let permit = permits.clone().acquire_owned().await?;
-                let ack = handle(&ctx, &registry, &mut guard, limits, &p).await;
+                let ack = if p.topic.starts_with("at/v1/resp/") {
+                    crate::responses::handle(&ctx, &p).await
+                } else {
+                    handle(&ctx, &registry, &mut guard, limits, &p).await
+                };
                 let client = client.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
@@ -52,6 +59,9 @@ pub(crate) async fn run(ctx: Ctx, registry: Follower, shutdown: Shutdown) -> any
                 // Re-subscribing is harmless with a persistent session and needed after a broker
                 // restart without persistence.
                 client.subscribe("at/v1/up/+/+", QoS::AtLeastOnce).await?;
+                client
+                    .subscribe(crate::responses::RESPONSE_FILTER, QoS::AtLeastOnce)
+                    .await?;
             }
             Ok(_) => {}
             Err(e) => {

@@ -7,6 +7,7 @@
 
 pub mod metrics;
 pub mod rekeys;
+pub mod requests;
 pub mod route;
 
 use std::net::SocketAddr;
@@ -35,6 +36,9 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Worker settings.
     pub worker: WorkerConfig,
+    /// The request path (phase 5): per-twin rate limit.
+    #[serde(default)]
+    pub requests: requests::RequestConfig,
 }
 
 /// Worker settings.
@@ -62,6 +66,11 @@ group = "reencrypt"
 state_dir = ""
 cache_entries = 100000
 max_envelope_bytes = {max}
+
+[requests]
+rate_per_s = 1.0
+burst = 10
+max_twins = 100000
 "#,
         kafka = armored_runtime::config::KAFKA_DEFAULTS,
         max = armored_schemas::limits::MAX_ENVELOPE_BYTES,
@@ -77,6 +86,7 @@ struct Ctx {
     registry: Arc<RwLock<Registry>>,
     store: Arc<RwLock<ReKeyStore>>,
     cache: Arc<Cache>,
+    requests: requests::Requests,
     reg_follower: Follower,
     rk_follower: Follower,
     shutdown: Shutdown,
@@ -152,6 +162,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     rk_follower.synced_since(Instant::now(), timeout).await?;
 
+    let request_metrics = requests::RequestMetrics::new(&metrics.registry)?;
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         topics,
@@ -161,6 +172,10 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         registry,
         store,
         cache,
+        requests: requests::Requests {
+            limiter: requests::RateLimiter::new(cfg.requests.clone()),
+            metrics: request_metrics,
+        },
         reg_follower,
         rk_follower,
         shutdown: shutdown.clone(),
@@ -189,7 +204,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let spec = GroupSpec {
         group: cfg.worker.group.clone(),
-        topics: vec![ctx.topics.sync()],
+        topics: vec![ctx.topics.sync(), ctx.topics.requests()],
         queue_depth: 256,
         drain_timeout: Duration::from_secs(10),
     };
@@ -271,6 +286,9 @@ async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
             }
             Err(e) => tracing::warn!(error = %e, "waiting for control topics"),
         }
+    }
+    if m.topic == ctx.topics.requests() {
+        return requests::handle(ctx, m).await;
     }
     let c = ctx.clone();
     let payload = m.payload.clone();

@@ -43,6 +43,18 @@ pub mod v1 {
                 .finish_non_exhaustive()
         }
     }
+
+    // The response key opens the answer: never printed.
+    impl core::fmt::Debug for RequestBody {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("RequestBody")
+                .field("version", &self.version)
+                .field("request_id", &self.request_id)
+                .field("response_key", &"<redacted>")
+                .field("body_len", &self.body.len())
+                .finish()
+        }
+    }
 }
 
 pub mod limits;

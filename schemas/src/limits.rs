@@ -20,3 +20,5 @@ pub const MAX_JOB_BYTES: usize = 1024 * 1024;
 pub const MAX_PEER_MESSAGE_BYTES: usize = 900 * 1024;
 /// Plaintext chunk of a peer message (room left for the header and the AEAD tag).
 pub const PEER_CHUNK_BYTES: usize = 768 * 1024;
+/// Responses of devices to requests (the sealed `ResponseEnvelope`).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;

@@ -199,6 +199,15 @@ async fn run_cli() -> anyhow::Result<()> {
                         }) => {
                             serde_json::json!({"event": "applied", "writer": format!("{writer:?}"), "seq": seq, "delta": delta})
                         }
+                        LinkEvent::Downlink(armored_device::Event::Request {
+                            request_id,
+                            op,
+                            ok,
+                            state_change,
+                            ..
+                        }) => {
+                            serde_json::json!({"event": "request", "request_id": request_id, "op": op, "ok": ok, "synced": state_change.is_some()})
+                        }
                         LinkEvent::Downlink(e) => serde_json::json!({"event": format!("{e:?}")}),
                         LinkEvent::Acked => continue,
                         LinkEvent::Rejected { reason, detail } => {

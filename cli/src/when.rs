@@ -1,0 +1,94 @@
+//! Points in time and durations on the command line: `90s`, `15m`, `2h`, `7d`, a Unix time in
+//! milliseconds, or an RFC 3339 UTC time `2026-12-31T23:59:59Z`.
+
+use std::time::Duration;
+
+/// Parses a duration: a number with `ms`, `s`, `m`, `h` or `d` (no suffix: seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 15m, 2h, 7d)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a point in time relative to `now_ms`: a duration from now, a Unix time in ms (13+
+/// digits), or RFC 3339 UTC (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn parse_until(s: &str, now_ms: u64) -> Result<u64, String> {
+    let t = s.trim();
+    if t.len() >= 13 && t.bytes().all(|c| c.is_ascii_digit()) {
+        return t
+            .parse()
+            .map_err(|_| format!("{t:?} is not a Unix time in ms"));
+    }
+    if t.contains('T') {
+        return parse_rfc3339_utc(t);
+    }
+    Ok(now_ms.saturating_add(parse_duration(t)?.as_millis() as u64))
+}
+
+fn parse_rfc3339_utc(t: &str) -> Result<u64, String> {
+    let bad = || format!("{t:?} is not an RFC 3339 UTC time like 2026-12-31T23:59:59Z");
+    let body = t.strip_suffix('Z').ok_or_else(bad)?;
+    let (date, time) = body.split_once('T').ok_or_else(bad)?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let h: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let ([y, mo, da], [hh, mi, ss]) = (d.as_slice(), h.as_slice()) else {
+        return Err(bad());
+    };
+    if !(1..=12).contains(mo) || !(1..=31).contains(da) || *hh > 23 || *mi > 59 || *ss > 60 {
+        return Err(bad());
+    }
+    // Days from civil (H. Hinnant's algorithm), proleptic Gregorian.
+    let y = if *mo <= 2 { y - 1 } else { *y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mi * 60 + ss;
+    u64::try_from(secs * 1000).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_times() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_until("1m", 1000), Ok(61_000));
+        assert_eq!(parse_until("1700000000000", 0), Ok(1_700_000_000_000));
+        assert_eq!(parse_until("1970-01-02T00:00:00Z", 0), Ok(86_400_000));
+        assert_eq!(
+            parse_until("2024-02-29T12:00:00Z", 0),
+            Ok(1_709_208_000_000)
+        );
+        assert!(parse_until("2024-13-01T00:00:00Z", 0).is_err());
+    }
+}

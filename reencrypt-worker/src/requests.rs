@@ -1,0 +1,333 @@
+//! Phase 5 in the cloud: requests from `at.requests.v1` (consumed by the same group as
+//! `at.sync.v1`). Before any ReEnc, on plain metadata only: the attributes must mark a request
+//! (`req`) and carry no state or MPC marker (`sync`, `node-*`, `mpc-share`), the plain
+//! `expires_at_ms` must be set and in the future, and the twin must be within its rate limit (a
+//! token bucket per twin). Then the request is re-encrypted for the twin's *device* re-keys whose
+//! policy admits it (enrollment grants `twin:<id> AND (sync OR req)`) and delivered like a state
+//! change, so the downlink carries it to the device. Anything refused is dead-lettered with its
+//! reason.
+//!
+//! Records are keyed by twin, so one twin's requests go to one partition and so one worker: the
+//! limit holds per twin across the group (it restarts full when a partition moves).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use armored_crypto::envelope::decode_envelope;
+use armored_crypto::request::REQ_ATTRIBUTE;
+use armored_runtime::dlq::Source;
+use armored_runtime::kafka::{enqueue, Ack};
+use armored_runtime::pipeline::Inbound;
+use armored_runtime::time::now_ms;
+use prometheus::{register_int_counter_vec_with_registry, IntCounterVec};
+use rdkafka::message::{Header, OwnedHeaders};
+use serde::{Deserialize, Serialize};
+
+use crate::route::{route, Dest};
+use crate::Ctx;
+
+/// `[requests]` of the worker's configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RequestConfig {
+    /// Sustained requests per second and twin.
+    pub rate_per_s: f64,
+    /// Requests a twin may send at once (bucket size).
+    pub burst: u32,
+    /// Twins whose buckets are kept (bounded memory; cleared when full).
+    pub max_twins: usize,
+}
+
+impl Default for RequestConfig {
+    fn default() -> Self {
+        Self {
+            rate_per_s: 1.0,
+            burst: 10,
+            max_twins: 100_000,
+        }
+    }
+}
+
+/// Why a request is refused before routing (dead-letter reasons).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestReject {
+    /// No `req` attribute: not a request.
+    #[error("no req attribute: not a request")]
+    NotARequest,
+    /// `sync`, `node-*` or `mpc-share` on the request path.
+    #[error("reserved attribute not allowed on a request: {0}")]
+    ReservedAttribute(String),
+    /// `expires_at_ms` is 0.
+    #[error("request without expires_at_ms")]
+    NoExpiry,
+    /// Past `expires_at_ms`.
+    #[error("request expired at {expires_at_ms} (now {now_ms})")]
+    Expired {
+        /// Its expiry.
+        expires_at_ms: u64,
+        /// The worker's clock.
+        now_ms: u64,
+    },
+    /// The twin's bucket is empty.
+    #[error("twin over its request rate limit")]
+    RateLimited,
+}
+
+impl RequestReject {
+    /// Bounded reason label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RequestReject::NotARequest => "not_a_request",
+            RequestReject::ReservedAttribute(_) => "reserved_attribute",
+            RequestReject::NoExpiry => "no_expiry",
+            RequestReject::Expired { .. } => "expired",
+            RequestReject::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// The attribute rules of the request path.
+pub fn check_request_attributes(attrs: &[String]) -> Result<(), RequestReject> {
+    if let Some(a) = attrs
+        .iter()
+        .find(|a| *a == "sync" || *a == "mpc-share" || a.starts_with("node-"))
+    {
+        return Err(RequestReject::ReservedAttribute(a.clone()));
+    }
+    if !attrs.iter().any(|a| a == REQ_ATTRIBUTE) {
+        return Err(RequestReject::NotARequest);
+    }
+    Ok(())
+}
+
+/// Per-twin token buckets.
+#[derive(Debug)]
+pub struct RateLimiter {
+    cfg: RequestConfig,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    /// Buckets per `cfg`.
+    pub fn new(cfg: RequestConfig) -> Self {
+        Self {
+            cfg,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes one token of `twin`'s bucket if there is one.
+    pub fn admit(&self, twin: &str, now: Instant) -> bool {
+        let Ok(mut b) = self.buckets.lock() else {
+            return false;
+        };
+        let burst = f64::from(self.cfg.burst.max(1));
+        if b.len() >= self.cfg.max_twins.max(1) && !b.contains_key(twin) {
+            // Forgetting buckets only ever lets a twin start full again: safe, and bounded.
+            b.clear();
+        }
+        let (tokens, last) = b.entry(twin.to_owned()).or_insert((burst, now));
+        let refill =
+            now.saturating_duration_since(*last).as_secs_f64() * self.cfg.rate_per_s.max(0.0);
+        *tokens = (*tokens + refill).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Request-path metrics.
+#[derive(Clone, Debug)]
+pub struct RequestMetrics {
+    /// Requests by outcome: routed, rate_limited, expired, refused.
+    pub requests: IntCounterVec,
+}
+
+impl RequestMetrics {
+    /// Registers in `r`.
+    pub fn new(r: &prometheus::Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            requests: register_int_counter_vec_with_registry!(
+                "at_reencrypt_requests_total",
+                "Requests by outcome (routed, rate_limited, expired, refused)",
+                &["outcome"],
+                r
+            )?,
+        })
+    }
+}
+
+/// Checks the plain metadata of one request (everything before ReEnc). Returns the twin id.
+pub fn admit(
+    payload: &[u8],
+    max_bytes: usize,
+    limiter: &RateLimiter,
+    now_ms: u64,
+) -> Result<String, (&'static str, String)> {
+    if payload.len() > max_bytes {
+        return Err((
+            "oversized",
+            format!("request of {} bytes over the limit", payload.len()),
+        ));
+    }
+    let (_, h, _) = decode_envelope(payload).map_err(|e| (e.reason(), e.to_string()))?;
+    let plain = || -> Result<(), RequestReject> {
+        check_request_attributes(&h.attributes)?;
+        if h.expires_at_ms == 0 {
+            return Err(RequestReject::NoExpiry);
+        }
+        if h.expires_at_ms < now_ms {
+            return Err(RequestReject::Expired {
+                expires_at_ms: h.expires_at_ms,
+                now_ms,
+            });
+        }
+        // Last, so that refused requests never use up a twin's budget.
+        if !limiter.admit(&h.twin_id, Instant::now()) {
+            return Err(RequestReject::RateLimited);
+        }
+        Ok(())
+    };
+    plain().map_err(|r| (r.reason(), r.to_string()))?;
+    Ok(h.twin_id)
+}
+
+/// One record of `at.requests.v1` (the control topics are already synced by the caller).
+pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
+    let src = Source {
+        topic: &m.topic,
+        partition: m.partition,
+        offset: m.offset,
+        key: m.key.as_deref().unwrap_or_default(),
+    };
+    let counter = |o: &str| ctx.requests.metrics.requests.with_label_values(&[o]).inc();
+    if let Err((reason, detail)) = admit(
+        &m.payload,
+        ctx.cfg.worker.max_envelope_bytes,
+        &ctx.requests.limiter,
+        now_ms(),
+    ) {
+        counter(match reason {
+            "rate_limited" | "expired" => reason,
+            _ => "refused",
+        });
+        return vec![ctx.dlq.send(reason, &detail, &src, &m.payload).await];
+    }
+    let c = ctx.clone();
+    let payload = m.payload.clone();
+    let routed = tokio::task::spawn_blocking(move || {
+        let reg = c.registry.read().map_err(|_| "registry lock poisoned")?;
+        let store = c.store.read().map_err(|_| "store lock poisoned")?;
+        Ok::<_, &'static str>(route(
+            &payload,
+            c.cfg.worker.max_envelope_bytes,
+            &reg,
+            &store,
+            &c.cache,
+            &c.metrics.route,
+            now_ms(),
+        ))
+    })
+    .await;
+    let outputs = match routed {
+        Ok(Ok(Ok(o))) => o,
+        Ok(Ok(Err(e))) => {
+            counter("refused");
+            return vec![
+                ctx.dlq
+                    .send(e.reason(), &e.to_string(), &src, &m.payload)
+                    .await,
+            ];
+        }
+        Ok(Err(e)) => return vec![Box::pin(async move { Err(e.to_string()) })],
+        Err(e) => {
+            let e = e.to_string();
+            return vec![Box::pin(async move { Err(e) })];
+        }
+    };
+    counter("routed");
+    let mut acks = Vec::new();
+    // Requests go to devices only: a service's re-key that happens to admit `req` gets nothing.
+    for o in outputs {
+        let Dest::Deliver {
+            receiver,
+            kind: "device",
+        } = &o.dest
+        else {
+            continue;
+        };
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "at-receiver-kind",
+                value: Some("device"),
+            })
+            .insert(Header {
+                key: "at-rk-id",
+                value: Some(&o.rk_id),
+            });
+        ctx.metrics.deliveries.with_label_values(&["device"]).inc();
+        ctx.metrics.bytes_out.inc_by(o.payload.len() as u64);
+        acks.push(
+            enqueue(
+                &ctx.producer,
+                &ctx.topics.deliver(),
+                receiver.as_bytes(),
+                &o.payload,
+                Some(headers),
+            )
+            .await,
+        );
+    }
+    acks
+}
+
+/// The request path's shared state.
+#[derive(Debug)]
+pub(crate) struct Requests {
+    pub limiter: RateLimiter,
+    pub metrics: RequestMetrics,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn attributes_of_the_request_path() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(check_request_attributes(&v(&["req", "twin:a"])), Ok(()));
+        assert_eq!(
+            check_request_attributes(&v(&["twin:a"])),
+            Err(RequestReject::NotARequest)
+        );
+        for bad in ["sync", "mpc-share", "node-1"] {
+            assert_eq!(
+                check_request_attributes(&v(&[bad, "req", "twin:a"])),
+                Err(RequestReject::ReservedAttribute(bad.into()))
+            );
+        }
+    }
+
+    #[test]
+    fn token_bucket_per_twin() {
+        let l = RateLimiter::new(RequestConfig {
+            rate_per_s: 2.0,
+            burst: 3,
+            max_twins: 10,
+        });
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| l.admit("a", t0)));
+        assert!(!l.admit("a", t0));
+        // Another twin has its own bucket.
+        assert!(l.admit("b", t0));
+        // Half a second refills one token at 2/s.
+        assert!(l.admit("a", t0 + Duration::from_millis(500)));
+        assert!(!l.admit("a", t0 + Duration::from_millis(500)));
+    }
+}
