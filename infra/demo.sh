@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 bash infra/install.sh
 echo "== building (the dev profile: dependencies optimised, shares the test build) =="
-cargo build -q -p at-ingest -p at-reencrypt -p atctl
+cargo build -q -p at-ingest -p at-reencrypt -p at-mpc-node -p atctl
 bin="$CARGO_TARGET_DIR/debug"
 
 brokers_started=0

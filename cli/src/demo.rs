@@ -36,20 +36,24 @@ pub struct DemoConfig {
     pub admin_password: String,
     /// infra/ directory (mqtt-user.sh).
     pub infra_dir: PathBuf,
+    /// Protocol 2: simulated phones (0 skips contact tracing).
+    pub phones: usize,
+    /// Protocol 2: location points per phone (the job's window, in slots).
+    pub points: u32,
 }
 
-struct Dev {
+pub(crate) struct Dev {
     name: String,
-    device: Arc<Mutex<Device>>,
-    outbox: mpsc::Sender<Vec<u8>>,
+    pub(crate) device: Arc<Mutex<Device>>,
+    pub(crate) outbox: mpsc::Sender<Vec<u8>>,
     events: mpsc::UnboundedReceiver<LinkEvent>,
 }
 
-fn step(n: usize, text: &str) {
+pub(crate) fn step(n: usize, text: &str) {
     println!("[{n}] {text}");
 }
 
-fn rid() -> String {
+pub(crate) fn rid() -> String {
     format!("{:06x}", rand_core::OsRng.next_u32() & 0xff_ffff)
 }
 
@@ -88,8 +92,30 @@ async fn start_device(
     name: &str,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Dev> {
+    start_device_with(
+        cfg,
+        owner,
+        ctl,
+        twin,
+        name,
+        armored_device::DEFAULT_SLOT_LEN_MS,
+        shutdown,
+    )
+    .await
+}
+
+/// A device with MPC slots of `slot_len_ms`, enrolled and connected.
+pub(crate) async fn start_device_with(
+    cfg: &DemoConfig,
+    owner: &Owner,
+    ctl: &Ctl,
+    twin: &str,
+    name: &str,
+    slot_len_ms: u64,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Dev> {
     let dir = cfg.dir.join(format!("{twin}-{name}"));
-    let card = armored_device::setup(&dir, twin, name, 3_600_000)?;
+    let card = armored_device::setup_with_slot_len(&dir, twin, name, 3_600_000, slot_len_ms)?;
     armored_device::pin_owner(&dir, &owner.identity()?)?;
     owner.enroll_device(ctl, &card).await?;
     let password = format!("pw-{}", rid());
@@ -311,6 +337,9 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     }
     println!();
     ok &= crate::demo_requests::run(ctl, &owner, &twin1, &svc_dir, d2.device.clone()).await?;
+    if cfg.phones > 0 {
+        ok &= crate::demo_mpc::run(&cfg, ctl, &owner, &shutdown).await?;
+    }
     shutdown.cancel();
     println!(
         "\ndemo finished in {:.1} s: {}",

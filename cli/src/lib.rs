@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod demo_mpc;
 pub mod demo_requests;
 pub mod designate;
 pub mod kafka;

@@ -78,6 +78,13 @@ enum Cmd {
         /// Password of the all-access MQTT user (plays the raw eavesdropper).
         #[arg(long, env = "AT_MQTT_ADMIN_PASSWORD", hide_env_values = true)]
         admin_password: String,
+        /// Protocol 2: simulated phones for contact tracing (0 skips it; needs at-mpc-node next
+        /// to atctl).
+        #[arg(long, default_value_t = 20)]
+        phones: usize,
+        /// Protocol 2: location points per phone.
+        #[arg(long, default_value_t = 50)]
+        points: u32,
         /// The infra/ directory (for mqtt-user.sh).
         #[arg(long, env = "AT_INFRA_DIR", default_value = "infra")]
         infra_dir: PathBuf,
@@ -318,6 +325,8 @@ async fn run() -> anyhow::Result<()> {
             mqtt_port,
             admin_password,
             infra_dir,
+            phones,
+            points,
         } => {
             let state = PathBuf::from(std::env::var("AT_STATE_DIR").unwrap_or_else(|_| ".".into()));
             let cfg = atctl::demo::DemoConfig {
@@ -326,6 +335,8 @@ async fn run() -> anyhow::Result<()> {
                 mqtt_port,
                 admin_password,
                 infra_dir,
+                phones,
+                points,
             };
             atctl::demo::run(cfg, &ctl()?).await?;
         }

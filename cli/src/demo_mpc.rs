@@ -1,0 +1,256 @@
+//! The demo's Protocol 2 part: N simulated phones upload location shares over MQTT, the workers
+//! route share j to node j, three `at-mpc-node` processes (started here, next to `atctl`) compute
+//! contact tracing for a health authority, which combines the result; the demo checks it against
+//! the cleartext computation from the simulator's seed and prints the job time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use armored_crypto::identity::PartyKind;
+use armored_device::sim::Sim;
+use armored_mpc::functions::contact_tracing::cleartext;
+use armored_runtime::time::now_ms;
+use armored_runtime::Shutdown;
+
+use crate::demo::{rid, start_device_with, step, DemoConfig};
+use crate::kafka::Ctl;
+use crate::mpc::{build_job, collect, submit_job, JobRequest, Outcome};
+use crate::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
+use crate::service::Service;
+
+/// Slot length of the demo's phones: short, so that a 50-slot window closes within seconds.
+const SLOT_MS: u64 = 100;
+/// Contact distance (grid units of the simulator's map).
+const DISTANCE: u32 = 20;
+/// The nodes' cut-off after the window's end (the deployment default is the 5-minute skew bound):
+/// long enough for every share to cross the bridge and the workers on this machine.
+const CUTOFF_SKEW_MS: u64 = 60_000;
+const SEED: u64 = 2026;
+
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn node_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("at-mpc-node");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it (cargo build -p at-mpc-node) or run the demo with --phones 0",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn start_nodes(ctl: &Ctl, dirs: &[PathBuf], log_dir: &Path) -> anyhow::Result<Nodes> {
+    let bin = node_binary()?;
+    let peers: Vec<String> = dirs
+        .iter()
+        .map(|d| format!("{:?}", d.join("identity").display().to_string()))
+        .collect();
+    let mut children = Nodes(Vec::new());
+    for (i, dir) in dirs.iter().enumerate() {
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbrokers = {:?}\ntopic_prefix = {:?}\n[node]\nindex = {}\ndir = {:?}\npeers = [{}]\nmetrics_addr = \"127.0.0.1:{}\"\ncutoff_skew_ms = {CUTOFF_SKEW_MS}\n",
+                ctl.kafka.brokers,
+                ctl.kafka.topic_prefix,
+                i + 1,
+                dir.display().to_string(),
+                peers.join(", "),
+                9131 + 10 * i,
+            ),
+        )?;
+        let log = std::fs::File::create(log_dir.join(format!("mpc-node-{}.log", i + 1)))?;
+        children.0.push(
+            Command::new(&bin)
+                .env("AT_CONFIG", &config)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?,
+        );
+    }
+    Ok(children)
+}
+
+/// Runs the contact-tracing scenario; returns whether every expectation held.
+pub async fn run(
+    cfg: &DemoConfig,
+    ctl: &Ctl,
+    owner: &Owner,
+    shutdown: &Shutdown,
+) -> anyhow::Result<bool> {
+    let tag = rid();
+    step(11, "Protocol 2: three MPC nodes and a health authority are pinned; alice grants share j to node j");
+    let mut node_dirs = Vec::new();
+    let mut node_ids = Vec::new();
+    for j in 1..=3 {
+        let dir = cfg.dir.join(format!("mpc-node-{j}"));
+        let id = Service::init(&dir, &format!("node{j}-{tag}"), PartyKind::MpcNode)?;
+        let (p, _) = owner.trust(ctl, &std::fs::read(id)?).await?;
+        node_ids.push(p.party_id);
+        node_dirs.push(dir);
+    }
+    let nodes: [String; 3] = [
+        node_ids[0].clone(),
+        node_ids[1].clone(),
+        node_ids[2].clone(),
+    ];
+    owner.grant_mpc(ctl, &nodes).await?;
+    let ha = cfg.dir.join("health-authority");
+    let ha_identity = std::fs::read(Service::init(
+        &ha,
+        &format!("health-{tag}"),
+        PartyKind::Service,
+    )?)?;
+    owner.trust(ctl, &ha_identity).await?;
+    let window = cfg.points;
+    let (token, _) = owner
+        .process_token(
+            ctl,
+            &ProcessTokenRequest {
+                receiver_identity: ha_identity.clone(),
+                designator_identity: ha_identity.clone(),
+                function: CONTACT_TRACING.to_string(),
+                distance: DISTANCE,
+                slot_len_ms: SLOT_MS,
+                window_alignment: 1,
+                min_window_slots: window.min(10),
+                max_jobs_per_window: 1,
+                not_after_ms: now_ms() + 3_600_000,
+                policy: None,
+                twins: Vec::new(),
+            },
+        )
+        .await?;
+    println!("    process token {token}: contact-tracing/v1, d = {DISTANCE}, one job per window");
+    let node_procs = start_nodes(ctl, &node_dirs, &cfg.dir)?;
+
+    step(
+        12,
+        &format!(
+            "Phase 3+: {} phones upload {window} location points each, as three shares per point",
+            cfg.phones
+        ),
+    );
+    let twins: Vec<String> = (0..cfg.phones)
+        .map(|i| format!("phone{i:02}-{tag}"))
+        .collect();
+    let mut phones = Vec::new();
+    for t in &twins {
+        phones.push(start_device_with(cfg, owner, ctl, t, "p", SLOT_MS, shutdown).await?);
+    }
+    // The window: the last `window` slots, all begun (the edge accepts slots that have begun,
+    // within the skew bound).
+    let start = now_ms() / SLOT_MS - u64::from(window);
+    let slots = start..start + u64::from(window);
+    let sim = Sim {
+        grid: 200,
+        ..Sim::new(SEED)
+    };
+    for (t, p) in twins.iter().zip(&phones) {
+        for slot in slots.clone() {
+            let (x, y) = sim.point(t, slot);
+            let envs = p
+                .device
+                .lock()
+                .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
+                .share_point(slot, x, y)?;
+            for e in envs {
+                p.outbox.send(e).await?;
+            }
+        }
+    }
+    let uploaded = Instant::now();
+    let want = twins.len() * window as usize;
+    let deadline = uploaded + Duration::from_millis(CUTOFF_SKEW_MS);
+    loop {
+        let mut have = usize::MAX;
+        for j in 1..=3 {
+            have = have.min(crate::kafka::read_topic(ctl, &ctl.topics.mpc_shares(j))?.len());
+        }
+        if have >= want {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {have} of {want} shares reached the node topics before the cut-off");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!(
+        "    {} envelopes published; every node topic holds its {want} shares after {:.1} s",
+        want * 3,
+        uploaded.elapsed().as_secs_f64()
+    );
+
+    step(
+        13,
+        &format!(
+            "Phase 6+: the health authority names {} as the reference and submits the job",
+            twins[0]
+        ),
+    );
+    let designation = crate::designate::designate(&ha, &twins[0], start, window)?;
+    let req = JobRequest {
+        job_id: Some(format!("contacts-{tag}")),
+        reference: twins[0].clone(),
+        distance: DISTANCE,
+        window_start_slot: start,
+        window_slots: window,
+        participants: twins[1..].to_vec(),
+        nodes,
+        designation,
+    };
+    let submitted = Instant::now();
+    let cutoff_wait_ms =
+        ((start + u64::from(window)) * SLOT_MS + CUTOFF_SKEW_MS).saturating_sub(now_ms());
+    let (key, job) = build_job(ctl, &ha, &req).await?;
+    submit_job(ctl, &key, &job, 1).await?;
+    let outcome = collect(ctl, &ha, &job.job_id, Duration::from_secs(120)).await?;
+    let job_time = submitted.elapsed();
+    drop(node_procs);
+    let expected = cleartext(
+        DISTANCE,
+        &sim.path(&twins[0], slots.clone()),
+        &twins[1..]
+            .iter()
+            .map(|t| sim.path(t, slots.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let Outcome::Completed { counts, total, .. } = outcome else {
+        println!("    the job failed: {outcome:?}");
+        return Ok(false);
+    };
+    println!("\n    {:<20} {:>10} {:>12}", "phone", "MPC", "cleartext");
+    let mut ok = true;
+    for ((t, c), e) in counts.iter().zip(&expected) {
+        ok &= c == e;
+        println!("    {t:<20} {c:>10} {e:>12}");
+    }
+    ok &= total == expected.iter().sum::<u64>();
+    println!(
+        "    total contacts {total}; job time {:.2} s from submit to combined result, of which \
+         {:.2} s the nodes waited for the window's cut-off; result {}",
+        job_time.as_secs_f64(),
+        cutoff_wait_ms as f64 / 1000.0,
+        if ok {
+            "equals the cleartext computation"
+        } else {
+            "DIFFERS from the cleartext computation"
+        }
+    );
+    Ok(ok)
+}
