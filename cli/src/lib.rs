@@ -2,7 +2,9 @@
 //! the owner's management device (phases 1 and 2, M1) and a processing service (phase 6).
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod demo;
+pub mod history_cmd;
 pub mod kafka;
 pub mod owner;
 pub mod service;

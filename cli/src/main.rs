@@ -114,6 +114,9 @@ enum OwnerCmd {
     Grants,
     /// Print the path of the owner's identity file (what devices pin).
     Identity,
+    /// History replay, device replacement, key backup and restore (issue 6).
+    #[command(flatten)]
+    History(atctl::history_cmd::HistoryCmd),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -254,6 +257,7 @@ async fn run() -> anyhow::Result<()> {
                     }
                 }
             }
+            OwnerCmd::History(h) => atctl::history_cmd::run(&dir, h, &ctl).await?,
             OwnerCmd::Grants => {
                 let o = Owner::open(&dir)?;
                 println!(
