@@ -10,11 +10,119 @@ use clap::Subcommand;
 use zeroize::Zeroizing;
 
 use crate::backup;
+use crate::history::{self, ReplayStatus};
 use crate::kafka::Ctl;
+use crate::owner::Owner;
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let t = s.trim_end_matches('s');
+    t.parse::<f64>()
+        .map(Duration::from_secs_f64)
+        .map_err(|_| format!("{s:?} is not a duration in seconds (e.g. 5s)"))
+}
+
+fn show(s: &ReplayStatus) {
+    println!(
+        "replay {} [{}]: scanned {}/{} stored records, {} match, {} delivered{}{}",
+        &s.request_id[..s.request_id.len().min(8)],
+        s.state,
+        s.scanned,
+        s.total,
+        s.matched,
+        s.delivered,
+        if s.skipped > 0 {
+            format!(", {} skipped", s.skipped)
+        } else {
+            String::new()
+        },
+        if s.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", s.detail)
+        }
+    );
+}
+
+/// Follows a replay and fails unless it finished (done).
+async fn follow(ctl: &Ctl, id: &str, wait: Duration) -> anyhow::Result<()> {
+    if wait.is_zero() {
+        println!("follow it with: atctl owner replay-status --id {id}");
+        return Ok(());
+    }
+    match history::watch_replay(ctl, id, wait, show).await? {
+        Some(s) if s.state == "done" => Ok(()),
+        Some(s) if s.is_final() => bail!("replay {id} ended {}: {}", s.state, s.detail),
+        Some(_) => bail!("replay {id} still running after {wait:?} (atctl owner replay-status --id {id})"),
+        None => bail!(
+            "no worker reported on replay {id} within {wait:?}: are workers running? (a refused request is dead-lettered)"
+        ),
+    }
+}
+
+/// `atctl owner grant --from …`: grant, then replay the history from that epoch or time.
+pub async fn grant_from(
+    o: &Owner,
+    ctl: &Ctl,
+    to: &str,
+    policy: &str,
+    from: &str,
+    epoch_len_ms: u64,
+) -> anyhow::Result<()> {
+    let epoch = history::parse_from(from, epoch_len_ms, armored_runtime::time::now_ms())?;
+    let (rk, id) = history::grant_with_history(o, ctl, to, policy, epoch).await?;
+    println!("granted {to} re-key {rk}; history from epoch {epoch} requested (replay {id})");
+    follow(ctl, &id, Duration::from_secs(120)).await
+}
 
 /// The subcommands (flattened into `atctl owner`).
 #[derive(Subcommand, Debug)]
 pub enum HistoryCmd {
+    /// Re-encrypt the stored history for an existing re-key (an owner-signed ReplayRequest on
+    /// at.control.v1) and show the workers' progress.
+    Replay {
+        /// The re-key (hex id, see `atctl owner grants`).
+        #[arg(long)]
+        rk: String,
+        /// From this epoch or time (an epoch number, @unix-seconds, YYYY-MM-DDTHH:MM[:SS]Z, -2h).
+        #[arg(long, default_value = "0")]
+        from: String,
+        /// Epoch length used to turn a time into an epoch.
+        #[arg(long, default_value_t = 3_600_000)]
+        epoch_len_ms: u64,
+        /// Follow the progress this long (0: do not wait).
+        #[arg(long, default_value = "120s", value_parser = parse_secs)]
+        wait: Duration,
+    },
+    /// Show the progress of a replay request.
+    ReplayStatus {
+        /// The request id printed by `replay`.
+        #[arg(long)]
+        id: String,
+        /// Follow it this long.
+        #[arg(long, default_value = "5s", value_parser = parse_secs)]
+        wait: Duration,
+    },
+    /// M3: replace a device of a twin: revoke the old device's re-keys, revoke its key for changes
+    /// after the last one it stored (its past changes stay trusted), enroll the new device, and
+    /// replay the twin's history to it. Connect the new device first (its MQTT session must exist
+    /// for the history to be queued for it).
+    ReplaceDevice {
+        /// The old device id (in the new card's twin).
+        #[arg(long)]
+        old: String,
+        /// The new device's card (device.json).
+        #[arg(long)]
+        new: PathBuf,
+        /// The old key's last trusted seq (default: the last one it stored).
+        #[arg(long)]
+        last_seq: Option<u64>,
+        /// Replay from this epoch or time (default: everything).
+        #[arg(long, default_value = "0")]
+        from: String,
+        /// Follow the replay's progress this long (0: do not wait).
+        #[arg(long, default_value = "120s", value_parser = parse_secs)]
+        wait: Duration,
+    },
     /// Back up the owner's keys: a password file (Argon2id + AES-256-GCM) with --file, or
     /// k-of-n Shamir shares for trustees with --shares K/N --out PREFIX.
     Backup {
@@ -74,9 +182,55 @@ fn parse_k_of_n(s: &str) -> anyhow::Result<(u8, u8)> {
 pub async fn run(
     dir: &Path,
     cmd: HistoryCmd,
-    _ctl: impl Fn() -> anyhow::Result<Ctl>,
+    ctl: impl Fn() -> anyhow::Result<Ctl>,
 ) -> anyhow::Result<()> {
+    let now = armored_runtime::time::now_ms();
     match cmd {
+        HistoryCmd::Replay {
+            rk,
+            from,
+            epoch_len_ms,
+            wait,
+        } => {
+            let o = Owner::open(dir)?;
+            let epoch = history::parse_from(&from, epoch_len_ms, now)?;
+            let ctl = ctl()?;
+            let id = history::request_replay(&o, &ctl, &rk, epoch).await?;
+            println!("replay {id} of re-key {rk} from epoch {epoch} requested");
+            follow(&ctl, &id, wait).await?;
+        }
+        HistoryCmd::ReplayStatus { id, wait } => {
+            match history::watch_replay(&ctl()?, &id, wait, show).await? {
+                None => println!("no progress reported for replay {id} (yet)"),
+                Some(_) => {}
+            }
+        }
+        HistoryCmd::ReplaceDevice {
+            old,
+            new,
+            last_seq,
+            from,
+            wait,
+        } => {
+            let o = Owner::open(dir)?;
+            let card: armored_device::Card = serde_json::from_slice(
+                &std::fs::read(&new).with_context(|| format!("reading {}", new.display()))?,
+            )
+            .context("not a device card (device.json from at-device setup)")?;
+            let epoch = history::parse_from(&from, card.epoch_len_ms, now)?;
+            let ctl = ctl()?;
+            let r = history::replace_device(&o, &ctl, &old, &card, last_seq).await?;
+            println!(
+                "{}/{old} replaced by {}: {} re-key(s) revoked, its key trusted up to seq {}, new re-key {}",
+                card.twin_id, card.device_id, r.revoked_rekeys, r.last_valid_seq, r.new_rk
+            );
+            // The bridge pushes the twin's roster (with the old key and its bound) on the
+            // enrollment; give it a moment so the history does not reach the device first.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let id = history::request_replay(&o, &ctl, &r.new_rk, epoch).await?;
+            println!("history from epoch {epoch} requested for the new device (replay {id})");
+            follow(&ctl, &id, wait).await?;
+        }
         HistoryCmd::Backup {
             file,
             shares,
@@ -124,6 +278,5 @@ pub async fn run(
             );
         }
     }
-    let _ = Duration::ZERO;
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod demo;
+pub mod history;
 pub mod history_cmd;
 pub mod kafka;
 pub mod owner;
