@@ -200,9 +200,11 @@ pub async fn run(
             follow(&ctl, &id, wait).await?;
         }
         HistoryCmd::ReplayStatus { id, wait } => {
-            match history::watch_replay(&ctl()?, &id, wait, show).await? {
-                None => println!("no progress reported for replay {id} (yet)"),
-                Some(_) => {}
+            if history::watch_replay(&ctl()?, &id, wait, show)
+                .await?
+                .is_none()
+            {
+                println!("no progress reported for replay {id} (yet)");
             }
         }
         HistoryCmd::ReplaceDevice {

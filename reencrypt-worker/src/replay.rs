@@ -311,7 +311,9 @@ async fn replay(ctx: &Arc<Ctx>, a: &Accepted, p: &Arc<Progress>) -> Result<bool,
         };
         tokio::spawn(async move {
             loop {
-                let _ = report(&ctx, &a, &p, "running", "").await;
+                if let Err(e) = report(&ctx, &a, &p, "running", "").await.await {
+                    tracing::debug!(error = %e, "replay progress not written");
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
