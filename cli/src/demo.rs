@@ -309,6 +309,8 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
             "ciphertext"
         );
     }
+    // Issue 6: device replacement (M3) and owner key backup and restore (paper 5.4).
+    ok &= crate::demo_history::run(&cfg, ctl, &owner, &tag, &shutdown).await?;
     shutdown.cancel();
     println!(
         "\ndemo finished in {:.1} s: {}",

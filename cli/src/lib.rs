@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod demo;
+pub mod demo_history;
 pub mod history;
 pub mod history_cmd;
 pub mod kafka;
