@@ -296,3 +296,27 @@ pub async fn grant_with_history(
     let id = request_replay(owner, ctl, &rk, from_epoch).await?;
     Ok((rk, id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_from;
+
+    const H: u64 = 3_600_000;
+
+    #[test]
+    fn from_takes_epochs_times_and_relative_times() {
+        let now = 1_795_611_600_000; // 2026-11-25T13:00:00Z
+        assert_eq!(parse_from("42", H, now).ok(), Some(42));
+        assert_eq!(parse_from("2026-11-25T13:00Z", H, now).ok(), Some(now / H));
+        assert_eq!(
+            parse_from("2024-02-29T23:59:59Z", 1000, now).ok(),
+            Some(1_709_251_199)
+        );
+        assert_eq!(parse_from("@1795611600", H, now).ok(), Some(now / H));
+        assert_eq!(parse_from("-2h", H, now).ok(), Some(now / H - 2));
+        assert_eq!(parse_from("-90m", 60_000, now).ok(), Some(now / 60_000 - 90));
+        for bad in ["yesterday", "2026-13-01T00:00Z", "2026-11-25 13:00", "-2w", "@x"] {
+            assert!(parse_from(bad, H, now).is_err(), "{bad}");
+        }
+    }
+}
