@@ -314,8 +314,17 @@ mod tests {
         );
         assert_eq!(parse_from("@1795611600", H, now).ok(), Some(now / H));
         assert_eq!(parse_from("-2h", H, now).ok(), Some(now / H - 2));
-        assert_eq!(parse_from("-90m", 60_000, now).ok(), Some(now / 60_000 - 90));
-        for bad in ["yesterday", "2026-13-01T00:00Z", "2026-11-25 13:00", "-2w", "@x"] {
+        assert_eq!(
+            parse_from("-90m", 60_000, now).ok(),
+            Some(now / 60_000 - 90)
+        );
+        for bad in [
+            "yesterday",
+            "2026-13-01T00:00Z",
+            "2026-11-25 13:00",
+            "-2w",
+            "@x",
+        ] {
             assert!(parse_from(bad, H, now).is_err(), "{bad}");
         }
     }

@@ -83,7 +83,7 @@ pub enum HistoryCmd {
         /// The re-key (hex id, see `atctl owner grants`).
         #[arg(long)]
         rk: String,
-        /// From this epoch or time (an epoch number, @unix-seconds, YYYY-MM-DDTHH:MM[:SS]Z, -2h).
+        /// From this epoch or time (an epoch number, @unix-seconds, `YYYY-MM-DDTHH:MM[:SS]Z`, -2h).
         #[arg(long, default_value = "0")]
         from: String,
         /// Epoch length used to turn a time into an epoch.
@@ -129,7 +129,7 @@ pub enum HistoryCmd {
         /// Write a password-protected file here.
         #[arg(long, conflicts_with = "shares")]
         file: Option<PathBuf>,
-        /// Split into shares: K/N (e.g. 2/3), written as PREFIX-<i>-of-<N>.share.
+        /// Split into shares: K/N (e.g. 2/3), written as `PREFIX-<i>-of-<N>.share`.
         #[arg(long, requires = "out")]
         shares: Option<String>,
         /// Prefix of the share files.

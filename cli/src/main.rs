@@ -91,7 +91,7 @@ enum OwnerCmd {
         #[arg(long)]
         policy: String,
         /// Also re-encrypt the stored history from this epoch or time (an epoch number,
-        /// @unix-seconds, YYYY-MM-DDTHH:MM[:SS]Z, or -2h).
+        /// @unix-seconds, `YYYY-MM-DDTHH:MM[:SS]Z`, or -2h).
         #[arg(long = "from", visible_alias = "from-epoch")]
         from: Option<String>,
         /// Epoch length used to turn a time into an epoch (the twins' default: 1 h).
