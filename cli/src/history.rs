@@ -42,13 +42,13 @@ pub struct ReplayStatus {
     pub receiver: String,
     /// First epoch replayed.
     pub from_epoch: u64,
-    /// running, done, revoked, failed.
+    /// running, done, revoked, failed; `refused` when the request was dead-lettered.
     pub state: String,
     /// Records of at.sync.v1 to read.
     pub total: u64,
     /// Read so far.
     pub scanned: u64,
-    /// Matching.
+    /// Records of the owner's twins from the epoch on (before the policy check).
     pub matched: u64,
     /// Delivered (acknowledged by Kafka).
     pub delivered: u64,
@@ -152,7 +152,8 @@ pub async fn request_replay(
 }
 
 /// Follows the workers' progress records for `request_id` until one is final or `timeout` passes;
-/// `on` sees each new report. Returns the last report seen.
+/// `on` sees each new report. A request the worker refused comes back as state `refused` with the
+/// dead letter's reason. Returns the last report seen.
 pub async fn watch_replay(
     ctl: &Ctl,
     request_id: &str,
@@ -161,6 +162,7 @@ pub async fn watch_replay(
 ) -> anyhow::Result<Option<ReplayStatus>> {
     let kafka = ctl.kafka.clone();
     let topic = ctl.topics.control();
+    let dlq = ctl.topics.dlq();
     let id = request_id.to_string();
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = armored_runtime::kafka::base_config(&kafka)
@@ -172,6 +174,19 @@ pub async fn watch_replay(
         for p in md.topics().iter().flat_map(|t| t.partitions()) {
             tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
         }
+        // A refused request shows up as a dead letter under its id: watch the last minutes of it.
+        let since = now_ms().saturating_sub(600_000) as i64;
+        let md = c.fetch_metadata(Some(&dlq), Duration::from_secs(10))?;
+        let mut times = TopicPartitionList::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            times.add_partition_offset(&dlq, p.id(), Offset::Offset(since))?;
+        }
+        for e in c
+            .offsets_for_times(times, Duration::from_secs(10))?
+            .elements()
+        {
+            tpl.add_partition_offset(&dlq, e.partition(), e.offset())?;
+        }
         c.assign(&tpl)?;
         let deadline = Instant::now() + timeout;
         let mut last: Option<ReplayStatus> = None;
@@ -179,10 +194,31 @@ pub async fn watch_replay(
             let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else {
                 continue;
             };
-            let is_status = m
-                .headers()
-                .is_some_and(|h| h.iter().any(|x| x.key == STATUS_HEADER));
-            if !is_status || m.key() != Some(id.as_bytes()) {
+            if m.key() != Some(id.as_bytes()) {
+                continue;
+            }
+            let header = |name: &str| {
+                m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == name)
+                        .map(|x| String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())
+                })
+            };
+            if m.topic() == dlq {
+                let s = ReplayStatus {
+                    request_id: id.clone(),
+                    state: "refused".into(),
+                    detail: format!(
+                        "{}: {}",
+                        header("at-reason").unwrap_or_default(),
+                        header("at-detail").unwrap_or_default()
+                    ),
+                    ..ReplayStatus::default()
+                };
+                on(&s);
+                return Ok(Some(s));
+            }
+            if header(STATUS_HEADER).is_none() {
                 continue;
             }
             let Ok(s) = serde_json::from_slice::<ReplayStatus>(m.payload().unwrap_or_default())

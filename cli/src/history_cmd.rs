@@ -23,7 +23,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 fn show(s: &ReplayStatus) {
     println!(
-        "replay {} [{}]: scanned {}/{} stored records, {} match, {} delivered{}{}",
+        "replay {} [{}]: scanned {}/{} stored records, {} of the owner's twins from the epoch, {} admitted and delivered{}{}",
         &s.request_id[..s.request_id.len().min(8)],
         s.state,
         s.scanned,
@@ -84,7 +84,7 @@ pub enum HistoryCmd {
         #[arg(long)]
         rk: String,
         /// From this epoch or time (an epoch number, @unix-seconds, `YYYY-MM-DDTHH:MM[:SS]Z`, -2h).
-        #[arg(long, default_value = "0")]
+        #[arg(long, default_value = "0", allow_hyphen_values = true)]
         from: String,
         /// Epoch length used to turn a time into an epoch.
         #[arg(long, default_value_t = 3_600_000)]
@@ -117,7 +117,7 @@ pub enum HistoryCmd {
         #[arg(long)]
         last_seq: Option<u64>,
         /// Replay from this epoch or time (default: everything).
-        #[arg(long, default_value = "0")]
+        #[arg(long, default_value = "0", allow_hyphen_values = true)]
         from: String,
         /// Follow the replay's progress this long (0: do not wait).
         #[arg(long, default_value = "120s", value_parser = parse_secs)]

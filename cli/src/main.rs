@@ -92,7 +92,11 @@ enum OwnerCmd {
         policy: String,
         /// Also re-encrypt the stored history from this epoch or time (an epoch number,
         /// @unix-seconds, `YYYY-MM-DDTHH:MM[:SS]Z`, or -2h).
-        #[arg(long = "from", visible_alias = "from-epoch")]
+        #[arg(
+            long = "from",
+            visible_alias = "from-epoch",
+            allow_hyphen_values = true
+        )]
         from: Option<String>,
         /// Epoch length used to turn a time into an epoch (the twins' default: 1 h).
         #[arg(long, default_value_t = 3_600_000)]

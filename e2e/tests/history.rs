@@ -313,6 +313,13 @@ async fn bad_replay_requests_are_dead_lettered_and_counted() -> anyhow::Result<(
             "metric for {reason}"
         );
     }
+    // atctl sees a refusal as such (the dead letter under the request id).
+    let refused = request_replay(&owner, &ctl, &hex::encode(unknown), 0).await?;
+    let s = history::watch_replay(&ctl, &refused, WAIT, |_| {})
+        .await?
+        .expect("a report");
+    assert_eq!(s.state, "refused");
+    assert!(s.detail.starts_with("unknown_rekey"), "{s:?}");
     // Still serving: a valid request completes.
     let ok = request_replay(&owner, &ctl, &device_rk, 0).await?;
     let s = history::watch_replay(&ctl, &ok, WAIT, |_| {}).await?;

@@ -110,7 +110,7 @@ pub struct ReplayStatus {
     pub total: u64,
     /// Records read so far.
     pub scanned: u64,
-    /// Records that match (owner, epoch, policy).
+    /// Records of the owner's twins from the epoch on (before the policy check).
     pub matched: u64,
     /// Deliveries produced and acknowledged.
     pub delivered: u64,
