@@ -2,7 +2,7 @@
 # The README's first command: the end-to-end demo on the default local setup.
 # Installs what is missing, builds, starts the brokers (sqlite storage) and the services (one bridge,
 # two re-encryption workers), plays Protocol 1 with `atctl demo` (phases 1-4 and 6, revocation M1,
-# a raw reader's view), prints a summary table, and stops everything it started. Exit 0 = every
+# a raw reader's view; then device replacement M3 and owner key backup/restore), prints a summary table, and stops everything it started. Exit 0 = every
 # expectation held.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -337,6 +337,8 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     }
     println!();
     ok &= crate::demo_requests::run(ctl, &owner, &twin1, &svc_dir, d2.device.clone()).await?;
+    // Issue 6: device replacement (M3) and owner key backup and restore (paper 5.4).
+    ok &= crate::demo_history::run(&cfg, ctl, &owner, &tag, &shutdown).await?;
     if cfg.phones > 0 {
         ok &= crate::demo_mpc::run(&cfg, ctl, &owner, &shutdown).await?;
     }

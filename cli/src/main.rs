@@ -117,9 +117,17 @@ enum OwnerCmd {
         /// Policy text: AND, OR, k-of-n gates `2of3(a, b, c)`, parentheses.
         #[arg(long)]
         policy: String,
-        /// Also re-encrypt history from this epoch.
-        #[arg(long)]
-        from_epoch: Option<u64>,
+        /// Also re-encrypt the stored history from this epoch or time (an epoch number,
+        /// @unix-seconds, `YYYY-MM-DDTHH:MM[:SS]Z`, or -2h).
+        #[arg(
+            long = "from",
+            visible_alias = "from-epoch",
+            allow_hyphen_values = true
+        )]
+        from: Option<String>,
+        /// Epoch length used to turn a time into an epoch (the twins' default: 1 h).
+        #[arg(long, default_value_t = 3_600_000)]
+        epoch_len_ms: u64,
     },
     /// Phase 2+: grant three pinned MPC nodes share numbers 1, 2, 3 (`mpc-share AND node-j AND
     /// location`); refuses to map two share numbers to one node, ever.
@@ -164,6 +172,9 @@ enum OwnerCmd {
     Grants,
     /// Print the path of the owner's identity file (what devices pin).
     Identity,
+    /// History replay, device replacement, key backup and restore (issue 6).
+    #[command(flatten)]
+    History(atctl::history_cmd::HistoryCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -409,11 +420,20 @@ async fn run() -> anyhow::Result<()> {
             OwnerCmd::Grant {
                 to,
                 policy,
-                from_epoch,
+                from,
+                epoch_len_ms,
             } => {
                 let o = Owner::open(&dir)?;
-                let rk = o.grant(&ctl()?, &to, &policy, from_epoch).await?;
-                println!("granted {to} re-key {rk}");
+                match from {
+                    None => {
+                        let rk = o.grant(&ctl()?, &to, &policy, None).await?;
+                        println!("granted {to} re-key {rk}");
+                    }
+                    Some(f) => {
+                        atctl::history_cmd::grant_from(&o, &ctl()?, &to, &policy, &f, epoch_len_ms)
+                            .await?
+                    }
+                }
             }
             OwnerCmd::GrantMpc { nodes } => {
                 let o = Owner::open(&dir)?;
@@ -515,6 +535,7 @@ async fn run() -> anyhow::Result<()> {
                     }
                 }
             }
+            OwnerCmd::History(h) => atctl::history_cmd::run(&dir, h, &ctl).await?,
             OwnerCmd::Grants => {
                 let o = Owner::open(&dir)?;
                 println!(

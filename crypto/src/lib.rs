@@ -68,6 +68,7 @@ pub mod envelope;
 pub mod epoch;
 pub mod error;
 pub mod group;
+pub mod history;
 pub mod hpke;
 pub mod identity;
 pub mod keyfile;

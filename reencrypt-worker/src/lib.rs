@@ -7,6 +7,7 @@
 
 pub mod metrics;
 pub mod rekeys;
+pub mod replay;
 pub mod requests;
 pub mod route;
 
@@ -204,7 +205,13 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let spec = GroupSpec {
         group: cfg.worker.group.clone(),
-        topics: vec![ctx.topics.sync(), ctx.topics.requests()],
+        // at.requests.v1 carries requests (requests.rs); at.control.v1 history replay requests
+        // (replay.rs): one worker handles each.
+        topics: vec![
+            ctx.topics.sync(),
+            ctx.topics.requests(),
+            ctx.topics.control(),
+        ],
         queue_depth: 256,
         drain_timeout: Duration::from_secs(10),
     };
@@ -269,6 +276,9 @@ async fn retry_pending(ctx: &Ctx) {
 /// One record of `at.sync.v1`: wait until the control topics are applied up to the moment it was
 /// fetched (a revocation appended before it wins), route it off the async threads, produce.
 async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
+    if m.topic == ctx.topics.control() {
+        return replay::handle(ctx, m).await;
+    }
     let fetched = m.received;
     ctx.metrics.messages_in.inc();
     loop {

@@ -31,6 +31,21 @@ pub struct Metrics {
     pub revocations: IntCounter,
     /// Consumer lag (records) on at.sync.v1.
     pub consumer_lag: IntGauge,
+    /// History replays (replay.rs).
+    pub replay: ReplayMetrics,
+}
+
+/// History replay metrics.
+#[derive(Clone, Debug)]
+pub struct ReplayMetrics {
+    /// Replays running now.
+    pub in_flight: IntGauge,
+    /// Replays finished, by outcome (done, revoked, failed).
+    pub finished: IntCounterVec,
+    /// Stored records read by replays.
+    pub scanned: IntCounter,
+    /// Deliveries produced by replays.
+    pub delivered: IntCounter,
 }
 
 impl Metrics {
@@ -99,6 +114,29 @@ impl Metrics {
                 "Consumer lag on at.sync.v1",
                 r
             )?,
+            replay: ReplayMetrics {
+                in_flight: register_int_gauge_with_registry!(
+                    "at_reencrypt_replays_in_flight",
+                    "History replays running",
+                    r
+                )?,
+                finished: register_int_counter_vec_with_registry!(
+                    "at_reencrypt_replays_total",
+                    "History replays finished, by outcome",
+                    &["outcome"],
+                    r
+                )?,
+                scanned: register_int_counter_with_registry!(
+                    "at_reencrypt_replay_records_scanned_total",
+                    "Stored records read by history replays",
+                    r
+                )?,
+                delivered: register_int_counter_with_registry!(
+                    "at_reencrypt_replay_deliveries_total",
+                    "Deliveries produced by history replays",
+                    r
+                )?,
+            },
             route,
             registry: r,
         })

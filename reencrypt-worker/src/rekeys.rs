@@ -114,6 +114,16 @@ impl ReKeyStore {
             .unwrap_or_default()
     }
 
+    /// A usable re-key by id (history replay looks its re-key up).
+    pub fn get(&self, rk_id: &[u8; 16]) -> Option<Arc<Grant>> {
+        self.grants.get(rk_id).cloned()
+    }
+
+    /// Whether a re-key id was revoked (by anyone: a revoked id is never replayed).
+    pub fn is_revoked(&self, rk_id: &[u8; 16]) -> bool {
+        self.revoked.contains_key(rk_id)
+    }
+
     /// Number of usable re-keys.
     pub fn len(&self) -> usize {
         self.grants.len()

@@ -1,0 +1,367 @@
+//! The owner's side of history replay and device replacement (M3).
+//!
+//! - [`request_replay`]: an owner-signed `ReplayRequest { rk_id, from_epoch }` on `at.control.v1`;
+//!   one worker re-encrypts the stored history for that re-key (reencrypt-worker/src/replay.rs).
+//! - [`watch_replay`]: follows the worker's progress records for a request.
+//! - [`replace_device`]: revokes the old device's re-keys, revokes its signing key in the registry
+//!   with `last_valid_seq` = the last seq it stored (so receivers keep trusting its past changes and
+//!   nothing after), and enrolls the new device; then the CLI requests the replay for the new
+//!   device's re-key, from which it rebuilds the old device's state.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use armored_crypto::envelope::parse_header;
+use armored_crypto::history::issue_replay_request;
+use armored_crypto::tokens::{issue_revocation, RevocationKind};
+use armored_device::Card;
+use armored_runtime::registry::record;
+use armored_runtime::time::now_ms;
+use armored_schemas::v1::{self, control_record, registry_record::Record};
+use armored_schemas::{decode_strict, limits::MAX_ENVELOPE_BYTES};
+use rand_core::OsRng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::kafka::Ctl;
+use crate::owner::{control, Owner};
+
+/// Header of a worker's progress record (reencrypt-worker/src/replay.rs).
+pub const STATUS_HEADER: &str = "at-replay-status";
+
+/// A worker's progress report (the JSON the worker writes; see the README).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplayStatus {
+    /// Hex request id.
+    pub request_id: String,
+    /// Hex rk_id.
+    pub rk_id: String,
+    /// Receiver of the re-key.
+    pub receiver: String,
+    /// First epoch replayed.
+    pub from_epoch: u64,
+    /// running, done, revoked, failed; `refused` when the request was dead-lettered.
+    pub state: String,
+    /// Records of at.sync.v1 to read.
+    pub total: u64,
+    /// Read so far.
+    pub scanned: u64,
+    /// Records of the owner's twins from the epoch on (before the policy check).
+    pub matched: u64,
+    /// Delivered (acknowledged by Kafka).
+    pub delivered: u64,
+    /// Stored records that could not be re-encrypted.
+    pub skipped: u64,
+    /// Failure detail.
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl ReplayStatus {
+    /// Whether the worker is finished with it.
+    pub fn is_final(&self) -> bool {
+        self.state != "running"
+    }
+}
+
+/// Parses `--from`: an epoch number, `@<unix seconds>`, a UTC time `YYYY-MM-DDTHH:MM[:SS]Z`, or a
+/// time relative to now (`-90m`, `-2h`, `-3d`); times become the epoch containing them under
+/// `epoch_len_ms`.
+pub fn parse_from(s: &str, epoch_len_ms: u64, now_ms: u64) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let len = epoch_len_ms.max(1);
+    if let Ok(e) = s.parse::<u64>() {
+        return Ok(e);
+    }
+    let ms = if let Some(secs) = s.strip_prefix('@') {
+        secs.parse::<u64>().context("@ takes unix seconds")? * 1000
+    } else if let Some(rel) = s.strip_prefix('-') {
+        let (n, unit) = rel.split_at(rel.len().saturating_sub(1));
+        let n: u64 = n.parse().context("relative time: -<n>m, -<n>h or -<n>d")?;
+        let unit_ms = match unit {
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => bail!("relative time unit is s, m, h or d"),
+        };
+        now_ms.saturating_sub(n * unit_ms)
+    } else {
+        parse_utc(s).with_context(|| {
+            format!("--from {s:?}: an epoch, @unix-seconds, YYYY-MM-DDTHH:MM[:SS]Z or -2h")
+        })?
+    };
+    Ok(ms / len)
+}
+
+/// `YYYY-MM-DDTHH:MM[:SS]Z` to unix milliseconds (days from civil: Howard Hinnant's algorithm).
+fn parse_utc(s: &str) -> anyhow::Result<u64> {
+    let s = s.strip_suffix('Z').context("UTC times end in Z")?;
+    let (date, time) = s.split_once('T').context("date and time are joined by T")?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("date")?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("time")?;
+    let ([y, m, day], [hh, mm, rest @ ..]) = (d.as_slice(), t.as_slice()) else {
+        bail!("want YYYY-MM-DDTHH:MM[:SS]Z");
+    };
+    let ss = rest.first().copied().unwrap_or(0);
+    if !(1..=12).contains(m) || !(1..=31).contains(day) || *hh > 23 || *mm > 59 || ss > 60 {
+        bail!("date or time out of range");
+    }
+    let y = if *m <= 2 { y - 1 } else { *y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs * 1000).context("times before 1970 are not replayable")
+}
+
+/// Asks the workers to replay the history of `rk_id_hex` from `from_epoch`; returns the request id.
+pub async fn request_replay(
+    owner: &Owner,
+    ctl: &Ctl,
+    rk_id_hex: &str,
+    from_epoch: u64,
+) -> anyhow::Result<String> {
+    let rk: [u8; 16] = hex::decode(rk_id_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .context("an rk id is 32 hex digits")?;
+    let (id, signed) =
+        issue_replay_request(owner.signing_key(), &rk, from_epoch, now_ms(), &mut OsRng);
+    let id = hex::encode(id);
+    ctl.send(
+        &ctl.topics.control(),
+        &id,
+        &control(control_record::Record::ReplayRequest(signed)),
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Follows the workers' progress records for `request_id` until one is final or `timeout` passes;
+/// `on` sees each new report. A request the worker refused comes back as state `refused` with the
+/// dead letter's reason. Returns the last report seen.
+pub async fn watch_replay(
+    ctl: &Ctl,
+    request_id: &str,
+    timeout: Duration,
+    mut on: impl FnMut(&ReplayStatus) + Send + 'static,
+) -> anyhow::Result<Option<ReplayStatus>> {
+    let kafka = ctl.kafka.clone();
+    let topic = ctl.topics.control();
+    let dlq = ctl.topics.dlq();
+    let id = request_id.to_string();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = armored_runtime::kafka::base_config(&kafka)
+            .set("group.id", "unused-no-commits")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let mut tpl = TopicPartitionList::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
+        }
+        // A refused request shows up as a dead letter under its id: watch the last minutes of it.
+        let since = now_ms().saturating_sub(600_000) as i64;
+        let md = c.fetch_metadata(Some(&dlq), Duration::from_secs(10))?;
+        let mut times = TopicPartitionList::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            times.add_partition_offset(&dlq, p.id(), Offset::Offset(since))?;
+        }
+        for e in c
+            .offsets_for_times(times, Duration::from_secs(10))?
+            .elements()
+        {
+            tpl.add_partition_offset(&dlq, e.partition(), e.offset())?;
+        }
+        c.assign(&tpl)?;
+        let deadline = Instant::now() + timeout;
+        let mut last: Option<ReplayStatus> = None;
+        while Instant::now() < deadline {
+            let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            if m.key() != Some(id.as_bytes()) {
+                continue;
+            }
+            let header = |name: &str| {
+                m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == name)
+                        .map(|x| String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())
+                })
+            };
+            if m.topic() == dlq {
+                let s = ReplayStatus {
+                    request_id: id.clone(),
+                    state: "refused".into(),
+                    detail: format!(
+                        "{}: {}",
+                        header("at-reason").unwrap_or_default(),
+                        header("at-detail").unwrap_or_default()
+                    ),
+                    ..ReplayStatus::default()
+                };
+                on(&s);
+                return Ok(Some(s));
+            }
+            if header(STATUS_HEADER).is_none() {
+                continue;
+            }
+            let Ok(s) = serde_json::from_slice::<ReplayStatus>(m.payload().unwrap_or_default())
+            else {
+                continue;
+            };
+            if last.as_ref() != Some(&s) {
+                on(&s);
+            }
+            let done = s.is_final();
+            last = Some(s);
+            if done {
+                break;
+            }
+        }
+        Ok(last)
+    })
+    .await?
+}
+
+/// The highest seq the device with signing key `writer` stored for `twin` (plain headers of
+/// `at.sync.v1`), if any.
+pub fn last_stored_seq(ctl: &Ctl, twin: &str, writer: &[u8]) -> anyhow::Result<Option<u64>> {
+    let recs = armored_runtime::kafka::read_to_end(
+        &ctl.kafka,
+        &ctl.topics.sync(),
+        Duration::from_secs(60),
+    )?;
+    Ok(recs
+        .iter()
+        .filter_map(|r| {
+            decode_strict::<v1::Envelope>("Envelope", &r.payload, MAX_ENVELOPE_BYTES).ok()
+        })
+        .filter_map(|e| parse_header(&e.header).ok())
+        .filter(|h| h.twin_id == twin && h.writer_key_id == writer)
+        .map(|h| h.seq)
+        .max())
+}
+
+/// What a device replacement did.
+#[derive(Clone, Debug)]
+pub struct Replacement {
+    /// The old device's re-keys revoked.
+    pub revoked_rekeys: usize,
+    /// The old key's last trusted seq.
+    pub last_valid_seq: u64,
+    /// The new device's re-key.
+    pub new_rk: String,
+}
+
+/// M3 without the replay: revokes the re-keys of `twin/old`, revokes its signing key with
+/// `last_valid_seq` (given, or the last seq it stored), and enrolls the device of `card` in the
+/// same twin. The old enrollment stays in the registry, so the twin's roster still names the old
+/// key; the revocation bounds it to the changes up to `last_valid_seq`.
+pub async fn replace_device(
+    owner: &Owner,
+    ctl: &Ctl,
+    old: &str,
+    card: &Card,
+    last_valid_seq: Option<u64>,
+) -> anyhow::Result<Replacement> {
+    let twin = card.twin_id.clone();
+    if old == card.device_id {
+        bail!("the new device needs its own id (the old enrollment stays for its past changes)");
+    }
+    let reg = ctl.registry().await?;
+    let entry = reg
+        .twin(&twin)
+        .and_then(|t| t.devices.get(old))
+        .with_context(|| format!("{twin}/{old} is not enrolled"))?;
+    let old_key = entry.enrollment.sig.key_id();
+    if reg.twin_owner(&twin).map(|o| o.owner_id.as_str()) != Some(owner.owner_id.as_str()) {
+        bail!("twin {twin} belongs to another owner");
+    }
+    let last = match last_valid_seq {
+        Some(s) => s,
+        None => last_stored_seq(ctl, &twin, old_key.as_bytes())?.unwrap_or(0),
+    };
+    let revoked_rekeys = owner.revoke_receiver(ctl, &format!("{twin}/{old}")).await?;
+    let r = issue_revocation(
+        owner.signing_key(),
+        RevocationKind::Device,
+        old_key.as_bytes(),
+        now_ms(),
+        Some(last),
+    );
+    ctl.send(
+        &ctl.topics.registry(),
+        &format!("device:{twin}/{old}"),
+        &record(Record::DeviceRevocation(r)),
+    )
+    .await?;
+    let new_rk = owner.enroll_device(ctl, card).await?;
+    Ok(Replacement {
+        revoked_rekeys,
+        last_valid_seq: last,
+        new_rk,
+    })
+}
+
+/// Phase 2 with history: grants `party` exactly `policy` (the upload names `history_from_epoch`)
+/// and asks for the replay of the stored history from `from_epoch`. Returns (rk id, request id).
+pub async fn grant_with_history(
+    owner: &Owner,
+    ctl: &Ctl,
+    party: &str,
+    policy: &str,
+    from_epoch: u64,
+) -> anyhow::Result<(String, String)> {
+    let rk = owner.grant(ctl, party, policy, Some(from_epoch)).await?;
+    let id = request_replay(owner, ctl, &rk, from_epoch).await?;
+    Ok((rk, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_from;
+
+    const H: u64 = 3_600_000;
+
+    #[test]
+    fn from_takes_epochs_times_and_relative_times() {
+        let now = 1_795_611_600_000; // 2026-11-25T13:00:00Z
+        assert_eq!(parse_from("42", H, now).ok(), Some(42));
+        assert_eq!(parse_from("2026-11-25T13:00Z", H, now).ok(), Some(now / H));
+        assert_eq!(
+            parse_from("2024-02-29T23:59:59Z", 1000, now).ok(),
+            Some(1_709_251_199)
+        );
+        assert_eq!(parse_from("@1795611600", H, now).ok(), Some(now / H));
+        assert_eq!(parse_from("-2h", H, now).ok(), Some(now / H - 2));
+        assert_eq!(
+            parse_from("-90m", 60_000, now).ok(),
+            Some(now / 60_000 - 90)
+        );
+        for bad in [
+            "yesterday",
+            "2026-13-01T00:00Z",
+            "2026-11-25 13:00",
+            "-2w",
+            "@x",
+        ] {
+            assert!(parse_from(bad, H, now).is_err(), "{bad}");
+        }
+    }
+}

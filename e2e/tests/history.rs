@@ -1,0 +1,488 @@
+//! History replay (M3), device replacement and owner key recovery on the real brokers: a grant from
+//! a given epoch gets exactly the history from that epoch; a replay request for an existing re-key
+//! gets what its policy admits and is refused once revoked; bad replay requests are dead-lettered
+//! and counted; a replacement device rebuilds exactly the old device's state; a restored owner
+//! grants and revokes. Needs `infra/start.sh`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::time::{Duration, Instant};
+
+use armored_crypto::domain::SigDomain;
+use armored_crypto::identity::PartyKind;
+use armored_crypto::sig::SigningKey;
+use armored_device::link::LinkEvent;
+use armored_device::{Device, Event};
+use armored_e2e::{rand_id, Env, Running, TestDevice};
+use armored_runtime::time::now_ms;
+use armored_schemas::v1::{self, control_record};
+use armored_schemas::{decode_strict, limits::MAX_DELIVERY_BYTES, WIRE_VERSION};
+use atctl::history::{self, grant_with_history, request_replay};
+use atctl::kafka::Ctl;
+use atctl::owner::{control, Owner};
+use atctl::service::{Outcome, Received, Service};
+use prost::Message;
+use rand_core::{OsRng, RngCore};
+use serde_json::json;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const WAIT: Duration = Duration::from_secs(30);
+const HOUR: u64 = 3_600_000;
+
+async fn consume(
+    env: &Env,
+    svc: &mut Service,
+    max: u64,
+    idle: Duration,
+) -> anyhow::Result<Vec<Received>> {
+    let mut got = Vec::new();
+    svc.consume(
+        &env.ctl()?,
+        Some(max),
+        Some(idle),
+        env.shutdown.child_token(),
+        |o| {
+            if let Outcome::Received(r) = o {
+                got.push(r.clone());
+            }
+        },
+    )
+    .await?;
+    Ok(got)
+}
+
+/// Records a change at `at_ms` and writes it to at.sync.v1 as the bridge would.
+async fn store(
+    ctl: &Ctl,
+    d: &mut Device,
+    attrs: &[&str],
+    delta: serde_json::Value,
+    at_ms: u64,
+) -> anyhow::Result<()> {
+    let env = d.record(attrs, delta, at_ms)?;
+    let (up, _) = d.topics();
+    ctl.send(&ctl.topics.sync(), &up, &env).await
+}
+
+/// Waits until a `/metrics` sample reaches `want`.
+async fn metric_reaches(svc: &Running, sample: &str, want: f64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = svc.metric(sample).await?;
+        if v >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{sample} = {v}, expected {want}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn service(env: &Env, owner: &Owner, ctl: &Ctl) -> anyhow::Result<(String, Service)> {
+    let dir = env.dir.join(rand_id("svc"));
+    let id_file = Service::init(&dir, &rand_id("svc"), PartyKind::Service)?;
+    let (party, _) = owner.trust(ctl, &std::fs::read(id_file)?).await?;
+    Ok((party.party_id, Service::open(&dir)?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let worker = env.start_worker(&rand_id("reenc"));
+    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let twin = rand_id("bike");
+    let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
+    // Four changes, one per hour, the last one now: epochs e-3 .. e.
+    let now = now_ms();
+    let e = now / HOUR;
+    for (i, back) in [3u64, 2, 1, 0].iter().enumerate() {
+        store(
+            &ctl,
+            &mut d1,
+            &["sync"],
+            json!({ "n": i }),
+            now - back * HOUR,
+        )
+        .await?;
+    }
+    // The worker has routed them (to d1 itself only) before the service is granted anything.
+    metric_reaches(&worker, "at_reencrypt_messages_in_total", 4.0).await?;
+
+    let (party, mut svc) = service(&env, &owner, &ctl).await?;
+    let (_rk, request) = grant_with_history(&owner, &ctl, &party, "sync", e - 1).await?;
+    let status = history::watch_replay(&ctl, &request, WAIT, |_| {})
+        .await?
+        .expect("a progress report");
+    assert_eq!(status.state, "done", "{status:?}");
+    assert_eq!(status.delivered, 2, "{status:?}");
+    assert!(status.scanned >= 4, "{status:?}");
+
+    let got = consume(&env, &mut svc, 2, Duration::from_secs(5)).await?;
+    let mut epochs: Vec<u64> = got.iter().map(|r| r.epoch).collect();
+    epochs.sort();
+    assert_eq!(epochs, vec![e - 1, e], "{got:?}");
+    assert_eq!(
+        got.iter().map(|r| r.delta.clone()).collect::<Vec<_>>(),
+        vec![json!({"n": 2}), json!({"n": 3})]
+    );
+    // Nothing before the epoch arrives, even waiting for more.
+    let more = consume(&env, &mut svc, 1, Duration::from_secs(3)).await?;
+    assert!(more.is_empty(), "history before the epoch: {more:?}");
+    // The deliveries name the request.
+    let ids: Vec<String> = env
+        .records(&env.topics.deliver())?
+        .into_iter()
+        .filter(|(k, _)| *k == party.as_bytes())
+        .map(|(_, p)| {
+            decode_strict::<v1::Delivery>("Delivery", &p, MAX_DELIVERY_BYTES)
+                .map(|d| d.replay_request_id)
+        })
+        .collect::<Result<_, _>>()?;
+    assert_eq!(ids, vec![request.clone(), request]);
+    assert_eq!(
+        worker
+            .metric("at_reencrypt_replay_deliveries_total")
+            .await?,
+        2.0
+    );
+    assert_eq!(
+        worker
+            .metric("at_reencrypt_replays_total{outcome=\"done\"}")
+            .await?,
+        1.0
+    );
+    assert_eq!(worker.metric("at_reencrypt_replays_in_flight").await?, 0.0);
+    env.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation(
+) -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let worker = env.start_worker(&rand_id("reenc"));
+    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let twin = rand_id("bike");
+    let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
+    let now = now_ms();
+    store(
+        &ctl,
+        &mut d1,
+        &["sync", "location"],
+        json!({"lat": 1}),
+        now - 2 * HOUR,
+    )
+    .await?;
+    store(
+        &ctl,
+        &mut d1,
+        &["sync", "health"],
+        json!({"pulse": 60}),
+        now - HOUR,
+    )
+    .await?;
+    store(&ctl, &mut d1, &["sync", "location"], json!({"lat": 2}), now).await?;
+    metric_reaches(&worker, "at_reencrypt_messages_in_total", 3.0).await?;
+
+    // A grant without history sees nothing of the past...
+    let (party, mut svc) = service(&env, &owner, &ctl).await?;
+    let rk = owner.grant(&ctl, &party, "sync AND location", None).await?;
+    metric_reaches(&worker, "at_reencrypt_rekeys", 2.0).await?;
+    assert!(consume(&env, &mut svc, 1, Duration::from_secs(3))
+        .await?
+        .is_empty());
+    // ... until the owner asks for it: only what the policy admits.
+    let request = request_replay(&owner, &ctl, &rk, 0).await?;
+    let status = history::watch_replay(&ctl, &request, WAIT, |_| {})
+        .await?
+        .expect("a progress report");
+    assert_eq!((status.state.as_str(), status.delivered), ("done", 2));
+    let got = consume(&env, &mut svc, 2, Duration::from_secs(5)).await?;
+    assert_eq!(
+        got.iter().map(|r| r.delta.clone()).collect::<Vec<_>>(),
+        vec![json!({"lat": 1}), json!({"lat": 2})],
+        "in the order the cloud stored them, without the health change"
+    );
+    // A second replay of the same history delivers the same changes again (a receiver with a
+    // persisted seen-set, like a device, drops them; `atctl service run` keeps it per run).
+    let again = request_replay(&owner, &ctl, &rk, 0).await?;
+    let s = history::watch_replay(&ctl, &again, WAIT, |_| {}).await?;
+    assert_eq!(s.map(|s| s.delivered), Some(2));
+    let twice = consume(&env, &mut svc, 2, Duration::from_secs(5)).await?;
+    assert_eq!(twice, got);
+
+    // Revoked: a replay request for it is refused.
+    owner.revoke_rekey(&ctl, &rk).await?;
+    metric_reaches(&worker, "at_reencrypt_revocations_total", 1.0).await?;
+    let late = request_replay(&owner, &ctl, &rk, 0).await?;
+    let dl = env
+        .wait_dead_letter(WAIT, |d| d.key == late.as_bytes())
+        .await?;
+    assert_eq!(dl.reason, "revoked");
+    env.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_replay_requests_are_dead_lettered_and_counted() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let worker = env.start_worker(&rand_id("reenc"));
+    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let twin = rand_id("bike");
+    let _d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
+    let device_rk = owner.ledger()?[0].rk_id.clone();
+    metric_reaches(&worker, "at_reencrypt_rekeys", 1.0).await?;
+    let topic = ctl.topics.control();
+    let body = |signer: &[u8], rk: &[u8]| v1::ReplayRequest {
+        version: WIRE_VERSION,
+        request_id: vec![7; 16],
+        owner_sig_key_id: signer.to_vec(),
+        rk_id: rk.to_vec(),
+        from_epoch: 0,
+        issued_at_ms: now_ms(),
+    };
+    let owner_kid = owner.verifying_key().key_id();
+    let rk_bytes = hex::decode(&device_rk)?;
+    let mallory = SigningKey::generate(&mut OsRng);
+
+    // Forged: names the owner's key, signed by another.
+    let forged = mallory.sign_to_vec(
+        SigDomain::Replay,
+        body(owner_kid.as_bytes(), &rk_bytes).encode_to_vec(),
+    );
+    // Unknown re-key, properly signed.
+    let mut unknown = [0u8; 16];
+    OsRng.fill_bytes(&mut unknown);
+    let (_, unknown_rk) = armored_crypto::history::issue_replay_request(
+        owner.signing_key(),
+        &unknown,
+        0,
+        now_ms(),
+        &mut OsRng,
+    );
+    // Signed by a key no owner holds.
+    let stranger = mallory.sign_to_vec(
+        SigDomain::Replay,
+        body(mallory.key_id().as_bytes(), &rk_bytes).encode_to_vec(),
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "forged",
+            control(control_record::Record::ReplayRequest(forged)),
+            "bad_signature",
+        ),
+        (
+            "unknown-rk",
+            control(control_record::Record::ReplayRequest(unknown_rk)),
+            "unknown_rekey",
+        ),
+        (
+            "stranger",
+            control(control_record::Record::ReplayRequest(stranger)),
+            "unknown_owner",
+        ),
+        ("garbage", b"\x00not a record\xff".to_vec(), "malformed"),
+        (
+            "wrong-type",
+            control(control_record::Record::Revocation(b"x".to_vec())),
+            "wrong_topic",
+        ),
+    ];
+    for (key, payload, _) in &cases {
+        ctl.send(&topic, key, payload).await?;
+    }
+    for (key, _, reason) in &cases {
+        let d = env
+            .wait_dead_letter(WAIT, |d| d.key == key.as_bytes() && d.source_topic == topic)
+            .await?;
+        assert_eq!(d.reason, *reason, "{key}");
+        assert_eq!(d.service, "reencrypt");
+        assert!(
+            worker
+                .metric(&format!(
+                    "at_reencrypt_dead_letters_total{{reason=\"{reason}\"}}"
+                ))
+                .await?
+                >= 1.0,
+            "metric for {reason}"
+        );
+    }
+    // atctl sees a refusal as such (the dead letter under the request id).
+    let refused = request_replay(&owner, &ctl, &hex::encode(unknown), 0).await?;
+    let s = history::watch_replay(&ctl, &refused, WAIT, |_| {})
+        .await?
+        .expect("a report");
+    assert_eq!(s.state, "refused");
+    assert!(s.detail.starts_with("unknown_rekey"), "{s:?}");
+    // Still serving: a valid request completes.
+    let ok = request_replay(&owner, &ctl, &device_rk, 0).await?;
+    let s = history::watch_replay(&ctl, &ok, WAIT, |_| {}).await?;
+    assert_eq!(s.map(|s| s.state), Some("done".to_string()));
+    assert_eq!(worker.metric("at_reencrypt_replays_in_flight").await?, 0.0);
+    env.stop().await;
+    Ok(())
+}
+
+fn applied(events: &[LinkEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, LinkEvent::Downlink(Event::Applied { .. })))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let _ingest = env.start_ingest();
+    let worker = env.start_worker(&rand_id("reenc"));
+    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let twin = rand_id("bike");
+    let mut d1 = env.device(&owner, &ctl, &twin, "d1").await?;
+    let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
+    for d in [&mut d1, &mut d2] {
+        d.collect_until(WAIT, |e| {
+            e.iter()
+                .any(|x| matches!(x, LinkEvent::Downlink(Event::Roster { devices: 2 })))
+        })
+        .await;
+    }
+    // The twin's history: both devices write, one field ("mode") by both.
+    d1.publish(&["sync"], json!({"mode": "eco", "a": 1}))
+        .await?;
+    d1.publish(&["sync", "location"], json!({"lat": 48.2}))
+        .await?;
+    d2.collect_until(WAIT, |e| applied(e) >= 2).await;
+    d2.publish(&["sync"], json!({"mode": "sport", "b": 2}))
+        .await?;
+    d1.collect_until(WAIT, |e| applied(e) >= 1).await;
+    d1.publish(&["sync"], json!({"c": 3})).await?;
+    d2.collect_until(WAIT, |e| applied(e) >= 1).await;
+    let old = d1.stop().await;
+    let old_state = old.lock().expect("lock").state().clone();
+    assert_eq!(old_state.fields.get("mode"), Some(&json!("sport")));
+    assert_eq!(old_state.applied, 4);
+
+    // The replacement: set up and connected first (its MQTT session queues the history).
+    let dir = env.dir.join(format!("{twin}-d3"));
+    let card = armored_device::setup(&dir, &twin, "d3", HOUR)?;
+    armored_device::pin_owner(&dir, &owner.identity()?)?;
+    env.add_mqtt_user(&format!("{twin}/d3"), "pw-d3").await?;
+    let mut d3 = TestDevice::start(&env, &dir, "pw-d3").await?;
+    let r = history::replace_device(&owner, &ctl, "d1", &card, None).await?;
+    assert_eq!(r.revoked_rekeys, 1);
+    assert_eq!(r.last_valid_seq, 2, "d1 stored seqs 0, 1, 2");
+    // d3 learns the twin (d1 with its bound, d2, itself) before the history reaches it.
+    d3.collect_until(WAIT, |e| {
+        e.iter()
+            .any(|x| matches!(x, LinkEvent::Downlink(Event::Roster { devices: 3 })))
+    })
+    .await;
+    let request = request_replay(&owner, &ctl, &r.new_rk, 0).await?;
+    let seen = d3.collect_until(WAIT, |e| applied(e) >= 4).await;
+    assert_eq!(applied(&seen), 4, "{seen:?}");
+    let new_state = d3.device.lock().expect("lock").state().clone();
+    assert_eq!(
+        new_state.fields, old_state.fields,
+        "the replacement's state"
+    );
+    assert_eq!(new_state.applied, old_state.applied);
+    let s = history::watch_replay(&ctl, &request, WAIT, |_| {}).await?;
+    assert_eq!(s.map(|s| (s.state, s.delivered)), Some(("done".into(), 4)));
+
+    // The old key is trusted only for its past: a change it signs now is refused by the devices.
+    let mut stale = Device::open(&env.dir.join(format!("{twin}-d1")))?;
+    let (up, _) = stale.topics();
+    let forged_later = stale.record(&["sync"], json!({"mode": "stolen"}), now_ms())?;
+    ctl.send(&ctl.topics.sync(), &up, &forged_later).await?;
+    let seen = d2
+        .collect_until(WAIT, |e| {
+            e.iter().any(|x| matches!(x, LinkEvent::Rejected { .. }))
+        })
+        .await;
+    assert!(
+        seen.iter().any(|x| matches!(
+            x,
+            LinkEvent::Rejected {
+                reason: "revoked",
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    assert_eq!(
+        d2.device.lock().expect("lock").state().fields.get("mode"),
+        Some(&json!("sport"))
+    );
+    // And the old device's re-key is gone: the worker holds d2's and d3's only.
+    metric_reaches(&worker, "at_reencrypt_revocations_total", 1.0).await?;
+    assert_eq!(worker.metric("at_reencrypt_rekeys").await?, 2.0);
+    env.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let worker = env.start_worker(&rand_id("reenc"));
+    let original = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let twin = rand_id("bike");
+    let mut d1 = env.enrolled_device(&original, &ctl, &twin, "d1").await?;
+    let (party, mut svc) = service(&env, &original, &ctl).await?;
+
+    // The management device is lost; two of three trustees bring their shares.
+    let shares =
+        atctl::backup::backup_shares(&env.dir.join("owner"), &env.dir.join("alice"), 2, 3)?;
+    std::fs::remove_dir_all(env.dir.join("owner"))?;
+    let bundle = atctl::backup::open_shares(&shares[1..])?;
+    bundle.restore_to(&env.dir.join("restored"))?;
+    let owner = Owner::open(&env.dir.join("restored"))?;
+    assert_eq!(owner.owner_id, original.owner_id);
+
+    let rk = owner.grant(&ctl, &party, "sync", None).await?;
+    metric_reaches(&worker, "at_reencrypt_rekeys", 2.0).await?;
+    store(
+        &ctl,
+        &mut d1,
+        &["sync"],
+        json!({"after": "restore"}),
+        now_ms(),
+    )
+    .await?;
+    let got = consume(&env, &mut svc, 1, Duration::from_secs(10)).await?;
+    assert_eq!(
+        got.first().map(|r| r.delta.clone()),
+        Some(json!({"after": "restore"}))
+    );
+
+    owner.revoke_rekey(&ctl, &rk).await?;
+    metric_reaches(&worker, "at_reencrypt_revocations_total", 1.0).await?;
+    store(
+        &ctl,
+        &mut d1,
+        &["sync"],
+        json!({"after": "revoke"}),
+        now_ms(),
+    )
+    .await?;
+    metric_reaches(&worker, "at_reencrypt_messages_in_total", 2.0).await?;
+    assert!(consume(&env, &mut svc, 1, Duration::from_secs(3))
+        .await?
+        .is_empty());
+    // The cloud accepted every record of the restored owner.
+    assert!(env
+        .dead_letters()?
+        .iter()
+        .all(|d| d.reason != "unknown_owner" && d.reason != "bad_signature"));
+    env.stop().await;
+    Ok(())
+}
