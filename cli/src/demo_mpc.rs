@@ -161,18 +161,30 @@ pub async fn run(
         grid: 200,
         ..Sim::new(SEED)
     };
+    // Seal every point first, then publish all phones at once: one link publishes in order and
+    // waits for each acknowledgement, so phones one after the other would outlast the cut-off.
+    let mut uploads = Vec::new();
     for (t, p) in twins.iter().zip(&phones) {
+        let mut envs = Vec::new();
         for slot in slots.clone() {
             let (x, y) = sim.point(t, slot);
-            let envs = p
-                .device
-                .lock()
-                .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
-                .share_point(slot, x, y)?;
-            for e in envs {
-                p.outbox.send(e).await?;
-            }
+            envs.extend(
+                p.device
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
+                    .share_point(slot, x, y)?,
+            );
         }
+        let outbox = p.outbox.clone();
+        uploads.push(tokio::spawn(async move {
+            for e in envs {
+                outbox.send(e).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for u in uploads {
+        u.await??;
     }
     let uploaded = Instant::now();
     let want = twins.len() * window as usize;
