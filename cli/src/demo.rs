@@ -46,7 +46,9 @@ pub(crate) struct Dev {
     name: String,
     pub(crate) device: Arc<Mutex<Device>>,
     pub(crate) outbox: mpsc::Sender<Vec<u8>>,
-    events: mpsc::UnboundedReceiver<LinkEvent>,
+    pub(crate) events: mpsc::UnboundedReceiver<LinkEvent>,
+    /// Stops this device's link (the others keep running).
+    pub(crate) stop: Shutdown,
 }
 
 pub(crate) fn step(n: usize, text: &str) {
@@ -58,7 +60,11 @@ pub(crate) fn rid() -> String {
 }
 
 impl Dev {
-    async fn publish(&self, attrs: &[&str], delta: serde_json::Value) -> anyhow::Result<()> {
+    pub(crate) async fn publish(
+        &self,
+        attrs: &[&str],
+        delta: serde_json::Value,
+    ) -> anyhow::Result<()> {
         let env = self
             .device
             .lock()
@@ -92,19 +98,17 @@ async fn start_device(
     name: &str,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Dev> {
-    start_device_with(
-        cfg,
-        owner,
-        ctl,
-        twin,
-        name,
-        armored_device::DEFAULT_SLOT_LEN_MS,
-        shutdown,
+    let slot = armored_device::DEFAULT_SLOT_LEN_MS;
+    Ok(
+        start_device_with(cfg, owner, ctl, twin, name, slot, true, shutdown)
+            .await?
+            .0,
     )
-    .await
 }
 
-/// A device with MPC slots of `slot_len_ms`, enrolled and connected.
+/// Sets a device up (MPC slots of `slot_len_ms`), gives it an MQTT login and connects it; the
+/// owner enrolls it only if `enroll` (a replacement is enrolled by `replace-device`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn start_device_with(
     cfg: &DemoConfig,
     owner: &Owner,
@@ -112,12 +116,15 @@ pub(crate) async fn start_device_with(
     twin: &str,
     name: &str,
     slot_len_ms: u64,
+    enroll: bool,
     shutdown: &Shutdown,
-) -> anyhow::Result<Dev> {
+) -> anyhow::Result<(Dev, armored_device::Card)> {
     let dir = cfg.dir.join(format!("{twin}-{name}"));
     let card = armored_device::setup_with_slot_len(&dir, twin, name, 3_600_000, slot_len_ms)?;
     armored_device::pin_owner(&dir, &owner.identity()?)?;
-    owner.enroll_device(ctl, &card).await?;
+    if enroll {
+        owner.enroll_device(ctl, &card).await?;
+    }
     let password = format!("pw-{}", rid());
     let user = format!("{twin}/{name}");
     let out = std::process::Command::new("bash")
@@ -134,6 +141,7 @@ pub(crate) async fn start_device_with(
     let device = Arc::new(Mutex::new(Device::open(&dir)?));
     let (tx, rx) = mpsc::channel(64);
     let (etx, mut erx) = mpsc::unbounded_channel();
+    let stop = shutdown.child_token();
     let mqtt = MqttConfig {
         host: cfg.mqtt_host.clone(),
         port: cfg.mqtt_port,
@@ -142,17 +150,23 @@ pub(crate) async fn start_device_with(
         client_id: format!("demo-{twin}-{name}"),
         keep_alive_s: 30,
     };
-    tokio::spawn(link(device.clone(), mqtt, rx, etx, shutdown.clone()));
-    match tokio::time::timeout(Duration::from_secs(15), erx.recv()).await {
-        Ok(Some(LinkEvent::Connected)) => {}
-        _ => bail!("device {user} could not connect to the MQTT broker"),
+    // mosquitto reloads its password file asynchronously: the link retries until it is in.
+    tokio::spawn(link(device.clone(), mqtt, rx, etx, stop.clone()));
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), erx.recv()).await {
+            Ok(Some(LinkEvent::Connected)) => break,
+            Ok(Some(_)) => {}
+            _ => bail!("device {user} could not connect to the MQTT broker"),
+        }
     }
-    Ok(Dev {
+    let dev = Dev {
         name: name.into(),
         device,
         outbox: tx,
         events: erx,
-    })
+        stop,
+    };
+    Ok((dev, card))
 }
 
 /// Collects every payload published under `at/v1/#`, as an eavesdropper with full broker access.

@@ -4,44 +4,22 @@
 //! the owner restored from two shares grants an auditor the twin's history and revokes it.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use armored_crypto::identity::PartyKind;
-use armored_device::link::{run as link, LinkEvent};
-use armored_device::{Device, Event, State};
-use armored_runtime::config::MqttConfig;
-use armored_runtime::time::now_ms;
+use armored_device::link::LinkEvent;
+use armored_device::{Event, State};
 use armored_runtime::Shutdown;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::backup;
-use crate::demo::DemoConfig;
+use crate::demo::{start_device_with, step, DemoConfig, Dev};
 use crate::history;
 use crate::kafka::Ctl;
 use crate::owner::Owner;
 use crate::service::{Outcome, Service};
 
-struct Dev {
-    device: Arc<Mutex<Device>>,
-    outbox: mpsc::Sender<Vec<u8>>,
-    events: mpsc::UnboundedReceiver<LinkEvent>,
-    stop: Shutdown,
-}
-
 impl Dev {
-    async fn publish(&self, attrs: &[&str], delta: serde_json::Value) -> anyhow::Result<()> {
-        let env = self
-            .device
-            .lock()
-            .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
-            .record(attrs, delta, now_ms())?;
-        self.outbox.send(env).await?;
-        Ok(())
-    }
-
     /// Waits (at most `wait`) for `n` applied changes, or for a roster naming `devices` devices.
     async fn until(&mut self, n: usize, devices: Option<usize>, wait: Duration) -> usize {
         let mut got = 0;
@@ -72,7 +50,6 @@ impl Dev {
     }
 }
 
-/// Sets a device up, gives it a login and connects it; enrolls it only if `enroll`.
 async fn device(
     cfg: &DemoConfig,
     owner: &Owner,
@@ -82,59 +59,8 @@ async fn device(
     enroll: bool,
     shutdown: &Shutdown,
 ) -> anyhow::Result<(Dev, armored_device::Card)> {
-    let dir = cfg.dir.join(format!("{twin}-{name}"));
-    let card = armored_device::setup(&dir, twin, name, 3_600_000)?;
-    armored_device::pin_owner(&dir, &owner.identity()?)?;
-    if enroll {
-        owner.enroll_device(ctl, &card).await?;
-    }
-    let user = format!("{twin}/{name}");
-    let password = format!("pw-{}", now_ms());
-    let out = std::process::Command::new("bash")
-        .arg(cfg.infra_dir.join("mqtt-user.sh"))
-        .args(["add", &user, &password])
-        .output()
-        .context("running infra/mqtt-user.sh")?;
-    if !out.status.success() {
-        bail!(
-            "mqtt-user.sh add {user}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let device = Arc::new(Mutex::new(Device::open(&dir)?));
-    let (tx, rx) = mpsc::channel(64);
-    let (etx, mut erx) = mpsc::unbounded_channel();
-    let stop = shutdown.child_token();
-    let mqtt = MqttConfig {
-        host: cfg.mqtt_host.clone(),
-        port: cfg.mqtt_port,
-        username: user.clone(),
-        password,
-        client_id: format!("demo-{twin}-{name}"),
-        keep_alive_s: 30,
-    };
-    // mosquitto reloads its password file asynchronously: the link retries until it is in.
-    tokio::spawn(link(device.clone(), mqtt, rx, etx, stop.clone()));
-    loop {
-        match tokio::time::timeout(Duration::from_secs(15), erx.recv()).await {
-            Ok(Some(LinkEvent::Connected)) => break,
-            Ok(Some(_)) => {}
-            _ => bail!("device {user} could not connect to the MQTT broker"),
-        }
-    }
-    Ok((
-        Dev {
-            device,
-            outbox: tx,
-            events: erx,
-            stop,
-        },
-        card,
-    ))
-}
-
-fn step(n: usize, text: &str) {
-    println!("[{n}] {text}");
+    let slot = armored_device::DEFAULT_SLOT_LEN_MS;
+    start_device_with(cfg, owner, ctl, twin, name, slot, enroll, shutdown).await
 }
 
 /// Runs the scenario; returns whether every expectation held.
@@ -147,7 +73,7 @@ pub async fn run(
 ) -> anyhow::Result<bool> {
     let twin = format!("van-{tag}");
     step(
-        9,
+        11,
         &format!("M3: devices v1, v2 of twin {twin} write; then v1 is replaced by v3"),
     );
     let (mut v1, _) = device(cfg, owner, ctl, &twin, "v1", true, shutdown).await?;
@@ -193,7 +119,7 @@ pub async fn run(
     );
 
     step(
-        10,
+        12,
         "Paper 5.4: alice backs up her keys (password file; 2-of-3 shares for trustees)",
     );
     let bdir = cfg.dir.join("backup");

@@ -94,7 +94,7 @@ pub async fn run(
     shutdown: &Shutdown,
 ) -> anyhow::Result<bool> {
     let tag = rid();
-    step(11, "Protocol 2: three MPC nodes and a health authority are pinned; alice grants share j to node j");
+    step(13, "Protocol 2: three MPC nodes and a health authority are pinned; alice grants share j to node j");
     let mut node_dirs = Vec::new();
     let mut node_ids = Vec::new();
     for j in 1..=3 {
@@ -140,7 +140,7 @@ pub async fn run(
     let node_procs = start_nodes(ctl, &node_dirs, &cfg.dir)?;
 
     step(
-        12,
+        14,
         &format!(
             "Phase 3+: {} phones upload {window} location points each, as three shares per point",
             cfg.phones
@@ -151,7 +151,9 @@ pub async fn run(
         .collect();
     let mut phones = Vec::new();
     for t in &twins {
-        phones.push(start_device_with(cfg, owner, ctl, t, "p", SLOT_MS, shutdown).await?);
+        let (phone, _) =
+            start_device_with(cfg, owner, ctl, t, "p", SLOT_MS, true, shutdown).await?;
+        phones.push(phone);
     }
     // The window: the last `window` slots, all begun (the edge accepts slots that have begun,
     // within the skew bound).
@@ -209,7 +211,7 @@ pub async fn run(
     );
 
     step(
-        13,
+        15,
         &format!(
             "Phase 6+: the health authority names {} as the reference and submits the job",
             twins[0]

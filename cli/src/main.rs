@@ -235,7 +235,7 @@ enum ServiceCmd {
         #[arg(long)]
         count: Option<u64>,
         /// Stop after this long without a record (e.g. 5s).
-        #[arg(long, value_parser = parse_secs)]
+        #[arg(long, value_parser = atctl::when::parse_duration)]
         idle: Option<Duration>,
         /// Write JSON lines here instead of stdout.
         #[arg(long)]
@@ -294,7 +294,7 @@ enum ServiceCmd {
         #[arg(long)]
         job: String,
         /// How long to wait for the nodes.
-        #[arg(long, value_parser = parse_secs, default_value = "60s")]
+        #[arg(long, value_parser = atctl::when::parse_duration, default_value = "60s")]
         wait: Duration,
     },
     /// Write a twin's state with a write token: a state change signed by this service, to at.sync.v1.
@@ -311,13 +311,6 @@ enum ServiceCmd {
         #[arg(long, default_value = "sync")]
         attrs: String,
     },
-}
-
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    let t = s.trim_end_matches('s');
-    t.parse::<f64>()
-        .map(Duration::from_secs_f64)
-        .map_err(|_| format!("{s:?} is not a duration in seconds (e.g. 5s)"))
 }
 
 #[tokio::main]

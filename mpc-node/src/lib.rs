@@ -26,8 +26,8 @@ use armored_crypto::envelope::Receiver;
 use armored_crypto::mpcjob::{peek_job, sign_job_failed, verify_job, JobFailure, SignedJob};
 use armored_runtime::dlq::{DeadLetters, Source};
 use armored_runtime::follower::Follower;
-use armored_runtime::kafka::{self, enqueue, Ack, Topics};
-use armored_runtime::pipeline::{run_group, GroupSpec, Handler, Inbound};
+use armored_runtime::kafka::{enqueue, Ack, Topics};
+use armored_runtime::pipeline::{GroupSpec, Handler, Inbound};
 use armored_runtime::registry::Registry;
 use armored_runtime::time::now_ms;
 use armored_runtime::Shutdown;
@@ -78,7 +78,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         &shutdown,
     )
     .await?;
-    let (topics, producer, dlq, health) = (base.topics, base.producer, base.dlq, base.health);
+    let (topics, producer, dlq) = (base.topics.clone(), base.producer.clone(), base.dlq.clone());
     let state = NodeState::open(Some(cfg.node.state_dir()))?;
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
 
@@ -202,24 +202,15 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         queue_depth: 16,
         drain_timeout: Duration::from_secs(30),
     };
-    health.set(true);
     tracing::info!(
         node = j,
         shares = ctx.shares.read().map(|s| s.len()).unwrap_or(0),
         tokens = ctx.tokens.read().map(|t| t.len()).unwrap_or(0),
         "at-mpc-node ready"
     );
-    let r = run_group(
-        &cfg.kafka,
-        spec,
-        ctx.metrics.consumer_lag.clone(),
-        handler,
-        shutdown,
-    )
-    .await;
-    kafka::flush(&producer);
-    r?;
-    tracing::info!("at-mpc-node stopped");
+    let lag = ctx.metrics.consumer_lag.clone();
+    armored_runtime::service::consume("mpc-node", &base, &cfg.kafka, spec, lag, handler, shutdown)
+        .await?;
     Ok(())
 }
 

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use armored_runtime::config::KafkaConfig;
 use armored_runtime::dlq::{DeadLetters, Source};
 use armored_runtime::follower::Follower;
-use armored_runtime::kafka::{self, enqueue, Ack, Topics};
-use armored_runtime::pipeline::{run_group, GroupSpec, Handler, Inbound};
+use armored_runtime::kafka::{enqueue, Ack, Topics};
+use armored_runtime::pipeline::{GroupSpec, Handler, Inbound};
 use armored_runtime::registry::Registry;
 use armored_runtime::time::now_ms;
 use armored_runtime::Shutdown;
@@ -106,7 +106,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         &shutdown,
     )
     .await?;
-    let (topics, producer, dlq, health) = (base.topics, base.producer, base.dlq, base.health);
+    let (topics, producer, dlq) = (base.topics.clone(), base.producer.clone(), base.dlq.clone());
     let state_file = (!cfg.worker.state_dir.is_empty()).then(|| {
         let dir = PathBuf::from(&cfg.worker.state_dir);
         let _ = std::fs::create_dir_all(&dir);
@@ -215,22 +215,13 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         queue_depth: 256,
         drain_timeout: Duration::from_secs(10),
     };
-    health.set(true);
     tracing::info!(
         rekeys = ctx.store.read().map(|s| s.len()).unwrap_or(0),
         "at-reencrypt ready"
     );
-    let r = run_group(
-        &cfg.kafka,
-        spec,
-        ctx.metrics.consumer_lag.clone(),
-        handler,
-        shutdown,
-    )
-    .await;
-    kafka::flush(&producer);
-    r?;
-    tracing::info!("at-reencrypt stopped");
+    let lag = ctx.metrics.consumer_lag.clone();
+    armored_runtime::service::consume("reencrypt", &base, &cfg.kafka, spec, lag, handler, shutdown)
+        .await?;
     Ok(())
 }
 

@@ -58,6 +58,25 @@ pub async fn start(
     })
 }
 
+/// Runs a service's consumer group until `shutdown`, then flushes the producer. An output that
+/// could not be acknowledged ends the service with an error (nothing was committed past it).
+pub async fn consume(
+    name: &'static str,
+    base: &Base,
+    kafka: &KafkaConfig,
+    spec: crate::pipeline::GroupSpec,
+    lag: prometheus::IntGauge,
+    handler: crate::pipeline::Handler,
+    shutdown: Shutdown,
+) -> Result<(), crate::pipeline::PipelineError> {
+    base.health.set(true);
+    let r = crate::pipeline::run_group(kafka, spec, lag, handler, shutdown).await;
+    kafka::flush(&base.producer);
+    r?;
+    tracing::info!(service = name, "stopped");
+    Ok(())
+}
+
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

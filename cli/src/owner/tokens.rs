@@ -219,55 +219,9 @@ impl Owner {
 }
 
 /// `--until`: a duration from now (`90s`, `30m`, `12h`, `7d`), unix milliseconds, or an RFC 3339
-/// UTC time (`2027-01-31T12:00:00Z`). Returns unix ms.
+/// UTC time (`2027-01-31T12:00:00Z`). Returns unix ms (`crate::when::parse_until`).
 pub fn parse_until(text: &str, now_ms: u64) -> anyhow::Result<u64> {
-    let t = text.trim();
-    let unit = |s: char| match s {
-        's' => Some(1_000u64),
-        'm' => Some(60_000),
-        'h' => Some(3_600_000),
-        'd' => Some(86_400_000),
-        _ => None,
-    };
-    if let Some(last) = t.chars().last() {
-        if let (Some(mult), Ok(n)) = (unit(last), t[..t.len() - last.len_utf8()].parse::<u64>()) {
-            return n
-                .checked_mul(mult)
-                .and_then(|d| d.checked_add(now_ms))
-                .context("--until too far away");
-        }
-    }
-    if let Ok(ms) = t.parse::<u64>() {
-        return Ok(ms);
-    }
-    rfc3339_utc_ms(t).with_context(|| {
-        format!("--until {text:?}: a duration (7d, 12h), unix ms, or YYYY-MM-DDTHH:MM:SSZ")
-    })
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` to unix ms (days from the civil calendar, H. Hinnant's algorithm).
-fn rfc3339_utc_ms(t: &str) -> anyhow::Result<u64> {
-    let b = t.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
-        bail!("not YYYY-MM-DDTHH:MM:SSZ");
-    }
-    let num = |r: std::ops::Range<usize>| -> anyhow::Result<i64> {
-        Ok(t.get(r).context("not ASCII")?.parse::<i64>()?)
-    };
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        bail!("field out of range");
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    u64::try_from(secs).map(|s| s * 1000).context("before 1970")
+    crate::when::parse_until(text, now_ms).map_err(|e| anyhow::anyhow!("--until: {e}"))
 }
 
 #[cfg(test)]
