@@ -20,13 +20,13 @@ use crate::mpc::{build_job, collect, submit_job, JobRequest, Outcome};
 use crate::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
 use crate::service::Service;
 
-/// Slot length of the demo's phones: short, so that a 50-slot window closes within seconds.
-const SLOT_MS: u64 = 100;
+/// Slot length of the demo's phones: each phone records one point per second, as it happens.
+const SLOT_MS: u64 = 1_000;
 /// Contact distance (grid units of the simulator's map).
 const DISTANCE: u32 = 20;
 /// The nodes' cut-off after the window's end (the deployment default is the 5-minute skew bound):
-/// long enough for every share to cross the bridge and the workers on this machine.
-const CUTOFF_SKEW_MS: u64 = 60_000;
+/// long enough for the last slot's shares to cross the bridge and the workers on this machine.
+const CUTOFF_SKEW_MS: u64 = 20_000;
 const SEED: u64 = 2026;
 
 struct Nodes(Vec<Child>);
@@ -155,36 +155,35 @@ pub async fn run(
             start_device_with(cfg, owner, ctl, t, "p", SLOT_MS, true, shutdown).await?;
         phones.push(phone);
     }
-    // The window: the last `window` slots, all begun (the edge accepts slots that have begun,
-    // within the skew bound).
-    let start = now_ms() / SLOT_MS - u64::from(window);
+    // The window: the next `window` slots. Every phone shares its point when the slot begins (a
+    // share of a slot that has not begun is refused at the edge), all phones at once.
+    let start = now_ms() / SLOT_MS + 2;
     let slots = start..start + u64::from(window);
     let sim = Sim {
         grid: 200,
         ..Sim::new(SEED)
     };
-    // Seal every point first, then publish all phones at once: one link publishes in order and
-    // waits for each acknowledgement, so phones one after the other would outlast the cut-off.
     let mut uploads = Vec::new();
     for (t, p) in twins.iter().zip(&phones) {
-        let mut envs = Vec::new();
-        for slot in slots.clone() {
-            let (x, y) = sim.point(t, slot);
-            envs.extend(
-                p.device
+        let (t, device, outbox, slots) =
+            (t.clone(), p.device.clone(), p.outbox.clone(), slots.clone());
+        uploads.push(tokio::spawn(async move {
+            for slot in slots {
+                let begins = slot * SLOT_MS;
+                tokio::time::sleep(Duration::from_millis(begins.saturating_sub(now_ms()))).await;
+                let (x, y) = sim.point(&t, slot);
+                let envs = device
                     .lock()
                     .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
-                    .share_point(slot, x, y)?,
-            );
-        }
-        let outbox = p.outbox.clone();
-        uploads.push(tokio::spawn(async move {
-            for e in envs {
-                outbox.send(e).await?;
+                    .share_point(slot, x, y)?;
+                for e in envs {
+                    outbox.send(e).await?;
+                }
             }
             Ok::<_, anyhow::Error>(())
         }));
     }
+    println!("    recording for {window} s …");
     for u in uploads {
         u.await??;
     }

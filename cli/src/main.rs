@@ -136,6 +136,16 @@ enum OwnerCmd {
         #[arg(long, value_delimiter = ',', num_args = 3)]
         nodes: Vec<String>,
     },
+    /// M2: replace MPC node J by the pinned node NEW: the old node's node-J re-key is revoked,
+    /// NEW gets it (refused if NEW ever held another share number). Jobs then name NEW.
+    ReplaceNode {
+        /// The share number (1, 2 or 3).
+        #[arg(long)]
+        index: u32,
+        /// The new node's party id (pinned with `owner trust`).
+        #[arg(long)]
+        new: String,
+    },
     /// M1: revoke a re-key or process token (by id) or everything granted to a receiver.
     Revoke {
         /// A re-key id (hex).
@@ -427,6 +437,15 @@ async fn run() -> anyhow::Result<()> {
                             .await?
                     }
                 }
+            }
+            OwnerCmd::ReplaceNode { index, new } => {
+                let o = Owner::open(&dir)?;
+                let (old, rk) = o.replace_node(&ctl()?, index, &new).await?;
+                println!(
+                    "node-{index}: revoked {} re-key(s) ({}); granted {new} re-key {rk}",
+                    old.len(),
+                    old.join(", ")
+                );
             }
             OwnerCmd::GrantMpc { nodes } => {
                 let o = Owner::open(&dir)?;

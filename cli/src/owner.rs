@@ -289,9 +289,6 @@ impl Owner {
             .map(|n| self.trusted(n))
             .collect::<anyhow::Result<_>>()?;
         for (i, p) in parties.iter().enumerate() {
-            if p.kind != armored_schemas::v1::PartyKind::MpcNode {
-                bail!("{} is not an MPC node identity", p.party_id);
-            }
             if parties[..i]
                 .iter()
                 .any(|q| q.party_id == p.party_id || q.pre.key_id() == p.pre.key_id())
@@ -304,41 +301,61 @@ impl Owner {
         }
         let ledger = self.ledger()?;
         for (i, p) in parties.iter().enumerate() {
-            let j = i as u32 + 1;
-            let key = p.pre.key_id().to_string();
-            if let Some(e) = ledger.iter().find(|e| {
-                e.node_index.is_some_and(|k| k != j)
-                    && (e.receiver_id == p.party_id || e.receiver_key == key)
-            }) {
-                bail!(
-                    "{} held node-{} before; granting it node-{j} would let one key see two shares",
-                    p.party_id,
-                    e.node_index.unwrap_or_default()
-                );
-            }
+            check_node(&ledger, p, i as u32 + 1)?;
         }
         let mut ids = Vec::new();
         for (i, p) in parties.iter().enumerate() {
-            let j = i as u32 + 1;
-            let policy = format!("mpc-share AND node-{j} AND location");
-            let rk = self
-                .issue(
-                    ctl,
-                    ReceiverKind::MpcNode,
-                    &p.party_id,
-                    &policy,
-                    &p.pre,
-                    None,
-                )
-                .await?;
-            let mut ledger = self.ledger()?;
-            for e in ledger.iter_mut().filter(|e| e.rk_id == rk) {
-                e.node_index = Some(j);
-            }
-            self.save_ledger(&ledger)?;
-            ids.push(rk);
+            ids.push(self.grant_node(ctl, p, i as u32 + 1).await?);
         }
         Ok(ids)
+    }
+
+    /// M2: node `j` is replaced by the pinned node `new`: the re-keys that gave share number j to
+    /// another node are revoked (it receives nothing new), and `new` gets node-j's re-key. Refused
+    /// if `new` ever held another share number. Returns (revoked re-key ids, the new re-key id).
+    pub async fn replace_node(
+        &self,
+        ctl: &Ctl,
+        j: u32,
+        new: &str,
+    ) -> anyhow::Result<(Vec<String>, String)> {
+        if !(1..=3).contains(&j) {
+            bail!("share numbers are 1, 2 and 3 (got {j})");
+        }
+        let p = self.trusted(new)?;
+        let ledger = self.ledger()?;
+        check_node(&ledger, &p, j)?;
+        let old: Vec<String> = ledger
+            .iter()
+            .filter(|e| e.node_index == Some(j) && !e.revoked && e.receiver_id != p.party_id)
+            .map(|e| e.rk_id.clone())
+            .collect();
+        for rk in &old {
+            self.revoke_rekey(ctl, rk).await?;
+        }
+        Ok((old, self.grant_node(ctl, &p, j).await?))
+    }
+
+    /// Issues node `j`'s re-key `mpc-share AND node-j AND location` to `p` and records the share
+    /// number in the ledger.
+    async fn grant_node(&self, ctl: &Ctl, p: &PartyIdentity, j: u32) -> anyhow::Result<String> {
+        let policy = format!("mpc-share AND node-{j} AND location");
+        let rk = self
+            .issue(
+                ctl,
+                ReceiverKind::MpcNode,
+                &p.party_id,
+                &policy,
+                &p.pre,
+                None,
+            )
+            .await?;
+        let mut ledger = self.ledger()?;
+        for e in ledger.iter_mut().filter(|e| e.rk_id == rk) {
+            e.node_index = Some(j);
+        }
+        self.save_ledger(&ledger)?;
+        Ok(rk)
     }
 
     /// M1: revokes a re-key (sticky; written under the re-key's own key on the re-key topic).
@@ -406,4 +423,24 @@ impl Owner {
     pub fn pre_key(&self) -> &SecretKey {
         &self.pre
     }
+}
+
+/// A node may hold share number `j` only if it is an MPC node that never held another one (by
+/// party id or PRE key): one key that saw two shares would see the point.
+fn check_node(ledger: &[LedgerEntry], p: &PartyIdentity, j: u32) -> anyhow::Result<()> {
+    if p.kind != armored_schemas::v1::PartyKind::MpcNode {
+        bail!("{} is not an MPC node identity", p.party_id);
+    }
+    let key = p.pre.key_id().to_string();
+    if let Some(e) = ledger.iter().find(|e| {
+        e.node_index.is_some_and(|k| k != j)
+            && (e.receiver_id == p.party_id || e.receiver_key == key)
+    }) {
+        bail!(
+            "{} held node-{} before; granting it node-{j} would let one key see two shares",
+            p.party_id,
+            e.node_index.unwrap_or_default()
+        );
+    }
+    Ok(())
 }

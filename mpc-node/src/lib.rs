@@ -142,7 +142,9 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                     Ok(_) => m.shares_stored.set(s.len() as i64),
                     Err(e) => {
                         m.shares_rejected.with_label_values(&[e.reason()]).inc();
-                        let _ = tx.send((rec.clone(), e.reason(), e.to_string()));
+                        if !matches!(e, shares::ShareError::NotForThisNode) {
+                            let _ = tx.send((rec.clone(), e.reason(), e.to_string()));
+                        }
                     }
                 }
             }),

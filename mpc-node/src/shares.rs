@@ -52,6 +52,9 @@ pub enum ShareError {
     /// Decryption or verification failed.
     #[error(transparent)]
     Crypto(#[from] armored_crypto::Error),
+    /// Re-encrypted for another node's key (the node this one replaced): skipped, not an alert.
+    #[error("delivery for another node's key")]
+    NotForThisNode,
     /// Sealed under another owner's key than the twin's.
     #[error("share sealed for another owner than the twin's")]
     WrongOwner,
@@ -69,6 +72,7 @@ impl ShareError {
             ShareError::Crypto(e) => e.reason(),
             ShareError::Values => "invalid_share_values",
             ShareError::WrongOwner => "wrong_owner",
+            ShareError::NotForThisNode => "not_for_this_node",
         }
     }
 }
@@ -92,6 +96,10 @@ impl ShareStore {
     ) -> Result<bool, ShareError> {
         let d: v1::Delivery = decode_strict("Delivery", payload, MAX_DELIVERY_BYTES)
             .map_err(|e| ShareError::Malformed(e.to_string()))?;
+        // After a node replacement (M2) the topic also holds deliveries for the previous node.
+        if d.receiver_key_id != receiver.secret_key().key_id().0.as_slice() {
+            return Err(ShareError::NotForThisNode);
+        }
         let header = parse_header(&d.envelope_header)?;
         let (trust, owner) = registry
             .trust_store(&header.twin_id)

@@ -502,6 +502,106 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     .await?;
     assert_eq!(conflicts, 1.0);
 
+    // 7. M2: node 3 is replaced by node 4. A node that held another share number is refused; the
+    // old node's re-key is revoked, so every new share on node-3's topic is for node 4's key, and
+    // a job on nodes 1, 2, 4 computes the right result.
+    let dir4 = env.dir.join("node4");
+    let id4 = Service::init(&dir4, &rand_id("node4"), PartyKind::MpcNode)?;
+    let (p4, _) = owner.trust(&ctl, &std::fs::read(id4)?).await?;
+    let refused = owner.replace_node(&ctl, 2, &node_ids[0]).await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("held node-1")));
+    let (revoked, _) = owner.replace_node(&ctl, 3, &p4.party_id).await?;
+    assert_eq!(revoked.len(), 1, "node 3's re-key");
+    drop(nodes);
+    let dirs2 = vec![node_dirs[0].clone(), node_dirs[1].clone(), dir4.clone()];
+    let mut nodes = Vec::new();
+    for j in 1..=3 {
+        nodes.push(start_node(&env, j, &dirs2)?);
+    }
+    wait_healthy(&nodes).await?;
+    let start3 = (now_ms() / SLOT_MS + 2) / 5 * 5 + 5;
+    let slots3 = start3..start3 + 5;
+    for (t, dev) in std::iter::once(&patient).chain(&users).zip(&phones) {
+        for slot in slots3.clone() {
+            let (x, y) = sim.point(t, slot);
+            let envs = dev
+                .device
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .share_point(slot, x, y)?;
+            for e in envs {
+                dev.outbox.send(e).await?;
+            }
+        }
+    }
+    // The new window's shares on node-3's topic (by epoch: records come partition by partition).
+    let want = (users.len() + 1) * 5;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let new_records = loop {
+        let mut r = env.records(&env.topics.mpc_shares(3))?;
+        r.retain(|(_, p)| {
+            v1::Delivery::decode(p.as_slice())
+                .ok()
+                .and_then(|d| armored_crypto::envelope::parse_header(&d.envelope_header).ok())
+                .is_some_and(|h| h.epoch >= start3)
+        });
+        if r.len() >= want {
+            break r;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "new shares did not reach node-3's topic"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let key4 = p4.pre.key_id();
+    for (_, payload) in &new_records {
+        let d = v1::Delivery::decode(payload.as_slice())?;
+        assert_eq!(
+            d.receiver_key_id,
+            key4.0.to_vec(),
+            "a new share for the replaced node"
+        );
+    }
+    let nodes3: [String; 3] = [
+        node_ids[0].clone(),
+        node_ids[1].clone(),
+        p4.party_id.clone(),
+    ];
+    let mut r = request("replaced");
+    r.window_start_slot = start3;
+    r.window_slots = 5;
+    r.nodes = nodes3;
+    r.designation = atctl::designate::designate(&ha, &patient, start3, 5)?;
+    let (k, j) = build_job(&ctl, &ha, &r).await?;
+    submit_job(&ctl, &k, &j, 1).await?;
+    let expected3 = cleartext(
+        DISTANCE,
+        &sim.path(&patient, slots3.clone()),
+        &users
+            .iter()
+            .map(|u| sim.path(u, slots3.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let o = outcome_all(&ctl, &ha, "replaced").await?;
+    let Outcome::Completed { counts, .. } = o else {
+        anyhow::bail!("job on the replaced node: {o:?}")
+    };
+    assert_eq!(
+        counts.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+        expected3
+    );
+    // Node 4 skipped node 3's old deliveries (not for its key) without dead-lettering them.
+    let skipped = metric_at(
+        nodes[2].metrics,
+        "at_mpc_shares_rejected_total{reason=\"not_for_this_node\"}",
+    )
+    .await?;
+    assert!(
+        skipped >= 1.0,
+        "old deliveries on node-3's topic: {skipped}"
+    );
+
     for p in phones {
         p.stop().await;
     }
