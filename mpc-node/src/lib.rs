@@ -80,6 +80,16 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     .await?;
     let (topics, producer, dlq) = (base.topics.clone(), base.producer.clone(), base.dlq.clone());
     let state = NodeState::open(Some(cfg.node.state_dir()))?;
+    // The peer channel first: its position is this process's start, so a peer that begins an
+    // attempt while this node is still folding its topics does not lose its first messages.
+    let net = PeerNet::start(
+        &cfg.kafka,
+        &topics.mpc_peer(),
+        j,
+        producer.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )?;
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
 
     let (bad_tx, mut bad_rx) =
@@ -156,14 +166,6 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .synced_since(Instant::now(), Duration::from_secs(600))
         .await?;
 
-    let net = PeerNet::start(
-        &cfg.kafka,
-        &topics.mpc_peer(),
-        j,
-        producer.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    )?;
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         keys,
