@@ -16,7 +16,7 @@ use armored_runtime::Shutdown;
 
 use crate::demo::{rid, start_device_with, step, DemoConfig};
 use crate::kafka::Ctl;
-use crate::mpc::{build_job, collect, submit_job, JobRequest, Outcome};
+use crate::mpc::{build_job, Collector, JobRequest, Outcome, Submission};
 use crate::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
 use crate::service::Service;
 
@@ -270,12 +270,14 @@ pub async fn run(
         designation,
     };
     wait_ready(node_dirs.len())?;
+    let (key, job) = build_job(ctl, &ha, &req).await?;
+    let submission = Submission::sign(&key, &job, 1)?;
+    let mut collector = Collector::new(ctl, &ha, submission.job.clone(), true).await?;
     let submitted = Instant::now();
     let cutoff_wait_ms =
         ((start + u64::from(window)) * SLOT_MS + CUTOFF_SKEW_MS).saturating_sub(now_ms());
-    let (key, job) = build_job(ctl, &ha, &req).await?;
-    submit_job(ctl, &key, &job, 1).await?;
-    let outcome = collect(ctl, &ha, &job.job_id, Duration::from_secs(120)).await?;
+    submission.send(ctl).await?;
+    let outcome = collector.wait(Duration::from_secs(120)).await?;
     let job_time = submitted.elapsed();
     drop(node_procs);
     let expected = cleartext(

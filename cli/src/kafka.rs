@@ -94,3 +94,65 @@ pub fn read_topic(ctl: &Ctl, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
             .collect(),
     )
 }
+
+/// Follows every partition of a topic from its beginning, without a consumer group: each
+/// [`Tail::poll`] returns the payloads that arrived since the last one (collecting results as they
+/// come, instead of re-reading the whole topic).
+pub struct Tail {
+    consumer: rdkafka::consumer::BaseConsumer,
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tail")
+    }
+}
+
+impl Tail {
+    /// Starts at the beginning of `topic`, or at its current end (`from_end`: only what is
+    /// written from now on).
+    pub fn new(ctl: &Ctl, topic: &str, from_end: bool) -> anyhow::Result<Self> {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::BaseConsumer = kafka::base_config(&ctl.kafka)
+            .set("group.id", "unused-no-commits")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create()?;
+        let md = consumer.fetch_metadata(
+            Some(topic),
+            Duration::from_millis(ctl.kafka.connect_timeout_ms),
+        )?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let timeout = Duration::from_millis(ctl.kafka.connect_timeout_ms);
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            let at = if from_end {
+                rdkafka::Offset::Offset(consumer.fetch_watermarks(topic, p.id(), timeout)?.1)
+            } else {
+                rdkafka::Offset::Beginning
+            };
+            tpl.add_partition_offset(topic, p.id(), at)?;
+        }
+        anyhow::ensure!(tpl.count() > 0, "topic {topic} has no partitions");
+        consumer.assign(&tpl)?;
+        Ok(Self { consumer })
+    }
+
+    /// The payloads that arrive within `wait` (returns as soon as something came, with what is
+    /// already there; `Duration::ZERO` never blocks).
+    pub fn poll(&self, wait: Duration) -> Vec<Vec<u8>> {
+        use rdkafka::Message;
+        let mut out = Vec::new();
+        let mut timeout = wait;
+        // Bounded: a topic written faster than it is read still returns.
+        while out.len() < 10_000 {
+            let Some(r) = self.consumer.poll(timeout) else {
+                break;
+            };
+            if let Ok(m) = r {
+                out.push(m.payload().unwrap_or_default().to_vec());
+            }
+            timeout = Duration::ZERO;
+        }
+        out
+    }
+}

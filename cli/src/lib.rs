@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod bench;
 pub mod demo;
 pub mod demo_history;
 pub mod demo_mpc;

@@ -89,6 +89,42 @@ enum Cmd {
         #[arg(long, env = "AT_INFRA_DIR", default_value = "infra")]
         infra_dir: PathBuf,
     },
+    /// Benchmark Protocol 2's job path on the running brokers (infra/bench.sh): for each N, N + 1
+    /// phones upload their shares over MQTT, the bridge, workers and three MPC nodes run as
+    /// processes; prints job latency and CPU per user by phase beside the paper's Table 2.
+    BenchPipeline {
+        /// Participants per run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,50,100,1000")]
+        users: Vec<usize>,
+        /// Location points per phone.
+        #[arg(long, default_value_t = 50)]
+        points: u32,
+        /// Re-encryption worker processes.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Phones connected at a time.
+        #[arg(long, default_value_t = 100)]
+        wave: usize,
+        /// JSON rows (`[]` of {users, seconds, cpu_ms_per_user, …}); the fit goes beside it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Scratch directory (default: a new one under $AT_STATE_DIR).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Where at-ingest, at-reencrypt and at-mpc-node are (default: next to atctl).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        #[arg(long, env = "AT_MQTT_HOST", default_value = "127.0.0.1")]
+        mqtt_host: String,
+        #[arg(long, env = "AT_MQTT_PORT", default_value_t = 1883)]
+        mqtt_port: u16,
+        /// The bridge's MQTT password.
+        #[arg(long, env = "AT_MQTT_INGEST_PASSWORD", hide_env_values = true)]
+        ingest_password: String,
+        /// The infra/ directory (for mqtt-user.sh).
+        #[arg(long, env = "AT_INFRA_DIR", default_value = "infra")]
+        infra_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -353,6 +389,43 @@ async fn run() -> anyhow::Result<()> {
                 points,
             };
             atctl::demo::run(cfg, &ctl()?).await?;
+        }
+        Cmd::BenchPipeline {
+            users,
+            points,
+            workers,
+            wave,
+            out,
+            dir,
+            bin_dir,
+            mqtt_host,
+            mqtt_port,
+            ingest_password,
+            infra_dir,
+        } => {
+            let state = PathBuf::from(std::env::var("AT_STATE_DIR").unwrap_or_else(|_| ".".into()));
+            let exe = std::env::current_exe()?;
+            let cfg = atctl::bench::BenchConfig {
+                users,
+                points,
+                workers,
+                wave,
+                bin_dir: bin_dir
+                    .or_else(|| exe.parent().map(PathBuf::from))
+                    .unwrap_or_default(),
+                dir: dir.unwrap_or_else(|| {
+                    state.join(format!("bench-{}", armored_runtime::time::now_ms() / 1000))
+                }),
+                infra_dir,
+                state_dir: state,
+                brokers: ctl()?.kafka.brokers.clone(),
+                mqtt_host,
+                mqtt_port,
+                ingest_password,
+                out,
+            };
+            let shutdown = armored_runtime::Shutdown::new();
+            atctl::bench::run(&cfg, &shutdown).await?;
         }
         Cmd::Request {
             dir,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use armored_crypto::keyfile::{load_hpke_key, load_signing_key};
-use armored_crypto::mpcjob::{peek_job, sign_job, verify_job, verify_job_failed};
+use armored_crypto::mpcjob::{peek_job, sign_job, verify_job, verify_job_failed, SignedJob};
 use armored_crypto::sig::SigningKey;
 use armored_crypto::tokens::{verify_process_token, verify_revocation, RevocationSet};
 use armored_crypto::KeyId;
@@ -208,20 +208,52 @@ pub async fn submit_job(
     job: &v1::MpcJob,
     attempt: u32,
 ) -> anyhow::Result<Submitted> {
-    let signed = sign_job(key, job);
-    let v = verify_job(&signed, key.verifying_key())?;
-    let rec = v1::JobSubmission {
-        version: WIRE_VERSION,
-        job: signed,
-        attempt,
+    let s = Submission::sign(key, job, attempt)?;
+    s.send(ctl).await?;
+    Ok(s.submitted())
+}
+
+/// A signed job attempt, ready to be written to at.mpc.jobs.v1.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    /// The verified job, as the nodes will see it.
+    pub job: SignedJob,
+    record: Vec<u8>,
+    attempt: u32,
+}
+
+impl Submission {
+    /// Signs attempt `attempt` of `job`.
+    pub fn sign(key: &SigningKey, job: &v1::MpcJob, attempt: u32) -> anyhow::Result<Self> {
+        let signed = sign_job(key, job);
+        let v = verify_job(&signed, key.verifying_key())?.into_inner();
+        let record = v1::JobSubmission {
+            version: WIRE_VERSION,
+            job: signed,
+            attempt,
+        }
+        .encode_to_vec();
+        Ok(Self {
+            job: v,
+            record,
+            attempt,
+        })
     }
-    .encode_to_vec();
-    ctl.send(&ctl.topics.mpc_jobs(), &job.job_id, &rec).await?;
-    Ok(Submitted {
-        job_id: job.job_id.clone(),
-        job_hash: hex::encode(v.job_hash),
-        attempt,
-    })
+
+    /// Writes it (keyed by job id) and waits for the broker's acknowledgement.
+    pub async fn send(&self, ctl: &Ctl) -> anyhow::Result<()> {
+        ctl.send(&ctl.topics.mpc_jobs(), &self.job.job.job_id, &self.record)
+            .await
+    }
+
+    /// What to print.
+    pub fn submitted(&self) -> Submitted {
+        Submitted {
+            job_id: self.job.job.job_id.clone(),
+            job_hash: hex::encode(self.job.job_hash),
+            attempt: self.attempt,
+        }
+    }
 }
 
 /// How an attempt ended.
@@ -254,21 +286,59 @@ pub async fn collect(
     job_id: &str,
     wait: Duration,
 ) -> anyhow::Result<Outcome> {
-    let hpke = load_hpke_key(&service_dir.join("hpke.key"))
-        .with_context(|| format!("no HPKE key in {}", service_dir.display()))?;
-    let me = load_signing_key(&service_dir.join("sig.key"))?;
     let deadline = Instant::now() + wait;
-    loop {
-        // The job as this service signed it: the first body under this id (nodes refuse others).
-        let job = read_topic(ctl, &ctl.topics.mpc_jobs())?
+    let me = load_signing_key(&service_dir.join("sig.key"))?;
+    // The job as this service signed it: the first body under this id (nodes refuse others).
+    let job = loop {
+        let found = read_topic(ctl, &ctl.topics.mpc_jobs())?
             .into_iter()
             .filter_map(|r| {
                 decode_strict::<v1::JobSubmission>("JobSubmission", &r, MAX_JOB_BYTES + 64).ok()
             })
             .filter(|s| peek_job(&s.job).is_ok_and(|j| j.job_id == job_id))
-            .find_map(|s| verify_job(&s.job, me.verifying_key()).ok())
-            .with_context(|| format!("no job {job_id} signed by this service on at.mpc.jobs.v1"))?
-            .into_inner();
+            .find_map(|s| verify_job(&s.job, me.verifying_key()).ok());
+        match found {
+            Some(j) => break j.into_inner(),
+            None if Instant::now() >= deadline => {
+                bail!("no job {job_id} signed by this service on at.mpc.jobs.v1")
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let mut c = Collector::new(ctl, service_dir, job, false).await?;
+    c.wait(deadline.saturating_duration_since(Instant::now()))
+        .await
+}
+
+/// Collects one job's output shares or failures from at.mpc.results.v1 as they arrive. Everything
+/// it needs (the receiver's key, the nodes' keys from the registry) is loaded by [`Collector::new`],
+/// so that a service can prepare it before submitting and wait only for the nodes.
+pub struct Collector {
+    hpke: armored_crypto::hpke::HpkeSecretKey,
+    job: SignedJob,
+    nodes: [armored_crypto::sig::VerifyingKey; 3],
+    tail: crate::kafka::Tail,
+    shares: BTreeMap<u32, [Option<Vec<u8>>; 3]>,
+    failures: BTreeMap<u32, Vec<(u32, String, String)>>,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Collector({})", self.job.job.job_id)
+    }
+}
+
+impl Collector {
+    /// Loads the service's HPKE key and the job's nodes; follows the results topic from its
+    /// beginning, or only what comes after now (`from_end`: a job submitted after this call).
+    pub async fn new(
+        ctl: &Ctl,
+        service_dir: &Path,
+        job: SignedJob,
+        from_end: bool,
+    ) -> anyhow::Result<Self> {
+        let hpke = load_hpke_key(&service_dir.join("hpke.key"))
+            .with_context(|| format!("no HPKE key in {}", service_dir.display()))?;
         let registry = ctl.registry().await?;
         let nodes = job
             .job
@@ -281,82 +351,122 @@ pub async fn collect(
                     .with_context(|| format!("node {n} is not registered"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let [n1, n2, n3] = nodes.as_slice() else {
-            bail!("the job names {} nodes", nodes.len())
+        let nodes: [armored_crypto::sig::VerifyingKey; 3] = nodes
+            .try_into()
+            .map_err(|v: Vec<_>| anyhow::anyhow!("the job names {} nodes", v.len()))?;
+        let tail = crate::kafka::Tail::new(ctl, &ctl.topics.mpc_results(), from_end)?;
+        Ok(Self {
+            hpke,
+            job,
+            nodes,
+            tail,
+            shares: BTreeMap::new(),
+            failures: BTreeMap::new(),
+        })
+    }
+
+    fn absorb(&mut self, r: &[u8]) {
+        let (job_id, job_hash) = (&self.job.job.job_id, &self.job.job_hash);
+        let Ok(rec) = decode_strict::<v1::MpcResult>("MpcResult", r, MAX_JOB_BYTES) else {
+            return;
         };
-        let mut shares: BTreeMap<u32, [Option<Vec<u8>>; 3]> = BTreeMap::new();
-        let mut failures: BTreeMap<u32, Vec<(u32, String, String)>> = BTreeMap::new();
-        for r in read_topic(ctl, &ctl.topics.mpc_results())? {
-            let Ok(rec) = decode_strict::<v1::MpcResult>("MpcResult", &r, MAX_JOB_BYTES) else {
-                continue;
-            };
-            match rec.result {
-                Some(ResultKind::OutputShare(b)) => {
-                    let Some(e) = peek::<v1::EncryptedOutputShare>(&b) else {
-                        continue;
-                    };
-                    if e.job_id != job_id
-                        || e.job_hash != job.job_hash
-                        || !(1..=3).contains(&e.node_index)
-                    {
-                        continue;
-                    }
-                    shares.entry(e.attempt).or_default()[(e.node_index - 1) as usize] = Some(b);
+        match rec.result {
+            Some(ResultKind::OutputShare(b)) => {
+                let Some(e) = peek::<v1::EncryptedOutputShare>(&b) else {
+                    return;
+                };
+                if e.job_id == *job_id && e.job_hash == job_hash && (1..=3).contains(&e.node_index)
+                {
+                    self.shares.entry(e.attempt).or_default()[(e.node_index - 1) as usize] =
+                        Some(b);
                 }
-                Some(ResultKind::JobFailed(b)) => {
-                    let Some(f) = peek::<v1::JobFailed>(&b) else {
-                        continue;
-                    };
-                    if f.job_id != job_id
-                        || f.job_hash != job.job_hash
-                        || !(1..=3).contains(&f.node_index)
-                    {
-                        continue;
-                    }
-                    let key = [n1, n2, n3][(f.node_index - 1) as usize];
-                    if let Ok(v) = verify_job_failed(&b, key) {
-                        let list = failures.entry(v.attempt).or_default();
-                        if !list.iter().any(|(n, ..)| *n == v.node_index) {
-                            list.push((v.node_index, v.reason.clone(), v.detail.clone()));
-                        }
+            }
+            Some(ResultKind::JobFailed(b)) => {
+                let Some(f) = peek::<v1::JobFailed>(&b) else {
+                    return;
+                };
+                if f.job_id != *job_id || f.job_hash != job_hash || !(1..=3).contains(&f.node_index)
+                {
+                    return;
+                }
+                let key = &self.nodes[(f.node_index - 1) as usize];
+                if let Ok(v) = verify_job_failed(&b, key) {
+                    let list = self.failures.entry(v.attempt).or_default();
+                    if !list.iter().any(|(n, ..)| *n == v.node_index) {
+                        list.push((v.node_index, v.reason.clone(), v.detail.clone()));
                     }
                 }
-                None => {}
+            }
+            None => {}
+        }
+    }
+
+    /// The latest attempt's outcome, once there is one.
+    fn outcome(&self) -> anyhow::Result<Option<Outcome>> {
+        let Some(a) = self
+            .shares
+            .keys()
+            .chain(self.failures.keys())
+            .max()
+            .copied()
+        else {
+            return Ok(None);
+        };
+        if let Some(f) = self.failures.get(&a) {
+            let mut f = f.clone();
+            f.sort();
+            return Ok(Some(Outcome::Failed {
+                attempt: a,
+                failures: f,
+            }));
+        }
+        let Some([Some(s1), Some(s2), Some(s3)]) = self.shares.get(&a) else {
+            return Ok(None);
+        };
+        let [n1, n2, n3] = &self.nodes;
+        let values = open_and_combine(
+            &self.hpke,
+            [n1, n2, n3],
+            &self.job.job_hash,
+            a,
+            [s1, s2, s3],
+        )?;
+        let job = &self.job.job;
+        let r =
+            ContactTracingResult::from_values(&values, job.participants.len(), job.window_slots)?;
+        Ok(Some(Outcome::Completed {
+            attempt: a,
+            counts: job
+                .participants
+                .iter()
+                .map(|p| p.twin_id.clone())
+                .zip(r.counts)
+                .collect(),
+            total: r.total,
+        }))
+    }
+
+    /// Waits up to `wait` for an outcome: one attempt combined, or failed on a node.
+    pub async fn wait(&mut self, wait: Duration) -> anyhow::Result<Outcome> {
+        let deadline = Instant::now() + wait;
+        loop {
+            // Non-blocking: what has arrived, then a short sleep (any runtime flavour).
+            let batch = self.tail.poll(Duration::ZERO);
+            if batch.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for r in &batch {
+                self.absorb(r);
+            }
+            if let Some(o) = self.outcome()? {
+                return Ok(o);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no complete result for job {} within {wait:?}",
+                    self.job.job.job_id
+                );
             }
         }
-        let latest = shares.keys().chain(failures.keys()).max().copied();
-        if let Some(a) = latest {
-            if let Some(f) = failures.get(&a) {
-                let mut f = f.clone();
-                f.sort();
-                return Ok(Outcome::Failed {
-                    attempt: a,
-                    failures: f,
-                });
-            }
-            if let Some([Some(s1), Some(s2), Some(s3)]) = shares.get(&a) {
-                let values = open_and_combine(&hpke, [n1, n2, n3], &job.job_hash, a, [s1, s2, s3])?;
-                let r = ContactTracingResult::from_values(
-                    &values,
-                    job.job.participants.len(),
-                    job.job.window_slots,
-                )?;
-                return Ok(Outcome::Completed {
-                    attempt: a,
-                    counts: job
-                        .job
-                        .participants
-                        .iter()
-                        .map(|p| p.twin_id.clone())
-                        .zip(r.counts)
-                        .collect(),
-                    total: r.total,
-                });
-            }
-        }
-        if Instant::now() >= deadline {
-            bail!("no complete result for job {job_id} within {wait:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

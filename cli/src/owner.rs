@@ -184,17 +184,25 @@ impl Owner {
         ctl: &Ctl,
         identity: &[u8],
     ) -> anyhow::Result<(PartyIdentity, String)> {
-        let fp = fingerprint(identity);
-        let p = verify_pinned_identity(identity, &fp)?.into_inner();
-        let dir = self.dir.join("trusted");
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join(format!("{}.identity", p.party_id)), identity)?;
+        let (p, fp) = self.pin(identity)?;
         ctl.send(
             &ctl.topics.registry(),
             &format!("party:{}", p.party_id),
             &record(Record::PartyIdentity(identity.to_vec())),
         )
         .await?;
+        Ok((p, fp))
+    }
+
+    /// Pins a party identity file locally (what [`Owner::trust`] does before publishing it):
+    /// checks the self-signature and keeps the file in `trusted/`. Returns the party and the hex
+    /// fingerprint.
+    pub fn pin(&self, identity: &[u8]) -> anyhow::Result<(PartyIdentity, String)> {
+        let fp = fingerprint(identity);
+        let p = verify_pinned_identity(identity, &fp)?.into_inner();
+        let dir = self.dir.join("trusted");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("{}.identity", p.party_id)), identity)?;
         Ok((p, hex::encode(fp)))
     }
 

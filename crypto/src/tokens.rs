@@ -323,12 +323,25 @@ pub fn issue_process_token<R: RngCore + CryptoRng>(
     owner.sign_to_vec(SigDomain::ProcessToken, body.encode_to_vec())
 }
 
-/// Verifies a process token: signature, signer, expiry, revocation, canonical policy, keys.
+/// Verifies a process token under `owner` at `now_ms`: signature, content, expiry and revocation
+/// ([`verify_process_token_content`], then [`ProcessGrant::check_valid`]).
 pub fn verify_process_token(
     bytes: &[u8],
     owner: &VerifyingKey,
     revoked: &RevocationSet,
     now_ms: u64,
+) -> Result<Verified<ProcessGrant>> {
+    let g = verify_process_token_content(bytes, owner)?.into_inner();
+    g.check_valid(owner, revoked, now_ms)?;
+    Ok(Verified::new(g))
+}
+
+/// The time-independent part of [`verify_process_token`]: the signature under `owner` and the
+/// content (canonical policy, key ids, the receiver's HPKE key, grants). A node does this once per
+/// token when it folds the token topic and [`ProcessGrant::check_valid`] at every job.
+pub fn verify_process_token_content(
+    bytes: &[u8],
+    owner: &VerifyingKey,
 ) -> Result<Verified<ProcessGrant>> {
     let t: v1::ProcessToken = open_signed(
         bytes,
@@ -339,17 +352,6 @@ pub fn verify_process_token(
     )?;
     check_version("ProcessToken", t.version)?;
     check_signer(&t.owner_sig_key_id, owner, "process token")?;
-    if now_ms > t.not_after_ms {
-        return Err(Error::Expired {
-            what: "process token",
-            now_ms,
-            not_before_ms: 0,
-            not_after_ms: t.not_after_ms,
-        });
-    }
-    if revoked.is_revoked(RevocationKind::ProcessToken, &t.token_id) {
-        return Err(Error::Revoked("process token"));
-    }
     let policy = Policy::parse(&t.policy)?;
     if policy.canonical() != t.policy {
         return Err(Error::InvalidField {
@@ -374,6 +376,31 @@ pub fn verify_process_token(
         policy,
         receiver_hpke_key,
     }))
+}
+
+impl ProcessGrant {
+    /// Whether the token is still good at `now_ms`: signed by `owner`'s current key (a rotated
+    /// owner key no longer vouches for it), unexpired and unrevoked.
+    pub fn check_valid(
+        &self,
+        owner: &VerifyingKey,
+        revoked: &RevocationSet,
+        now_ms: u64,
+    ) -> Result<()> {
+        check_signer(&self.token.owner_sig_key_id, owner, "process token")?;
+        if now_ms > self.token.not_after_ms {
+            return Err(Error::Expired {
+                what: "process token",
+                now_ms,
+                not_before_ms: 0,
+                not_after_ms: self.token.not_after_ms,
+            });
+        }
+        if revoked.is_revoked(RevocationKind::ProcessToken, &self.token.token_id) {
+            return Err(Error::Revoked("process token"));
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -330,3 +330,52 @@ fn swapped_or_foreign_attribute_points_fail_the_check() {
         Error::MalformedCapsule
     );
 }
+
+/// The batched check accepts a batch of honest capsules, and refuses exactly the malformed ones
+/// of a mixed batch (the others still pass and re-encrypt to their DEK).
+#[test]
+fn the_batched_check_refuses_exactly_the_malformed_capsules() {
+    let mut w = world(
+        &["location", "mpc-share", "node-1"],
+        "mpc-share AND node-1 AND location",
+    );
+    let set = AttributeSet::new(["location", "mpc-share", "node-1"]).unwrap();
+    let mut deks = Vec::new();
+    let mut capsules = Vec::new();
+    for epoch in 0..6 {
+        let dek = Dek::generate(&mut w.rng);
+        capsules.push(
+            Capsule1::encrypt(w.owner.public(), "t1", epoch, &set, &dek, &mut w.rng).unwrap(),
+        );
+        deks.push(dek);
+    }
+    let all_good = Capsule1::check_batch(capsules.clone(), &mut w.rng);
+    assert!(all_good.iter().all(Result::is_ok));
+    // Capsule 2 with its Ca points swapped; capsule 4 with a Ca of capsule 5 (another s).
+    let mut wire: Vec<v1::Capsule1> = capsules
+        .iter()
+        .map(|c| v1::Capsule1::decode(c.encode().as_slice()).unwrap())
+        .collect();
+    wire[2].ca.swap(0, 1);
+    wire[4].ca[1] = wire[5].ca[1].clone();
+    let mixed: Vec<Capsule1> = wire
+        .iter()
+        .map(|m| Capsule1::decode(&m.encode_to_vec()).unwrap())
+        .collect();
+    let results = Capsule1::check_batch(mixed, &mut w.rng);
+    for (i, r) in results.into_iter().enumerate() {
+        match (i, r) {
+            (2 | 4, r) => assert_eq!(r.unwrap_err(), Error::MalformedCapsule, "capsule {i}"),
+            (i, r) => {
+                let c2 = reencrypt(&w.rk, &r.unwrap()).unwrap();
+                assert!(
+                    c2.decrypt(&w.bob, &mut w.rng).unwrap() == deks[i],
+                    "capsule {i}"
+                );
+            }
+        }
+    }
+    assert!(Capsule1::check_batch(Vec::new(), &mut w.rng).is_empty());
+    let one = Capsule1::check_batch(vec![capsules[0].clone()], &mut w.rng);
+    assert!(one.len() == 1 && one[0].is_ok());
+}

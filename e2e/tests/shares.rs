@@ -181,13 +181,26 @@ fn forged_share(
     signer: &SigningKey,
     seq: u64,
 ) -> anyhow::Result<Vec<u8>> {
+    share_as(owner, twin, "d1", slot, header_writer, signer, seq)
+}
+
+/// [`forged_share`] with the device id the header and body name.
+fn share_as(
+    owner: &Owner,
+    twin: &str,
+    device_id: &str,
+    slot: u64,
+    header_writer: &SigningKey,
+    signer: &SigningKey,
+    seq: u64,
+) -> anyhow::Result<Vec<u8>> {
     let mut keys =
         armored_crypto::epoch::EpochKeyManager::new(owner.pre_key().public().clone(), twin)?;
     let attrs = share_attributes(1)?;
     let a: Vec<&str> = attrs.iter().map(String::as_str).collect();
     let key = keys.key_for(slot, &a, &mut OsRng)?;
     let input = ShareInput {
-        device_id: "d1".into(),
+        device_id: device_id.into(),
         item_id: 999,
         slot,
         node_index: 1,
@@ -203,7 +216,7 @@ fn forged_share(
     let body = v1::ShareBody {
         version: 1,
         twin_id: twin.into(),
-        device_id: "d1".into(),
+        device_id: device_id.into(),
         item_id: 999,
         slot,
         node_index: 1,
@@ -322,6 +335,138 @@ async fn forged_and_injected_shares_never_open() -> anyhow::Result<()> {
         assert!(env.records(&env.topics.mpc_shares(j))?.is_empty());
     }
     dev.stop().await;
+    env.stop().await;
+    Ok(())
+}
+
+/// Node 1's share store (the service itself, folding its topic) keeps only shares signed by the
+/// enrolled device the header names, enrolled with a slot length; everything else is refused with
+/// its reason, counted and dead-lettered. The records are written straight into at.sync.v1, as
+/// only a Kafka client past the edge could: the worker re-encrypts them (the cloud checks no
+/// signatures), so each reaches the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_node_stores_only_shares_of_the_enrolled_device() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let _worker = env.start_worker(&rand_id("reenc"));
+    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let twin = rand_id("phone");
+    let node_dirs = nodes(&env, &owner, &ctl).await?;
+    let mut devices = Vec::new();
+    for d in ["d1", "d2"] {
+        let dir = env.dir.join(format!("{twin}-{d}"));
+        let card = armored_device::setup_with_slot_len(&dir, &twin, d, 3_600_000, SLOT_MS)?;
+        armored_device::pin_owner(&dir, &owner.identity()?)?;
+        owner.enroll_device(&ctl, &card).await?;
+        devices.push(dir);
+    }
+    let d2_key = armored_crypto::keyfile::load_signing_key(&devices[1].join("sig.key"))?;
+    let d1_key = armored_crypto::keyfile::load_signing_key(&devices[0].join("sig.key"))?;
+    // d3 is enrolled by the owner without an MPC slot length (an older enrollment).
+    let d3_key = SigningKey::generate(&mut OsRng);
+    let d3_pre = armored_crypto::kpcpre::SecretKey::generate(&mut OsRng);
+    let enrollment = armored_crypto::identity::enroll_device(
+        owner.signing_key(),
+        &twin,
+        "d3",
+        d3_pre.public(),
+        d3_key.verifying_key(),
+        3_600_000,
+    );
+    ctl.send(
+        &ctl.topics.registry(),
+        &format!("device:{twin}/d3"),
+        &armored_runtime::registry::record(v1::registry_record::Record::Enrollment(enrollment)),
+    )
+    .await?;
+    let stranger = SigningKey::generate(&mut OsRng);
+    let slot = now_ms() / SLOT_MS;
+    let genuine = armored_device::Device::open(&devices[0])?.share_point(slot + 4, 10, 20)?;
+    let records = [
+        // Signed and named by a key no owner enrolled.
+        forged_share(&owner, &twin, slot, &stranger, &stranger, 1)?,
+        // Naming d1, signed by the stranger.
+        forged_share(&owner, &twin, slot + 1, &d1_key, &stranger, 2)?,
+        // Signed by d2, an enrolled device of the twin, but naming d1.
+        share_as(&owner, &twin, "d1", slot + 2, &d2_key, &d2_key, 3)?,
+        // Signed by d3, whose enrollment has no slot length.
+        share_as(&owner, &twin, "d3", slot + 3, &d3_key, &d3_key, 4)?,
+        // The genuine one, last.
+        genuine[0].clone(),
+    ];
+    for r in &records {
+        armored_runtime::kafka::send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), r)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.records(&env.topics.mpc_shares(1))?.len() < records.len() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the worker did not route all five"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Node 1 itself: it folds its topic before it reports healthy.
+    let metrics = armored_e2e::free_addr();
+    let peers: Vec<String> = node_dirs
+        .iter()
+        .map(|d| d.join("identity").display().to_string())
+        .collect();
+    let cfg = at_mpc_node::Config {
+        kafka: env.kafka.clone(),
+        node: at_mpc_node::config::NodeConfig {
+            index: 1,
+            dir: node_dirs[0].display().to_string(),
+            peers,
+            metrics_addr: metrics,
+            state_dir: env.dir.join("node1-state").display().to_string(),
+            group: rand_id("node1"),
+            round_timeout_ms: 2_000,
+            cutoff_skew_ms: 1_000,
+            max_cutoff_wait_ms: 60_000,
+            max_participants: 100,
+        },
+    };
+    let stop = env.shutdown.child_token();
+    let node = tokio::spawn(at_mpc_node::run(cfg, stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !armored_e2e::healthy(metrics).await {
+        anyhow::ensure!(Instant::now() < deadline, "node 1 never became healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        armored_e2e::metric_at(metrics, "at_mpc_shares_stored").await?,
+        1.0,
+        "only the genuine share is stored"
+    );
+    let reasons = [
+        "unknown_signer",
+        "bad_signature",
+        "device_mismatch",
+        "no_slot_length",
+    ];
+    for r in reasons {
+        assert_eq!(
+            armored_e2e::metric_at(
+                metrics,
+                &format!("at_mpc_shares_rejected_total{{reason=\"{r}\"}}")
+            )
+            .await?,
+            1.0,
+            "{r} counted once"
+        );
+        let d = env
+            .wait_dead_letter(Duration::from_secs(20), |d| {
+                d.reason == r && d.source_topic == env.topics.mpc_shares(1)
+            })
+            .await?;
+        assert_eq!(d.service, "mpc-node", "{r} dead-lettered by the node");
+    }
+    stop.cancel();
+    let _ = node.await;
     env.stop().await;
     Ok(())
 }

@@ -49,10 +49,7 @@ pub(crate) async fn run(ctx: Ctx, registry: Follower, shutdown: Shutdown) -> any
                 };
                 let client = client.clone();
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    finish(client, p, ack, shutdown).await;
-                });
+                tokio::spawn(finish(client, p, ack, permit, shutdown));
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!("uplink connected to MQTT");
@@ -152,7 +149,20 @@ async fn handle(
     }
 }
 
-async fn finish(client: AsyncClient, p: Publish, ack: Option<Ack>, shutdown: Shutdown) {
+/// Waits for Kafka's acknowledgement, then acknowledges the publish to the MQTT broker.
+///
+/// The permit (one of `max_in_flight`) is released once Kafka has the write, before the PUBACK is
+/// queued: the PUBACK goes through the client's request channel, which only the uplink loop's
+/// polling drains, so a task holding its permit while waiting for channel space would deadlock the
+/// loop once every permit is held that way (seen here: a burst of 51 phones stopped the bridge
+/// after ~2,200 publishes, and mosquitto then dropped it for a missed keep-alive).
+async fn finish(
+    client: AsyncClient,
+    p: Publish,
+    ack: Option<Ack>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    shutdown: Shutdown,
+) {
     if let Some(ack) = ack {
         if let Err(e) = ack.await {
             // Not acknowledged to the device either: it will send again. Kafka refusing writes is
@@ -162,6 +172,7 @@ async fn finish(client: AsyncClient, p: Publish, ack: Option<Ack>, shutdown: Shu
             return;
         }
     }
+    drop(permit);
     if let Err(e) = client.ack(&p).await {
         tracing::warn!(error = %e, "PUBACK not sent; the device will redeliver");
     }

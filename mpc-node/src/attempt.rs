@@ -34,56 +34,83 @@ pub struct Completed {
     pub rounds: u32,
     /// Peer channel bytes this node sent.
     pub bytes_sent: u64,
+    /// Milliseconds spent on the hello (opening the channels) and on the engine's rounds.
+    pub hello_ms: u64,
+    /// Milliseconds in the engine (all rounds, output shares).
+    pub mpc_ms: u64,
+    /// Of the attempt: milliseconds sealing and queueing records, and waiting for the peers'.
+    pub send_ms: u64,
+    /// See `send_ms`.
+    pub wait_ms: u64,
+}
+
+/// This node's inputs for an admitted job, with the hello that describes them.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    /// Per twin, the stored share of each window slot.
+    pub inputs: PartyInputs,
+    /// Per (twin, slot) in the same order, which point the share belongs to (0: none), see
+    /// [`crate::shares::StoredShare::fingerprint`].
+    pub fingerprints: Vec<u64>,
 }
 
 /// This node's inputs for an admitted job: per twin, the stored share of each window slot if it
-/// satisfies the participant's token and arrived before the cut-off.
-pub fn gather(store: &ShareStore, a: &Admitted) -> PartyInputs {
+/// satisfies the participant's token, was shared by a device enrolled with the granted slot length,
+/// and arrived before the cut-off.
+pub fn gather(store: &ShareStore, a: &Admitted) -> Gathered {
     let Function::ContactTracingV1(p) = &a.job.function else {
-        return PartyInputs::default();
+        return Gathered::default();
     };
     let w = p.window;
-    let track = |adm: &Admission| {
+    let mut fingerprints = Vec::new();
+    let mut track = |adm: &Admission| {
         Track::new(
             (0..u64::from(w.slots))
                 .map(|i| {
-                    store
-                        .get(&adm.twin_id, w.first_slot + i)
+                    let slot = w.first_slot + i;
+                    let s = store
+                        .get(&adm.twin_id, slot)
                         .filter(|s| s.received_ms <= a.cutoff_ms)
-                        .filter(|s| admissible(adm, &s.attributes, &s.owner_sig_key_id))
-                        .map(|s| s.point)
+                        .filter(|s| s.slot_len_ms == a.slot_len_ms)
+                        .filter(|s| admissible(adm, &s.attributes, &s.owner_sig_key_id));
+                    fingerprints.push(s.map_or(0, |s| s.fingerprint(&adm.twin_id, slot)));
+                    s.map(|s| s.point)
                 })
                 .collect(),
         )
     };
-    PartyInputs {
-        reference: track(&a.reference),
-        users: a.participants.iter().map(track).collect(),
+    let reference = track(&a.reference);
+    let users = a.participants.iter().map(&mut track).collect();
+    Gathered {
+        inputs: PartyInputs { reference, users },
+        fingerprints,
     }
 }
 
-fn presence(inputs: &PartyInputs) -> Vec<u8> {
-    let bits: Vec<bool> = std::iter::once(&inputs.reference)
-        .chain(&inputs.users)
-        .flat_map(|t| t.slots().iter().map(Option::is_some))
-        .collect();
-    bits.chunks(8)
-        .map(|c| {
-            c.iter()
-                .enumerate()
-                .fold(0u8, |acc, (i, b)| acc | (u8::from(*b) << i))
-        })
+/// The hello: the fingerprints, 8 bytes each. Presence is public metadata (devices publish per
+/// slot anyway), and a fingerprint names a (device, item), never a value.
+fn hello(fingerprints: &[u64]) -> Vec<u8> {
+    fingerprints.iter().flat_map(|f| f.to_be_bytes()).collect()
+}
+
+/// Which (twin, slot) positions all three nodes hold shares of the same point for.
+fn agreed(hellos: &[Vec<u8>; 3]) -> Vec<bool> {
+    let [a, b, c] = hellos;
+    a.chunks(8)
+        .zip(b.chunks(8))
+        .zip(c.chunks(8))
+        .map(|((x, y), z)| x == y && y == z && x.iter().any(|v| *v != 0))
         .collect()
 }
 
-fn restrict(inputs: &PartyInputs, keep: &[u8]) -> PartyInputs {
+fn restrict(inputs: &PartyInputs, keep: &[bool]) -> PartyInputs {
     let mut k = 0usize;
     let mut cut = |t: &Track| {
         Track::new(
             t.slots()
                 .iter()
                 .map(|s| {
-                    let bit = keep.get(k / 8).is_some_and(|b| b >> (k % 8) & 1 == 1);
+                    let bit = keep.get(k).copied().unwrap_or(false);
                     k += 1;
                     s.filter(|_| bit)
                 })
@@ -128,7 +155,7 @@ pub fn run(
     net: &Arc<PeerNet>,
     keys: &Keys,
     admitted: &Admitted,
-    inputs: PartyInputs,
+    gathered: Gathered,
     round_timeout: Duration,
     runtime: tokio::runtime::Handle,
 ) -> Result<Completed, Failure> {
@@ -142,7 +169,8 @@ pub fn run(
         round_timeout,
         runtime,
     );
-    let mine = presence(&inputs);
+    let started = std::time::Instant::now();
+    let mine = hello(&gathered.fingerprints);
     let (hellos, seeds) = transport
         .handshake(&mine)
         .map_err(|e| transport_failure("opening the peer channels", &e))?;
@@ -152,12 +180,14 @@ pub fn run(
             detail: "peers hold a job of another shape".into(),
         });
     }
-    // Inputs are what all three nodes hold (a share still in flight on one node is left out).
-    let keep: Vec<u8> = (0..mine.len())
-        .map(|i| hellos[0][i] & hellos[1][i] & hellos[2][i])
-        .collect();
-    let inputs = restrict(&inputs, &keep);
+    // Inputs are the slots where all three nodes hold shares of the same point (a share still in
+    // flight on one node, or another device's point of the same slot, is left out).
+    let inputs = restrict(&gathered.inputs, &agreed(&hellos));
+    let hello_ms = started.elapsed().as_millis() as u64;
     let out = run_party(party, job, &inputs, &seeds, &mut transport).map_err(|e| failure(&e))?;
+    transport
+        .flush()
+        .map_err(|e| transport_failure("closing the peer channels", &e))?;
     let sealed = out
         .shares
         .seal(job, &admitted.receiver, &keys.sig, &mut rand_core::OsRng)
@@ -169,6 +199,10 @@ pub fn run(
         sealed,
         rounds: out.stats.rounds,
         bytes_sent: transport.bytes_sent,
+        hello_ms,
+        mpc_ms: (started.elapsed().as_millis() as u64).saturating_sub(hello_ms),
+        send_ms: transport.send_time.as_millis() as u64,
+        wait_ms: transport.wait_time.as_millis() as u64,
     })
 }
 
@@ -185,21 +219,34 @@ mod tests {
         })
     }
 
+    fn present(inputs: &PartyInputs) -> Vec<bool> {
+        std::iter::once(&inputs.reference)
+            .chain(&inputs.users)
+            .flat_map(|t| t.slots().iter().map(Option::is_some))
+            .collect()
+    }
+
     #[test]
-    fn presence_and_restriction_agree() {
+    fn only_slots_where_all_three_hold_the_same_point_are_kept() {
         let inputs = PartyInputs {
             reference: Track::new(vec![p(), None, p()]),
-            users: vec![
-                Track::new(vec![p(), p(), None]),
-                Track::new(vec![None, p(), p()]),
-            ],
+            users: vec![Track::new(vec![p(), p(), p()])],
         };
-        let bits = presence(&inputs);
-        // 9 slots: 1 0 1 | 1 1 0 | 0 1 1
-        assert_eq!(bits, vec![0b1001_1101, 0b1]);
-        let keep = vec![0b1111_1110, 0b0];
+        // Six positions. Node 1 holds all but position 1; node 2 misses position 5; node 3 holds
+        // another device's point at position 3.
+        let mine = hello(&[7, 0, 9, 4, 5, 6]);
+        let two = hello(&[7, 0, 9, 4, 5, 0]);
+        let three = hello(&[7, 3, 9, 8, 5, 6]);
+        let keep = agreed(&[mine, two, three]);
+        assert_eq!(keep, vec![true, false, true, false, true, false]);
         let r = restrict(&inputs, &keep);
-        assert_eq!(presence(&r), vec![0b1001_1100, 0]);
-        assert_eq!(r.users.len(), 2);
+        assert_eq!(present(&r), vec![true, false, true, false, true, false]);
+        assert_eq!(r.users.len(), 1);
+    }
+
+    #[test]
+    fn an_absent_slot_is_never_agreed() {
+        let z = hello(&[0, 0]);
+        assert_eq!(agreed(&[z.clone(), z.clone(), z]), vec![false, false]);
     }
 }

@@ -11,7 +11,6 @@ use armored_crypto::designation::verify_designation;
 use armored_crypto::hpke::HpkePublicKey;
 use armored_crypto::kpcpre::{AttributeSet, Policy};
 use armored_crypto::mpcjob::SignedJob;
-use armored_crypto::tokens::verify_process_token;
 use armored_crypto::{Error as CryptoError, KeyId};
 use armored_mpc::job::{ContactTracingParams, Function, SlotWindow, DISTANCE_LIMIT};
 use armored_runtime::registry::Registry;
@@ -61,6 +60,8 @@ pub struct Admitted {
     pub receiver: HpkePublicKey,
     /// Inputs received after this instant are not used (window end plus the skew bound).
     pub cutoff_ms: u64,
+    /// The slot length every token grants: only shares of devices enrolled with it are inputs.
+    pub slot_len_ms: u64,
 }
 
 /// What a node knows of its deployment.
@@ -140,15 +141,15 @@ pub fn admit(
         let owner = registry
             .twin_owner(who)
             .ok_or_else(|| reject("unknown_twin", who.clone()))?;
-        let bytes = tokens.token(&p.token_id).ok_or_else(|| {
+        let grant = tokens.token(&p.token_id).ok_or_else(|| {
             reject(
                 "missing_token",
                 format!("no process token {} for {who}", hex::encode(&p.token_id)),
             )
         })?;
         let revoked = tokens.revocations(&owner.sig.key_id());
-        let grant = match verify_process_token(bytes, &owner.sig, &revoked, now_ms) {
-            Ok(g) => g.into_inner(),
+        match grant.check_valid(&owner.sig, revoked, now_ms) {
+            Ok(()) => {}
             Err(CryptoError::Expired { .. }) => return Err(reject("expired_token", who.clone())),
             Err(CryptoError::Revoked(_)) => return Err(reject("revoked_token", who.clone())),
             // Signed by another owner than the twin's.
@@ -156,7 +157,7 @@ pub fn admit(
                 return Err(reject("wrong_owner", format!("{who}: {e}")))
             }
             Err(e) => return Err(reject("invalid_token", format!("{who}: {e}"))),
-        };
+        }
         let t = &grant.token;
         if t.receiver_sig_key_id.as_slice() != service.sig.key_id().0.as_slice()
             || grant.receiver_hpke_key != service.hpke
@@ -210,6 +211,9 @@ pub fn admit(
     };
 
     let (reference_adm, slot_len) = check(reference)?;
+    if slot_len == 0 {
+        return Err(reject("invalid_token", "the grant names no slot length"));
+    }
     let mut participants = Vec::with_capacity(job.participants.len());
     for p in &job.participants {
         let (a, len) = check(p)?;
@@ -264,6 +268,7 @@ pub fn admit(
         participants,
         receiver: service.hpke.clone(),
         cutoff_ms: window_end_ms.saturating_add(cutoff_skew_ms),
+        slot_len_ms: slot_len,
     })
 }
 

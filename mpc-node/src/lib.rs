@@ -448,6 +448,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32) -> Ack {
         Ok(a) => a,
         Err(r) => return fail(ctx, job, attempt, r.reason, &r.detail).await,
     };
+    let admit_ms = started.elapsed().as_millis() as u64;
     // Inputs are cut off at the window's end plus the skew bound: wait for it, then for the share
     // topic to be applied up to that moment.
     let now = now_ms();
@@ -513,10 +514,12 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32) -> Ack {
             return Box::pin(async move { Err(e) });
         }
     }
+    let gather_started = Instant::now();
     let inputs = match ctx.shares.read() {
         Ok(s) => attempt::gather(&s, &admitted),
         Err(_) => return Box::pin(async { Err("share store lock poisoned".to_string()) }),
     };
+    let gather_ms = gather_started.elapsed().as_millis() as u64;
     let c = ctx.clone();
     let handle = tokio::runtime::Handle::current();
     let timeout = Duration::from_millis(ctx.cfg.node.round_timeout_ms);
@@ -541,6 +544,12 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32) -> Ack {
         rounds = done.rounds,
         bytes_sent = done.bytes_sent,
         ms = started.elapsed().as_millis() as u64,
+        admit_ms,
+        gather_ms,
+        hello_ms = done.hello_ms,
+        mpc_ms = done.mpc_ms,
+        send_ms = done.send_ms,
+        wait_ms = done.wait_ms,
         "job attempt completed"
     );
     let ack = publish(ctx, &job.job.job_id, ResultKind::OutputShare(done.sealed)).await;

@@ -190,7 +190,10 @@ impl PeerNet {
             receivers: Default::default(),
             round_timeout,
             runtime,
+            pending: Vec::new(),
             bytes_sent: 0,
+            send_time: Duration::ZERO,
+            wait_time: Duration::ZERO,
         }
     }
 }
@@ -205,8 +208,16 @@ pub struct AttemptTransport {
     receivers: [Option<PeerReceiver>; 3],
     round_timeout: Duration,
     runtime: tokio::runtime::Handle,
+    /// The broker's acknowledgements of records sent and not yet confirmed: a send does not wait
+    /// for its own (the peer cannot read the record sooner than the broker has it anyway); they
+    /// are checked on every receive and awaited by [`AttemptTransport::flush`].
+    pending: Vec<rdkafka::producer::DeliveryFuture>,
     /// Bytes this node sent in the attempt.
     pub bytes_sent: u64,
+    /// Time spent sealing and queueing what this node sent.
+    pub send_time: Duration,
+    /// Time spent waiting for the peers' records.
+    pub wait_time: Duration,
 }
 
 impl std::fmt::Debug for AttemptTransport {
@@ -283,31 +294,25 @@ impl AttemptTransport {
         Party::ALL[(self.net.me - 1) as usize]
     }
 
-    fn next_message(&mut self, from: Party) -> Result<v1::PeerMessage, TransportError> {
-        let deadline = Instant::now() + self.round_timeout;
-        let (lock, cv) = &*self.net.inbox;
-        let mut inb = lock.lock().map_err(|_| other("inbox lock poisoned"))?;
-        loop {
-            if let Some(i) = inb.map.get_mut(&self.key) {
-                if let Some(m) = i.queues[from.slot()].pop_front() {
-                    inb.buffered = inb.buffered.saturating_sub(m.ciphertext.len());
-                    return Ok(m);
+    /// Drops the acknowledgements that arrived; an error from the broker fails the attempt.
+    fn check_pending(&mut self) -> Result<(), TransportError> {
+        let mut failed = false;
+        self.pending
+            .retain_mut(|f| match futures::FutureExt::now_or_never(&mut *f) {
+                None => true,
+                Some(Ok(Ok(_))) => false,
+                Some(_) => {
+                    failed = true;
+                    false
                 }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(TransportError::Timeout);
-            }
-            inb = cv
-                .wait_timeout(inb, left)
-                .map_err(|_| other("inbox lock poisoned"))?
-                .0;
+            });
+        if failed {
+            return Err(other("peer message not acknowledged by the broker"));
         }
+        Ok(())
     }
-}
 
-impl Transport for AttemptTransport {
-    fn send(&mut self, to: Party, round: u32, payload: Vec<u8>) -> Result<(), TransportError> {
+    fn send_chunks(&mut self, to: Party, round: u32, payload: &[u8]) -> Result<(), TransportError> {
         let from = self.net.me;
         if self.senders[to.slot()].is_none() {
             let id = self.channel(from, u32::from(to.index()));
@@ -335,18 +340,81 @@ impl Transport for AttemptTransport {
             self.bytes_sent += bytes.len() as u64;
             self.net.metrics.bytes_sent.inc_by(bytes.len() as u64);
             let key = hex::encode(&self.key.0[..8]);
-            let record = FutureRecord::to(&self.net.topic)
-                .partition(i32::from(to.index()) - 1)
-                .key(&key)
-                .payload(&bytes);
-            self.runtime
-                .block_on(self.net.producer.send(record, Duration::from_secs(10)))
-                .map_err(|_| other("peer message not acknowledged by the broker"))?;
+            let deadline = Instant::now() + self.round_timeout;
+            let delivery = loop {
+                let record = FutureRecord::to(&self.net.topic)
+                    .partition(i32::from(to.index()) - 1)
+                    .key(&key)
+                    .payload(&bytes);
+                match self.net.producer.send_result(record) {
+                    Ok(d) => break d,
+                    // The producer's queue is full: it drains as the broker acknowledges.
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        _,
+                    )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                    Err(_) => return Err(other("peer message not queued by the producer")),
+                }
+            };
+            self.pending.push(delivery);
         }
         Ok(())
     }
 
+    /// Waits until the broker acknowledged every record this attempt sent.
+    pub fn flush(&mut self) -> Result<(), TransportError> {
+        let pending = std::mem::take(&mut self.pending);
+        let acked = self.runtime.block_on(async {
+            tokio::time::timeout(self.round_timeout, futures::future::join_all(pending)).await
+        });
+        match acked {
+            Ok(all) if all.iter().all(|r| matches!(r, Ok(Ok(_)))) => Ok(()),
+            Ok(_) => Err(other("peer message not acknowledged by the broker")),
+            Err(_) => Err(TransportError::Timeout),
+        }
+    }
+
+    fn next_message(&mut self, from: Party) -> Result<v1::PeerMessage, TransportError> {
+        let started = Instant::now();
+        let m = self.wait_message(from);
+        self.wait_time += started.elapsed();
+        m
+    }
+
+    fn wait_message(&self, from: Party) -> Result<v1::PeerMessage, TransportError> {
+        let deadline = Instant::now() + self.round_timeout;
+        let (lock, cv) = &*self.net.inbox;
+        let mut inb = lock.lock().map_err(|_| other("inbox lock poisoned"))?;
+        loop {
+            if let Some(i) = inb.map.get_mut(&self.key) {
+                if let Some(m) = i.queues[from.slot()].pop_front() {
+                    inb.buffered = inb.buffered.saturating_sub(m.ciphertext.len());
+                    return Ok(m);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(TransportError::Timeout);
+            }
+            inb = cv
+                .wait_timeout(inb, left)
+                .map_err(|_| other("inbox lock poisoned"))?
+                .0;
+        }
+    }
+}
+
+impl Transport for AttemptTransport {
+    fn send(&mut self, to: Party, round: u32, payload: Vec<u8>) -> Result<(), TransportError> {
+        let started = Instant::now();
+        let sent = self.send_chunks(to, round, &payload);
+        self.send_time += started.elapsed();
+        sent
+    }
     fn recv(&mut self, from: Party, round: u32) -> Result<Vec<u8>, TransportError> {
+        self.check_pending()?;
         let mut out = Vec::new();
         let mut expect_chunk = 0u32;
         loop {

@@ -16,8 +16,14 @@ use zeroize::Zeroize;
 /// One stored share of one (twin, slot).
 #[derive(Clone)]
 pub struct StoredShare {
-    /// The device's item id (the lowest wins when a slot was uploaded twice, on every node).
+    /// The device that shared the point (a twin may have several).
+    pub device_id: String,
+    /// The device's item id. When a slot was shared twice (two devices of one twin, or a device
+    /// that shared it again), the lowest (item id, device id) wins, on every node alike.
     pub item_id: u64,
+    /// The slot length the signing device was enrolled with: slot numbers mean time only under
+    /// it, so a job admits the share only when its grant names the same length.
+    pub slot_len_ms: u64,
     /// This node's share of the point.
     pub point: PointShare,
     /// The envelope's plain attributes (checked against the process token's policy).
@@ -61,6 +67,12 @@ pub enum ShareError {
     /// A value is not a field element or the shape is wrong.
     #[error("invalid share values")]
     Values,
+    /// The signing key is enrolled for another device of the twin than the header names.
+    #[error("share signed by another device than the one it names")]
+    DeviceMismatch,
+    /// The signing device was enrolled without an MPC slot length.
+    #[error("the signing device has no MPC slot length in its enrollment")]
+    NoSlotLength,
 }
 
 impl ShareError {
@@ -73,7 +85,34 @@ impl ShareError {
             ShareError::Values => "invalid_share_values",
             ShareError::WrongOwner => "wrong_owner",
             ShareError::NotForThisNode => "not_for_this_node",
+            ShareError::DeviceMismatch => "device_mismatch",
+            ShareError::NoSlotLength => "no_slot_length",
         }
+    }
+}
+
+impl StoredShare {
+    /// Which of two shares of one (twin, slot) a node keeps: the lower.
+    fn rank(&self) -> (u64, &str) {
+        (self.item_id, &self.device_id)
+    }
+
+    /// Names the point this share belongs to (device and item), never its value: the three nodes
+    /// compare these in the hello, so that they compute only on slots where they hold shares of
+    /// the same point. Never 0 (0 marks an absent slot).
+    pub fn fingerprint(&self, twin_id: &str, slot: u64) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [twin_id.as_bytes(), self.device_id.as_bytes()] {
+            h.update((part.len() as u32).to_be_bytes());
+            h.update(part);
+        }
+        h.update(slot.to_be_bytes());
+        h.update(self.item_id.to_be_bytes());
+        let d = h.finalize();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(b).max(1)
     }
 }
 
@@ -114,6 +153,17 @@ impl ShareStore {
             return Err(ShareError::WrongOwner);
         }
         let owner = owner.sig.key_id();
+        // The enrollment of the key that signed: it must be the device the header names, and it
+        // fixes what the slot numbers mean.
+        let enrollment = &registry
+            .device(&item.twin_id, &item.device_id)
+            .filter(|d| d.enrollment.sig.key_id() == item.writer_key_id)
+            .ok_or(ShareError::DeviceMismatch)?
+            .enrollment;
+        if enrollment.slot_len_ms == 0 {
+            return Err(ShareError::NoSlotLength);
+        }
+        let slot_len_ms = enrollment.slot_len_ms;
         let [x, y] = item.values[..] else {
             return Err(ShareError::Values);
         };
@@ -123,14 +173,16 @@ impl ShareStore {
         };
         let slots = self.by_twin.entry(item.twin_id.clone()).or_default();
         let new = StoredShare {
+            device_id: item.device_id.clone(),
             item_id: item.item_id,
+            slot_len_ms,
             point,
             attributes: item.attributes.clone(),
             owner_sig_key_id: owner,
             received_ms,
         };
         match slots.get(&item.slot) {
-            Some(old) if old.item_id <= new.item_id => Ok(false),
+            Some(old) if old.rank() <= new.rank() => Ok(false),
             Some(_) => {
                 slots.insert(item.slot, new);
                 Ok(false)

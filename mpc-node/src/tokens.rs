@@ -1,12 +1,15 @@
-//! Process tokens and their revocations, folded from `at.tokens.v1` (envelope.md, "Tokens"). Tokens
-//! are kept as signed bytes and verified at job time against the owner in the registry, so that
-//! expiry and revocation are judged when the job runs. Revocations are sticky per owner: only the
+//! Process tokens and their revocations, folded from `at.tokens.v1` (envelope.md, "Tokens"). A
+//! token's signature and content are verified once, when it is folded; at job time only what can
+//! change is judged: that the owner's current signing key is the one that signed it, expiry and
+//! revocation. Revocations are sticky per owner: only the
 //! token's own owner can revoke it, and nothing re-admits a revoked id. (The topic is retained
 //! forever and folded from offset 0 on every start, which is what makes the set persistent.)
 
 use std::collections::HashMap;
 
-use armored_crypto::tokens::{verify_revocation, RevocationSet};
+use armored_crypto::tokens::{
+    verify_process_token_content, verify_revocation, ProcessGrant, RevocationSet,
+};
 use armored_crypto::KeyId;
 use armored_runtime::registry::Registry;
 use armored_schemas::limits::MAX_CONTROL_BYTES;
@@ -17,7 +20,7 @@ use prost::Message;
 /// Process tokens by id, and revocations by owner signing key.
 #[derive(Debug, Default)]
 pub struct TokenStore {
-    tokens: HashMap<Vec<u8>, Vec<u8>>,
+    tokens: HashMap<Vec<u8>, ProcessGrant>,
     revoked: HashMap<KeyId, RevocationSet>,
 }
 
@@ -67,14 +70,9 @@ impl TokenStore {
                 let owner = registry
                     .owner_by_sig_key(&key(&body.owner_sig_key_id)?)
                     .ok_or(TokenError::UnknownOwner)?;
-                // Verified here for the signature only; expiry is judged at job time.
-                let v = armored_crypto::tokens::verify_process_token(
-                    &t,
-                    &owner.sig,
-                    &RevocationSet::default(),
-                    0,
-                )?;
-                self.tokens.entry(v.token.token_id.clone()).or_insert(t);
+                // Expiry and revocation are judged at job time.
+                let v = verify_process_token_content(&t, &owner.sig)?.into_inner();
+                self.tokens.entry(v.token.token_id.clone()).or_insert(v);
                 Ok(())
             }
             Some(Record::Revocation(r)) => {
@@ -92,14 +90,17 @@ impl TokenStore {
         }
     }
 
-    /// A token's signed bytes.
-    pub fn token(&self, token_id: &[u8]) -> Option<&[u8]> {
-        self.tokens.get(token_id).map(Vec::as_slice)
+    /// A folded token (signature and content verified when folded; see
+    /// [`ProcessGrant::check_valid`] for what must still be judged).
+    pub fn token(&self, token_id: &[u8]) -> Option<&ProcessGrant> {
+        self.tokens.get(token_id)
     }
 
-    /// The revocations signed by `owner`.
-    pub fn revocations(&self, owner: &KeyId) -> RevocationSet {
-        self.revoked.get(owner).cloned().unwrap_or_default()
+    /// The revocations signed by `owner` (empty if none).
+    pub fn revocations(&self, owner: &KeyId) -> &RevocationSet {
+        static NONE: std::sync::LazyLock<RevocationSet> =
+            std::sync::LazyLock::new(RevocationSet::default);
+        self.revoked.get(owner).unwrap_or(&NONE)
     }
 
     /// Number of tokens.

@@ -20,7 +20,7 @@ use armored_runtime::config::KafkaConfig;
 use armored_runtime::dlq::{DeadLetters, Source};
 use armored_runtime::follower::Follower;
 use armored_runtime::kafka::{enqueue, Ack, Topics};
-use armored_runtime::pipeline::{GroupSpec, Handler, Inbound};
+use armored_runtime::pipeline::{GroupSpec, Handling, Inbound};
 use armored_runtime::registry::Registry;
 use armored_runtime::time::now_ms;
 use armored_runtime::Shutdown;
@@ -28,7 +28,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 
 use crate::rekeys::{Change, ReKeyStore};
-use crate::route::{route, Cache, Dest};
+use crate::route::{route_batch, Cache, Dest, Output, RouteError, Routing};
 
 /// Configuration of a worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -78,6 +78,9 @@ max_twins = 100000
     )
 }
 
+/// Largest number of a partition's queued records routed together.
+const MAX_BATCH: usize = 32;
+
 struct Ctx {
     cfg: Config,
     topics: Topics,
@@ -91,6 +94,19 @@ struct Ctx {
     reg_follower: Follower,
     rk_follower: Follower,
     shutdown: Shutdown,
+}
+
+impl Ctx {
+    fn routing<'a>(&'a self, registry: &'a Registry, store: &'a ReKeyStore) -> Routing<'a> {
+        Routing {
+            max_bytes: self.cfg.worker.max_envelope_bytes,
+            registry,
+            store,
+            cache: &self.cache,
+            metrics: &self.metrics.route,
+            now_ms: now_ms(),
+        }
+    }
 }
 
 /// Runs a worker until `shutdown`.
@@ -196,12 +212,17 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         }
     });
 
-    let handler: Handler = {
-        let ctx = ctx.clone();
-        Arc::new(move |m: Inbound| {
+    // Records of a partition are routed together when they queue up (up to MAX_BATCH): their
+    // capsules then share one well-formedness check (route::route_batch).
+    let handler = Handling::Batch {
+        max: MAX_BATCH,
+        handler: {
             let ctx = ctx.clone();
-            Box::pin(async move { handle(ctx, m).await })
-        })
+            Arc::new(move |batch: Vec<Inbound>| {
+                let ctx = ctx.clone();
+                Box::pin(async move { handle_batch(ctx, batch).await })
+            })
+        },
     };
     let spec = GroupSpec {
         group: cfg.worker.group.clone(),
@@ -264,14 +285,69 @@ async fn retry_pending(ctx: &Ctx) {
     }
 }
 
-/// One record of `at.sync.v1`: wait until the control topics are applied up to the moment it was
-/// fetched (a revocation appended before it wins), route it off the async threads, produce.
-async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
-    if m.topic == ctx.topics.control() {
-        return replay::handle(ctx, m).await;
+/// Records queued for one partition: requests and replay requests one by one; records of
+/// `at.sync.v1` together (one capsule check for the batch).
+async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Inbound>) -> Vec<Vec<Ack>> {
+    let Some(first) = batch.first() else {
+        return Vec::new();
+    };
+    if first.topic != ctx.topics.sync() {
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            out.push(handle(ctx.clone(), m).await);
+        }
+        return out;
     }
-    let fetched = m.received;
-    ctx.metrics.messages_in.inc();
+    ctx.metrics.messages_in.inc_by(batch.len() as u64);
+    // The last record was fetched last: control topics applied up to then cover them all.
+    let fetched = batch
+        .iter()
+        .map(|m| m.received)
+        .max()
+        .unwrap_or(first.received);
+    if let Err(e) = wait_control(&ctx, fetched).await {
+        return batch
+            .iter()
+            .map(|_| {
+                let e = e.clone();
+                vec![Box::pin(async move { Err(e) }) as Ack]
+            })
+            .collect();
+    }
+    let c = ctx.clone();
+    let payloads: Vec<Vec<u8>> = batch.iter().map(|m| m.payload.clone()).collect();
+    let routed = tokio::task::spawn_blocking(move || {
+        let reg = c.registry.read().map_err(|_| "registry lock poisoned")?;
+        let store = c.store.read().map_err(|_| "store lock poisoned")?;
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        Ok::<_, &'static str>(route_batch(&refs, c.routing(&reg, &store)))
+    })
+    .await;
+    let results = match routed {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return fail_all(&batch, e.to_string()),
+        Err(e) => return fail_all(&batch, e.to_string()),
+    };
+    let mut out = Vec::with_capacity(batch.len());
+    for (m, r) in batch.iter().zip(results) {
+        out.push(produce(&ctx, m, r).await);
+    }
+    out
+}
+
+fn fail_all(batch: &[Inbound], e: String) -> Vec<Vec<Ack>> {
+    batch
+        .iter()
+        .map(|_| {
+            let e = e.clone();
+            vec![Box::pin(async move { Err(e) }) as Ack]
+        })
+        .collect()
+}
+
+/// Waits until the registry and the re-keys are applied up to `fetched` (a revocation appended
+/// before a record was fetched wins); an error only when shutting down.
+async fn wait_control(ctx: &Ctx, fetched: Instant) -> Result<(), String> {
     loop {
         let wait = Duration::from_secs(5);
         let both = async {
@@ -279,34 +355,28 @@ async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
             ctx.rk_follower.synced_since(fetched, wait).await
         };
         match both.await {
-            Ok(()) => break,
-            Err(e) if ctx.shutdown.is_cancelled() => {
-                // Not processed: fail the ack so its offset is never stored.
-                let e = e.to_string();
-                return vec![Box::pin(async move { Err(e) })];
-            }
+            Ok(()) => return Ok(()),
+            // Not processed: the caller fails the ack so its offset is never stored.
+            Err(e) if ctx.shutdown.is_cancelled() => return Err(e.to_string()),
             Err(e) => tracing::warn!(error = %e, "waiting for control topics"),
         }
     }
-    if m.topic == ctx.topics.requests() {
-        return requests::handle(ctx, m).await;
+}
+
+/// One record of `at.requests.v1` or `at.control.v1`.
+async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
+    if m.topic == ctx.topics.control() {
+        return replay::handle(ctx, m).await;
     }
-    let c = ctx.clone();
-    let payload = m.payload.clone();
-    let routed = tokio::task::spawn_blocking(move || {
-        let reg = c.registry.read().map_err(|_| "registry lock poisoned")?;
-        let store = c.store.read().map_err(|_| "store lock poisoned")?;
-        Ok::<_, &'static str>(route(
-            &payload,
-            c.cfg.worker.max_envelope_bytes,
-            &reg,
-            &store,
-            &c.cache,
-            &c.metrics.route,
-            now_ms(),
-        ))
-    })
-    .await;
+    ctx.metrics.messages_in.inc();
+    if let Err(e) = wait_control(&ctx, m.received).await {
+        return vec![Box::pin(async move { Err(e) })];
+    }
+    requests::handle(ctx, m).await
+}
+
+/// Produces a routed record's outputs, or its dead letter.
+async fn produce(ctx: &Ctx, m: &Inbound, routed: Result<Vec<Output>, RouteError>) -> Vec<Ack> {
     let src = Source {
         topic: &m.topic,
         partition: m.partition,
@@ -314,18 +384,13 @@ async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
         key: m.key.as_deref().unwrap_or_default(),
     };
     let outputs = match routed {
-        Ok(Ok(Ok(outputs))) => outputs,
-        Ok(Ok(Err(e))) => {
+        Ok(outputs) => outputs,
+        Err(e) => {
             return vec![
                 ctx.dlq
                     .send(e.reason(), &e.to_string(), &src, &m.payload)
                     .await,
             ]
-        }
-        Ok(Err(e)) => return vec![Box::pin(async move { Err(e.to_string()) })],
-        Err(e) => {
-            let e = e.to_string();
-            return vec![Box::pin(async move { Err(e) })];
         }
     };
     let mut acks = Vec::with_capacity(outputs.len());

@@ -223,15 +223,7 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
     let routed = tokio::task::spawn_blocking(move || {
         let reg = c.registry.read().map_err(|_| "registry lock poisoned")?;
         let store = c.store.read().map_err(|_| "store lock poisoned")?;
-        Ok::<_, &'static str>(route(
-            &payload,
-            c.cfg.worker.max_envelope_bytes,
-            &reg,
-            &store,
-            &c.cache,
-            &c.metrics.route,
-            now_ms(),
-        ))
+        Ok::<_, &'static str>(route(&payload, c.routing(&reg, &store)))
     })
     .await;
     let outputs = match routed {

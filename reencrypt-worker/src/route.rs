@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use armored_crypto::envelope::{decode_envelope, make_delivery};
-use armored_crypto::kpcpre::{reencrypt, Capsule2};
+use armored_crypto::kpcpre::{reencrypt, Capsule1, Capsule2, CheckedCapsule};
 use armored_crypto::tokens::ReceiverKind;
 use armored_crypto::Error as CryptoError;
 use armored_runtime::registry::Registry;
@@ -99,6 +99,9 @@ impl Cache {
     fn get(&self, k: &CacheKey) -> Option<Arc<Capsule2>> {
         self.map.lock().ok()?.get(k).cloned()
     }
+    fn contains(&self, k: &CacheKey) -> bool {
+        self.map.lock().is_ok_and(|m| m.contains_key(k))
+    }
     fn put(&self, k: CacheKey, v: Arc<Capsule2>) {
         if let Ok(mut m) = self.map.lock() {
             if m.len() >= self.capacity {
@@ -122,21 +125,73 @@ pub struct RouteMetrics {
     pub capsule_checks: IntCounter,
 }
 
+/// Where routing reads from: the registry, the re-keys, the ReEnc cache, the clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Routing<'a> {
+    /// Envelopes above this size are refused.
+    pub max_bytes: usize,
+    /// Owners and twins.
+    pub registry: &'a Registry,
+    /// Re-keys.
+    pub store: &'a ReKeyStore,
+    /// ReEnc results.
+    pub cache: &'a Cache,
+    /// Counters.
+    pub metrics: &'a RouteMetrics,
+    /// Now (re-key expiry).
+    pub now_ms: u64,
+}
+
+/// One envelope decoded, with the re-keys that will re-encrypt it.
+struct Prepared {
+    env: armored_schemas::v1::Envelope,
+    c1: Capsule1,
+    digest: [u8; 32],
+    matching: Vec<Arc<crate::rekeys::Grant>>,
+    node: Option<u32>,
+    /// Some matching re-key has no cached capsule2: the capsule must be checked.
+    needs_check: bool,
+}
+
 /// Routes one envelope. Pure except for the cache and metrics; runs on a blocking thread.
-pub fn route(
-    payload: &[u8],
-    max_bytes: usize,
-    registry: &Registry,
-    store: &ReKeyStore,
-    cache: &Cache,
-    metrics: &RouteMetrics,
-    now_ms: u64,
-) -> Result<Vec<Output>, RouteError> {
-    if payload.len() > max_bytes {
+pub fn route(payload: &[u8], r: Routing<'_>) -> Result<Vec<Output>, RouteError> {
+    route_batch(&[payload], r).pop().unwrap_or(Ok(Vec::new()))
+}
+
+/// Routes several envelopes (a partition's queued records), in order: the capsules that need
+/// their well-formedness check get it in one batch ([`Capsule1::check_batch`]), which saves a
+/// Miller loop and a final exponentiation per capsule. One result per payload.
+pub fn route_batch(payloads: &[&[u8]], r: Routing<'_>) -> Vec<Result<Vec<Output>, RouteError>> {
+    let prepared: Vec<Result<Option<Prepared>, RouteError>> =
+        payloads.iter().map(|p| prepare(p, r)).collect();
+    let to_check: Vec<Capsule1> = prepared
+        .iter()
+        .filter_map(|p| match p {
+            Ok(Some(p)) if p.needs_check => Some(p.c1.clone()),
+            _ => None,
+        })
+        .collect();
+    r.metrics.capsule_checks.inc_by(to_check.len() as u64);
+    let mut checked = Capsule1::check_batch(to_check, &mut rand_core::OsRng).into_iter();
+    prepared
+        .into_iter()
+        .map(|p| match p? {
+            None => Ok(Vec::new()),
+            Some(p) => {
+                let c = if p.needs_check { checked.next() } else { None };
+                finish(p, c, r)
+            }
+        })
+        .collect()
+}
+
+fn prepare(payload: &[u8], r: Routing<'_>) -> Result<Option<Prepared>, RouteError> {
+    if payload.len() > r.max_bytes {
         return Err(RouteError::Oversized(payload.len()));
     }
     let (env, header, c1) = decode_envelope(payload)?;
-    let owner = registry
+    let owner = r
+        .registry
         .twin_owner(&header.twin_id)
         .ok_or(RouteError::UnknownTwin)?;
     if c1.header().owner_key_id != owner.pre.key_id() {
@@ -147,44 +202,71 @@ pub fn route(
         .iter()
         .find_map(|a| a.strip_prefix("node-").and_then(|j| j.parse::<u32>().ok()));
     let attrs = &c1.header().attributes;
-    let matching: Vec<_> = store
+    let matching: Vec<_> = r
+        .store
         .for_owner(&owner.pre.key_id())
         .into_iter()
         .filter(|g| {
             let is_node_key = g.grant.receiver_kind == ReceiverKind::MpcNode;
             is_node_key == node.is_some()
-                && g.grant.not_after_ms.is_none_or(|na| now_ms <= na)
+                && g.grant.not_after_ms.is_none_or(|na| r.now_ms <= na)
                 && g.grant.rk.policy().is_satisfied(attrs)
         })
         .collect();
     if matching.is_empty() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    let digest: [u8; 32] = Sha256::digest(c1.encode()).into();
-    let mut checked = None;
-    let mut out = Vec::with_capacity(matching.len());
-    for g in matching {
+    // The capsule's wire bytes identify it (they are what was validated and what cid binds).
+    let digest: [u8; 32] = Sha256::digest(
+        env.capsule1
+            .as_ref()
+            .map(prost::Message::encode_to_vec)
+            .unwrap_or_default(),
+    )
+    .into();
+    let needs_check = matching
+        .iter()
+        .any(|g| !r.cache.contains(&(digest, *g.grant.rk.rk_id())));
+    Ok(Some(Prepared {
+        env,
+        c1,
+        digest,
+        matching,
+        node,
+        needs_check,
+    }))
+}
+
+fn finish(
+    p: Prepared,
+    checked: Option<Result<CheckedCapsule, CryptoError>>,
+    r: Routing<'_>,
+) -> Result<Vec<Output>, RouteError> {
+    let mut checked = checked.transpose()?;
+    let mut out = Vec::with_capacity(p.matching.len());
+    for g in p.matching {
         let rk_id = *g.grant.rk.rk_id();
-        let c2 = match cache.get(&(digest, rk_id)) {
+        let c2 = match r.cache.get(&(p.digest, rk_id)) {
             Some(c2) => {
-                metrics.cache_hits.inc();
+                r.metrics.cache_hits.inc();
                 c2
             }
             None => {
+                // A concurrent revocation may have purged the cache since `prepare`: check now.
                 if checked.is_none() {
-                    metrics.capsule_checks.inc();
-                    checked = Some(c1.clone().check(&mut rand_core::OsRng)?);
+                    r.metrics.capsule_checks.inc();
+                    checked = Some(p.c1.clone().check(&mut rand_core::OsRng)?);
                 }
                 let Some(cc) = checked.as_ref() else { continue };
                 let t = Instant::now();
                 let c2 = Arc::new(reencrypt(&g.grant.rk, cc)?);
-                metrics.reenc_seconds.observe(t.elapsed().as_secs_f64());
-                metrics.reencryptions.inc();
-                cache.put((digest, rk_id), c2.clone());
+                r.metrics.reenc_seconds.observe(t.elapsed().as_secs_f64());
+                r.metrics.reencryptions.inc();
+                r.cache.put((p.digest, rk_id), c2.clone());
                 c2
             }
         };
-        let dest = match (g.grant.receiver_kind, node) {
+        let dest = match (g.grant.receiver_kind, p.node) {
             (ReceiverKind::MpcNode, Some(j)) => Dest::Node(j),
             (kind, _) => Dest::Deliver {
                 receiver: g.grant.receiver_id.clone(),
@@ -197,7 +279,7 @@ pub fn route(
         };
         out.push(Output {
             dest,
-            payload: make_delivery(&env, &c2, None),
+            payload: make_delivery(&p.env, &c2, None),
             rk_id: hex::encode(rk_id),
         });
     }

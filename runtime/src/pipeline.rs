@@ -2,7 +2,8 @@
 //!
 //! A dedicated thread polls librdkafka (so a rebalance callback that waits never blocks a tokio
 //! worker) and hands each message to the task of its partition. That task runs the handler on one
-//! message at a time, so outputs keep the partition's order, and passes the outputs'
+//! message at a time (or, for a [`Handling::Batch`] handler, on the messages already queued for the
+//! partition, in order), so outputs keep the partition's order, and passes the outputs'
 //! acknowledgements to the partition's committer, which awaits them in order and only then marks
 //! the offset done. The poll thread commits done offsets every second, explicitly (topic,
 //! partition, offset): librdkafka's own commit of stored offsets adds the leader epoch, and with
@@ -105,6 +106,41 @@ impl Inbound {
 /// Processes one record and returns the acknowledgements of everything it produced (outputs and
 /// dead letters), in production order.
 pub type Handler = Arc<dyn Fn(Inbound) -> BoxFuture<'static, Vec<Ack>> + Send + Sync>;
+
+/// Processes records of one partition, in order, and returns each record's acknowledgements (one
+/// entry per record, in the same order).
+pub type BatchHandler =
+    Arc<dyn Fn(Vec<Inbound>) -> BoxFuture<'static, Vec<Vec<Ack>>> + Send + Sync>;
+
+/// How a partition's records reach the service.
+#[derive(Clone)]
+pub enum Handling {
+    /// One record at a time.
+    One(Handler),
+    /// Up to `max` records at a time: the first one waiting and those queued behind it (never
+    /// waiting for more, so a lone record is not delayed).
+    Batch {
+        /// Largest batch.
+        max: usize,
+        /// The handler.
+        handler: BatchHandler,
+    },
+}
+
+impl std::fmt::Debug for Handling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handling::One(_) => f.write_str("Handling::One"),
+            Handling::Batch { max, .. } => write!(f, "Handling::Batch({max})"),
+        }
+    }
+}
+
+impl From<Handler> for Handling {
+    fn from(h: Handler) -> Self {
+        Handling::One(h)
+    }
+}
 
 /// Group consumer settings.
 #[derive(Clone, Debug)]
@@ -243,9 +279,10 @@ pub async fn run_group(
     kafka: &KafkaConfig,
     spec: GroupSpec,
     lag: IntGauge,
-    handler: Handler,
+    handler: impl Into<Handling>,
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
+    let handler: Handling = handler.into();
     let lanes: Lanes = Arc::default();
     let done: Done = Arc::default();
     let ctx = GroupContext {
@@ -336,7 +373,7 @@ fn spawn_lane(
     marks: &Done,
     key: &(String, i32),
     spec: &GroupSpec,
-    handler: &Handler,
+    handler: &Handling,
     failure: &Arc<Mutex<Option<String>>>,
     stop: &Shutdown,
 ) -> Lane {
@@ -346,10 +383,38 @@ fn spawn_lane(
     let handler = handler.clone();
     rt.spawn(async move {
         while let Some(m) = rx.recv().await {
-            let offset = m.offset;
-            let acks = handler(m).await;
-            if acks_tx.send((offset, acks)).await.is_err() {
-                break;
+            let results: Vec<(i64, Vec<Ack>)> = match &handler {
+                Handling::One(h) => {
+                    let offset = m.offset;
+                    vec![(offset, h(m).await)]
+                }
+                Handling::Batch { max, handler: h } => {
+                    let mut batch = vec![m];
+                    while batch.len() < *max {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    let offsets: Vec<i64> = batch.iter().map(|m| m.offset).collect();
+                    let mut acks = h(batch).await.into_iter();
+                    offsets
+                        .into_iter()
+                        .map(|o| {
+                            // A handler that returned too few entries: the record is not done.
+                            let a = acks.next().unwrap_or_else(|| {
+                                vec![Box::pin(async { Err("record not handled".to_string()) })
+                                    as Ack]
+                            });
+                            (o, a)
+                        })
+                        .collect()
+                }
+            };
+            for r in results {
+                if acks_tx.send(r).await.is_err() {
+                    return;
+                }
             }
         }
     });

@@ -66,7 +66,7 @@ pub async fn consume(
     kafka: &KafkaConfig,
     spec: crate::pipeline::GroupSpec,
     lag: prometheus::IntGauge,
-    handler: crate::pipeline::Handler,
+    handler: impl Into<crate::pipeline::Handling>,
     shutdown: Shutdown,
 ) -> Result<(), crate::pipeline::PipelineError> {
     base.health.set(true);

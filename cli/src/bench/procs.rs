@@ -1,0 +1,202 @@
+//! The services a bench run starts as child processes (so each one's CPU time can be read on its
+//! own), and CPU accounting from `/proc/<pid>/stat`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Linux reports process times in clock ticks of 1/USER_HZ s; USER_HZ is 100 on every Linux ABI.
+const MS_PER_TICK: f64 = 10.0;
+
+/// CPU time (user + system) of process `pid` in ms, `None` once it is gone.
+pub fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields are counted after its closing parenthesis.
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), the 12th and 13th after the name.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) * MS_PER_TICK)
+}
+
+/// This process's CPU time in ms.
+pub fn self_cpu_ms() -> f64 {
+    cpu_ms(std::process::id()).unwrap_or(0.0)
+}
+
+/// The pid in a pid file, if that process runs.
+pub fn pid_from_file(path: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    cpu_ms(pid).map(|_| pid)
+}
+
+/// A free local port (bound and released).
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// One service process.
+#[derive(Debug)]
+pub struct Service {
+    /// What it is (`at-ingest`, `at-reencrypt`, `at-mpc-node`).
+    pub name: String,
+    child: Child,
+    /// Its `/metrics` and `/healthz` address.
+    pub metrics: SocketAddr,
+    /// CPU time it had used when it was last stopped or sampled at exit.
+    final_cpu_ms: Option<f64>,
+}
+
+impl Service {
+    /// Starts `bin_dir/name` with `env` (the `AT__…` configuration layer), its log in `log`.
+    pub fn start(
+        bin_dir: &Path,
+        name: &str,
+        env: &[(String, String)],
+        metrics: SocketAddr,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let bin = bin_dir.join(name);
+        if !bin.exists() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p {name}` (infra/bench.sh does)",
+                bin.display()
+            );
+        }
+        let child = Command::new(&bin)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(
+                "RUST_LOG",
+                std::env::var("AT_BENCH_LOG").unwrap_or_else(|_| "warn,at_mpc_node=info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            metrics,
+            final_cpu_ms: None,
+        })
+    }
+
+    /// CPU time so far (or at exit, once stopped).
+    pub fn cpu_ms(&self) -> f64 {
+        self.final_cpu_ms
+            .or_else(|| cpu_ms(self.child.id()))
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `/healthz` answers 200 (control topics folded; for a node, its share topic too).
+    pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if http_get(self.metrics, "/healthz")
+                .await
+                .is_ok_and(|r| r.split_whitespace().nth(1) == Some("200"))
+            {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!("{} exited ({status}) before becoming healthy", self.name);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} at {} not healthy within {timeout:?}",
+                    self.name,
+                    self.metrics
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The value of one `/metrics` sample (`name{labels}` exactly as exposed), 0 if absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric_at(self.metrics, sample).await
+    }
+
+    /// Every sample of a metric family whose name starts with `prefix` (for diagnostics).
+    pub async fn samples(&self, prefix: &str) -> Vec<String> {
+        http_get(self.metrics, "/metrics")
+            .await
+            .map(|b| {
+                b.lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops the process: SIGTERM (its CPU time is read just before), then SIGKILL after 5 s.
+    pub fn stop(&mut self) {
+        if self.final_cpu_ms.is_some() {
+            return;
+        }
+        self.final_cpu_ms = cpu_ms(self.child.id());
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The value of one `/metrics` sample at `addr`, 0 if absent.
+pub async fn metric_at(addr: SocketAddr, sample: &str) -> f64 {
+    http_get(addr, "/metrics")
+        .await
+        .ok()
+        .and_then(|body| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// `GET path` on a local HTTP endpoint: the whole response.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await??;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut body)).await??;
+    Ok(body)
+}
+
+/// The brokers' pids from infra/'s pid files (their CPU is shown apart: infrastructure).
+pub fn broker_pids(state_dir: &Path) -> Vec<(String, u32)> {
+    [
+        ("nisshi", state_dir.join("nisshi/nisshi.pid")),
+        ("mosquitto", state_dir.join("mosquitto/mosquitto.pid")),
+    ]
+    .into_iter()
+    .filter_map(|(n, p): (&str, PathBuf)| pid_from_file(&p).map(|pid| (n.to_string(), pid)))
+    .collect()
+}
+
+/// Sum of the brokers' CPU time in ms.
+pub fn brokers_cpu_ms(pids: &[(String, u32)]) -> f64 {
+    pids.iter().filter_map(|(_, p)| cpu_ms(*p)).sum()
+}
