@@ -20,6 +20,19 @@ at_pid_alive() {
   [ "$(basename "${exe:-none}")" = "$name" ]
 }
 
+# at_pid_starting PIDFILE NAME: like at_pid_alive, but also true while the process is still on its
+# way to NAME through `nohup setsid NAME` (each execs the next; right after the fork the pid still
+# runs bash, nohup or setsid, and a check then must not call the broker dead).
+at_pid_starting() {
+  local pidfile="$1" name="$2" pid exe
+  at_pid_alive "$pidfile" "$name" && return 0
+  [ -s "$pidfile" ] || return 1
+  pid="$(cat "$pidfile")"
+  [[ "$pid" =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/cmdline" ] || return 1
+  exe="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -1)"
+  case "$(basename "${exe:-none}")" in bash | nohup | setsid) return 0 ;; *) return 1 ;; esac
+}
+
 # at_port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
 at_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

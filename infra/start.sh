@@ -196,11 +196,11 @@ mqtt_ok=0
 nisshi_ok=0
 while :; do
   if [ "$mqtt_ok" = 0 ]; then
-    at_mqtt_running || fail "mosquitto exited during start-up" "$AT_MQTT_LOG"
+    at_pid_starting "$AT_MQTT_PIDFILE" mosquitto || fail "mosquitto exited during start-up" "$AT_MQTT_LOG"
     if at_mqtt_healthy; then mqtt_ok=1; fi
   fi
   if [ "$nisshi_ok" = 0 ]; then
-    at_nisshi_running || fail "nisshi exited during start-up" "$AT_NISSHI_LOG"
+    at_pid_starting "$AT_NISSHI_PIDFILE" nisshi || fail "nisshi exited during start-up" "$AT_NISSHI_LOG"
     if at_nisshi_healthy; then nisshi_ok=1; fi
   fi
   [ "$mqtt_ok" = 1 ] && [ "$nisshi_ok" = 1 ] && break

@@ -205,6 +205,22 @@ fn env(kafka: &KafkaConfig, extra: &[(&str, String)]) -> Vec<(String, String)> {
     v
 }
 
+async fn delete_topics(kafka: &KafkaConfig, topics: &Topics) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        armored_runtime::kafka::base_config(kafka).create()?;
+    let names: Vec<String> = topics.all().into_iter().map(|(n, _)| n).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in admin.delete_topics(&refs, &opts).await? {
+        if let Err((name, code)) = r {
+            anyhow::bail!("{name}: {code}");
+        }
+    }
+    Ok(())
+}
+
 /// Records on every partition of `topic` (sum of the partitions' end offsets).
 fn topic_len(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -614,8 +630,12 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
         node_job: per(nodes2 - nodes1),
         service: per(self3 - self2),
     };
-    // Keys and logs of this run are no longer needed (the next N makes its own).
+    // Keys and logs of this run are no longer needed (the next N makes its own), nor are its
+    // topics: a broker that keeps every earlier run's records in memory gets slower.
     let _ = std::fs::remove_dir_all(dir.join("phones"));
+    if let Err(e) = delete_topics(&kafka, &topics).await {
+        println!("   (could not delete this run's topics: {e})");
+    }
     Ok(Row {
         users: n,
         seconds,

@@ -377,7 +377,7 @@ impl Receiver {
         rng: &mut R,
     ) -> Result<Verified<StateChange>> {
         let (d, header, c2) = self.decode_delivery(bytes)?;
-        let dek = self.delivery_dek(&c2, rng)?;
+        let dek = self.delivery_dek(&d, &c2, rng)?;
         open_payload(
             &dek,
             &d.envelope_header,
@@ -398,7 +398,7 @@ impl Receiver {
         rng: &mut R,
     ) -> Result<(v1::EnvelopeHeader, Vec<u8>, zeroize::Zeroizing<Vec<u8>>)> {
         let (d, header, c2) = self.decode_delivery(bytes)?;
-        let dek = self.delivery_dek(&c2, rng)?;
+        let dek = self.delivery_dek(&d, &c2, rng)?;
         let pt = open(&dek.sym(), &d.nonce, &d.ciphertext, &d.envelope_header)
             .ok_or(Error::PayloadAuth)?;
         Ok((header, d.envelope_header, pt))
@@ -435,12 +435,20 @@ impl Receiver {
     }
 
     /// Dec^2 of a capsule2 (cached per capsule).
+    /// `d` is the delivery `c2` was decoded from: its capsule's wire bytes (canonical, checked by
+    /// the strict decoding) key the cache, with no need to serialize the points again.
     pub(crate) fn delivery_dek<R: RngCore + CryptoRng>(
         &mut self,
+        d: &v1::Delivery,
         c2: &Capsule2,
         rng: &mut R,
     ) -> Result<Dek> {
-        let ck = dek_cache_key(c2.hdr_bytes(), c2.cid(), &c2.encode());
+        let wire = d
+            .capsule2
+            .as_ref()
+            .map(Message::encode_to_vec)
+            .unwrap_or_default();
+        let ck = dek_cache_key(c2.hdr_bytes(), c2.cid(), &wire);
         if let Some(dk) = self.deks.get(&ck) {
             return Ok(dk.clone());
         }

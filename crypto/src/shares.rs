@@ -272,7 +272,7 @@ impl Receiver {
             return Err(Error::Revoked("device"));
         }
         let key = *key;
-        let dek = self.delivery_dek(&c2, rng)?;
+        let dek = self.delivery_dek(&d, &c2, rng)?;
         let pt = open(&dek.sym(), &d.nonce, &d.ciphertext, &d.envelope_header)
             .ok_or(Error::PayloadAuth)?;
         let signed = decode_signed(&pt, MAX_ENVELOPE_BYTES)?;

@@ -4,17 +4,18 @@
 //! point (one capsule per slot and node), the worker's capsule check and ReEnc of every bundle, node
 //! j's Dec² and verification of its shares, the three-party computation (in-memory transport, no
 //! delay), the output shares sealed for the receiver, and Combine. Brokers are not involved: the
-//! job latency on the real brokers is what the demo and `mpc-node/tests/jobs.rs` print.
+//! job path on the real brokers (latency, and every process's CPU) is `atctl bench-pipeline`
+//! (`infra/bench.sh`); this one isolates the cryptography's share of it.
 //!
 //! `cargo bench -p at-mpc-node --bench pipeline` (users: `AT_BENCH_USERS=10,50,100,1000`).
-//! Writes `target/bench-results/mpc-pipeline.json`.
+//! Writes `target/bench-results/mpc-pipeline-crypto.json`.
 
 use std::time::Instant;
 
 use armored_crypto::envelope::{decode_envelope, make_delivery, Receiver, TrustStore};
 use armored_crypto::epoch::EpochKeyManager;
 use armored_crypto::hpke::HpkeSecretKey;
-use armored_crypto::kpcpre::{reencrypt, Policy, ReKey, SecretKey};
+use armored_crypto::kpcpre::{reencrypt, Capsule1, Policy, ReKey, SecretKey};
 use armored_crypto::shares::{seal_share_bundle, share_attributes, ShareInput};
 use armored_crypto::sig::SigningKey;
 use armored_device::sim::Sim;
@@ -29,6 +30,8 @@ use armored_mpc::transport::InMemoryConfig;
 use rand_core::OsRng;
 
 const POINTS: u64 = 50;
+/// Records a worker routes together at most (reencrypt-worker's MAX_BATCH).
+const WORKER_BATCH: usize = 32;
 const DISTANCE: u32 = 20;
 
 /// Table 2, per user (ms): the phone's sync (PRE.Enc x 50 epochs x 3 nodes, Split, AES), the
@@ -95,11 +98,11 @@ fn main() -> anyhow::Result<()> {
             trust.add_device(&twin, *device.verifying_key());
             let mut keys = EpochKeyManager::new(owner.public().clone(), &twin)?;
             let mut tracks: [Vec<Option<PointShare>>; 3] = Default::default();
+            let t = Instant::now();
+            let mut bundles = Vec::with_capacity(3 * POINTS as usize);
             for slot in 0..POINTS {
-                let t = Instant::now();
                 let (x, y) = sim.point(&twin, slot);
                 let shares = split_point(x, y, &mut rng)?;
-                let mut bundles = Vec::with_capacity(3);
                 for j in 0..3u8 {
                     let attrs = share_attributes(j + 1)?;
                     let a: Vec<&str> = attrs.iter().map(String::as_str).collect();
@@ -112,31 +115,44 @@ fn main() -> anyhow::Result<()> {
                         values: vec![shares[j as usize].x.value(), shares[j as usize].y.value()],
                         seq: slot * 3 + u64::from(j),
                     };
-                    bundles.push(seal_share_bundle(key, &device, &input, &mut rng)?);
+                    bundles.push((
+                        j as usize,
+                        seal_share_bundle(key, &device, &input, &mut rng)?,
+                    ));
                 }
-                phase[0] += t.elapsed().as_secs_f64() * 1000.0;
-
-                let t = Instant::now();
-                let mut deliveries = Vec::with_capacity(3);
-                for (j, b) in bundles.iter().enumerate() {
-                    let (env, _, c1) = decode_envelope(b)?;
-                    let c2 = reencrypt(&rks[j], &c1.check(&mut rng)?)?;
-                    deliveries.push(make_delivery(&env, &c2, None));
-                }
-                phase[1] += t.elapsed().as_secs_f64() * 1000.0;
-
-                let t = Instant::now();
-                for (j, d) in deliveries.iter().enumerate() {
-                    let item =
-                        receivers[j].open_share_delivery(d, &trust, j as u8 + 1, &mut rng)?;
-                    let fp = |v: u64| Fp::from_canonical(v).ok_or_else(|| anyhow::anyhow!("share"));
-                    tracks[j].push(Some(PointShare {
-                        x: fp(item.values[0])?,
-                        y: fp(item.values[1])?,
-                    }));
-                }
-                phase[2] += t.elapsed().as_secs_f64() * 1000.0;
             }
+            phase[0] += t.elapsed().as_secs_f64() * 1000.0;
+
+            // The worker checks the capsules of a partition's queued records in one batch (up
+            // to its MAX_BATCH of 32), then re-encrypts each.
+            let t = Instant::now();
+            let mut deliveries = Vec::with_capacity(bundles.len());
+            for chunk in bundles.chunks(WORKER_BATCH) {
+                let mut decoded = Vec::with_capacity(chunk.len());
+                for (j, b) in chunk {
+                    decoded.push((*j, decode_envelope(b)?));
+                }
+                let capsules = decoded.iter().map(|(_, (_, _, c1))| c1.clone()).collect();
+                for ((j, (env, _, _)), checked) in decoded
+                    .iter()
+                    .zip(Capsule1::check_batch(capsules, &mut rng))
+                {
+                    let c2 = reencrypt(&rks[*j], &checked?)?;
+                    deliveries.push((*j, make_delivery(env, &c2, None)));
+                }
+            }
+            phase[1] += t.elapsed().as_secs_f64() * 1000.0;
+
+            let t = Instant::now();
+            for (j, d) in &deliveries {
+                let item = receivers[*j].open_share_delivery(d, &trust, *j as u8 + 1, &mut rng)?;
+                let fp = |v: u64| Fp::from_canonical(v).ok_or_else(|| anyhow::anyhow!("share"));
+                tracks[*j].push(Some(PointShare {
+                    x: fp(item.values[0])?,
+                    y: fp(item.values[1])?,
+                }));
+            }
+            phase[2] += t.elapsed().as_secs_f64() * 1000.0;
             for (j, t) in tracks.into_iter().enumerate() {
                 if u == 0 {
                     inputs[j].reference = Track::new(t);
@@ -240,9 +256,9 @@ fn main() -> anyhow::Result<()> {
         .join("bench-results");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(
-        dir.join("mpc-pipeline.json"),
+        dir.join("mpc-pipeline-crypto.json"),
         serde_json::to_vec_pretty(&rows)?,
     )?;
-    println!("wrote {}", dir.join("mpc-pipeline.json").display());
+    println!("wrote {}", dir.join("mpc-pipeline-crypto.json").display());
     Ok(())
 }

@@ -422,11 +422,14 @@ async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
             ];
         }
     }
-    vec![run_attempt(&ctx, &job, attempt).await]
+    vec![run_attempt(&ctx, &job, attempt, m.received).await]
 }
 
-async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32) -> Ack {
+async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32, polled: Instant) -> Ack {
     let started = Instant::now();
+    // From the job record's poll to here: its decoding, the sync with the control and share
+    // topics, the ledger.
+    let queued_ms = started.duration_since(polled).as_millis() as u64;
     let admitted = {
         let (Ok(reg), Ok(tok)) = (ctx.registry.read(), ctx.tokens.read()) else {
             return Box::pin(async { Err("lock poisoned".to_string()) });
@@ -544,6 +547,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32) -> Ack {
         rounds = done.rounds,
         bytes_sent = done.bytes_sent,
         ms = started.elapsed().as_millis() as u64,
+        queued_ms,
         admit_ms,
         gather_ms,
         hello_ms = done.hello_ms,

@@ -82,6 +82,26 @@ pub fn reencrypt(rk: &ReKey, capsule: &CheckedCapsule) -> Result<Capsule2> {
     })
 }
 
+/// E is the same in every capsule2 of one re-key: a receiver sees the same bytes again and again.
+/// Validated points are remembered by their exact bytes (bounded), so each distinct E pays its
+/// subgroup check once; bytes never seen, or invalid, go through the full decoding.
+fn decode_e(bytes: &[u8]) -> Result<G2> {
+    use std::sync::{LazyLock, Mutex};
+    const CAPACITY: usize = 4096;
+    static SEEN: LazyLock<Mutex<HashMap<Vec<u8>, G2>>> = LazyLock::new(Mutex::default);
+    if let Some(e) = SEEN.lock().ok().and_then(|m| m.get(bytes).copied()) {
+        return Ok(e);
+    }
+    let e = G2::from_bytes(bytes, "capsule2.e")?;
+    if let Ok(mut m) = SEEN.lock() {
+        if m.len() >= CAPACITY {
+            m.clear();
+        }
+        m.insert(bytes.to_vec(), e);
+    }
+    Ok(e)
+}
+
 fn fixed<const N: usize>(b: &[u8], field: &'static str, reason: &'static str) -> Result<[u8; N]> {
     b.try_into()
         .map_err(|_| Error::InvalidField { field, reason })
@@ -114,7 +134,7 @@ impl Capsule2 {
             policy_hash: fixed(&m.policy_hash, "capsule2.policy_hash", "32 bytes")?,
             c0: G2::from_bytes(&m.c0, "capsule2.c0")?,
             z: Gt::from_bytes_unchecked_subgroup(&m.z, "capsule2.z")?,
-            e: G2::from_bytes(&m.e, "capsule2.e")?,
+            e: decode_e(&m.e)?,
             t: m.t.clone(),
             w: m.w.clone(),
         })
