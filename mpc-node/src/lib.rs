@@ -293,6 +293,9 @@ async fn fail(ctx: &Ctx, job: &SignedJob, attempt: u32, reason: &str, detail: &s
 
 /// Waits until the registry, tokens and shares are applied up to `since`.
 async fn synced(ctx: &Ctx, since: Instant) -> Result<(), String> {
+    for f in &ctx.followers {
+        f.request_sync(since);
+    }
     loop {
         let mut ok = true;
         for f in &ctx.followers {
@@ -336,9 +339,15 @@ async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
                 ]
             }
         };
+    let sync_start = Instant::now();
     if let Err(e) = synced(&ctx, m.received).await {
         return vec![Box::pin(async move { Err(e) })];
     }
+    tracing::debug!(
+        before_ms = sync_start.duration_since(m.received).as_millis() as u64,
+        sync_ms = sync_start.elapsed().as_millis() as u64,
+        "job record synced"
+    );
     let service = match peek_job(&sub.job) {
         Ok(j) => j.service_id,
         Err(e) => {

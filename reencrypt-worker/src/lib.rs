@@ -350,6 +350,7 @@ fn fail_all(batch: &[Inbound], e: String) -> Vec<Vec<Ack>> {
 async fn wait_control(ctx: &Ctx, fetched: Instant) -> Result<(), String> {
     loop {
         let wait = Duration::from_secs(5);
+        ctx.rk_follower.request_sync(fetched);
         let both = async {
             ctx.reg_follower.synced_since(fetched, wait).await?;
             ctx.rk_follower.synced_since(fetched, wait).await

@@ -185,6 +185,7 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
 async fn synced(ctx: &Ctx, fetched: Instant) -> Result<(), String> {
     loop {
         let wait = Duration::from_secs(5);
+        ctx.rk_follower.request_sync(fetched);
         let both = async {
             ctx.reg_follower.synced_since(fetched, wait).await?;
             ctx.rk_follower.synced_since(fetched, wait).await

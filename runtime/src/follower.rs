@@ -81,6 +81,14 @@ impl Follower {
             tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
         }
         consumer.assign(&tpl)?;
+        // End offsets are asked on a connection of their own: a broker answers a connection's
+        // requests in order, so behind the follower's long-polling fetches each query would wait
+        // up to fetch.wait.max.ms (measured: ~400 ms for a node's three followers, one request per
+        // partition, which was most of a small job's latency).
+        let probe: BaseConsumer = base_config(kafka)
+            .set("group.id", "unused-no-commits")
+            .set("enable.auto.commit", "false")
+            .create()?;
         let (tx, rx) = watch::channel(None);
         let topic_name = topic.to_string();
         let epoch = Instant::now();
@@ -103,22 +111,11 @@ impl Follower {
                     if pending.is_none() && due {
                         let asked = Instant::now();
                         last_query = asked;
-                        let mut ends = HashMap::new();
-                        let mut ok = true;
-                        for p in next.keys() {
-                            match consumer.fetch_watermarks(&topic_name, *p, Duration::from_secs(5)) {
-                                Ok((_, hi)) => {
-                                    ends.insert(*p, hi);
-                                }
-                                Err(e) => {
-                                    tracing::warn!(topic = %topic_name, error = %e, "end offsets unavailable");
-                                    ok = false;
-                                    break;
-                                }
+                        match end_offsets(&probe, &topic_name, &partitions) {
+                            Ok(ends) => pending = Some((asked, ends)),
+                            Err(e) => {
+                                tracing::warn!(topic = %topic_name, error = %e, "end offsets unavailable")
                             }
-                        }
-                        if ok {
-                            pending = Some((asked, ends));
                         }
                     }
                     if let Some((asked, ends)) = &pending {
@@ -153,8 +150,9 @@ impl Follower {
         })
     }
 
-    /// Asks the thread for a sync point at or after `since`.
-    fn want(&self, since: Instant) {
+    /// Asks the thread for a sync point at or after `since` without waiting for it: a caller
+    /// that needs several followers asks them all first, so their queries overlap.
+    pub fn request_sync(&self, since: Instant) {
         let ns = since.saturating_duration_since(self.epoch).as_nanos() as u64;
         self.wanted.fetch_max(ns.max(1), Ordering::AcqRel);
     }
@@ -164,7 +162,7 @@ impl Follower {
         if self.synced.borrow().is_some_and(|t| t >= since) {
             return Ok(());
         }
-        self.want(since);
+        self.request_sync(since);
         let mut rx = self.synced.clone();
         let ok = tokio::time::timeout(timeout, async {
             rx.wait_for(|s| s.is_some_and(|t| t >= since)).await.is_ok()
@@ -187,7 +185,7 @@ impl Follower {
     /// Blocking variant for threads outside the runtime.
     pub fn wait_loaded_blocking(&self, timeout: Duration) -> Result<(), SyncTimeout> {
         let since = Instant::now();
-        self.want(since);
+        self.request_sync(since);
         let deadline = since + timeout;
         while Instant::now() < deadline {
             if self.synced.borrow().is_some_and(|t| t >= since) {
@@ -210,3 +208,42 @@ pub struct SyncTimeout {
 
 /// Shares a folded state between the follower thread and the service.
 pub type Shared<S> = Arc<std::sync::RwLock<S>>;
+
+/// The end offset of every partition of `topic`, in one ListOffsets request.
+fn end_offsets(
+    probe: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, String> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        // A "timestamp" of -1 (Offset::End) asks for the latest offset.
+        tpl.add_partition_offset(topic, *p, Offset::End)
+            .map_err(|e| e.to_string())?;
+    }
+    let answer = probe
+        .offsets_for_times(tpl, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let mut ends = HashMap::with_capacity(partitions.len());
+    for e in answer.elements() {
+        e.error()
+            .map_err(|err| format!("partition {}: {err}", e.partition()))?;
+        match e.offset() {
+            Offset::Offset(hi) => ends.insert(e.partition(), hi),
+            other => {
+                return Err(format!(
+                    "partition {}: no end offset ({other:?})",
+                    e.partition()
+                ))
+            }
+        };
+    }
+    if ends.len() != partitions.len() {
+        return Err(format!(
+            "{} of {} partitions answered",
+            ends.len(),
+            partitions.len()
+        ));
+    }
+    Ok(ends)
+}
