@@ -4,7 +4,7 @@
 #   nisshi    (Kafka protocol 127.0.0.1:$AT_KAFKA_PORT)
 # Usage: infra/start.sh [--storage memory|sqlite] [--with-prometheus]
 #   --storage memory   (default) nisshi keeps everything in memory: tests; a restart starts empty.
-#   --storage sqlite   nisshi stores in $AT_STATE_DIR/nisshi/nisshi.db: the demo; survives restarts.
+#   --storage sqlite   nisshi stores in $AT_STATE_DIR/nisshi/nisshi.db; survives restarts.
 #   --with-prometheus  also start Prometheus (only if `prometheus` is on PATH; it is not installed by
 #                      infra/install.sh) with infra/prometheus.yml on 127.0.0.1:$AT_PROMETHEUS_PORT.
 # Idempotent: when both brokers already run and are healthy it says so and returns (~0.25 s).

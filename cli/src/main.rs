@@ -362,6 +362,7 @@ enum ServiceCmd {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     armored_runtime::telemetry::init("atctl");
+    armored_runtime::telemetry::exit_quietly_on_broken_pipe();
     armored_runtime::telemetry::exit_code(run().await)
 }
 

@@ -12,6 +12,27 @@ pub fn init(service: &str) {
     tracing::debug!(service, "tracing initialised");
 }
 
+/// For command-line tools: a closed stdout (`at-device … | head`) ends the process quietly with
+/// status 0, as a reader that went away expects, instead of `println!`'s panic report. Rust
+/// ignores SIGPIPE, so the write fails with EPIPE and `println!` panics; the hook recognises that
+/// panic (its message is std's "failed printing to stdout: …") and leaves every other panic to the
+/// previous hook.
+pub fn exit_quietly_on_broken_pipe() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        previous(info);
+    }));
+}
+
 /// Turns a binary's result into its exit code, printing an error as one line with its causes
 /// (`{:#}`), never as a backtrace.
 pub fn exit_code<E: std::fmt::Display>(r: Result<(), E>) -> std::process::ExitCode {

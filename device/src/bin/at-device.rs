@@ -104,6 +104,7 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     armored_runtime::telemetry::init("device");
+    armored_runtime::telemetry::exit_quietly_on_broken_pipe();
     armored_runtime::telemetry::exit_code(run_cli().await)
 }
 
