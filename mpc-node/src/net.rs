@@ -188,6 +188,7 @@ impl PeerNet {
             peers,
             senders: Default::default(),
             receivers: Default::default(),
+            opened: Default::default(),
             round_timeout,
             runtime,
             pending: Vec::new(),
@@ -206,6 +207,10 @@ pub struct AttemptTransport {
     peers: [HpkePublicKey; 3],
     senders: [Option<PeerSender>; 3],
     receivers: [Option<PeerReceiver>; 3],
+    /// (round, chunk) of every record opened from each peer. nisshi stores a producer's retried
+    /// record again (it does not deduplicate idempotent retries), and a second copy of a record
+    /// already opened would not open under the channel's next nonce: such copies are skipped.
+    opened: [std::collections::HashSet<(u32, u32)>; 3],
     round_timeout: Duration,
     runtime: tokio::runtime::Handle,
     /// The broker's acknowledgements of records sent and not yet confirmed: a send does not wait
@@ -419,6 +424,10 @@ impl Transport for AttemptTransport {
         let mut expect_chunk = 0u32;
         loop {
             let m = self.next_message(from)?;
+            if self.opened[from.slot()].contains(&(m.round, m.chunk)) {
+                self.net.reject("duplicate");
+                continue;
+            }
             if self.receivers[from.slot()].is_none() {
                 let id = self.channel(u32::from(from.index()), self.net.me);
                 let r = PeerReceiver::open(&self.hpke, &self.peers[from.slot()], id, &m)
@@ -431,6 +440,7 @@ impl Transport for AttemptTransport {
             let pt = r
                 .open_next(&m)
                 .map_err(|_| other("peer message does not open"))?;
+            self.opened[from.slot()].insert((m.round, m.chunk));
             if m.round != round {
                 return Err(TransportError::OutOfOrder {
                     expected: round,
