@@ -207,9 +207,10 @@ pub struct AttemptTransport {
     peers: [HpkePublicKey; 3],
     senders: [Option<PeerSender>; 3],
     receivers: [Option<PeerReceiver>; 3],
-    /// (round, chunk) of every record opened from each peer. nisshi stores a producer's retried
-    /// record again (it does not deduplicate idempotent retries), and a second copy of a record
-    /// already opened would not open under the channel's next nonce: such copies are skipped.
+    /// (round, chunk) of every record opened from each peer. A second copy of a record already
+    /// opened would not open under the channel's next nonce and would fail the attempt; such copies
+    /// are skipped (counted as `duplicate`). nisshi 0.8.1 checks no producer sequence numbers, so a
+    /// retried produce can be stored twice: the likely cause of one CI failure of a legitimate job.
     opened: [std::collections::HashSet<(u32, u32)>; 3],
     round_timeout: Duration,
     runtime: tokio::runtime::Handle,
