@@ -2,7 +2,7 @@
 # Protocol 2's job path on the real brokers (the benchmark of issue 7; not part of CI):
 #   bash infra/bench.sh                       # N = 10, 50, 100, 1000 users x 50 points
 #   bash infra/bench.sh --users 10,50         # any atctl bench-pipeline flags
-# Builds release binaries, starts the brokers (memory storage) unless they run, runs
+# Builds release binaries, starts the brokers (one Apache Kafka node, empty) unless they run, runs
 # `atctl bench-pipeline`, which starts at-ingest, the re-encryption workers and three at-mpc-node
 # processes per N and reads every process's CPU time from /proc; writes
 # $CARGO_TARGET_DIR/bench-results/mpc-pipeline.json and mpc-pipeline-fit.json.
@@ -16,7 +16,8 @@ cargo build -q --release -p at-ingest -p at-reencrypt -p at-mpc-node -p atctl
 
 started=0
 if ! bash infra/status.sh >/dev/null 2>&1; then
-  bash infra/start.sh --storage memory
+  bash infra/stop.sh >/dev/null 2>&1 || true
+  bash infra/start.sh --fresh
   started=1
 fi
 cleanup() { [ "$started" = 1 ] && bash infra/stop.sh >/dev/null 2>&1 || true; }

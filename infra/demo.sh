@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's first command: the end-to-end demo on the default local setup.
-# Installs what is missing, builds, starts the brokers (memory storage) and the services (one bridge,
+# Installs what is missing, builds, starts the brokers (mosquitto, one Apache Kafka node) and the services (one bridge,
 # two re-encryption workers), plays Protocol 1 with `atctl demo` (phases 1-4 and 6, revocation M1,
 # a raw reader's view; then device replacement M3 and owner key backup/restore), prints a summary table, and stops everything it started. Exit 0 = every
 # expectation held.
@@ -15,11 +15,10 @@ bin="$CARGO_TARGET_DIR/debug"
 
 brokers_started=0
 if ! bash infra/status.sh >/dev/null 2>&1; then
-  # Memory storage: with sqlite, nisshi 0.8.1 spends ~85% of a core on one idle consumer of 12
-  # partitions at fetch.wait.max.ms 10 (measured; memory: ~10%), and the demo's dozen consumers kept
-  # it at 100% until the phones' shares missed the cut-off. A persistent setup: `start.sh --storage
-  # sqlite` and a longer `AT__KAFKA__FETCH_WAIT_MAX_MS` (100 ms: ~17 ms a hop instead of ~6).
-  bash infra/start.sh --storage memory
+  # Brokers the demo starts itself begin from an empty Kafka log, so every run shows the same
+  # scenario; brokers that already run are used as they are (the demo's ids are fresh each run).
+  bash infra/stop.sh >/dev/null 2>&1 || true
+  bash infra/start.sh --fresh
   brokers_started=1
 fi
 # shellcheck source=infra/env.sh

@@ -9,14 +9,25 @@ export AT_INFRA_DIR
 export PATH="$HOME/.cargo/bin:$PATH"
 
 export AT_STATE_DIR="${AT_STATE_DIR:-$HOME/.cache/armoredtwins/run}"
+# Kafka: node i (1..AT_KAFKA_NODES) serves clients on AT_KAFKA_PORT+i-1 and its KRaft controller on
+# AT_KAFKA_CONTROLLER_PORT+i-1. AT_KAFKA_NODES is the shape start.sh last started (1 by default,
+# 3 after `start.sh --brokers 3`).
 export AT_KAFKA_PORT="${AT_KAFKA_PORT:-9092}"
+export AT_KAFKA_CONTROLLER_PORT="${AT_KAFKA_CONTROLLER_PORT:-$((AT_KAFKA_PORT + 100))}"
 export AT_MQTT_PORT="${AT_MQTT_PORT:-1883}"
 export AT_MQTT_TLS_PORT="${AT_MQTT_TLS_PORT:-8883}"
 export AT_PROMETHEUS_PORT="${AT_PROMETHEUS_PORT:-9090}"
 
 # Clients: everything listens on loopback only.
-export AT_KAFKA_BROKERS="127.0.0.1:$AT_KAFKA_PORT"          # librdkafka bootstrap.servers
-export AT_KAFKA_URL="tcp://127.0.0.1:$AT_KAFKA_PORT"        # `nisshi topic … --broker` form
+AT_KAFKA_NODES="$(cat "$AT_STATE_DIR/kafka/nodes" 2>/dev/null || echo 1)"
+[[ "$AT_KAFKA_NODES" =~ ^[13]$ ]] || AT_KAFKA_NODES=1
+export AT_KAFKA_NODES
+AT_KAFKA_BROKERS=""
+for ((_at_i = 0; _at_i < AT_KAFKA_NODES; _at_i++)); do
+  AT_KAFKA_BROKERS="${AT_KAFKA_BROKERS:+$AT_KAFKA_BROKERS,}127.0.0.1:$((AT_KAFKA_PORT + _at_i))"
+done
+unset _at_i
+export AT_KAFKA_BROKERS                                       # librdkafka bootstrap.servers
 export AT_MQTT_HOST="127.0.0.1"
 export AT_MQTT_URL="mqtt://$AT_MQTT_HOST:$AT_MQTT_PORT"
 export AT_MQTT_TLS_URL="mqtts://$AT_MQTT_HOST:$AT_MQTT_TLS_PORT"
@@ -31,8 +42,14 @@ export AT_MQTT_PASSWD_FILE="$AT_MQTT_DIR/passwd"
 export AT_MQTT_ACL_FILE="$AT_MQTT_DIR/acl"
 export AT_MQTT_TLS_DIR="$AT_MQTT_DIR/tls"
 export AT_MQTT_CA="$AT_MQTT_TLS_DIR/ca.crt"                 # trust anchor for the TLS listener
-export AT_NISSHI_DIR="$AT_STATE_DIR/nisshi"                  # nisshi's working dir (no .env in it)
-export AT_NISSHI_SQLITE="$AT_NISSHI_DIR/nisshi.db"
+export AT_KAFKA_DIR="$AT_STATE_DIR/kafka"                    # kafka/<N>-node/node-<i>/{data,server.properties,kafka.log,kafka.pid}
+
+# Apache Kafka: the version pinned in infra/kafka/pom.xml, installed by install.sh into a versioned
+# cache folder shared by every state dir; the heap of each broker node.
+AT_KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$AT_INFRA_DIR/kafka/pom.xml")"
+export AT_KAFKA_VERSION
+export AT_KAFKA_HOME="${AT_KAFKA_HOME:-$HOME/.cache/armoredtwins/kafka-$AT_KAFKA_VERSION}"
+export AT_KAFKA_HEAP="${AT_KAFKA_HEAP:-512m}"
 
 # Generated once by start.sh (0600); exported only when they exist.
 if [ -r "$AT_SECRETS_DIR/at-ingest.password" ]; then

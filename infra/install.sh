@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the pipeline needs, once: Debian packages (mosquitto, cmake and libcurl headers for
-# rdkafka's bundled librdkafka) and the nisshi Kafka-protocol broker (cargo install, cached in
-# ~/.cargo/bin). Idempotent: a second run only checks and returns in about a second.
+# Installs what the pipeline needs, once per machine:
+#   - Debian packages: mosquitto (+ clients), cmake and the libcurl headers (rdkafka's bundled
+#     librdkafka), jq, curl, openssl, a C/C++ compiler; Java 17+ and Maven if missing;
+#   - Apache Kafka (version in infra/kafka/pom.xml) from Maven Central: `mvn --strict-checksums
+#     dependency:copy-dependencies` into $AT_KAFKA_HOME/libs, plus infra/kafka/KafkaAdmin.java
+#     compiled beside it (the scripts' admin client). Nothing is downloaded from anywhere else.
+# Idempotent: a second run only checks (about a second). The Kafka folder is rebuilt when
+# infra/kafka/ changes (a stamp of its files).
 set -euo pipefail
-
-NISSHI_VERSION="${NISSHI_VERSION:-0.8.1}"
-export PATH="$HOME/.cargo/bin:$PATH"
+# shellcheck source=infra/env.sh
+source "$(cd "$(dirname "$0")" && pwd)/env.sh"
 
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
@@ -16,6 +20,9 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
+command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "infra/install: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -28,22 +35,43 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-if ! nisshi --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then
-  # One build at a time: a second install.sh (e.g. start.sh while the first build runs) waits here,
-  # then finds nisshi installed and skips the build.
-  mkdir -p "$HOME/.cache/armoredtwins"
-  exec 9>"$HOME/.cache/armoredtwins/install.lock"
-  if ! flock -n 9; then
-    echo "infra/install: another infra/install.sh is building nisshi; waiting for it"
-    flock 9
+# Kafka 4 brokers need Java 17 or newer.
+java_major="$(java -XshowSettings:properties -version 2>&1 | awk -F' = ' '/java.specification.version/ {print $2}')"
+if ! [[ "${java_major:-0}" =~ ^[0-9]+$ ]] || [ "$java_major" -lt 17 ]; then
+  echo "infra/install: ERROR: Apache Kafka $AT_KAFKA_VERSION needs Java 17 or newer; 'java' here is" \
+    "${java_major:-missing} ($(command -v java || echo 'not on PATH')). Install a JDK 17+ (Debian:" \
+    "openjdk-17-jdk-headless) or put one first on PATH." >&2
+  exit 1
+fi
+
+stamp="$(cat "$AT_INFRA_DIR/kafka/pom.xml" "$AT_INFRA_DIR/kafka/KafkaAdmin.java" | sha256sum | cut -c1-16)"
+if [ "$(cat "$AT_KAFKA_HOME/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  # One install at a time: a second install.sh waits here, then finds the stamp and skips.
+  mkdir -p "$(dirname "$AT_KAFKA_HOME")"
+  exec 9>"$(dirname "$AT_KAFKA_HOME")/install.lock"
+  flock 9
+fi
+if [ "$(cat "$AT_KAFKA_HOME/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  echo "infra/install: Apache Kafka $AT_KAFKA_VERSION from Maven Central into $AT_KAFKA_HOME (once)"
+  t0=$(date +%s)
+  tmp="$AT_KAFKA_HOME.tmp"
+  rm -rf "$tmp"
+  mkdir -p "$tmp/admin"
+  if ! out="$(mvn -B -q --strict-checksums -f "$AT_INFRA_DIR/kafka/pom.xml" \
+    dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$tmp/libs" 2>&1)"; then
+    printf '%s\n' "$out" | tail -30 >&2
+    echo "infra/install: ERROR: Maven could not resolve org.apache.kafka:kafka_2.13:$AT_KAFKA_VERSION" \
+      "from Maven Central (output above). No other broker is used instead." >&2
+    exit 1
   fi
+  ls "$tmp/libs"/kafka_2.13-"$AT_KAFKA_VERSION".jar >/dev/null 2>&1 \
+    || { echo "infra/install: ERROR: kafka_2.13-$AT_KAFKA_VERSION.jar missing after Maven" >&2; exit 1; }
+  javac -nowarn -d "$tmp/admin" -cp "$tmp/libs/*" "$AT_INFRA_DIR/kafka/KafkaAdmin.java"
+  cp "$AT_INFRA_DIR/kafka/log4j2.properties" "$tmp/log4j2.properties"
+  echo "$stamp" >"$tmp/.stamp"
+  rm -rf "$AT_KAFKA_HOME"
+  mv "$tmp" "$AT_KAFKA_HOME"
+  echo "infra/install: Kafka installed in $(($(date +%s) - t0)) s ($(du -sh "$AT_KAFKA_HOME" | cut -f1))"
 fi
-if ! nisshi --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then
-  echo "infra/install: building nisshi $NISSHI_VERSION (once per machine, ~10 min on 2 cores)"
-  # Own target dir so this never waits on the workspace build lock.
-  CARGO_TARGET_DIR="$HOME/.cache/armoredtwins/nisshi-build" \
-    cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version \
-      --no-default-features --features dynostore,libsql
-  rm -rf "$HOME/.cache/armoredtwins/nisshi-build"
-fi
-echo "infra/install: ok (mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), $(nisshi --version 2>/dev/null | head -1))"
+echo "infra/install: ok (mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), Apache Kafka $AT_KAFKA_VERSION on Java $java_major in $AT_KAFKA_HOME)"

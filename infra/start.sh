@@ -1,32 +1,37 @@
 #!/usr/bin/env bash
 # Starts the brokers the pipeline and its tests use, in the background, and waits until they serve:
-#   mosquitto (MQTT 127.0.0.1:$AT_MQTT_PORT, MQTT/TLS 127.0.0.1:$AT_MQTT_TLS_PORT)
-#   nisshi    (Kafka protocol 127.0.0.1:$AT_KAFKA_PORT)
-# Usage: infra/start.sh [--storage memory|sqlite] [--with-prometheus]
-#   --storage memory   (default) nisshi keeps everything in memory: tests; a restart starts empty.
-#   --storage sqlite   nisshi stores in $AT_STATE_DIR/nisshi/nisshi.db; survives restarts.
+#   mosquitto     (MQTT 127.0.0.1:$AT_MQTT_PORT, MQTT/TLS 127.0.0.1:$AT_MQTT_TLS_PORT)
+#   Apache Kafka  (KRaft, combined controller+broker nodes; node i serves 127.0.0.1:$AT_KAFKA_PORT+i-1)
+# Usage: infra/start.sh [--brokers 1|3] [--fresh] [--with-prometheus]
+#   --brokers 1        (default) one Kafka node: the demo, the tests, the benchmarks.
+#   --brokers 3        a three-node cluster (a KRaft quorum of three; topics replicated on all three,
+#                      min.insync.replicas=2): the broker fault tests.
+#   --fresh            start Kafka from empty storage (tests); without it the log persists across
+#                      restarts in $AT_STATE_DIR/kafka/<N>-node/. Refused while Kafka runs.
 #   --with-prometheus  also start Prometheus (only if `prometheus` is on PATH; it is not installed by
 #                      infra/install.sh) with infra/prometheus.yml on 127.0.0.1:$AT_PROMETHEUS_PORT.
-# Idempotent: when both brokers already run and are healthy it says so and returns (~0.25 s).
+# Idempotent: what already runs and serves is kept, a stopped node of the cluster is started again.
 # State, logs and pid files live under $AT_STATE_DIR (see infra/README.md).
 set -euo pipefail
 # shellcheck source=infra/lib.sh
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
-storage=memory
+brokers=1
+fresh=0
 with_prometheus=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --storage) storage="${2:-}"; shift 2 || at_die "--storage needs memory or sqlite" ;;
-    --storage=*) storage="${1#--storage=}"; shift ;;
+    --brokers) brokers="${2:-}"; shift 2 || at_die "--brokers needs 1 or 3" ;;
+    --brokers=*) brokers="${1#--brokers=}"; shift ;;
+    --fresh) fresh=1; shift ;;
     --with-prometheus) with_prometheus=1; shift ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) at_die "unknown argument '$1' (usage: infra/start.sh [--storage memory|sqlite] [--with-prometheus])" ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) at_die "unknown argument '$1' (usage: infra/start.sh [--brokers 1|3] [--fresh] [--with-prometheus])" ;;
   esac
 done
-case "$storage" in memory | sqlite) ;; *) at_die "--storage must be memory or sqlite, not '$storage'" ;; esac
+case "$brokers" in 1 | 3) ;; *) at_die "--brokers must be 1 or 3, not '$brokers'" ;; esac
 
-HEALTH_TIMEOUT_S="${AT_START_TIMEOUT_S:-30}"
+HEALTH_TIMEOUT_S="${AT_START_TIMEOUT_S:-90}"
 t0="$(at_now_ms)"
 
 # One start/stop at a time (e.g. test processes starting the brokers concurrently): the second
@@ -36,42 +41,35 @@ chmod 700 "$AT_STATE_DIR"
 exec 9>"$AT_STATE_DIR/.lock"
 flock 9
 
-# The storage URL nisshi is (to be) started with.
-if [ "$storage" = sqlite ]; then
-  # nisshi reads the URL path without its leading "/" (sqlite:///tmp/x.db opens tmp/x.db relative to
-  # its working dir), so an absolute path needs four slashes: sqlite:////tmp/x.db.
-  storage_url="sqlite:///$AT_NISSHI_SQLITE"
-else
-  storage_url="memory://nisshi/"
+running_shape="$(at_kafka_running_shape)"
+if [ -n "$running_shape" ] && [ "$running_shape" != "$brokers" ]; then
+  at_die "a $running_shape-node Kafka cluster runs in $AT_STATE_DIR, not $brokers; run infra/stop.sh first"
 fi
+if [ "$fresh" = 1 ] && [ -n "$running_shape" ]; then
+  at_die "--fresh: Kafka runs (nodes $(at_kafka_running_nodes "$brokers" | paste -sd,)); run infra/stop.sh first"
+fi
+at_kafka_set_shape "$brokers"
 
 # ---------------------------------------------------------------------------------------------
 # Fast path: both already running and healthy.
-if at_nisshi_running; then
-  running_storage="$(cat "$AT_NISSHI_STORAGE_FILE" 2>/dev/null || echo unknown)"
-  if [ "$running_storage" != "$storage_url" ]; then
-    at_die "nisshi already runs with storage '$running_storage', not '$storage_url'; run infra/stop.sh first"
-  fi
-fi
 if at_mqtt_running && at_mqtt_sync_acl; then
   at_log "infra/mosquitto.acl changed: installed it, reloading mosquitto (pid $(cat "$AT_MQTT_PIDFILE"))"
   at_mqtt_reload
   sleep 0.1
 fi
-if at_mqtt_running && at_nisshi_running && [ "$with_prometheus" = 0 ] \
-  && at_mqtt_healthy && at_nisshi_healthy; then
+if at_mqtt_running && [ "$with_prometheus" = 0 ] && at_mqtt_healthy && at_kafka_healthy "$brokers"; then
   at_log "already running and healthy: mosquitto pid $(cat "$AT_MQTT_PIDFILE") ($AT_MQTT_URL, $AT_MQTT_TLS_URL)," \
-    "nisshi pid $(cat "$AT_NISSHI_PIDFILE") ($AT_KAFKA_BROKERS, $storage) [$(($(at_now_ms) - t0)) ms]"
+    "Kafka $brokers node(s) ($AT_KAFKA_BROKERS) [$(($(at_now_ms) - t0)) ms]"
   exit 0
 fi
 
 bash "$AT_INFRA_DIR/install.sh"
-command -v nisshi >/dev/null 2>&1 || at_die "nisshi is not on PATH after infra/install.sh (see its output above)"
+[ -r "$AT_KAFKA_HOME/admin/KafkaAdmin.class" ] || at_die "Kafka missing in $AT_KAFKA_HOME after infra/install.sh (see its output above)"
 command -v mosquitto_passwd >/dev/null 2>&1 || at_die "mosquitto-clients missing after infra/install.sh"
 
 umask 077
-mkdir -p "$AT_STATE_DIR" "$AT_SECRETS_DIR" "$AT_MQTT_DIR/data" "$AT_MQTT_TLS_DIR" "$AT_NISSHI_DIR"
-chmod 700 "$AT_STATE_DIR" "$AT_SECRETS_DIR" "$AT_MQTT_DIR" "$AT_MQTT_TLS_DIR" "$AT_NISSHI_DIR"
+mkdir -p "$AT_STATE_DIR" "$AT_SECRETS_DIR" "$AT_MQTT_DIR/data" "$AT_MQTT_TLS_DIR" "$AT_KAFKA_DIR"
+chmod 700 "$AT_STATE_DIR" "$AT_SECRETS_DIR" "$AT_MQTT_DIR" "$AT_MQTT_TLS_DIR" "$AT_KAFKA_DIR"
 
 # ---------------------------------------------------------------------------------------------
 # Secrets, TLS, mosquitto config (each created once, kept afterwards)
@@ -84,8 +82,9 @@ for user in at-ingest at-admin; do
     at_log "generated the MQTT password of $user in $f"
   fi
 done
-# Re-source so that this shell has the generated passwords too.
+# Re-source so that this shell has the generated passwords too (then the shape asked for again).
 source "$AT_INFRA_DIR/env.sh"
+at_kafka_set_shape "$brokers"
 
 if [ ! -s "$AT_MQTT_TLS_DIR/ca.crt" ] || [ ! -s "$AT_MQTT_TLS_DIR/server.crt" ] || [ ! -s "$AT_MQTT_TLS_DIR/server.key" ]; then
   at_log "generating the test CA and the MQTT server certificate (P-256) in $AT_MQTT_TLS_DIR"
@@ -131,16 +130,25 @@ chmod 600 "$AT_MQTT_PASSWD_FILE" "$AT_MQTT_ACL_FILE" "$AT_MQTT_CONF"
 # Start what is not running
 
 # Check every port we are about to listen on before starting anything.
-for port in "$AT_MQTT_PORT" "$AT_MQTT_TLS_PORT" "$AT_KAFKA_PORT"; do
-  if [ "$port" = "$AT_KAFKA_PORT" ]; then at_nisshi_running && continue; else at_mqtt_running && continue; fi
-  if at_port_open "$port"; then
-    at_die "port $port is already taken by $(at_port_owner "$port"), not by a broker of $AT_STATE_DIR;" \
-      "stop it, or choose other ports (AT_MQTT_PORT, AT_MQTT_TLS_PORT, AT_KAFKA_PORT)"
+check_port() {
+  if at_port_open "$1"; then
+    at_die "port $1 is already taken by $(at_port_owner "$1"), not by a broker of $AT_STATE_DIR;" \
+      "stop it, or choose other ports (AT_MQTT_PORT, AT_MQTT_TLS_PORT, AT_KAFKA_PORT, AT_KAFKA_CONTROLLER_PORT)"
   fi
+}
+if ! at_mqtt_running; then
+  check_port "$AT_MQTT_PORT"
+  check_port "$AT_MQTT_TLS_PORT"
+fi
+to_start=()
+for ((i = 1; i <= brokers; i++)); do
+  at_kafka_node_alive "$brokers" "$i" && continue
+  check_port $((AT_KAFKA_PORT + i - 1))
+  check_port $((AT_KAFKA_CONTROLLER_PORT + i - 1))
+  to_start+=("$i")
 done
 
 started_mqtt=0
-started_nisshi=0
 
 if at_mqtt_running; then
   if [ "$acl_changed" = 1 ] || [ "$users_changed" = 1 ]; then
@@ -157,27 +165,22 @@ else
   started_mqtt=1
 fi
 
-if ! at_nisshi_running; then
-  # nisshi reads a .env in its working directory: it runs in its own state dir, which has none.
-  rm -f "$AT_NISSHI_DIR/.env"
-  at_log "starting nisshi on $AT_KAFKA_URL (storage $storage_url), log $AT_NISSHI_LOG"
-  printf '\n==== %s infra/start.sh --storage %s\n' "$(date -u +%FT%TZ)" "$storage" >>"$AT_NISSHI_LOG"
-  (
-    cd "$AT_NISSHI_DIR"
-    # The flags below override their environment variables; unset the others nisshi reads, so a
-    # stray CLUSTER_ID or SCHEMA_REGISTRY in the caller's environment cannot change the broker.
-    unset CLUSTER_ID SCHEMA_REGISTRY OTEL_EXPORTER_OTLP_ENDPOINT GROUP_POLL_INTERVAL
-    exec nohup setsid nisshi broker \
-      --storage-engine "$storage_url" \
-      --listener-url "$AT_KAFKA_URL" \
-      --advertised-listener-url "$AT_KAFKA_URL" \
-      --group-initial-rebalance-delay 0s \
-      </dev/null >>"$AT_NISSHI_LOG" 2>&1 9>&-
-  ) &
-  echo $! >"$AT_NISSHI_PIDFILE"
-  echo "$storage_url" >"$AT_NISSHI_STORAGE_FILE"
-  started_nisshi=1
+shape_dir="$(at_kafka_shape_dir "$brokers")"
+if [ "$fresh" = 1 ] && [ -d "$shape_dir" ]; then
+  at_log "--fresh: removing the $brokers-node cluster's storage ($shape_dir)"
+  rm -rf "$shape_dir"
 fi
+mkdir -p "$shape_dir"
+if [ ! -s "$shape_dir/cluster.id" ]; then
+  java -cp "$AT_KAFKA_HOME/libs/*" kafka.tools.StorageTool random-uuid >"$shape_dir/cluster.id.tmp" 2>/dev/null \
+    && mv -f "$shape_dir/cluster.id.tmp" "$shape_dir/cluster.id" || at_die "kafka.tools.StorageTool random-uuid failed"
+fi
+echo "$brokers" >"$AT_KAFKA_DIR/nodes"
+for i in "${to_start[@]}"; do
+  at_log "starting Kafka $AT_KAFKA_VERSION node $i of $brokers on 127.0.0.1:$((AT_KAFKA_PORT + i - 1))" \
+    "(controller :$((AT_KAFKA_CONTROLLER_PORT + i - 1)), heap $AT_KAFKA_HEAP), log $(at_kafka_node_dir "$brokers" "$i")/kafka.log"
+  at_kafka_start_node "$brokers" "$i"
+done
 
 # ---------------------------------------------------------------------------------------------
 # Wait until both serve
@@ -187,32 +190,39 @@ fail() { # fail NAME LOG: show the log's tail, stop what this run started, exit 
   awk '/^==== / { n = 0; delete l } { l[++n] = $0 } END { for (i = (n > 20 ? n - 19 : 1); i <= n; i++) print "    " l[i] }' \
     "$2" >&2 2>/dev/null || true
   [ "$started_mqtt" = 1 ] && at_stop_pidfile "$AT_MQTT_PIDFILE" mosquitto 5
-  [ "$started_nisshi" = 1 ] && at_stop_pidfile "$AT_NISSHI_PIDFILE" nisshi 5
+  for i in "${to_start[@]}"; do at_stop_pidfile "$(at_kafka_node_dir "$brokers" "$i")/kafka.pid" java 10 "Kafka node $i"; done
   at_die "$1 (full log: $2)"
 }
 
 deadline=$(($(at_now_ms) + HEALTH_TIMEOUT_S * 1000))
 mqtt_ok=0
-nisshi_ok=0
+kafka_ok=0
 while :; do
   if [ "$mqtt_ok" = 0 ]; then
     at_pid_starting "$AT_MQTT_PIDFILE" mosquitto || fail "mosquitto exited during start-up" "$AT_MQTT_LOG"
     if at_mqtt_healthy; then mqtt_ok=1; fi
   fi
-  if [ "$nisshi_ok" = 0 ]; then
-    at_pid_starting "$AT_NISSHI_PIDFILE" nisshi || fail "nisshi exited during start-up" "$AT_NISSHI_LOG"
-    if at_nisshi_healthy; then nisshi_ok=1; fi
+  if [ "$kafka_ok" = 0 ]; then
+    for i in "${to_start[@]}"; do
+      at_kafka_node_starting "$brokers" "$i" \
+        || fail "Kafka node $i exited during start-up" "$(at_kafka_node_dir "$brokers" "$i")/kafka.log"
+    done
+    if at_kafka_healthy "$brokers"; then kafka_ok=1; fi
   fi
-  [ "$mqtt_ok" = 1 ] && [ "$nisshi_ok" = 1 ] && break
+  [ "$mqtt_ok" = 1 ] && [ "$kafka_ok" = 1 ] && break
   if [ "$(at_now_ms)" -ge "$deadline" ]; then
     [ "$mqtt_ok" = 1 ] || fail "mosquitto not healthy after ${HEALTH_TIMEOUT_S}s (MQTT round trip as at-admin failed)" "$AT_MQTT_LOG"
-    fail "nisshi not healthy after ${HEALTH_TIMEOUT_S}s (no answer to a metadata request on $AT_KAFKA_URL)" "$AT_NISSHI_LOG"
+    fail "Kafka not healthy after ${HEALTH_TIMEOUT_S}s (no $brokers-broker metadata or no probe topic on $AT_KAFKA_BROKERS)" \
+      "$(at_kafka_node_dir "$brokers" "${to_start[0]:-1}")/kafka.log"
   fi
   sleep 0.1
 done
 
 at_log "mosquitto pid $(cat "$AT_MQTT_PIDFILE"): $AT_MQTT_URL and $AT_MQTT_TLS_URL (CA $AT_MQTT_CA)"
-at_log "nisshi pid $(cat "$AT_NISSHI_PIDFILE"): $AT_KAFKA_BROKERS ($storage)"
+for ((i = 1; i <= brokers; i++)); do
+  at_log "Kafka node $i pid $(cat "$(at_kafka_node_dir "$brokers" "$i")/kafka.pid"): 127.0.0.1:$((AT_KAFKA_PORT + i - 1))"
+done
+at_log "Kafka $AT_KAFKA_VERSION, $brokers node(s): bootstrap servers $AT_KAFKA_BROKERS"
 
 # ---------------------------------------------------------------------------------------------
 # Optional: Prometheus

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Health check: prints whether mosquitto and nisshi run and serve, and exits 0 only when both do.
+# Health check: prints whether mosquitto and Kafka run and serve, and exits 0 only when both do.
 #   mosquitto: both listeners accept at-ingest's credentials and a message published by at-admin
 #              comes back to a subscriber (over TLS, checked against AT_MQTT_CA);
-#   nisshi:    the port is open and it answers a Kafka metadata request (`nisshi topic list`).
-# Usage: infra/status.sh      (takes ~0.3 s)
+#   Kafka:     every node of the running shape (1 or 3 nodes) runs, the metadata lists all of them,
+#              and a replicated probe topic is created and deleted through Kafka's Admin API.
+# Usage: infra/status.sh      (takes ~2 s, mostly the admin client's JVM starting)
 set -euo pipefail
 # shellcheck source=infra/lib.sh
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -18,13 +19,18 @@ else
   at_log "mosquitto: pid $(cat "$AT_MQTT_PIDFILE") runs but fails the MQTT round trip (log $AT_MQTT_LOG)"
   ok=1
 fi
-if ! at_nisshi_running; then
-  at_log "nisshi: not running"
+shape="$(at_kafka_running_shape)"
+if [ -z "$shape" ]; then
+  at_log "Kafka: not running"
   ok=1
-elif at_nisshi_healthy; then
-  at_log "nisshi: healthy, pid $(cat "$AT_NISSHI_PIDFILE"), $AT_KAFKA_BROKERS, storage $(cat "$AT_NISSHI_STORAGE_FILE" 2>/dev/null || echo '?')"
 else
-  at_log "nisshi: pid $(cat "$AT_NISSHI_PIDFILE") runs but does not answer metadata requests (log $AT_NISSHI_LOG)"
-  ok=1
+  at_kafka_set_shape "$shape"
+  running="$(at_kafka_running_nodes "$shape" | paste -sd, -)"
+  if at_kafka_healthy "$shape"; then
+    at_log "Kafka $AT_KAFKA_VERSION: healthy, $shape node(s) ($running), bootstrap $AT_KAFKA_BROKERS"
+  else
+    at_log "Kafka: nodes $running of $shape run but the cluster does not serve (logs $(at_kafka_shape_dir "$shape")/node-*/kafka.log)"
+    ok=1
+  fi
 fi
 exit "$ok"

@@ -132,7 +132,7 @@ impl Phases {
 pub struct Infra {
     /// The MQTT ⇄ Kafka bridge.
     pub ingest: f64,
-    /// nisshi and mosquitto, over the whole run.
+    /// The Kafka node(s) and mosquitto, over the whole run.
     pub brokers: f64,
 }
 
@@ -203,22 +203,6 @@ fn env(kafka: &KafkaConfig, extra: &[(&str, String)]) -> Vec<(String, String)> {
     ];
     v.extend(extra.iter().map(|(k, val)| (k.to_string(), val.clone())));
     v
-}
-
-async fn delete_topics(kafka: &KafkaConfig, topics: &Topics) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> =
-        armored_runtime::kafka::base_config(kafka).create()?;
-    let names: Vec<String> = topics.all().into_iter().map(|(n, _)| n).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for r in admin.delete_topics(&refs, &opts).await? {
-        if let Err((name, code)) = r {
-            anyhow::bail!("{name}: {code}");
-        }
-    }
-    Ok(())
 }
 
 /// Records on every partition of `topic` (sum of the partitions' end offsets).
@@ -631,9 +615,11 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
         service: per(self3 - self2),
     };
     // Keys and logs of this run are no longer needed (the next N makes its own), nor are its
-    // topics: a broker that keeps every earlier run's records in memory gets slower.
+    // topics: the broker keeps files and memory for every partition.
     let _ = std::fs::remove_dir_all(dir.join("phones"));
-    if let Err(e) = delete_topics(&kafka, &topics).await {
+    if let Err(e) =
+        armored_runtime::kafka::delete_topics_with_prefix(&kafka, &kafka.topic_prefix).await
+    {
         println!("   (could not delete this run's topics: {e})");
     }
     Ok(Row {

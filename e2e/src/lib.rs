@@ -1,8 +1,10 @@
-//! Harness of the end-to-end tests: the brokers are the real mosquitto and nisshi started by
+//! Harness of the end-to-end tests: the brokers are the real mosquitto and Apache Kafka started by
 //! `infra/start.sh` (addresses and passwords from `infra/env.sh`'s variables or its state dir);
 //! every test gets its own topic prefix, consumer groups and twin ids, and runs the services
 //! in-process through their `run(config, shutdown)`.
 #![forbid(unsafe_code)]
+
+pub mod load;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -106,7 +108,20 @@ impl Running {
 /// `GET path` on a service's HTTP endpoint: (status line, whole response).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    // A service started a moment ago may not listen yet (it asks the broker for metadata first).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await?;
     let mut body = String::new();
@@ -237,7 +252,15 @@ impl Env {
         Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let sd = self.shutdown.child_token();
-        let task = tokio::spawn(f(sd.clone()));
+        let run = f(sd.clone());
+        // A service that stops by itself says why (tests otherwise only see it gone).
+        let task = tokio::spawn(async move {
+            let r = run.await;
+            if let Err(e) = &r {
+                tracing::error!(error = format!("{e:#}"), %metrics, "service stopped with an error");
+            }
+            r
+        });
         Running {
             shutdown: sd,
             task,
@@ -368,12 +391,36 @@ impl Env {
         read_all(&self.kafka, topic)
     }
 
-    /// Stops every service and device of this test.
+    /// Stops every service and device of this test (then dropping it deletes its topics).
     pub async fn stop(self) {
         self.shutdown.cancel();
         // Services drain and commit on shutdown; give them a moment.
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+impl Drop for Env {
+    /// Also when a test fails half-way: its services stop, and its topics and directory go (Kafka
+    /// keeps files and memory for every partition; ~75 per test would pile up over a run).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
         let _ = std::fs::remove_dir_all(&self.dir);
+        let kafka = self.kafka.clone();
+        // A thread of its own: dropping may happen inside a tokio runtime, where blocking on a
+        // future is not allowed; the admin client's futures need no runtime.
+        let deleted = std::thread::spawn(move || {
+            futures::executor::block_on(armored_runtime::kafka::delete_topics_with_prefix(
+                &kafka,
+                &kafka.topic_prefix,
+            ))
+        })
+        .join();
+        if let Ok(Err(e)) = deleted {
+            eprintln!(
+                "could not delete the topics of {}: {e}",
+                self.kafka.topic_prefix
+            );
+        }
     }
 }
 

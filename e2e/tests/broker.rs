@@ -1,5 +1,6 @@
-//! What the pipeline assumes of the Kafka-protocol broker, checked on the real one: a consumer group
-//! resumes exactly at the committed offset, including inside a produced batch.
+//! What the pipeline assumes of the broker (Apache Kafka), checked on the real one: a consumer group
+//! resumes exactly at the committed offset, including inside a produced batch; concurrent idempotent
+//! producers lose nothing and store each record once, in each producer's order.
 
 use std::time::Duration;
 
@@ -76,7 +77,7 @@ async fn a_group_resumes_exactly_at_its_committed_offset() -> anyhow::Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_producers_to_one_partition_lose_nothing() -> anyhow::Result<()> {
+async fn concurrent_producers_to_one_partition_lose_nothing_and_store_each_record_once() -> anyhow::Result<()> {
     let env = Env::new().await?;
     let topic = env.topics.name("race");
     armored_runtime::kafka::create_topics(&env.kafka, &[(topic.clone(), 1)]).await?;
@@ -107,16 +108,30 @@ async fn concurrent_producers_to_one_partition_lose_nothing() -> anyhow::Result<
     for t in tasks {
         t.await??;
     }
-    let got: std::collections::BTreeSet<u32> = env
+    let stored: Vec<u32> = env
         .records(&topic)?
         .into_iter()
         .filter_map(|(_, v)| v.try_into().ok().map(u32::from_be_bytes))
         .collect();
+    let got: std::collections::BTreeSet<u32> = stored.iter().copied().collect();
     assert_eq!(
         got.len() as u32,
         3 * EACH,
         "every acknowledged record is on the topic"
     );
+    // The idempotent producer: no record stored twice, and each producer's records in its order.
+    assert_eq!(stored.len(), got.len(), "no record stored twice");
+    for p in 0..3u32 {
+        let mine: Vec<u32> = stored
+            .iter()
+            .copied()
+            .filter(|v| v / EACH == p)
+            .collect();
+        assert!(
+            mine.windows(2).all(|w| w[0] < w[1]),
+            "producer {p}'s records in the order it sent them"
+        );
+    }
     env.stop().await;
     Ok(())
 }

@@ -209,8 +209,9 @@ pub struct AttemptTransport {
     receivers: [Option<PeerReceiver>; 3],
     /// (round, chunk) of every record opened from each peer. A second copy of a record already
     /// opened would not open under the channel's next nonce and would fail the attempt; such copies
-    /// are skipped (counted as `duplicate`). nisshi 0.8.1 checks no producer sequence numbers, so a
-    /// retried produce can be stored twice: the likely cause of one CI failure of a legitimate job.
+    /// are skipped (counted as `duplicate`). The idempotent producer stops a retried produce from
+    /// being stored twice, but not a resend after a producer restart: a reader of at-least-once
+    /// records tolerates copies.
     opened: [std::collections::HashSet<(u32, u32)>; 3],
     round_timeout: Duration,
     runtime: tokio::runtime::Handle,

@@ -105,18 +105,35 @@ impl Topics {
     /// Every topic of DESIGN's table with its partition count, from `infra/topics.tsv` (the one
     /// list the scripts use too).
     pub fn all(&self) -> Vec<(String, i32)> {
-        TOPICS_TSV
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .filter_map(|l| {
-                let mut cols = l.split('\t');
-                let name = cols.next()?;
-                let partitions = cols.next()?.trim().parse().ok()?;
-                Some((self.name(name), partitions))
-            })
+        table()
+            .map(|(name, partitions, _)| (self.name(name), partitions))
             .collect()
     }
+}
+
+/// The rows of `infra/topics.tsv`: (base name, partitions, retention.ms).
+fn table() -> impl Iterator<Item = (&'static str, i32, i64)> {
+    TOPICS_TSV
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let mut cols = l.split('\t').map(str::trim);
+            let name = cols.next()?;
+            let partitions = cols.next()?.parse().ok()?;
+            let retention = cols.next()?.parse().ok()?;
+            Some((name, partitions, retention))
+        })
+}
+
+/// retention.ms of the table's topic whose name `topic` ends with (after a prefix), if any.
+fn table_retention(topic: &str) -> Option<i64> {
+    table()
+        .find(|(base, _, _)| {
+            topic
+                .strip_suffix(base)
+                .is_some_and(|p| p.is_empty() || p.ends_with('.'))
+        })
+        .map(|(_, _, retention)| retention)
 }
 
 const TOPICS_TSV: &str = include_str!("../../infra/topics.tsv");
@@ -131,13 +148,17 @@ pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
 }
 
 /// An idempotent producer that acknowledges only after the broker has the write.
+/// `AT_RDKAFKA_PRODUCER_DEBUG` (e.g. `eos,msg,broker`) turns on librdkafka's debug log for producers.
 pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
-    Ok(base_config(cfg)
-        .set("enable.idempotence", "true")
+    let mut c = base_config(cfg);
+    c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", cfg.linger_ms.to_string())
-        .set("message.max.bytes", "1000000")
-        .create()?)
+        .set("message.max.bytes", "1000000");
+    if let Ok(debug) = std::env::var("AT_RDKAFKA_PRODUCER_DEBUG") {
+        c.set("debug", debug).set("log_level", "7");
+    }
+    Ok(c.create()?)
 }
 
 /// Fails fast with a clear message when the broker does not answer.
@@ -153,15 +174,32 @@ pub fn wait_for_broker(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
         })
 }
 
-/// Creates `topics` (name, partitions); an existing topic is fine.
+/// Creates `topics` (name, partitions); an existing topic is fine. Like `infra/topics.sh`: the
+/// broker's default replication factor (1 on one node, 3 on the three-node cluster, where
+/// `min.insync.replicas=2`), `cleanup.policy=delete` (the folded control topics must keep every
+/// record: compaction would drop what first-writer-wins and sticky revocations depend on), and the
+/// table's `retention.ms` for the topics of `infra/topics.tsv` (others: the broker's default).
 pub async fn create_topics(
     cfg: &KafkaConfig,
     topics: &[(String, i32)],
 ) -> Result<(), KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> = base_config(cfg).create()?;
+    let retention: Vec<Option<String>> = topics
+        .iter()
+        .map(|(n, _)| table_retention(n).map(|r| r.to_string()))
+        .collect();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+        .zip(&retention)
+        .map(|((n, p), r)| {
+            // -1: the broker's default.replication.factor (KIP-464).
+            let t =
+                NewTopic::new(n, *p, TopicReplication::Fixed(-1)).set("cleanup.policy", "delete");
+            match r {
+                Some(r) => t.set("retention.ms", r),
+                None => t,
+            }
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for r in admin.create_topics(new.iter(), &opts).await? {
@@ -173,7 +211,99 @@ pub async fn create_topics(
             }
         }
     }
-    Ok(())
+    wait_for_leaders(&admin, cfg, topics).await
+}
+
+/// Waits until the metadata lists every partition of `topics` with a leader. Kafka answers
+/// CreateTopics once the controller has the topic, before every broker's metadata has it: a
+/// client that looks a partition up at once may not find it.
+async fn wait_for_leaders(
+    admin: &AdminClient<DefaultClientContext>,
+    cfg: &KafkaConfig,
+    topics: &[(String, i32)],
+) -> Result<(), KafkaSetupError> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(cfg.connect_timeout_ms);
+    loop {
+        let md = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_millis(cfg.connect_timeout_ms))?;
+        let missing = topics.iter().find(|(name, partitions)| {
+            !md.topics().iter().any(|t| {
+                t.name() == name
+                    && t.error().is_none()
+                    && t.partitions().len() == *partitions as usize
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+            })
+        });
+        let Some((name, _)) = missing.or_else(|| not_served(cfg, topics)) else {
+            return Ok(());
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaSetupError::Unreachable {
+                brokers: cfg.brokers.clone(),
+                timeout_ms: cfg.connect_timeout_ms,
+                detail: format!("topic {name} created but its partitions have no leader yet"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The first of `topics` whose leader does not answer a ListOffsets for every partition yet (the
+/// metadata may name a leader a little before that broker serves the partition: a consumer that
+/// asks it then gets NOT_LEADER_FOR_PARTITION).
+fn not_served<'a>(cfg: &KafkaConfig, topics: &'a [(String, i32)]) -> Option<&'a (String, i32)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let probe: BaseConsumer = base_config(cfg).create().ok()?;
+    topics.iter().find(|(name, partitions)| {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..*partitions {
+            if tpl.add_partition_offset(name, p, Offset::End).is_err() {
+                return true;
+            }
+        }
+        match probe.offsets_for_times(tpl, Duration::from_secs(5)) {
+            Ok(answer) => answer.elements().iter().any(|e| e.error().is_err()),
+            Err(_) => true,
+        }
+    })
+}
+
+/// Deletes every topic whose name starts with `prefix` (a test's or a benchmark run's topics: a Kafka
+/// broker keeps files and memory for every partition). An empty prefix is refused.
+pub async fn delete_topics_with_prefix(
+    cfg: &KafkaConfig,
+    prefix: &str,
+) -> Result<usize, KafkaSetupError> {
+    if prefix.is_empty() {
+        return Err(KafkaSetupError::Client(KafkaError::AdminOpCreation(
+            "refusing to delete every topic (empty prefix)".into(),
+        )));
+    }
+    let admin: AdminClient<DefaultClientContext> = base_config(cfg).create()?;
+    let md = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_millis(cfg.connect_timeout_ms))?;
+    let names: Vec<&str> = md
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in admin.delete_topics(&names, &opts).await? {
+        if let Err((name, code)) = r {
+            tracing::warn!(topic = %name, %code, "topic deletion failed");
+            if code != RDKafkaErrorCode::UnknownTopicOrPartition {
+                return Err(KafkaSetupError::Client(KafkaError::AdminOp(code)));
+            }
+        }
+    }
+    Ok(names.len())
 }
 
 /// An output waiting for its broker's acknowledgement (Kafka or MQTT); the error says why it failed.
@@ -283,5 +413,18 @@ mod tests {
         assert!(all.contains(&("t1.at.sync.v1".to_string(), 12)));
         assert!(all.contains(&("t1.at.mpc.jobs.v1".to_string(), 1)));
         assert!(all.contains(&(Topics::new("t1.").mpc_shares(3), 6)));
+    }
+
+    #[test]
+    fn retention_comes_from_the_table_by_base_name() {
+        assert_eq!(table_retention("t1.at.sync.v1"), Some(-1));
+        assert_eq!(table_retention("at.deliver.v1"), Some(604_800_000));
+        assert_eq!(table_retention("t1.at.dlq.v1"), Some(1_209_600_000));
+        assert_eq!(
+            table_retention("t1.xat.sync.v1"),
+            None,
+            "only whole names match"
+        );
+        assert_eq!(table_retention("t1.probe"), None);
     }
 }

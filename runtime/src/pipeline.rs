@@ -6,10 +6,9 @@
 //! partition, in order), so outputs keep the partition's order, and passes the outputs'
 //! acknowledgements to the partition's committer, which awaits them in order and only then marks
 //! the offset done. The poll thread commits done offsets every second, explicitly (topic,
-//! partition, offset): librdkafka's own commit of stored offsets adds the leader epoch, and with
-//! nisshi 0.8.1 a group then resumed one record *past* the committed offset (measured: the kill test
-//! lost one record per failed-over partition), while explicit offsets resume exactly
-//! (e2e/tests/broker.rs). On revoke and on shutdown the affected partitions are drained and
+//! partition, offset): only the committer knows which offsets are done (a record's outputs may be
+//! acknowledged after later records were polled), and a group resumes exactly at the offset
+//! committed (e2e/tests/broker.rs checks that on the broker). On revoke and on shutdown the affected partitions are drained and
 //! committed synchronously before they are given up. If an output is never
 //! acknowledged the pipeline stops without storing its offset, so the message is processed again
 //! after a restart: receivers de-duplicate by (twin, writer key, seq).

@@ -185,15 +185,26 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     Ok(body)
 }
 
-/// The brokers' pids from infra/'s pid files (their CPU is shown apart: infrastructure).
+/// The brokers' pids from infra/'s pid files (their CPU is shown apart: infrastructure): every
+/// running Kafka node of either cluster shape (`kafka/<N>-node/node-<i>/kafka.pid`) and mosquitto.
 pub fn broker_pids(state_dir: &Path) -> Vec<(String, u32)> {
-    [
-        ("nisshi", state_dir.join("nisshi/nisshi.pid")),
-        ("mosquitto", state_dir.join("mosquitto/mosquitto.pid")),
-    ]
-    .into_iter()
-    .filter_map(|(n, p): (&str, PathBuf)| pid_from_file(&p).map(|pid| (n.to_string(), pid)))
-    .collect()
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for shape in [1, 3] {
+        for node in 1..=shape {
+            files.push((
+                format!("kafka-{shape}n-{node}"),
+                state_dir.join(format!("kafka/{shape}-node/node-{node}/kafka.pid")),
+            ));
+        }
+    }
+    files.push((
+        "mosquitto".to_string(),
+        state_dir.join("mosquitto/mosquitto.pid"),
+    ));
+    files
+        .into_iter()
+        .filter_map(|(n, p)| pid_from_file(&p).map(|pid| (n, pid)))
+        .collect()
 }
 
 /// Sum of the brokers' CPU time in ms.

@@ -1,0 +1,179 @@
+// The infra scripts' Kafka admin client: Kafka's own Admin API (kafka-clients), one JVM per call.
+// Compiled once by infra/install.sh into the versioned Kafka cache; run by infra/lib.sh's at_kafka_admin.
+//
+//   health  BOOTSTRAP NODES          metadata answered by NODES brokers, a probe topic created
+//                                    (replicated on min(NODES, 3) brokers) and deleted again
+//   topics  BOOTSTRAP TSV PREFIX RF  create every topic of TSV (name, partitions, retention_ms) under
+//                                    PREFIX with replication factor RF (-1: the broker's default);
+//                                    idempotent; a different partition count is an error; prints a table
+//   delete  BOOTSTRAP PREFIX         delete every topic whose name starts with PREFIX (not empty)
+//   leaders BOOTSTRAP TOPIC          one line per partition: partition, leader id, ISR ids
+//
+// Exit codes: 0 done, 1 the broker refused or did not answer, 2 usage.
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Properties;
+import java.util.Set;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Collectors;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.common.Node;
+import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.errors.TopicExistsException;
+
+public final class KafkaAdmin {
+    private static final long TIMEOUT_S = 15;
+
+    public static void main(String[] args) {
+        if (args.length < 2) {
+            usage();
+        }
+        Properties props = new Properties();
+        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, args[1]);
+        props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "5000");
+        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "10000");
+        props.put(AdminClientConfig.RETRY_BACKOFF_MS_CONFIG, "100");
+        try (Admin admin = Admin.create(props)) {
+            switch (args[0]) {
+                case "health" -> health(admin, intArg(args, 2));
+                case "topics" -> {
+                    if (args.length != 5) usage();
+                    topics(admin, Path.of(args[2]), args[3], (short) intArg(args, 4));
+                }
+                case "delete" -> {
+                    if (args.length != 3 || args[2].isEmpty()) usage();
+                    delete(admin, args[2]);
+                }
+                case "leaders" -> {
+                    if (args.length != 3) usage();
+                    leaders(admin, args[2]);
+                }
+                default -> usage();
+            }
+        } catch (ExecutionException e) {
+            fail(e.getCause() == null ? e.toString() : e.getCause().toString());
+        } catch (Exception e) {
+            fail(e.toString());
+        }
+    }
+
+    private static void health(Admin admin, int nodes) throws Exception {
+        var cluster = admin.describeCluster();
+        var brokers = cluster.nodes().get(TIMEOUT_S, TimeUnit.SECONDS);
+        if (brokers.size() < nodes) {
+            fail("metadata lists " + brokers.size() + " of " + nodes + " brokers");
+        }
+        // Creatable topics: the controller quorum and enough brokers for a replicated topic.
+        String probe = "__at-health-" + Long.toHexString(System.nanoTime());
+        short rf = (short) Math.min(nodes, 3);
+        admin.createTopics(List.of(new NewTopic(probe, 1, rf))).all().get(TIMEOUT_S, TimeUnit.SECONDS);
+        admin.deleteTopics(List.of(probe)).all().get(TIMEOUT_S, TimeUnit.SECONDS);
+        System.out.println("brokers " + brokers.stream().map(Node::idString).sorted()
+            .collect(Collectors.joining(",")) + ", controller "
+            + cluster.controller().get(TIMEOUT_S, TimeUnit.SECONDS).idString());
+    }
+
+    private record Row(String name, int partitions, String retentionMs) {}
+
+    private static void topics(Admin admin, Path tsv, String prefix, short rf) throws Exception {
+        if (!prefix.matches("[A-Za-z0-9._-]{0,100}")) {
+            fail("bad prefix '" + prefix + "': Kafka topic names allow only [A-Za-z0-9._-]");
+        }
+        List<Row> rows = new ArrayList<>();
+        for (String line : Files.readAllLines(tsv)) {
+            String t = line.strip();
+            if (t.isEmpty() || t.startsWith("#")) continue;
+            String[] cols = line.split("\t");
+            if (cols.length != 3 || !cols[1].matches("[0-9]+") || !cols[2].matches("-?[0-9]+")) {
+                fail(tsv + ": bad line '" + line + "'");
+            }
+            rows.add(new Row(prefix + cols[0], Integer.parseInt(cols[1]), cols[2]));
+        }
+        Map<String, String> status = new HashMap<>();
+        List<NewTopic> create = new ArrayList<>();
+        for (Row r : rows) {
+            // Delete, never compact: the folded control topics keep every record (first writer wins,
+            // sticky revocations), and the others expire by age.
+            create.add(new NewTopic(r.name, Optional.of(r.partitions), rf == -1 ? Optional.empty() : Optional.of(rf))
+                .configs(Map.of("cleanup.policy", "delete", "retention.ms", r.retentionMs)));
+        }
+        var result = admin.createTopics(create);
+        for (var e : result.values().entrySet()) {
+            try {
+                e.getValue().get(TIMEOUT_S, TimeUnit.SECONDS);
+                status.put(e.getKey(), "created");
+            } catch (ExecutionException ex) {
+                if (ex.getCause() instanceof TopicExistsException) {
+                    status.put(e.getKey(), "exists");
+                } else {
+                    fail("creating " + e.getKey() + " failed: " + ex.getCause());
+                }
+            }
+        }
+        Map<String, TopicDescription> have = admin.describeTopics(rows.stream().map(Row::name).toList())
+            .allTopicNames().get(TIMEOUT_S, TimeUnit.SECONDS);
+        boolean bad = false;
+        System.out.printf("%-44s %10s %8s %14s  %s%n", "topic", "partitions", "replicas", "retention.ms", "status");
+        for (Row r : rows) {
+            TopicDescription d = have.get(r.name);
+            int parts = d.partitions().size();
+            int replicas = d.partitions().get(0).replicas().size();
+            String note = status.get(r.name);
+            if (parts != r.partitions) {
+                note += ", BROKER HAS " + parts + " PARTITIONS";
+                bad = true;
+            }
+            System.out.printf("%-44s %10d %8d %14s  %s%n", r.name, r.partitions, replicas, r.retentionMs, note);
+        }
+        if (bad) fail("some topics exist with another partition count (delete them or use another prefix)");
+    }
+
+    private static void delete(Admin admin, String prefix) throws Exception {
+        Set<String> names = admin.listTopics().names().get(TIMEOUT_S, TimeUnit.SECONDS).stream()
+            .filter(n -> n.startsWith(prefix)).collect(Collectors.toSet());
+        if (!names.isEmpty()) {
+            admin.deleteTopics(names).all().get(60, TimeUnit.SECONDS);
+        }
+        System.out.println("deleted " + names.size() + " topics starting with '" + prefix + "'");
+    }
+
+    private static void leaders(Admin admin, String topic) throws Exception {
+        TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames()
+            .get(TIMEOUT_S, TimeUnit.SECONDS).get(topic);
+        for (TopicPartitionInfo p : d.partitions()) {
+            System.out.println(p.partition() + "\t" + (p.leader() == null ? "none" : p.leader().idString()) + "\t"
+                + p.isr().stream().map(Node::idString).collect(Collectors.joining(",")));
+        }
+    }
+
+    private static int intArg(String[] args, int i) {
+        if (args.length <= i) usage();
+        try {
+            return Integer.parseInt(args[i]);
+        } catch (NumberFormatException e) {
+            usage();
+            return 0;
+        }
+    }
+
+    private static void usage() {
+        System.err.println("usage: KafkaAdmin health BOOTSTRAP NODES | topics BOOTSTRAP TSV PREFIX RF"
+            + " | delete BOOTSTRAP PREFIX | leaders BOOTSTRAP TOPIC");
+        System.exit(2);
+    }
+
+    private static void fail(String why) {
+        System.err.println("KafkaAdmin: " + why);
+        System.exit(1);
+    }
+}
