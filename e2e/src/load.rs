@@ -122,7 +122,9 @@ where
         let stop = env.shutdown.child_token();
         let mut svc = Service::open(&svc_dir)?;
         tokio::spawn(async move {
-            svc.consume(&ctl, Some(published as u64), Some(load.idle), stop, |o| {
+            // Its idle limit is longer than the stall check below, which reports where things stand.
+            let idle = load.idle + Duration::from_secs(30);
+            svc.consume(&ctl, Some(published as u64), Some(idle), stop, |o| {
                 if let Outcome::Received(r) = o {
                     if let Ok(mut s) = seen.lock() {
                         s.insert((r.twin_id.clone(), r.device_id.clone(), r.seq));

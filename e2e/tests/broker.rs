@@ -77,7 +77,8 @@ async fn a_group_resumes_exactly_at_its_committed_offset() -> anyhow::Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_producers_to_one_partition_lose_nothing_and_store_each_record_once() -> anyhow::Result<()> {
+async fn concurrent_producers_to_one_partition_lose_nothing_and_store_each_record_once(
+) -> anyhow::Result<()> {
     let env = Env::new().await?;
     let topic = env.topics.name("race");
     armored_runtime::kafka::create_topics(&env.kafka, &[(topic.clone(), 1)]).await?;
@@ -122,11 +123,7 @@ async fn concurrent_producers_to_one_partition_lose_nothing_and_store_each_recor
     // The idempotent producer: no record stored twice, and each producer's records in its order.
     assert_eq!(stored.len(), got.len(), "no record stored twice");
     for p in 0..3u32 {
-        let mine: Vec<u32> = stored
-            .iter()
-            .copied()
-            .filter(|v| v / EACH == p)
-            .collect();
+        let mine: Vec<u32> = stored.iter().copied().filter(|v| v / EACH == p).collect();
         assert!(
             mine.windows(2).all(|w| w[0] < w[1]),
             "producer {p}'s records in the order it sent them"

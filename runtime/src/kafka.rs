@@ -143,6 +143,10 @@ pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("socket.timeout.ms", "10000")
+        // Metadata (leaders and their epochs) refreshed every 10 s instead of 5 min: after a broker
+        // restart a client holding a stale leader epoch was refused (FENCED_LEADER_EPOCH) and some
+        // partitions of a group stopped being fetched until the next refresh.
+        .set("topic.metadata.refresh.interval.ms", "10000")
         .set("log_level", "4");
     c
 }

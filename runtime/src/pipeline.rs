@@ -261,14 +261,29 @@ fn drain(lanes: &Lanes, which: Option<&[(String, i32)]>, timeout: Duration) {
             Some(list) => list.iter().filter_map(|k| map.remove(k)).collect(),
         }
     };
-    for lane in taken {
-        drop(lane.tx);
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = lane.drained.recv_timeout(timeout)
-        {
-            tracing::warn!(
-                "a partition did not drain in time; its unfinished records will be redelivered"
-            );
+    // One deadline for all: lanes drain in parallel, and a rebalance (which waits for this) is held
+    // up at most `timeout`, not `timeout` per partition. Seen on a broker restart: lanes waiting for
+    // the control topics held a revocation of 11 partitions ~110 s, and the group stalled with it.
+    let deadline = std::time::Instant::now() + timeout;
+    let mut late = 0;
+    let receivers: Vec<_> = taken
+        .into_iter()
+        .map(|lane| {
+            drop(lane.tx);
+            lane.drained
+        })
+        .collect();
+    for drained in receivers {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = drained.recv_timeout(left) {
+            late += 1;
         }
+    }
+    if late > 0 {
+        tracing::warn!(
+            partitions = late,
+            "partitions did not drain in time; their unfinished records will be redelivered"
+        );
     }
 }
 
