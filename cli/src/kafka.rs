@@ -8,7 +8,6 @@ use armored_runtime::config::{KafkaConfig, KAFKA_DEFAULTS};
 use armored_runtime::kafka::{self, Topics};
 use armored_runtime::registry::Registry;
 use armored_runtime::Shutdown;
-use rdkafka::producer::FutureProducer;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -24,7 +23,7 @@ pub struct Ctl {
     /// Topic names.
     pub topics: Topics,
     /// Producer (acks=all, idempotent).
-    pub producer: FutureProducer,
+    pub producer: kafka::AtProducer,
 }
 
 impl std::fmt::Debug for Ctl {

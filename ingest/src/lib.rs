@@ -78,7 +78,7 @@ max_in_flight = 1024
 pub(crate) struct Ctx {
     pub cfg: Config,
     pub topics: Topics,
-    pub producer: rdkafka::producer::FutureProducer,
+    pub producer: kafka::AtProducer,
     pub dlq: DeadLetters,
     pub metrics: metrics::Metrics,
     pub registry: Arc<RwLock<Registry>>,

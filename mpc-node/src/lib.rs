@@ -35,7 +35,6 @@ use armored_schemas::limits::MAX_JOB_BYTES;
 use armored_schemas::v1::mpc_result::Result as ResultKind;
 use armored_schemas::{decode_strict, v1, WIRE_VERSION};
 use prost::Message;
-use rdkafka::producer::FutureProducer;
 
 pub use crate::config::{defaults, Config, Keys};
 use crate::net::PeerNet;
@@ -47,7 +46,7 @@ struct Ctx {
     cfg: Config,
     keys: Keys,
     topics: Topics,
-    producer: FutureProducer,
+    producer: armored_runtime::kafka::AtProducer,
     dlq: DeadLetters,
     metrics: metrics::Metrics,
     registry: Arc<RwLock<Registry>>,

@@ -21,7 +21,7 @@ use armored_schemas::limits::{MAX_PEER_MESSAGE_BYTES, PEER_CHUNK_BYTES};
 use armored_schemas::{decode_strict, v1};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use crate::metrics::Metrics;
@@ -50,7 +50,7 @@ struct Inbox {
 pub struct PeerNet {
     me: u32,
     topic: String,
-    producer: FutureProducer,
+    producer: armored_runtime::kafka::AtProducer,
     inbox: Arc<(Mutex<Inboxes>, Condvar)>,
     metrics: Metrics,
 }
@@ -68,7 +68,7 @@ impl PeerNet {
         kafka: &KafkaConfig,
         topic: &str,
         me: u32,
-        producer: FutureProducer,
+        producer: armored_runtime::kafka::AtProducer,
         metrics: Metrics,
         shutdown: Shutdown,
     ) -> Result<Arc<Self>, KafkaSetupError> {

@@ -84,7 +84,7 @@ const MAX_BATCH: usize = 32;
 struct Ctx {
     cfg: Config,
     topics: Topics,
-    producer: rdkafka::producer::FutureProducer,
+    producer: armored_runtime::kafka::AtProducer,
     dlq: DeadLetters,
     metrics: metrics::Metrics,
     registry: Arc<RwLock<Registry>>,

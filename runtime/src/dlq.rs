@@ -3,7 +3,6 @@
 
 use prometheus::IntCounterVec;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureProducer;
 
 use crate::kafka::{enqueue, Ack};
 
@@ -23,7 +22,7 @@ pub struct Source<'a> {
 /// Writer of dead letters.
 #[derive(Clone)]
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: crate::kafka::AtProducer,
     topic: String,
     counter: IntCounterVec,
     service: &'static str,
@@ -38,7 +37,7 @@ impl std::fmt::Debug for DeadLetters {
 impl DeadLetters {
     /// Dead letters of `service` to `topic`, counted in `counter` (label `reason`).
     pub fn new(
-        producer: FutureProducer,
+        producer: crate::kafka::AtProducer,
         topic: String,
         counter: IntCounterVec,
         service: &'static str,

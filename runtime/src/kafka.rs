@@ -151,18 +151,71 @@ pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// The producer of every service and tool: a librdkafka producer (it derefs to one) that keeps
+/// the settings it was made with, so that [`enqueue`] can send through a fresh producer when this
+/// one is wedged (see [`MESSAGE_TIMEOUT_MS`]).
+#[derive(Clone)]
+pub struct AtProducer {
+    inner: FutureProducer,
+    shared: std::sync::Arc<ProducerShared>,
+}
+
+struct ProducerShared {
+    cfg: KafkaConfig,
+    replacement: std::sync::Mutex<Option<AtProducer>>,
+}
+
+impl std::fmt::Debug for AtProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AtProducer({})", self.shared.cfg.brokers)
+    }
+}
+
+impl std::ops::Deref for AtProducer {
+    type Target = FutureProducer;
+    fn deref(&self) -> &FutureProducer {
+        &self.inner
+    }
+}
+
+impl AtProducer {
+    /// The producer that takes over records this one could not deliver in time (made once).
+    fn replacement(&self) -> Result<AtProducer, KafkaSetupError> {
+        let mut r = self
+            .shared
+            .replacement
+            .lock()
+            .map_err(|_| KafkaSetupError::Client(KafkaError::Canceled))?;
+        if let Some(p) = r.as_ref() {
+            return Ok(p.clone());
+        }
+        tracing::warn!("a record timed out twice in the client: sending through a new producer");
+        let p = producer(&self.shared.cfg)?;
+        *r = Some(p.clone());
+        Ok(p)
+    }
+}
+
 /// An idempotent producer that acknowledges only after the broker has the write.
 /// `AT_RDKAFKA_PRODUCER_DEBUG` (e.g. `eos,msg,broker`) turns on librdkafka's debug log for producers.
-pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
+pub fn producer(cfg: &KafkaConfig) -> Result<AtProducer, KafkaSetupError> {
     let mut c = base_config(cfg);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", cfg.linger_ms.to_string())
+        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
+        .set("max.in.flight.requests.per.connection", "1")
         .set("message.max.bytes", "1000000");
     if let Ok(debug) = std::env::var("AT_RDKAFKA_PRODUCER_DEBUG") {
         c.set("debug", debug).set("log_level", "7");
     }
-    Ok(c.create()?)
+    Ok(AtProducer {
+        inner: c.create()?,
+        shared: std::sync::Arc::new(ProducerShared {
+            cfg: cfg.clone(),
+            replacement: std::sync::Mutex::new(None),
+        }),
+    })
 }
 
 /// Fails fast with a clear message when the broker does not answer.
@@ -313,43 +366,92 @@ pub async fn delete_topics_with_prefix(
 /// An output waiting for its broker's acknowledgement (Kafka or MQTT); the error says why it failed.
 pub type Ack = futures::future::BoxFuture<'static, Result<(), String>>;
 
+/// How long librdkafka may hold a record before it gives up on it (librdkafka's default is 5 min).
+/// Seen on a single broker's restart (librdkafka 2.12.1, Kafka 4.1.1, about one run in four): an
+/// idempotent producer never completed the records of some partitions, and records sent again
+/// through it timed out again every 30 s. [`enqueue`] sends a timed-out record again, from the
+/// second time through a fresh producer (a new producer id and partition state).
+pub const MESSAGE_TIMEOUT_MS: u32 = 30_000;
+/// How often [`enqueue`] sends a timed-out record again before its acknowledgement fails.
+const RESENDS: u32 = 20;
+
 /// Enqueues one record (waiting while the local queue is full) and returns its acknowledgement.
+/// A record that times out in the client (`message.timeout.ms`, e.g. while the broker is away) is
+/// sent again, up to [`RESENDS`] times: at least once, so a copy may be stored, and receivers
+/// de-duplicate; a record sent again may land after records sent later.
 pub async fn enqueue(
-    producer: &FutureProducer,
+    producer: &AtProducer,
     topic: &str,
     key: &[u8],
     payload: &[u8],
     headers: Option<OwnedHeaders>,
 ) -> Ack {
+    let first = match enqueue_once(producer, topic, key, payload, &headers).await {
+        Ok(fut) => fut,
+        Err(e) => {
+            let e = e.to_string();
+            return Box::pin(async move { Err(e) });
+        }
+    };
+    let (producer, topic, key, payload) = (
+        producer.clone(),
+        topic.to_string(),
+        key.to_vec(),
+        payload.to_vec(),
+    );
+    Box::pin(async move {
+        let mut fut = first;
+        let mut resends = 0;
+        loop {
+            match fut.await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))
+                    if resends < RESENDS =>
+                {
+                    resends += 1;
+                    tracing::warn!(%topic, resends, "record timed out in the client; sending it again");
+                    let via = if resends == 1 {
+                        producer.clone()
+                    } else {
+                        producer.replacement().map_err(|e| e.to_string())?
+                    };
+                    fut = enqueue_once(&via, &topic, &key, &payload, &headers)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(Err((e, _))) => return Err(e.to_string()),
+                Err(_) => return Err("producer dropped the record".to_string()),
+            }
+        }
+    })
+}
+
+/// One send, waiting while the local queue is full.
+async fn enqueue_once(
+    producer: &AtProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: &Option<OwnedHeaders>,
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
     loop {
         let mut rec = FutureRecord::to(topic).key(key).payload(payload);
         if let Some(h) = headers.clone() {
             rec = rec.headers(h);
         }
         match producer.send_result(rec) {
-            Ok(fut) => {
-                return Box::pin(async move {
-                    match fut.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((e, _))) => Err(e.to_string()),
-                        Err(_) => Err("producer dropped the record".to_string()),
-                    }
-                })
-            }
+            Ok(fut) => return Ok(fut),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            Err((e, _)) => {
-                let e = e.to_string();
-                return Box::pin(async move { Err(e) });
-            }
+            Err((e, _)) => return Err(e),
         }
     }
 }
 
 /// Produces one record and waits for its acknowledgement.
 pub async fn send(
-    producer: &FutureProducer,
+    producer: &AtProducer,
     topic: &str,
     key: &[u8],
     payload: &[u8],
@@ -358,7 +460,7 @@ pub async fn send(
 }
 
 /// Flushes a producer before exit.
-pub fn flush(producer: &FutureProducer) {
+pub fn flush(producer: &AtProducer) {
     let _ = producer.flush(Timeout::After(Duration::from_secs(10)));
 }
 

@@ -307,13 +307,11 @@ pub async fn run_group(
     };
     let consumer: BaseConsumer<GroupContext> = base_config(kafka)
         .set("group.id", &spec.group)
+        // KIP-848's consumer group protocol (Kafka 4): the broker assigns partitions and paces
+        // heartbeats (group.consumer.* in server.properties), and rebalances are incremental.
+        .set("group.protocol", "consumer")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
-        .set(
-            "heartbeat.interval.ms",
-            (kafka.session_timeout_ms / 4).max(100).to_string(),
-        )
         .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
         .set("statistics.interval.ms", "5000")
         .create_with_context(ctx)

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 
 use prometheus::{IntCounterVec, Registry};
-use rdkafka::producer::FutureProducer;
 
 use crate::config::KafkaConfig;
 use crate::dlq::DeadLetters;
@@ -18,7 +17,7 @@ pub struct Base {
     /// Topic names.
     pub topics: Topics,
     /// Producer (acks=all, idempotent).
-    pub producer: FutureProducer,
+    pub producer: kafka::AtProducer,
     /// Dead-letter writer.
     pub dlq: DeadLetters,
     /// Set once the service is ready.
