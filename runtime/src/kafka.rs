@@ -377,7 +377,7 @@ const RESENDS: u32 = 20;
 
 /// Enqueues one record (waiting while the local queue is full) and returns its acknowledgement.
 /// A record that times out in the client (`message.timeout.ms`, e.g. while the broker is away) is
-/// sent again, up to [`RESENDS`] times: at least once, so a copy may be stored, and receivers
+/// sent again, up to 20 times (`RESENDS`): at least once, so a copy may be stored, and receivers
 /// de-duplicate; a record sent again may land after records sent later.
 pub async fn enqueue(
     producer: &AtProducer,
