@@ -6,8 +6,9 @@
 #   --brokers 1        (default) one Kafka node: the demo, the tests, the benchmarks.
 #   --brokers 3        a three-node cluster (a KRaft quorum of three; topics replicated on all three,
 #                      min.insync.replicas=2): the broker fault tests.
-#   --fresh            start Kafka from empty storage (tests); without it the log persists across
-#                      restarts in $AT_STATE_DIR/kafka/<N>-node/. Refused while Kafka runs.
+#   --fresh            start from empty storage (tests, the demo): Kafka's log and mosquitto's persisted
+#                      sessions and queued messages (users, passwords and certificates are kept); without
+#                      it both persist across restarts. Refused while either runs.
 #   --with-prometheus  also start Prometheus (only if `prometheus` is on PATH; it is not installed by
 #                      infra/install.sh) with infra/prometheus.yml on 127.0.0.1:$AT_PROMETHEUS_PORT.
 # Idempotent: what already runs and serves is kept, a stopped node of the cluster is started again.
@@ -47,6 +48,9 @@ if [ -n "$running_shape" ] && [ "$running_shape" != "$brokers" ]; then
 fi
 if [ "$fresh" = 1 ] && [ -n "$running_shape" ]; then
   at_die "--fresh: Kafka runs (nodes $(at_kafka_running_nodes "$brokers" | paste -sd,)); run infra/stop.sh first"
+fi
+if [ "$fresh" = 1 ] && at_mqtt_running; then
+  at_die "--fresh: mosquitto runs (pid $(cat "$AT_MQTT_PIDFILE")); run infra/stop.sh first"
 fi
 at_kafka_set_shape "$brokers"
 
@@ -156,6 +160,12 @@ if at_mqtt_running; then
     at_mqtt_reload
   fi
 else
+  if [ "$fresh" = 1 ] && [ -e "$AT_MQTT_DIR/data/mosquitto.db" ]; then
+    # Persistent sessions queue every uplink for each offline subscriber (e.g. a bridge client id
+    # used by an earlier demo): a fresh start must not hand a new bridge that backlog.
+    at_log "--fresh: removing mosquitto's persisted sessions and queued messages ($AT_MQTT_DIR/data/mosquitto.db)"
+    rm -f "$AT_MQTT_DIR/data/mosquitto.db"
+  fi
   at_log "starting mosquitto on 127.0.0.1:$AT_MQTT_PORT (TLS :$AT_MQTT_TLS_PORT), log $AT_MQTT_LOG"
   printf '\n==== %s infra/start.sh\n' "$(date -u +%FT%TZ)" >>"$AT_MQTT_LOG"
   # setsid: its own session, so it outlives the caller's process group and terminal; 9>&-: it must
