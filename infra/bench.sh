@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Protocol 2's job path on the real brokers (the benchmark of issue 7; not part of CI):
 #   bash infra/bench.sh                       # N = 10, 50, 100, 1000 users x 50 points
-#   bash infra/bench.sh --users 10,50         # any atctl bench-pipeline flags
+#   bash infra/bench.sh --users 10,50         # any at-bench flags
 # Builds release binaries, starts the brokers (one Apache Kafka node, empty) unless they run, runs
-# `atctl bench-pipeline`, which starts at-ingest, the re-encryption workers and three at-mpc-node
+# `at-bench`, which starts at-ingest, the re-encryption workers and three at-mpc-node
 # processes per N and reads every process's CPU time from /proc; writes
 # $CARGO_TARGET_DIR/bench-results/mpc-pipeline.json and mpc-pipeline-fit.json.
 set -euo pipefail
@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 bash infra/install.sh
 echo "== building release binaries =="
-cargo build -q --release -p at-ingest -p at-reencrypt -p at-mpc-node -p atctl
+cargo build -q --release -p at-ingest -p at-reencrypt -p at-mpc-node -p armored-tools
 
 started=0
 if ! bash infra/status.sh >/dev/null 2>&1; then
@@ -25,4 +25,4 @@ trap cleanup EXIT
 # shellcheck source=infra/env.sh
 source infra/env.sh
 export AT__KAFKA__BROKERS="$AT_KAFKA_BROKERS"
-"$CARGO_TARGET_DIR/release/atctl" bench-pipeline --out "$CARGO_TARGET_DIR/bench-results/mpc-pipeline.json" "$@"
+"$CARGO_TARGET_DIR/release/at-bench" --out "$CARGO_TARGET_DIR/bench-results/mpc-pipeline.json" "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: the end-to-end demo on the default local setup.
 # Installs what is missing, builds, starts the brokers (mosquitto, one Apache Kafka node) and the services (one bridge,
-# two re-encryption workers), plays Protocol 1 with `atctl demo` (phases 1-4 and 6, revocation M1,
+# two re-encryption workers), plays Protocol 1 with `at-demo` (phases 1-4 and 6, revocation M1,
 # a raw reader's view; then device replacement M3 and owner key backup/restore), prints a summary table, and stops everything it started. Exit 0 = every
 # expectation held.
 set -euo pipefail
@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 bash infra/install.sh
 echo "== building (the dev profile: dependencies optimised, shares the test build) =="
-cargo build -q -p at-ingest -p at-reencrypt -p at-mpc-node -p atctl
+cargo build -q -p at-ingest -p at-reencrypt -p at-mpc-node -p armored-tools
 bin="$CARGO_TARGET_DIR/debug"
 
 brokers_started=0
@@ -54,7 +54,7 @@ for url in http://127.0.0.1:9101/healthz http://127.0.0.1:9111/healthz http://12
 done
 echo "   services healthy; metrics at :9101 (ingest), :9111 and :9121 (workers)"
 echo "== the scenario =="
-"$bin/atctl" demo --dir "$run_dir/parties"
+"$bin/at-demo" --dir "$run_dir/parties"
 echo "== metrics of the bridge and a worker (excerpt) =="
 curl -fs http://127.0.0.1:9101/metrics | grep -E '^at_ingest_(messages|dead)' || true
 curl -fs http://127.0.0.1:9111/metrics | grep -E '^at_reencrypt_(messages_in|deliveries|reencryptions|cache_hits)_' || true

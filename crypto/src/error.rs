@@ -2,6 +2,7 @@
 //! reason) and never carry secret values.
 
 use armored_schemas::DecodeError;
+use armored_schemas::Refusal;
 
 /// Everything that can go wrong in `armored-crypto`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,9 +163,8 @@ pub fn check_version(what: &'static str, got: u32) -> Result<()> {
     }
 }
 
-impl Error {
-    /// A short, bounded label for metrics and dead-letter headers (never contains a value).
-    pub fn reason(&self) -> &'static str {
+impl Refusal for Error {
+    fn reason(&self) -> &'static str {
         match self {
             Error::Decode(_) | Error::Layout { .. } => "malformed",
             Error::UnsupportedVersion { .. } => "unsupported_version",

@@ -12,6 +12,7 @@ use armored_crypto::sig::SigningKey;
 use armored_crypto::sym::seal;
 use armored_crypto::tokens::{issue_revocation, verify_revocation, RevocationKind};
 use armored_crypto::{domain::SigDomain, Error};
+use armored_schemas::Refusal;
 use armored_schemas::{v1, WIRE_VERSION};
 use prost::Message;
 

@@ -1,5 +1,6 @@
 //! The device's core, without I/O beyond its own files: sealing (phase 3) and accepting (phase 4).
 
+use armored_schemas::Refusal;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -49,9 +50,8 @@ pub enum DeviceError {
     ShareRefused(&'static str),
 }
 
-impl DeviceError {
-    /// Bounded reason label (metrics).
-    pub fn reason(&self) -> &'static str {
+impl Refusal for DeviceError {
+    fn reason(&self) -> &'static str {
         match self {
             DeviceError::Crypto(e) => e.reason(),
             DeviceError::Io(..) => "io",

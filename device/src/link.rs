@@ -3,6 +3,7 @@
 //! rosters from `at/v1/down/{twin}/{device}`, acknowledged only after they were handled and the state
 //! persisted.
 
+use armored_schemas::Refusal;
 use std::sync::{Arc, Mutex};
 
 use armored_runtime::config::MqttConfig;

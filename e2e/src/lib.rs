@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use armored_client::kafka::Ctl;
+use armored_client::owner::Owner;
 use armored_device::link::LinkEvent;
 use armored_device::Device;
 use armored_runtime::config::{KafkaConfig, MqttConfig};
 use armored_runtime::kafka::{create_topics, Topics};
 use armored_runtime::pipeline::Inbound;
 use armored_runtime::Shutdown;
-use atctl::kafka::Ctl;
-use atctl::owner::Owner;
 use rand_core::RngCore;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use armored_client::owner::Owner;
+use armored_client::service::{Outcome, Service, Stats};
 use armored_crypto::identity::PartyKind;
 use armored_device::link::LinkEvent;
-use atctl::owner::Owner;
-use atctl::service::{Outcome, Service, Stats};
 use serde_json::json;
 
 use crate::{rand_id, repo_root, Env, Running, TestDevice};

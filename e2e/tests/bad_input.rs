@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use armored_client::owner::{control, Owner};
 use armored_crypto::domain::SigDomain;
 use armored_crypto::envelope::{seal_state_change, StateChangeInput, Writer};
 use armored_crypto::epoch::{epoch_of, EpochKeyManager};
@@ -20,7 +21,6 @@ use armored_runtime::registry::record;
 use armored_runtime::time::now_ms;
 use armored_schemas::v1::{control_record, registry_record::Record};
 use armored_schemas::{v1, WIRE_VERSION};
-use atctl::owner::{control, Owner};
 use prost::Message;
 use rand_core::OsRng;
 use serde_json::json;

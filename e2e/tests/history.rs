@@ -7,6 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+use armored_client::kafka::Ctl;
+use armored_client::owner::{control, Owner};
+use armored_client::replay::{self, grant_with_history, request_replay};
+use armored_client::service::{Outcome, Received, Service};
 use armored_crypto::domain::SigDomain;
 use armored_crypto::identity::PartyKind;
 use armored_crypto::sig::SigningKey;
@@ -16,10 +20,6 @@ use armored_e2e::{rand_id, Env, Running, TestDevice};
 use armored_runtime::time::now_ms;
 use armored_schemas::v1::{self, control_record};
 use armored_schemas::{decode_strict, limits::MAX_DELIVERY_BYTES, WIRE_VERSION};
-use atctl::history::{self, grant_with_history, request_replay};
-use atctl::kafka::Ctl;
-use atctl::owner::{control, Owner};
-use atctl::service::{Outcome, Received, Service};
 use prost::Message;
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
@@ -112,7 +112,7 @@ async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Resul
 
     let (party, mut svc) = service(&env, &owner, &ctl).await?;
     let (_rk, request) = grant_with_history(&owner, &ctl, &party, "sync", e - 1).await?;
-    let status = history::watch_replay(&ctl, &request, WAIT, |_| {})
+    let status = replay::watch_replay(&ctl, &request, WAIT, |_| {})
         .await?
         .expect("a progress report");
     assert_eq!(status.state, "done", "{status:?}");
@@ -197,7 +197,7 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
         .is_empty());
     // ... until the owner asks for it: only what the policy admits.
     let request = request_replay(&owner, &ctl, &rk, 0).await?;
-    let status = history::watch_replay(&ctl, &request, WAIT, |_| {})
+    let status = replay::watch_replay(&ctl, &request, WAIT, |_| {})
         .await?
         .expect("a progress report");
     assert_eq!((status.state.as_str(), status.delivered), ("done", 2));
@@ -210,7 +210,7 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
     // A second replay of the same history delivers the same changes again (a receiver with a
     // persisted seen-set, like a device, drops them; `atctl service run` keeps it per run).
     let again = request_replay(&owner, &ctl, &rk, 0).await?;
-    let s = history::watch_replay(&ctl, &again, WAIT, |_| {}).await?;
+    let s = replay::watch_replay(&ctl, &again, WAIT, |_| {}).await?;
     assert_eq!(s.map(|s| s.delivered), Some(2));
     let twice = consume(&env, &mut svc, 2, Duration::from_secs(5)).await?;
     assert_eq!(twice, got);
@@ -315,14 +315,14 @@ async fn bad_replay_requests_are_dead_lettered_and_counted() -> anyhow::Result<(
     }
     // atctl sees a refusal as such (the dead letter under the request id).
     let refused = request_replay(&owner, &ctl, &hex::encode(unknown), 0).await?;
-    let s = history::watch_replay(&ctl, &refused, WAIT, |_| {})
+    let s = replay::watch_replay(&ctl, &refused, WAIT, |_| {})
         .await?
         .expect("a report");
     assert_eq!(s.state, "refused");
     assert!(s.detail.starts_with("unknown_rekey"), "{s:?}");
     // Still serving: a valid request completes.
     let ok = request_replay(&owner, &ctl, &device_rk, 0).await?;
-    let s = history::watch_replay(&ctl, &ok, WAIT, |_| {}).await?;
+    let s = replay::watch_replay(&ctl, &ok, WAIT, |_| {}).await?;
     assert_eq!(s.map(|s| s.state), Some("done".to_string()));
     assert_eq!(worker.metric("at_reencrypt_replays_in_flight").await?, 0.0);
     env.stop().await;
@@ -376,7 +376,7 @@ async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<
     armored_device::pin_owner(&dir, &owner.identity()?)?;
     env.add_mqtt_user(&format!("{twin}/d3"), "pw-d3").await?;
     let mut d3 = TestDevice::start(&env, &dir, "pw-d3").await?;
-    let r = history::replace_device(&owner, &ctl, "d1", &card, None).await?;
+    let r = replay::replace_device(&owner, &ctl, "d1", &card, None).await?;
     assert_eq!(r.revoked_rekeys, 1);
     assert_eq!(r.last_valid_seq, 2, "d1 stored seqs 0, 1, 2");
     // d3 learns the twin (d1 with its bound, d2, itself) before the history reaches it.
@@ -394,7 +394,7 @@ async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<
         "the replacement's state"
     );
     assert_eq!(new_state.applied, old_state.applied);
-    let s = history::watch_replay(&ctl, &request, WAIT, |_| {}).await?;
+    let s = replay::watch_replay(&ctl, &request, WAIT, |_| {}).await?;
     assert_eq!(s.map(|s| (s.state, s.delivered)), Some(("done".into(), 4)));
 
     // The old key is trusted only for its past: a change it signs now is refused by the devices.
@@ -440,10 +440,14 @@ async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
     let (party, mut svc) = service(&env, &original, &ctl).await?;
 
     // The management device is lost; two of three trustees bring their shares.
-    let shares =
-        atctl::backup::backup_shares(&env.dir.join("owner"), &env.dir.join("alice"), 2, 3)?;
+    let shares = armored_client::owner::backup::backup_shares(
+        &env.dir.join("owner"),
+        &env.dir.join("alice"),
+        2,
+        3,
+    )?;
     std::fs::remove_dir_all(env.dir.join("owner"))?;
-    let bundle = atctl::backup::open_shares(&shares[1..])?;
+    let bundle = armored_client::owner::backup::open_shares(&shares[1..])?;
     bundle.restore_to(&env.dir.join("restored"))?;
     let owner = Owner::open(&env.dir.join("restored"))?;
     assert_eq!(owner.owner_id, original.owner_id);

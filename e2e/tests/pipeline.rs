@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
+use armored_client::owner::Owner;
+use armored_client::service::{Outcome, Received, Service};
 use armored_crypto::envelope::Writer;
 use armored_crypto::identity::PartyKind;
 use armored_device::link::LinkEvent;
 use armored_device::Event;
 use armored_e2e::{rand_id, Env};
-use atctl::owner::Owner;
-use atctl::service::{Outcome, Received, Service};
 use serde_json::json;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -2,8 +2,14 @@
 //! limit, ReEnc for the twin's devices) and the bridge to the device, answers back over MQTT and
 //! Kafka; offline devices; bad input on the request and response paths.
 
+use armored_schemas::Refusal;
 use std::time::Duration;
 
+use armored_client::owner::Owner;
+use armored_client::request::{
+    request, responses_from_now, seal, wait_answer, Answer, Ask, Requester,
+};
+use armored_client::service::{Outcome, Service};
 use armored_crypto::envelope::parse_header;
 use armored_crypto::epoch::{epoch_of, EpochKeyManager};
 use armored_crypto::identity::PartyKind;
@@ -13,9 +19,6 @@ use armored_device::Event;
 use armored_e2e::{rand_id, Env, TestDevice};
 use armored_runtime::time::now_ms;
 use armored_schemas::{decode_strict, v1, WIRE_VERSION};
-use atctl::owner::Owner;
-use atctl::request::{request, responses_from_now, seal, wait_answer, Answer, Ask, Requester};
-use atctl::service::{Outcome, Service};
 use prost::Message;
 use rand_core::OsRng;
 use serde_json::json;

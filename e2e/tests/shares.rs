@@ -3,9 +3,13 @@
 //! to the simulator's point; forged or injected shares never open; process tokens and their
 //! revocations land on at.tokens.v1 and verify. Needs `infra/start.sh`.
 
+use armored_schemas::Refusal;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use armored_client::kafka::Ctl;
+use armored_client::owner::{Owner, ProcessTokenRequest};
+use armored_client::service::Service;
 use armored_crypto::designation::verify_designation;
 use armored_crypto::envelope::{Receiver, TrustStore};
 use armored_crypto::identity::PartyKind;
@@ -20,9 +24,6 @@ use armored_mpc::field::Fp;
 use armored_mpc::shamir::combine;
 use armored_runtime::time::now_ms;
 use armored_schemas::v1::{self, control_record::Record};
-use atctl::kafka::Ctl;
-use atctl::owner::{Owner, ProcessTokenRequest};
-use atctl::service::Service;
 use prost::Message;
 use rand_core::OsRng;
 
@@ -484,7 +485,7 @@ async fn process_token_and_its_revocation_on_the_token_topic() -> anyhow::Result
     let req = ProcessTokenRequest {
         receiver_identity: std::fs::read(&rx_id)?,
         designator_identity: std::fs::read(&ha_id)?,
-        function: atctl::owner::CONTACT_TRACING.into(),
+        function: armored_client::owner::CONTACT_TRACING.into(),
         distance: 25,
         slot_len_ms: SLOT_MS,
         window_alignment: 50,
@@ -518,7 +519,7 @@ async fn process_token_and_its_revocation_on_the_token_topic() -> anyhow::Result
     let mut revoked = RevocationSet::default();
     let g = verify_process_token(&token, &owner_vk, &revoked, now_ms())?;
     assert_eq!(hex::encode(&g.token.token_id), id);
-    let want = atctl::owner::default_policy(std::slice::from_ref(&twin))?;
+    let want = armored_client::owner::default_policy(std::slice::from_ref(&twin))?;
     assert_eq!(
         g.policy.canonical(),
         armored_crypto::kpcpre::Policy::parse(&want)?.canonical()
@@ -551,7 +552,7 @@ async fn process_token_and_its_revocation_on_the_token_topic() -> anyhow::Result
         .iter()
         .any(|e| e.rk_id == id && e.revoked && e.token.is_some()));
     // The designator's statement verifies under the key the grant names.
-    let d = atctl::designate::designate(&ha_dir, &twin, 100, 50)?;
+    let d = armored_client::mpc::designate::designate(&ha_dir, &twin, 100, 50)?;
     assert_eq!(verify_designation(&d, &ha.sig)?.reference_twin_id, twin);
     env.stop().await;
     Ok(())

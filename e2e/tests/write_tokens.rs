@@ -5,6 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use armored_client::owner::Owner;
+use armored_client::request::{request, Ask, Requester};
+use armored_client::service::write::{seal, Write};
+use armored_client::service::Service;
 use armored_crypto::envelope::Writer;
 use armored_crypto::identity::PartyKind;
 use armored_crypto::sig::SigningKey;
@@ -13,10 +17,6 @@ use armored_device::link::LinkEvent;
 use armored_device::Event;
 use armored_e2e::{rand_id, Env};
 use armored_runtime::time::now_ms;
-use atctl::owner::Owner;
-use atctl::request::{request, Ask, Requester};
-use atctl::service::Service;
-use atctl::service_write::{seal, Write};
 use rand_core::OsRng;
 use serde_json::json;
 
@@ -43,12 +43,20 @@ async fn writes_with_valid_expired_revoked_and_forged_tokens() -> anyhow::Result
     let hour = 3_600_000;
 
     let (valid, valid_token) =
-        atctl::write_token::issue(&owner, &ctl, &identity, &twin, now, now + hour).await?;
-    let (_, expired_token) =
-        atctl::write_token::issue(&owner, &ctl, &identity, &twin, now - 2 * hour, now - hour)
+        armored_client::owner::write_tokens::issue(&owner, &ctl, &identity, &twin, now, now + hour)
             .await?;
+    let (_, expired_token) = armored_client::owner::write_tokens::issue(
+        &owner,
+        &ctl,
+        &identity,
+        &twin,
+        now - 2 * hour,
+        now - hour,
+    )
+    .await?;
     let (revoked, revoked_token) =
-        atctl::write_token::issue(&owner, &ctl, &identity, &twin, now, now + hour).await?;
+        armored_client::owner::write_tokens::issue(&owner, &ctl, &identity, &twin, now, now + hour)
+            .await?;
     let writer = Requester::open(&svc_dir)?;
     let forged_token = issue_write_token_for(
         &SigningKey::generate(&mut OsRng),
@@ -58,12 +66,12 @@ async fn writes_with_valid_expired_revoked_and_forged_tokens() -> anyhow::Result
         now + hour,
         &mut OsRng,
     );
-    let ledger = atctl::write_token::ledger(&owner)?;
+    let ledger = armored_client::owner::write_tokens::ledger(&owner)?;
     assert_eq!(ledger.len(), 3);
 
     // Revoke one and wait until the device holds the revocation (pushed in its roster).
-    atctl::write_token::revoke(&owner, &ctl, &revoked.token_id).await?;
-    assert!(atctl::write_token::ledger(&owner)?
+    armored_client::owner::write_tokens::revoke(&owner, &ctl, &revoked.token_id).await?;
+    assert!(armored_client::owner::write_tokens::ledger(&owner)?
         .iter()
         .any(|e| e.token_id == revoked.token_id && e.revoked));
     let revoked_id = hex::decode(&revoked.token_id)?;

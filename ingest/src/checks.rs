@@ -7,6 +7,7 @@ use armored_crypto::envelope::{decode_envelope, twin_attribute};
 use armored_crypto::epoch::epoch_of;
 use armored_crypto::Error as CryptoError;
 use armored_runtime::registry::Registry;
+use armored_schemas::Refusal;
 
 /// Why an uplink message is refused (each is a dead-letter reason).
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +48,8 @@ pub enum Reject {
     NoSlotLength,
 }
 
-impl Reject {
-    /// Bounded label for metrics and dead-letter headers.
-    pub fn reason(&self) -> &'static str {
+impl Refusal for Reject {
+    fn reason(&self) -> &'static str {
         match self {
             Reject::BadTopic => "bad_topic",
             Reject::Oversized(_) => "oversized",

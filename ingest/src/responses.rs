@@ -9,6 +9,7 @@ use armored_crypto::Error as CryptoError;
 use armored_runtime::dlq::Source;
 use armored_runtime::kafka::{enqueue, Ack};
 use armored_runtime::registry::Registry;
+use armored_schemas::Refusal;
 use rumqttc::Publish;
 
 use crate::Ctx;
@@ -36,9 +37,8 @@ pub enum ResponseReject {
     UnknownDevice,
 }
 
-impl ResponseReject {
-    /// Bounded label for metrics and dead-letter headers.
-    pub fn reason(&self) -> &'static str {
+impl Refusal for ResponseReject {
+    fn reason(&self) -> &'static str {
         match self {
             ResponseReject::BadTopic => "bad_topic",
             ResponseReject::Oversized(_) => "oversized",

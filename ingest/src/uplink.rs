@@ -1,6 +1,7 @@
 //! Device → cloud: MQTT `at/v1/up/{twin}/{device}` → checks → `at.sync.v1`. The device's PUBACK is
 //! sent only after Kafka acknowledged the write (or the dead letter), so nothing is lost between.
 
+use armored_schemas::Refusal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

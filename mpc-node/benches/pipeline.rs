@@ -4,7 +4,7 @@
 //! point (one capsule per slot and node), the worker's capsule check and ReEnc of every bundle, node
 //! j's Dec² and verification of its shares, the three-party computation (in-memory transport, no
 //! delay), the output shares sealed for the receiver, and Combine. Brokers are not involved: the
-//! job path on the real brokers (latency, and every process's CPU) is `atctl bench-pipeline`
+//! job path on the real brokers (latency, and every process's CPU) is `at-bench`
 //! (`infra/bench.sh`); this one isolates the cryptography's share of it.
 //!
 //! `cargo bench -p at-mpc-node --bench pipeline` (users: `AT_BENCH_USERS=10,50,100,1000`).

@@ -19,6 +19,7 @@ pub mod shares;
 pub mod state;
 pub mod tokens;
 
+use armored_schemas::Refusal;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,7 @@
 //! `at.mpc.shares.node-j.v1`, verified (the twin's enrolled device signed it, for node j) and
 //! decrypted, kept in memory and rebuilt from the topic on restart (the topic is retained).
 
+use armored_schemas::Refusal;
 use std::collections::HashMap;
 
 use armored_crypto::envelope::{parse_header, Receiver};
@@ -75,9 +76,8 @@ pub enum ShareError {
     NoSlotLength,
 }
 
-impl ShareError {
-    /// Bounded label for metrics and dead letters.
-    pub fn reason(&self) -> &'static str {
+impl Refusal for ShareError {
+    fn reason(&self) -> &'static str {
         match self {
             ShareError::Malformed(_) => "malformed",
             ShareError::UnknownTwin(_) => "unknown_twin",

@@ -5,6 +5,7 @@
 //! token's own owner can revoke it, and nothing re-admits a revoked id. (The topic is retained
 //! forever and folded from offset 0 on every start, which is what makes the set persistent.)
 
+use armored_schemas::Refusal;
 use std::collections::HashMap;
 
 use armored_crypto::tokens::{
@@ -38,9 +39,8 @@ pub enum TokenError {
     Crypto(#[from] armored_crypto::Error),
 }
 
-impl TokenError {
-    /// Bounded label.
-    pub fn reason(&self) -> &'static str {
+impl Refusal for TokenError {
+    fn reason(&self) -> &'static str {
         match self {
             TokenError::Malformed(_) => "malformed",
             TokenError::UnknownOwner => "unknown_owner",

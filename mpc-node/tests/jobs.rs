@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use armored_client::kafka::Ctl;
+use armored_client::mpc::{build_job, collect, submit_job, JobRequest, Outcome};
+use armored_client::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
+use armored_client::service::Service;
 use armored_crypto::hpke::HpkeSecretKey;
 use armored_crypto::identity::PartyKind;
 use armored_crypto::keyfile::load_hpke_key;
@@ -19,10 +23,6 @@ use armored_e2e::{free_addr, metric_at, rand_id, Env, TestDevice};
 use armored_mpc::functions::contact_tracing::cleartext;
 use armored_runtime::time::now_ms;
 use armored_schemas::v1;
-use atctl::kafka::Ctl;
-use atctl::mpc::{build_job, collect, submit_job, JobRequest, Outcome};
-use atctl::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
-use atctl::service::Service;
 use prost::Message;
 use rand_core::OsRng;
 
@@ -266,7 +266,7 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     }
     wait_healthy(&nodes).await?;
 
-    let designation = atctl::designate::designate(&ha, &patient, start, WINDOW)?;
+    let designation = armored_client::mpc::designate::designate(&ha, &patient, start, WINDOW)?;
     let request = |job_id: &str| JobRequest {
         job_id: Some(job_id.to_string()),
         reference: patient.clone(),
@@ -324,7 +324,7 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
 
     let mut r = request("unaligned");
     r.window_start_slot = start + 1;
-    r.designation = atctl::designate::designate(&ha, &patient, start + 1, WINDOW)?;
+    r.designation = armored_client::mpc::designate::designate(&ha, &patient, start + 1, WINDOW)?;
     let (k, j) = build_job(&ctl, &ha, &r).await?;
     submit_job(&ctl, &k, &j, 1).await?;
     expect_fail(
@@ -448,7 +448,7 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     let mut r = request("killed");
     r.window_start_slot = start2;
     r.window_slots = 5;
-    r.designation = atctl::designate::designate(&ha, &patient, start2, 5)?;
+    r.designation = armored_client::mpc::designate::designate(&ha, &patient, start2, 5)?;
     let expected2 = cleartext(
         DISTANCE,
         &sim.path(&patient, start2..start2 + 5),
@@ -572,7 +572,7 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     r.window_start_slot = start3;
     r.window_slots = 5;
     r.nodes = nodes3;
-    r.designation = atctl::designate::designate(&ha, &patient, start3, 5)?;
+    r.designation = armored_client::mpc::designate::designate(&ha, &patient, start3, 5)?;
     let (k, j) = build_job(&ctl, &ha, &r).await?;
     submit_job(&ctl, &k, &j, 1).await?;
     let expected3 = cleartext(
@@ -642,7 +642,7 @@ async fn wait_failures(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut out = Vec::new();
-        for r in atctl::kafka::read_topic(ctl, &ctl.topics.mpc_results())? {
+        for r in armored_client::kafka::read_topic(ctl, &ctl.topics.mpc_results())? {
             let Ok(rec) = v1::MpcResult::decode(r.as_slice()) else {
                 continue;
             };

@@ -11,6 +11,7 @@ pub mod replay;
 pub mod requests;
 pub mod route;
 
+use armored_schemas::Refusal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};

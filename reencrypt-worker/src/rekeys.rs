@@ -2,6 +2,7 @@
 //! owner's registered keys, and sticky revocations. A revocation counts only when signed by the
 //! owner of the re-key it names, whichever arrives first; revoked ids are persisted.
 
+use armored_schemas::Refusal;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,9 +55,8 @@ pub enum Refused {
     ForeignRevocation,
 }
 
-impl Refused {
-    /// Bounded reason label.
-    pub fn reason(&self) -> &'static str {
+impl Refusal for Refused {
+    fn reason(&self) -> &'static str {
         match self {
             Refused::Invalid(e) => e.reason(),
             Refused::UnknownOwner => "unknown_owner",

@@ -23,6 +23,7 @@
 //! Matching records are held in memory until sent (the history of one owner's twins for one
 //! receiver; a bound is future work).
 
+use armored_schemas::Refusal;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -79,9 +80,8 @@ pub enum ReplayRefused {
     ForeignRekey,
 }
 
-impl ReplayRefused {
-    /// Bounded reason label.
-    pub fn reason(&self) -> &'static str {
+impl Refusal for ReplayRefused {
+    fn reason(&self) -> &'static str {
         match self {
             ReplayRefused::Invalid(e) => e.reason(),
             ReplayRefused::WrongTopic => "wrong_topic",

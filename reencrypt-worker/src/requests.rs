@@ -10,6 +10,7 @@
 //! Records are keyed by twin, so one twin's requests go to one partition and so one worker: the
 //! limit holds per twin across the group (it restarts full when a partition moves).
 
+use armored_schemas::Refusal;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -74,9 +75,8 @@ pub enum RequestReject {
     RateLimited,
 }
 
-impl RequestReject {
-    /// Bounded reason label.
-    pub fn reason(&self) -> &'static str {
+impl Refusal for RequestReject {
+    fn reason(&self) -> &'static str {
         match self {
             RequestReject::NotARequest => "not_a_request",
             RequestReject::ReservedAttribute(_) => "reserved_attribute",

@@ -3,6 +3,7 @@
 //! runs once per epoch, attribute set and receiver) and build the deliveries. Share bundles
 //! (`node-j`) go only through MPC-node re-keys, to node j's share topic; nothing else ever does.
 
+use armored_schemas::Refusal;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -34,9 +35,8 @@ pub enum RouteError {
     ForeignCapsule,
 }
 
-impl RouteError {
-    /// Bounded reason label.
-    pub fn reason(&self) -> &'static str {
+impl Refusal for RouteError {
+    fn reason(&self) -> &'static str {
         match self {
             RouteError::Oversized(_) => "oversized",
             RouteError::Crypto(e) => e.reason(),

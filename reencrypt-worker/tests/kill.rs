@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use armored_client::owner::Owner;
+use armored_client::service::{Outcome, Service};
 use armored_crypto::identity::PartyKind;
 use armored_e2e::{free_addr, healthy, metric_at, rand_id, Env};
-use atctl::owner::Owner;
-use atctl::service::{Outcome, Service};
 use serde_json::json;
 
 const MESSAGES: usize = 5_000;

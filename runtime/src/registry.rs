@@ -4,6 +4,7 @@
 //! owner for enrollments and device revocations); anything else is a conflict to dead-letter, never
 //! an overwrite. A twin belongs to the owner that first enrolled a device for it.
 
+use armored_schemas::Refusal;
 use std::collections::{BTreeMap, HashMap};
 
 use armored_crypto::identity::{
@@ -74,9 +75,8 @@ pub enum RegistryError {
     Conflict(&'static str),
 }
 
-impl RegistryError {
-    /// Bounded dead-letter reason.
-    pub fn reason(&self) -> &'static str {
+impl Refusal for RegistryError {
+    fn reason(&self) -> &'static str {
         match self {
             RegistryError::Invalid(e) => e.reason(),
             RegistryError::UnknownOwner => "unknown_owner",

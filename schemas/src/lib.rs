@@ -58,7 +58,10 @@ pub mod v1 {
 }
 
 pub mod limits;
+pub mod refusal;
 pub mod topics;
+
+pub use refusal::Refusal;
 
 use prost::Message;
 

@@ -14,6 +14,7 @@
 
 use armored_crypto::request::{authorize_requester, open_request, seal_response, Request};
 use armored_crypto::Error as CryptoError;
+use armored_schemas::Refusal;
 use armored_schemas::{decode_strict, limits::MAX_DELIVERY_BYTES, v1};
 use rand_core::OsRng;
 use serde_json::{json, Value};

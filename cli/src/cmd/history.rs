@@ -9,10 +9,10 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use zeroize::Zeroizing;
 
-use crate::backup;
-use crate::history::{self, ReplayStatus};
-use crate::kafka::Ctl;
-use crate::owner::Owner;
+use armored_client::kafka::Ctl;
+use armored_client::owner::backup;
+use armored_client::owner::Owner;
+use armored_client::replay::{self as history, ReplayStatus};
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let t = s.trim_end_matches('s');

@@ -1,5 +1,5 @@
 //! The demo's Protocol 2 part: N simulated phones upload location shares over MQTT, the workers
-//! route share j to node j, three `at-mpc-node` processes (started here, next to `atctl`) compute
+//! route share j to node j, three `at-mpc-node` processes (started here, next to `at-demo`) compute
 //! contact tracing for a health authority, which combines the result; the demo checks it against
 //! the cleartext computation from the simulator's seed and prints the job time.
 
@@ -14,11 +14,11 @@ use armored_mpc::functions::contact_tracing::cleartext;
 use armored_runtime::time::now_ms;
 use armored_runtime::Shutdown;
 
-use crate::demo::{rid, start_device_with, step, DemoConfig};
-use crate::kafka::Ctl;
-use crate::mpc::{build_job, Collector, JobRequest, Outcome, Submission};
-use crate::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
-use crate::service::Service;
+use super::parties::{rid, start_device_with, step, DemoConfig};
+use armored_client::kafka::Ctl;
+use armored_client::mpc::{build_job, Collector, JobRequest, Outcome, Submission};
+use armored_client::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
+use armored_client::service::Service;
 
 /// Slot length of the demo's phones: each phone records one point per second, as it happens.
 const SLOT_MS: u64 = 1_000;
@@ -221,7 +221,7 @@ pub async fn run(
         let mut have = usize::MAX;
         for j in 1..=3 {
             // Only this run's shares count (a persistent broker keeps earlier runs' records).
-            let records = crate::kafka::read_topic(ctl, &ctl.topics.mpc_shares(j))?;
+            let records = armored_client::kafka::read_topic(ctl, &ctl.topics.mpc_shares(j))?;
             let ours = records
                 .iter()
                 .filter_map(|r| {
@@ -258,7 +258,7 @@ pub async fn run(
             twins[0]
         ),
     );
-    let designation = crate::designate::designate(&ha, &twins[0], start, window)?;
+    let designation = armored_client::mpc::designate::designate(&ha, &twins[0], start, window)?;
     let req = JobRequest {
         job_id: Some(format!("contacts-{tag}")),
         reference: twins[0].clone(),

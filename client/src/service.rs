@@ -1,6 +1,7 @@
 //! A processing service (phase 6): its identity (PRE, signing and HPKE keys, pinned by owners),
 //! and the consumer of its deliveries: decrypt, verify the writer, drop duplicates, report.
 
+use armored_schemas::Refusal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ use rdkafka::Message;
 use serde::Serialize;
 
 use crate::kafka::Ctl;
+
+pub mod write;
 
 /// A verified state change received by a service.
 #[derive(Clone, Debug, Serialize, PartialEq)]

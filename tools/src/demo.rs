@@ -1,173 +1,28 @@
-//! `atctl demo`: Protocol 1 played on the running brokers and services (infra/demo.sh starts them):
+//! `at-demo`: Protocol 1 played on the running brokers and services (infra/demo.sh starts them):
 //! one owner; a twin with two devices syncing to each other through the cloud; a second twin; a
 //! processing service granted `sync AND location`; a revocation (M1) after which the service receives
 //! nothing new; and raw MQTT and Kafka readers that see only ciphertext. Prints progress and a
 //! summary table; fails (exit 1) if any expectation does not hold.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use armored_crypto::identity::PartyKind;
-use armored_device::link::{run as link, LinkEvent};
-use armored_device::{Device, Event};
-use armored_runtime::config::MqttConfig;
-use armored_runtime::time::now_ms;
 use armored_runtime::Shutdown;
-use rand_core::RngCore;
 use serde_json::json;
-use tokio::sync::mpsc;
 
-use crate::kafka::Ctl;
-use crate::owner::Owner;
-use crate::service::{Outcome, Service};
+mod history;
+mod mpc;
+mod parties;
+mod requests;
 
-/// Where the demo finds the MQTT broker and keeps its files.
-#[derive(Clone, Debug)]
-pub struct DemoConfig {
-    /// Scratch directory (keys of the demo's parties).
-    pub dir: PathBuf,
-    /// MQTT host.
-    pub mqtt_host: String,
-    /// MQTT port.
-    pub mqtt_port: u16,
-    /// Password of the all-access MQTT user (the raw eavesdropper).
-    pub admin_password: String,
-    /// infra/ directory (mqtt-user.sh).
-    pub infra_dir: PathBuf,
-    /// Protocol 2: simulated phones (0 skips contact tracing).
-    pub phones: usize,
-    /// Protocol 2: location points per phone (the job's window, in slots).
-    pub points: u32,
-}
+use armored_client::kafka::Ctl;
+use armored_client::owner::Owner;
+use armored_client::service::{Outcome, Service};
 
-pub(crate) struct Dev {
-    name: String,
-    pub(crate) device: Arc<Mutex<Device>>,
-    pub(crate) outbox: mpsc::Sender<Vec<u8>>,
-    pub(crate) events: mpsc::UnboundedReceiver<LinkEvent>,
-    /// Stops this device's link (the others keep running).
-    pub(crate) stop: Shutdown,
-}
-
-pub(crate) fn step(n: usize, text: &str) {
-    println!("[{n}] {text}");
-}
-
-pub(crate) fn rid() -> String {
-    format!("{:06x}", rand_core::OsRng.next_u32() & 0xff_ffff)
-}
-
-impl Dev {
-    pub(crate) async fn publish(
-        &self,
-        attrs: &[&str],
-        delta: serde_json::Value,
-    ) -> anyhow::Result<()> {
-        let env = self
-            .device
-            .lock()
-            .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
-            .record(attrs, delta, now_ms())?;
-        self.outbox.send(env).await?;
-        Ok(())
-    }
-
-    /// Applied changes seen within `wait`, stopping early once `want` arrived.
-    async fn applied(&mut self, want: usize, wait: Duration) -> Vec<serde_json::Value> {
-        let mut got = Vec::new();
-        let deadline = Instant::now() + wait;
-        while got.len() < want {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.events.recv()).await {
-                Ok(Some(LinkEvent::Downlink(Event::Applied { delta, .. }))) => got.push(delta),
-                Ok(Some(_)) => {}
-                _ => break,
-            }
-        }
-        got
-    }
-}
-
-async fn start_device(
-    cfg: &DemoConfig,
-    owner: &Owner,
-    ctl: &Ctl,
-    twin: &str,
-    name: &str,
-    shutdown: &Shutdown,
-) -> anyhow::Result<Dev> {
-    let slot = armored_device::DEFAULT_SLOT_LEN_MS;
-    Ok(
-        start_device_with(cfg, owner, ctl, twin, name, slot, true, shutdown)
-            .await?
-            .0,
-    )
-}
-
-/// Sets a device up (MPC slots of `slot_len_ms`), gives it an MQTT login and connects it; the
-/// owner enrolls it only if `enroll` (a replacement is enrolled by `replace-device`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn start_device_with(
-    cfg: &DemoConfig,
-    owner: &Owner,
-    ctl: &Ctl,
-    twin: &str,
-    name: &str,
-    slot_len_ms: u64,
-    enroll: bool,
-    shutdown: &Shutdown,
-) -> anyhow::Result<(Dev, armored_device::Card)> {
-    let dir = cfg.dir.join(format!("{twin}-{name}"));
-    let card = armored_device::setup_with_slot_len(&dir, twin, name, 3_600_000, slot_len_ms)?;
-    armored_device::pin_owner(&dir, &owner.identity()?)?;
-    if enroll {
-        owner.enroll_device(ctl, &card).await?;
-    }
-    let password = format!("pw-{}", rid());
-    let user = format!("{twin}/{name}");
-    let out = std::process::Command::new("bash")
-        .arg(cfg.infra_dir.join("mqtt-user.sh"))
-        .args(["add", &user, &password])
-        .output()
-        .context("running infra/mqtt-user.sh")?;
-    if !out.status.success() {
-        bail!(
-            "mqtt-user.sh add {user}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let device = Arc::new(Mutex::new(Device::open(&dir)?));
-    let (tx, rx) = mpsc::channel(64);
-    let (etx, mut erx) = mpsc::unbounded_channel();
-    let stop = shutdown.child_token();
-    let mqtt = MqttConfig {
-        host: cfg.mqtt_host.clone(),
-        port: cfg.mqtt_port,
-        username: user.clone(),
-        password,
-        client_id: format!("demo-{twin}-{name}"),
-        keep_alive_s: 30,
-    };
-    // mosquitto reloads its password file asynchronously: the link retries until it is in.
-    tokio::spawn(link(device.clone(), mqtt, rx, etx, stop.clone()));
-    loop {
-        match tokio::time::timeout(Duration::from_secs(15), erx.recv()).await {
-            Ok(Some(LinkEvent::Connected)) => break,
-            Ok(Some(_)) => {}
-            _ => bail!("device {user} could not connect to the MQTT broker"),
-        }
-    }
-    let dev = Dev {
-        name: name.into(),
-        device,
-        outbox: tx,
-        events: erx,
-        stop,
-    };
-    Ok((dev, card))
-}
+pub use parties::{default_dir, DemoConfig};
+use parties::{rid, start_device, step, Dev};
 
 /// Collects every payload published under `at/v1/#`, as an eavesdropper with full broker access.
 fn eavesdrop(cfg: &DemoConfig, shutdown: &Shutdown) -> Arc<Mutex<Vec<Vec<u8>>>> {
@@ -294,9 +149,12 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     step(8, "What a raw reader of the brokers sees");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mqtt_payloads = eve.lock().map(|v| v.clone()).unwrap_or_default();
-    let kafka_payloads: Vec<Vec<u8>> = crate::kafka::read_topic(ctl, &ctl.topics.sync())?
+    let kafka_payloads: Vec<Vec<u8>> = armored_client::kafka::read_topic(ctl, &ctl.topics.sync())?
         .into_iter()
-        .chain(crate::kafka::read_topic(ctl, &ctl.topics.deliver())?)
+        .chain(armored_client::kafka::read_topic(
+            ctl,
+            &ctl.topics.deliver(),
+        )?)
         .collect();
     let secrets: Vec<String> = ["48.2082", "\"pulse\"", "16.3738", "\"fuel\"", "48.3"]
         .iter()
@@ -350,11 +208,11 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
         );
     }
     println!();
-    ok &= crate::demo_requests::run(ctl, &owner, &twin1, &svc_dir, d2.device.clone()).await?;
+    ok &= requests::run(ctl, &owner, &twin1, &svc_dir, d2.device.clone()).await?;
     // Issue 6: device replacement (M3) and owner key backup and restore (paper 5.4).
-    ok &= crate::demo_history::run(&cfg, ctl, &owner, &tag, &shutdown).await?;
+    ok &= history::run(&cfg, ctl, &owner, &tag, &shutdown).await?;
     if cfg.phones > 0 {
-        ok &= crate::demo_mpc::run(&cfg, ctl, &owner, &shutdown).await?;
+        ok &= mpc::run(&cfg, ctl, &owner, &shutdown).await?;
     }
     shutdown.cancel();
     println!(
@@ -370,9 +228,4 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
         bail!("the demo's expectations did not hold (see the table)");
     }
     Ok(())
-}
-
-/// The demo's default directory.
-pub fn default_dir(state: &Path) -> PathBuf {
-    state.join(format!("demo-{}", now_ms()))
 }

@@ -6,12 +6,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use armored_client::owner::backup::{self, BackupError};
+use armored_client::owner::Owner;
 use armored_crypto::identity::create_owner_identity;
 use armored_crypto::keyfile::{save_pre_key, save_signing_key};
 use armored_crypto::kpcpre::SecretKey;
 use armored_crypto::sig::SigningKey;
-use atctl::backup::{self, BackupError};
-use atctl::owner::Owner;
 use rand_core::{OsRng, RngCore};
 
 fn scratch() -> PathBuf {

@@ -12,12 +12,12 @@ use armored_device::{Event, State};
 use armored_runtime::Shutdown;
 use serde_json::json;
 
-use crate::backup;
-use crate::demo::{start_device_with, step, DemoConfig, Dev};
-use crate::history;
-use crate::kafka::Ctl;
-use crate::owner::Owner;
-use crate::service::{Outcome, Service};
+use super::parties::{start_device_with, step, DemoConfig, Dev};
+use armored_client::kafka::Ctl;
+use armored_client::owner::backup;
+use armored_client::owner::Owner;
+use armored_client::replay as history;
+use armored_client::service::{Outcome, Service};
 
 impl Dev {
     /// Waits (at most `wait`) for `n` applied changes, or for a roster naming `devices` devices.

@@ -6,6 +6,7 @@
 //! The requester signs with the key of an owner directory (`atctl owner init`) or a service
 //! directory (`atctl service init`); a service attaches a write token to be served.
 
+use armored_schemas::Refusal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -11,10 +11,10 @@ use armored_device::Device;
 use armored_runtime::time::now_ms;
 use serde_json::json;
 
-use crate::kafka::Ctl;
-use crate::owner::Owner;
-use crate::request::{request, Ask, Requester};
-use crate::service_write::{seal, write, Write};
+use armored_client::kafka::Ctl;
+use armored_client::owner::Owner;
+use armored_client::request::{request, Ask, Requester};
+use armored_client::service::write::{seal, write, Write};
 
 /// Polls `pred` on the device until it holds or `wait` passes.
 async fn until(
@@ -81,8 +81,15 @@ pub async fn run(
     println!("[10] Write token: alice lets the insurer write twin {twin} for an hour");
     let identity = std::fs::read(svc_dir.join("identity"))?;
     let now = now_ms();
-    let (token, bytes) =
-        crate::write_token::issue(owner, ctl, &identity, twin, now, now + 3_600_000).await?;
+    let (token, bytes) = armored_client::owner::write_tokens::issue(
+        owner,
+        ctl,
+        &identity,
+        twin,
+        now,
+        now + 3_600_000,
+    )
+    .await?;
     let w = |delta: serde_json::Value, check: bool| Write {
         twin_id: twin,
         token: &bytes,
@@ -98,7 +105,7 @@ pub async fn run(
     println!("    insurer writes target = 21.5 (seq {seq}, signed by its own key + token); d2 accepts: {applied}");
     ok &= applied;
 
-    crate::write_token::revoke(owner, ctl, &token.token_id).await?;
+    armored_client::owner::write_tokens::revoke(owner, ctl, &token.token_id).await?;
     let id = hex::decode(&token.token_id)?;
     let pushed = until(&device, Duration::from_secs(30), |d| {
         d.write_token_revoked(&id)

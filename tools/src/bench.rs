@@ -1,4 +1,4 @@
-//! `atctl bench-pipeline`: Protocol 2's job path end to end on the real brokers, for N users x 50
+//! `at-bench`: Protocol 2's job path end to end on the real brokers, for N users x 50
 //! points (the paper's Table 2 scenario). For each N, on fresh topics: N + 1 owners (each phone's
 //! user is its owner, as in the paper) grant node j share j and issue a process token; N + 1 phones
 //! (the reference and N participants) split and seal their points and publish them over MQTT;
@@ -30,10 +30,10 @@ use serde::Serialize;
 
 use self::fleet::{Broker, Phone};
 use self::procs::{free_addr, Service};
-use crate::kafka::Ctl;
-use crate::mpc::{build_job, Collector, JobRequest, Outcome, Submission};
-use crate::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
-use crate::service::Service as ServiceDir;
+use armored_client::kafka::Ctl;
+use armored_client::mpc::{build_job, Collector, JobRequest, Outcome, Submission};
+use armored_client::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
+use armored_client::service::Service as ServiceDir;
 
 /// Slot length of the phones: one point per second.
 const SLOT_MS: u64 = 1_000;
@@ -556,8 +556,12 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
 
     // Phase 6+: the job, from submit to the combined result.
     let twins: Vec<String> = parties.phones.iter().map(|p| p.twin.clone()).collect();
-    let designation =
-        crate::designate::designate(&parties.ha, &twins[0], window_start, cfg.points)?;
+    let designation = armored_client::mpc::designate::designate(
+        &parties.ha,
+        &twins[0],
+        window_start,
+        cfg.points,
+    )?;
     let req = JobRequest {
         job_id: Some(format!("bench-{n}-{}", rid())),
         reference: twins[0].clone(),

@@ -49,3 +49,10 @@ pub fn render(r: &Registry) -> String {
     }
     out
 }
+
+/// Prints the registry as it stands.
+pub async fn run(connect: &super::Connect) -> anyhow::Result<()> {
+    let r = connect.ctl()?.registry().await?;
+    print!("{}", render(&r));
+    Ok(())
+}

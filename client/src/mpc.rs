@@ -28,6 +28,8 @@ use serde::Serialize;
 use crate::kafka::{read_topic, Ctl};
 use crate::owner::CONTACT_TRACING;
 
+pub mod designate;
+
 /// What a job asks (the service fills in tokens, designator and signature).
 #[derive(Clone, Debug)]
 pub struct JobRequest {

@@ -25,8 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::kafka::Ctl;
 
-mod tokens;
-pub use tokens::{default_policy, parse_until, ProcessTokenRequest, TokenInfo, CONTACT_TRACING};
+pub mod backup;
+pub mod process_tokens;
+pub mod write_tokens;
+
+pub use process_tokens::{
+    default_policy, parse_until, ProcessTokenRequest, TokenInfo, CONTACT_TRACING,
+};
 
 /// One issued re-key, as the owner remembers it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,0 +1,7 @@
+//! Tools around ArmoredTwins that are not part of the user-facing command line: the demo
+//! (`at-demo`, run by `infra/demo.sh`) and the job-path benchmark (`at-bench`, run by
+//! `infra/bench.sh`). Both drive the real brokers and services through `armored-client`.
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod demo;
