@@ -34,9 +34,9 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    armored_runtime::telemetry::init("atctl");
-    armored_runtime::telemetry::exit_quietly_on_broken_pipe();
-    armored_runtime::telemetry::exit_code(run().await)
+    armored_base::telemetry::init("atctl");
+    armored_base::telemetry::exit_quietly_on_broken_pipe();
+    armored_base::telemetry::exit_code(run().await)
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use armored_base::Shutdown;
+use armored_crypto::registry::Registry;
 use armored_runtime::config::{KafkaConfig, KAFKA_DEFAULTS};
 use armored_runtime::kafka::{self, Topics};
-use armored_runtime::registry::Registry;
-use armored_runtime::Shutdown;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -9,15 +9,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use armored_base::time::now_ms;
 use armored_crypto::keyfile::{load_hpke_key, load_signing_key};
 use armored_crypto::mpcjob::{peek_job, sign_job, verify_job, verify_job_failed, SignedJob};
+use armored_crypto::registry::Registry;
 use armored_crypto::sig::SigningKey;
 use armored_crypto::tokens::{verify_process_token, verify_revocation, RevocationSet};
 use armored_crypto::KeyId;
 use armored_mpc::functions::contact_tracing::ContactTracingResult;
 use armored_mpc::output::open_and_combine;
-use armored_runtime::registry::Registry;
-use armored_runtime::time::now_ms;
 use armored_schemas::limits::{MAX_CONTROL_BYTES, MAX_JOB_BYTES};
 use armored_schemas::v1::control_record::Record;
 use armored_schemas::v1::mpc_result::Result as ResultKind;

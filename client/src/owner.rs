@@ -5,19 +5,19 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use armored_base::time::now_ms;
 use armored_crypto::identity::{
     create_owner_identity, enroll_device_with_slots, fingerprint, verify_owner_identity,
     verify_pinned_identity, PartyIdentity,
 };
 use armored_crypto::keyfile::{load_pre_key, load_signing_key, save_pre_key, save_signing_key};
 use armored_crypto::kpcpre::{Policy, PublicKey, ReKey, SecretKey};
+use armored_crypto::registry::record;
 use armored_crypto::sig::{SigningKey, VerifyingKey};
 use armored_crypto::tokens::{
     issue_rekey_upload, issue_revocation, ReKeyUploadInput, ReceiverKind, RevocationKind,
 };
 use armored_device::Card;
-use armored_runtime::registry::record;
-use armored_runtime::time::now_ms;
 use armored_schemas::v1::{control_record, registry_record::Record, ControlRecord};
 use prost::Message;
 use rand_core::OsRng;

@@ -11,12 +11,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use armored_base::time::now_ms;
 use armored_crypto::envelope::parse_header;
 use armored_crypto::history::issue_replay_request;
+use armored_crypto::registry::record;
 use armored_crypto::tokens::{issue_revocation, RevocationKind};
 use armored_device::Card;
-use armored_runtime::registry::record;
-use armored_runtime::time::now_ms;
 use armored_schemas::v1::{self, control_record, registry_record::Record};
 use armored_schemas::{decode_strict, limits::MAX_ENVELOPE_BYTES};
 use rand_core::OsRng;

@@ -11,15 +11,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use armored_base::time::now_ms;
 use armored_crypto::epoch::{epoch_of, EpochKeyManager};
 use armored_crypto::identity::{fingerprint, verify_owner_identity, verify_pinned_identity};
 use armored_crypto::keyfile::load_signing_key;
+use armored_crypto::registry::Registry;
 use armored_crypto::request::{
     new_request_id, open_response, seal_request, RequestInput, ResponseKey, REQ_ATTRIBUTE,
 };
 use armored_crypto::sig::SigningKey;
-use armored_runtime::registry::Registry;
-use armored_runtime::time::now_ms;
 use rand_core::OsRng;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};

@@ -76,6 +76,7 @@ pub mod keyid;
 pub mod kpcpre;
 pub mod mpcjob;
 pub mod peer;
+pub mod registry;
 pub mod replay;
 pub mod request;
 pub mod shares;

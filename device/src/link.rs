@@ -6,10 +6,10 @@
 use armored_schemas::Refusal;
 use std::sync::{Arc, Mutex};
 
-use armored_runtime::config::MqttConfig;
-use armored_runtime::mqtt::{self, Backoff};
-use armored_runtime::time::now_ms;
-use armored_runtime::Shutdown;
+use armored_base::mqtt::MqttConfig;
+use armored_base::mqtt::{self, Backoff};
+use armored_base::time::now_ms;
+use armored_base::Shutdown;
 use rumqttc::{Event as MqttEvent, Packet, QoS};
 use tokio::sync::mpsc;
 

@@ -11,14 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use armored_base::mqtt::MqttConfig;
+use armored_base::Shutdown;
 use armored_client::kafka::Ctl;
 use armored_client::owner::Owner;
 use armored_device::link::LinkEvent;
 use armored_device::Device;
-use armored_runtime::config::{KafkaConfig, MqttConfig};
+use armored_runtime::config::KafkaConfig;
 use armored_runtime::kafka::{create_topics, Topics};
 use armored_runtime::pipeline::Inbound;
-use armored_runtime::Shutdown;
 use rand_core::RngCore;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -156,7 +157,7 @@ pub fn free_addr() -> std::net::SocketAddr {
 impl Env {
     /// A fresh world: random topic prefix, topics created.
     pub async fn new() -> anyhow::Result<Self> {
-        armored_runtime::telemetry::init("e2e");
+        armored_base::telemetry::init("e2e");
         let prefix = format!("{}.", rand_id("t"));
         let kafka = KafkaConfig {
             brokers: std::env::var("AT_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
@@ -449,7 +450,7 @@ fn read_all(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<Inbound>> {
 
 /// Whether `cfg` can log in to the MQTT broker.
 pub async fn mqtt_login_ok(cfg: &MqttConfig) -> bool {
-    let mut o = armored_runtime::mqtt::options(cfg, false);
+    let mut o = armored_base::mqtt::options(cfg, false);
     o.set_clean_session(true);
     let (client, mut el) = rumqttc::AsyncClient::new(o, 10);
     let r = tokio::time::timeout(Duration::from_secs(3), async {
@@ -532,7 +533,7 @@ impl TestDevice {
             .device
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .record(attrs, delta, armored_runtime::time::now_ms())?;
+            .record(attrs, delta, armored_base::time::now_ms())?;
         self.outbox.send(env).await?;
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use armored_base::time::now_ms;
 use armored_client::owner::{control, Owner};
 use armored_crypto::domain::SigDomain;
 use armored_crypto::envelope::{seal_state_change, StateChangeInput, Writer};
@@ -10,6 +11,7 @@ use armored_crypto::epoch::{epoch_of, EpochKeyManager};
 use armored_crypto::identity::create_owner_identity;
 use armored_crypto::keyfile::load_signing_key;
 use armored_crypto::kpcpre::{Policy, ReKey, SecretKey};
+use armored_crypto::registry::record;
 use armored_crypto::sig::SigningKey;
 use armored_crypto::sym::seal;
 use armored_crypto::tokens::{issue_rekey_upload, ReKeyUploadInput, ReceiverKind};
@@ -17,8 +19,6 @@ use armored_device::link::LinkEvent;
 use armored_device::Event;
 use armored_e2e::{mqtt_login_ok, rand_id, Env, TestDevice};
 use armored_runtime::kafka::send;
-use armored_runtime::registry::record;
-use armored_runtime::time::now_ms;
 use armored_schemas::v1::{control_record, registry_record::Record};
 use armored_schemas::{v1, WIRE_VERSION};
 use prost::Message;
@@ -181,7 +181,7 @@ async fn bad_input_is_dead_lettered_counted_and_good_traffic_flows() -> anyhow::
     assert!(!mqtt_login_ok(&env.mqtt(&format!("{twin}/d1"), "wrong", &rand_id("p"))).await);
     let sync_before = env.records(&env.topics.sync())?.len();
     {
-        let mut o = armored_runtime::mqtt::options(
+        let mut o = armored_base::mqtt::options(
             &env.mqtt(&format!("{twin}/d1"), &d1.password, &rand_id("acl")),
             false,
         );

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use armored_base::time::now_ms;
 use armored_client::kafka::Ctl;
 use armored_client::owner::{control, Owner};
 use armored_client::replay::{self, grant_with_history, request_replay};
@@ -17,7 +18,6 @@ use armored_crypto::sig::SigningKey;
 use armored_device::link::LinkEvent;
 use armored_device::{Device, Event};
 use armored_e2e::{rand_id, Env, Running, TestDevice};
-use armored_runtime::time::now_ms;
 use armored_schemas::v1::{self, control_record};
 use armored_schemas::{decode_strict, limits::MAX_DELIVERY_BYTES, WIRE_VERSION};
 use prost::Message;

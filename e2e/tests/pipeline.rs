@@ -183,7 +183,7 @@ async fn policy_routing_delivers_exactly_when_the_policy_is_satisfied() -> anyho
         let e = d1.device.lock().expect("lock").record(
             attrs,
             json!({"set": i}),
-            armored_runtime::time::now_ms(),
+            armored_base::time::now_ms(),
         )?;
         armored_runtime::kafka::send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &e)
             .await
@@ -244,7 +244,7 @@ async fn share_bundles_reach_only_node_j_and_node_keys_nothing_else() -> anyhow:
     let (svc, _) = owner.trust(&ctl, &std::fs::read(sid)?).await?;
     owner.grant(&ctl, &svc.party_id, "location", None).await?;
 
-    let now = armored_runtime::time::now_ms();
+    let now = armored_base::time::now_ms();
     for j in 1..=3 {
         let node = format!("node-{j}");
         let e = d1.record(&["mpc-share", &node, "location"], json!({"share": j}), now)?;

@@ -5,6 +5,7 @@
 use armored_schemas::Refusal;
 use std::time::Duration;
 
+use armored_base::time::now_ms;
 use armored_client::owner::Owner;
 use armored_client::request::{
     request, responses_from_now, seal, wait_answer, Answer, Ask, Requester,
@@ -17,7 +18,6 @@ use armored_crypto::request::{new_request_id, seal_request, RequestInput, Respon
 use armored_device::link::LinkEvent;
 use armored_device::Event;
 use armored_e2e::{rand_id, Env, TestDevice};
-use armored_runtime::time::now_ms;
 use armored_schemas::{decode_strict, v1, WIRE_VERSION};
 use prost::Message;
 use rand_core::OsRng;
@@ -335,7 +335,7 @@ async fn publish_as(
     topic: &str,
     payload: Vec<u8>,
 ) -> anyhow::Result<()> {
-    let mut o = armored_runtime::mqtt::options(&env.mqtt(user, password, &rand_id("raw")), false);
+    let mut o = armored_base::mqtt::options(&env.mqtt(user, password, &rand_id("raw")), false);
     o.set_clean_session(true);
     let (c, mut el) = rumqttc::AsyncClient::new(o, 10);
     c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)

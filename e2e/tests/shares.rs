@@ -7,6 +7,7 @@ use armored_schemas::Refusal;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use armored_base::time::now_ms;
 use armored_client::kafka::Ctl;
 use armored_client::owner::{Owner, ProcessTokenRequest};
 use armored_client::service::Service;
@@ -22,7 +23,6 @@ use armored_device::sim::Sim;
 use armored_e2e::{rand_id, Env, TestDevice};
 use armored_mpc::field::Fp;
 use armored_mpc::shamir::combine;
-use armored_runtime::time::now_ms;
 use armored_schemas::v1::{self, control_record::Record};
 use prost::Message;
 use rand_core::OsRng;
@@ -378,7 +378,7 @@ async fn the_node_stores_only_shares_of_the_enrolled_device() -> anyhow::Result<
     ctl.send(
         &ctl.topics.registry(),
         &format!("device:{twin}/d3"),
-        &armored_runtime::registry::record(v1::registry_record::Record::Enrollment(enrollment)),
+        &armored_crypto::registry::record(v1::registry_record::Record::Enrollment(enrollment)),
     )
     .await?;
     let stranger = SigningKey::generate(&mut OsRng);

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use armored_base::time::now_ms;
 use armored_client::owner::Owner;
 use armored_client::request::{request, Ask, Requester};
 use armored_client::service::write::{seal, Write};
@@ -16,7 +17,6 @@ use armored_crypto::tokens::issue_write_token_for;
 use armored_device::link::LinkEvent;
 use armored_device::Event;
 use armored_e2e::{rand_id, Env};
-use armored_runtime::time::now_ms;
 use rand_core::OsRng;
 use serde_json::json;
 

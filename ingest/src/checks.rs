@@ -5,8 +5,8 @@
 
 use armored_crypto::envelope::{decode_envelope, twin_attribute};
 use armored_crypto::epoch::epoch_of;
+use armored_crypto::registry::Registry;
 use armored_crypto::Error as CryptoError;
-use armored_runtime::registry::Registry;
 use armored_schemas::Refusal;
 
 /// Why an uplink message is refused (each is a dead-letter reason).

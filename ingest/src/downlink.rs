@@ -9,10 +9,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use armored_base::mqtt::{self, Backoff};
+use armored_base::Shutdown;
 use armored_runtime::kafka::Ack;
-use armored_runtime::mqtt::{self, Backoff};
 use armored_runtime::pipeline::{run_group, GroupSpec, Handler, Inbound};
-use armored_runtime::Shutdown;
 use armored_schemas::v1::{self, downlink::Message as Down};
 use prost::Message;
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};

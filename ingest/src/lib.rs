@@ -16,11 +16,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use armored_runtime::config::{KafkaConfig, MqttConfig};
+use armored_base::mqtt::MqttConfig;
+use armored_base::Shutdown;
+use armored_crypto::registry::{Applied, Registry};
+use armored_runtime::config::KafkaConfig;
 use armored_runtime::dlq::DeadLetters;
 use armored_runtime::kafka::{self, Topics};
-use armored_runtime::registry::{Applied, Registry};
-use armored_runtime::Shutdown;
 use serde::{Deserialize, Serialize};
 
 /// Configuration of the bridge.

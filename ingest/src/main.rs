@@ -14,13 +14,13 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    armored_runtime::telemetry::init("ingest");
-    armored_runtime::telemetry::exit_code(run().await)
+    armored_base::telemetry::init("ingest");
+    armored_base::telemetry::exit_code(run().await)
 }
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg: at_ingest::Config =
         armored_runtime::config::load(&at_ingest::defaults(), args.config.as_deref())?;
-    at_ingest::run(cfg, armored_runtime::shutdown::on_signals()).await
+    at_ingest::run(cfg, armored_base::shutdown::on_signals()).await
 }

@@ -4,11 +4,11 @@
 //! the size, the framing, that the response names the device the broker authenticated, and that
 //! the device is enrolled. Acknowledged to the device only after Kafka's ack, like the uplink.
 
+use armored_crypto::registry::Registry;
 use armored_crypto::request::parse_response_envelope;
 use armored_crypto::Error as CryptoError;
 use armored_runtime::dlq::Source;
 use armored_runtime::kafka::{enqueue, Ack};
-use armored_runtime::registry::Registry;
 use armored_schemas::Refusal;
 use rumqttc::Publish;
 

@@ -5,14 +5,14 @@ use armored_schemas::Refusal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use armored_base::mqtt::{self, Backoff};
+use armored_base::time::now_ms;
+use armored_base::Shutdown;
 use armored_crypto::replay::ReplayGuard;
 use armored_crypto::KeyId;
 use armored_runtime::dlq::Source;
 use armored_runtime::follower::Follower;
 use armored_runtime::kafka::{enqueue, Ack};
-use armored_runtime::mqtt::{self, Backoff};
-use armored_runtime::time::now_ms;
-use armored_runtime::Shutdown;
 use rdkafka::message::{Header, OwnedHeaders};
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 use tokio::sync::Semaphore;

@@ -6,8 +6,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use armored_crypto::registry::Registry;
 use armored_crypto::tokens::{verify_revocation, verify_write_token_signature, RevocationKind};
-use armored_runtime::registry::Registry;
 use armored_schemas::decode_strict;
 use armored_schemas::limits::MAX_CONTROL_BYTES;
 use armored_schemas::v1::{control_record::Record, ControlRecord};

@@ -11,9 +11,9 @@ use armored_crypto::designation::verify_designation;
 use armored_crypto::hpke::HpkePublicKey;
 use armored_crypto::kpcpre::{AttributeSet, Policy};
 use armored_crypto::mpcjob::SignedJob;
+use armored_crypto::registry::Registry;
 use armored_crypto::{Error as CryptoError, KeyId};
 use armored_mpc::job::{ContactTracingParams, Function, SlotWindow, DISTANCE_LIMIT};
-use armored_runtime::registry::Registry;
 use armored_schemas::v1;
 
 use crate::tokens::TokenStore;

@@ -23,15 +23,15 @@ use armored_schemas::Refusal;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use armored_base::time::now_ms;
+use armored_base::Shutdown;
 use armored_crypto::envelope::Receiver;
 use armored_crypto::mpcjob::{peek_job, sign_job_failed, verify_job, JobFailure, SignedJob};
+use armored_crypto::registry::Registry;
 use armored_runtime::dlq::{DeadLetters, Source};
 use armored_runtime::follower::Follower;
 use armored_runtime::kafka::{enqueue, Ack, Topics};
 use armored_runtime::pipeline::{GroupSpec, Handler, Inbound};
-use armored_runtime::registry::Registry;
-use armored_runtime::time::now_ms;
-use armored_runtime::Shutdown;
 use armored_schemas::limits::MAX_JOB_BYTES;
 use armored_schemas::v1::mpc_result::Result as ResultKind;
 use armored_schemas::{decode_strict, v1, WIRE_VERSION};

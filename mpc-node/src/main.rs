@@ -17,8 +17,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    armored_runtime::telemetry::init("mpc-node");
-    armored_runtime::telemetry::exit_code(run().await)
+    armored_base::telemetry::init("mpc-node");
+    armored_base::telemetry::exit_code(run().await)
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -28,5 +28,5 @@ async fn run() -> anyhow::Result<()> {
     if let Some(j) = args.index {
         cfg.node.index = j;
     }
-    at_mpc_node::run(cfg, armored_runtime::shutdown::on_signals()).await
+    at_mpc_node::run(cfg, armored_base::shutdown::on_signals()).await
 }

@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use armored_base::Shutdown;
 use armored_crypto::hpke::{HpkePublicKey, HpkeSecretKey};
 use armored_crypto::peer::{ChannelId, PeerReceiver, PeerSender};
 use armored_mpc::error::TransportError;
@@ -16,7 +17,6 @@ use armored_mpc::shamir::Party;
 use armored_mpc::transport::Transport;
 use armored_runtime::config::KafkaConfig;
 use armored_runtime::kafka::{base_config, KafkaSetupError};
-use armored_runtime::Shutdown;
 use armored_schemas::limits::{MAX_PEER_MESSAGE_BYTES, PEER_CHUNK_BYTES};
 use armored_schemas::{decode_strict, v1};
 use prost::Message as _;

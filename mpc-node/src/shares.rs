@@ -6,10 +6,10 @@ use armored_schemas::Refusal;
 use std::collections::HashMap;
 
 use armored_crypto::envelope::{parse_header, Receiver};
+use armored_crypto::registry::Registry;
 use armored_crypto::KeyId;
 use armored_mpc::field::Fp;
 use armored_mpc::functions::contact_tracing::PointShare;
-use armored_runtime::registry::Registry;
 use armored_schemas::limits::MAX_DELIVERY_BYTES;
 use armored_schemas::{decode_strict, v1};
 use zeroize::Zeroize;

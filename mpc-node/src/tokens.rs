@@ -8,11 +8,11 @@
 use armored_schemas::Refusal;
 use std::collections::HashMap;
 
+use armored_crypto::registry::Registry;
 use armored_crypto::tokens::{
     verify_process_token_content, verify_revocation, ProcessGrant, RevocationSet,
 };
 use armored_crypto::KeyId;
-use armored_runtime::registry::Registry;
 use armored_schemas::limits::MAX_CONTROL_BYTES;
 use armored_schemas::v1::control_record::Record;
 use armored_schemas::{decode_strict, v1};

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use armored_base::time::now_ms;
 use armored_client::kafka::Ctl;
 use armored_client::mpc::{build_job, collect, submit_job, JobRequest, Outcome};
 use armored_client::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
@@ -21,7 +22,6 @@ use armored_crypto::peer::{ChannelId, PeerSender};
 use armored_device::sim::Sim;
 use armored_e2e::{free_addr, metric_at, rand_id, Env, TestDevice};
 use armored_mpc::functions::contact_tracing::cleartext;
-use armored_runtime::time::now_ms;
 use armored_schemas::v1;
 use prost::Message;
 use rand_core::OsRng;

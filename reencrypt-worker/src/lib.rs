@@ -17,14 +17,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use armored_base::time::now_ms;
+use armored_base::Shutdown;
+use armored_crypto::registry::Registry;
 use armored_runtime::config::KafkaConfig;
 use armored_runtime::dlq::{DeadLetters, Source};
 use armored_runtime::follower::Follower;
 use armored_runtime::kafka::{enqueue, Ack, Topics};
 use armored_runtime::pipeline::{GroupSpec, Handling, Inbound};
-use armored_runtime::registry::Registry;
-use armored_runtime::time::now_ms;
-use armored_runtime::Shutdown;
 use rdkafka::message::{Header, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 

@@ -14,13 +14,13 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    armored_runtime::telemetry::init("reencrypt");
-    armored_runtime::telemetry::exit_code(run().await)
+    armored_base::telemetry::init("reencrypt");
+    armored_base::telemetry::exit_code(run().await)
 }
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg: at_reencrypt::Config =
         armored_runtime::config::load(&at_reencrypt::defaults(), args.config.as_deref())?;
-    at_reencrypt::run(cfg, armored_runtime::shutdown::on_signals()).await
+    at_reencrypt::run(cfg, armored_base::shutdown::on_signals()).await
 }

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use armored_crypto::registry::Registry;
 use armored_crypto::sig::decode_signed;
 use armored_crypto::tokens::{verify_rekey_upload, verify_revocation, ReKeyGrant, RevocationSet};
 use armored_crypto::{Error as CryptoError, KeyId};
-use armored_runtime::registry::Registry;
 use armored_schemas::decode_strict;
 use armored_schemas::limits::{MAX_CONTROL_BYTES, MAX_REKEY_BYTES};
 use armored_schemas::v1::{self, control_record::Record, RevocationKind};

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use armored_base::time::now_ms;
 use armored_crypto::envelope::{decode_envelope, make_delivery, parse_header};
 use armored_crypto::history::{claimed_signer, verify_replay_request};
 use armored_crypto::kpcpre::{reencrypt, Capsule2};
@@ -37,7 +38,6 @@ use armored_crypto::{Error as CryptoError, KeyId};
 use armored_runtime::dlq::Source;
 use armored_runtime::kafka::{base_config, enqueue, Ack};
 use armored_runtime::pipeline::Inbound;
-use armored_runtime::time::now_ms;
 use armored_schemas::decode_strict;
 use armored_schemas::limits::{MAX_CONTROL_BYTES, MAX_ENVELOPE_BYTES};
 use armored_schemas::v1::{self, control_record::Record};

@@ -15,12 +15,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use armored_base::time::now_ms;
 use armored_crypto::envelope::decode_envelope;
 use armored_crypto::request::REQ_ATTRIBUTE;
 use armored_runtime::dlq::Source;
 use armored_runtime::kafka::{enqueue, Ack};
 use armored_runtime::pipeline::Inbound;
-use armored_runtime::time::now_ms;
 use prometheus::{register_int_counter_vec_with_registry, IntCounterVec};
 use rdkafka::message::{Header, OwnedHeaders};
 use serde::{Deserialize, Serialize};

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use armored_crypto::envelope::{decode_envelope, make_delivery};
 use armored_crypto::kpcpre::{reencrypt, Capsule1, Capsule2, CheckedCapsule};
+use armored_crypto::registry::Registry;
 use armored_crypto::tokens::ReceiverKind;
 use armored_crypto::Error as CryptoError;
-use armored_runtime::registry::Registry;
 use prometheus::{Histogram, IntCounter};
 use sha2::{Digest, Sha256};
 

@@ -66,7 +66,7 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
     for (twin, dev) in devices.iter_mut() {
         *dev = Some(env.enrolled_device(&owner, &ctl, twin, "d1").await?);
     }
-    let now = armored_runtime::time::now_ms();
+    let now = armored_base::time::now_ms();
     let mut acks = Vec::new();
     for i in 0..MESSAGES {
         let (twin, dev) = &mut devices[i % TWINS];

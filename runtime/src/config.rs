@@ -61,37 +61,6 @@ fetch_wait_max_ms = 10
 connect_timeout_ms = 10000
 "#;
 
-/// MQTT connection settings.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct MqttConfig {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// User name (devices: `{twin}/{device}`).
-    pub username: String,
-    /// Password; never printed.
-    #[serde(default)]
-    pub password: String,
-    /// Client id; a persistent session is keyed by it.
-    pub client_id: String,
-    /// Keep-alive in seconds.
-    pub keep_alive_s: u64,
-}
-
-impl std::fmt::Debug for MqttConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("client_id", &self.client_id)
-            .field("keep_alive_s", &self.keep_alive_s)
-            .finish()
-    }
-}
-
 /// The effective configuration as one line of JSON with secrets redacted, for the start-up log.
 pub fn redacted_json<T: Serialize>(cfg: &T) -> String {
     let mut v = serde_json::to_value(cfg).unwrap_or(serde_json::Value::Null);

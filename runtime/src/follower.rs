@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::config::KafkaConfig;
 use crate::kafka::{base_config, KafkaSetupError};
 use crate::pipeline::Inbound;
-use crate::Shutdown;
+use armored_base::Shutdown;
 
 /// Applies one control record to the caller's state.
 pub type Apply = Box<dyn FnMut(&Inbound) + Send>;

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus::{Encoder, Registry, TextEncoder};
 
-use crate::Shutdown;
+use armored_base::Shutdown;
 
 /// Set by a service once it is ready (brokers reached, control topics loaded) and cleared if it fails.
 #[derive(Clone, Debug, Default)]

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::config::KafkaConfig;
 use crate::kafka::{base_config, Ack, KafkaSetupError};
-use crate::Shutdown;
+use armored_base::Shutdown;
 
 /// A consumed record, copied out of librdkafka's buffer.
 #[derive(Clone)]

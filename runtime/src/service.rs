@@ -9,7 +9,7 @@ use crate::config::KafkaConfig;
 use crate::dlq::DeadLetters;
 use crate::http::Health;
 use crate::kafka::{self, Topics};
-use crate::Shutdown;
+use armored_base::Shutdown;
 
 /// What a started service holds.
 #[derive(Clone)]

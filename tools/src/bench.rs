@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use armored_base::time::now_ms;
+use armored_base::Shutdown;
 use armored_crypto::identity::PartyKind;
 use armored_device::sim::Sim;
 use armored_mpc::functions::contact_tracing::cleartext;
 use armored_runtime::config::KafkaConfig;
 use armored_runtime::kafka::{create_topics, Topics};
-use armored_runtime::time::now_ms;
-use armored_runtime::Shutdown;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use armored_base::Shutdown;
 use armored_crypto::identity::PartyKind;
-use armored_runtime::Shutdown;
 use serde_json::json;
 
 mod history;

@@ -68,7 +68,7 @@ pub async fn grant_from(
     from: &str,
     epoch_len_ms: u64,
 ) -> anyhow::Result<()> {
-    let epoch = history::parse_from(from, epoch_len_ms, armored_runtime::time::now_ms())?;
+    let epoch = history::parse_from(from, epoch_len_ms, armored_base::time::now_ms())?;
     let (rk, id) = history::grant_with_history(o, ctl, to, policy, epoch).await?;
     println!("granted {to} re-key {rk}; history from epoch {epoch} requested (replay {id})");
     follow(ctl, &id, Duration::from_secs(120)).await
@@ -184,7 +184,7 @@ pub async fn run(
     cmd: HistoryCmd,
     ctl: impl Fn() -> anyhow::Result<Ctl>,
 ) -> anyhow::Result<()> {
-    let now = armored_runtime::time::now_ms();
+    let now = armored_base::time::now_ms();
     match cmd {
         HistoryCmd::Replay {
             rk,

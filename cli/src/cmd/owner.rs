@@ -241,7 +241,7 @@ pub async fn run(args: OwnerArgs, connect: &Connect) -> anyhow::Result<()> {
                 max_jobs_per_window: a.max_jobs,
                 not_after_ms: armored_client::owner::parse_until(
                     &a.until,
-                    armored_runtime::time::now_ms(),
+                    armored_base::time::now_ms(),
                 )?,
                 policy: a.policy,
                 twins: a.twin,
@@ -265,7 +265,7 @@ pub async fn run(args: OwnerArgs, connect: &Connect) -> anyhow::Result<()> {
             out,
         } => {
             let o = Owner::open(&dir)?;
-            let now = armored_runtime::time::now_ms();
+            let now = armored_base::time::now_ms();
             let until =
                 armored_client::when::parse_until(&until, now).map_err(anyhow::Error::msg)?;
             let identity =

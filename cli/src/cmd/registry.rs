@@ -1,6 +1,6 @@
 //! `atctl registry`: what the registry says, as a table.
 
-use armored_runtime::registry::Registry;
+use armored_crypto::registry::Registry;
 
 /// Renders owners, twins with their devices, and parties.
 pub fn render(r: &Registry) -> String {

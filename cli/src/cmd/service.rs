@@ -222,7 +222,7 @@ pub async fn run(args: ServiceArgs, connect: &Connect) -> anyhow::Result<()> {
             };
             let progress = indicatif::ProgressBar::new_spinner();
             progress.set_message(format!("{}: waiting for deliveries", s.id));
-            let shutdown = armored_runtime::shutdown::on_signals();
+            let shutdown = armored_base::shutdown::on_signals();
             let stats = s
                 .consume(&ctl()?, count, idle, shutdown, |o| {
                     let line = match o {

@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use anyhow::Context;
+use armored_base::time::now_ms;
 use armored_crypto::designation::sign_designation;
 use armored_crypto::keyfile::load_signing_key;
-use armored_runtime::time::now_ms;
 
 /// Signs a designation of `reference_twin` for slots `window_start .. window_start + window_slots`
 /// with the signing key of the party in `dir`. Returns the signed record (raw bytes).

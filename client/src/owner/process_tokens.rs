@@ -4,13 +4,13 @@
 //! remembers them beside the re-keys.
 
 use anyhow::{bail, Context};
+use armored_base::time::now_ms;
 use armored_crypto::identity::{fingerprint, verify_pinned_identity, PartyIdentity};
 use armored_crypto::kpcpre::Policy;
 use armored_crypto::tokens::{
     issue_process_token, issue_revocation, verify_process_token, ProcessTokenInput, RevocationKind,
     RevocationSet,
 };
-use armored_runtime::time::now_ms;
 use armored_schemas::v1::{control_record, FunctionGrant};
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};

@@ -7,11 +7,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use armored_base::time::now_ms;
 use armored_crypto::identity::{fingerprint, verify_pinned_identity};
 use armored_crypto::tokens::{
     issue_revocation, issue_write_token_for, verify_write_token_signature, RevocationKind,
 };
-use armored_runtime::time::now_ms;
 use armored_schemas::v1::control_record::Record;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};

@@ -7,11 +7,11 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use armored_base::time::now_ms;
 use armored_crypto::envelope::{seal_state_change, StateChangeInput};
 use armored_crypto::epoch::{epoch_of, EpochKeyManager};
+use armored_crypto::registry::Registry;
 use armored_crypto::tokens::{verify_write_token, RevocationSet};
-use armored_runtime::registry::Registry;
-use armored_runtime::time::now_ms;
 use rand_core::OsRng;
 
 use crate::kafka::Ctl;

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use armored_base::mqtt::MqttConfig;
+use armored_base::time::now_ms;
 use armored_device::link::{run, LinkEvent};
 use armored_device::{pin_owner, setup_with_slot_len, Device};
-use armored_runtime::config::MqttConfig;
-use armored_runtime::time::now_ms;
 use clap::{Parser, Subcommand};
 use rand_core::RngCore;
 
@@ -103,9 +103,9 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    armored_runtime::telemetry::init("device");
-    armored_runtime::telemetry::exit_quietly_on_broken_pipe();
-    armored_runtime::telemetry::exit_code(run_cli().await)
+    armored_base::telemetry::init("device");
+    armored_base::telemetry::exit_quietly_on_broken_pipe();
+    armored_base::telemetry::exit_code(run_cli().await)
 }
 
 async fn run_cli() -> anyhow::Result<()> {
@@ -180,7 +180,7 @@ async fn run_cli() -> anyhow::Result<()> {
                 client_id: format!("dev-{}", id.replace('/', "-")),
                 keep_alive_s: 30,
             };
-            let shutdown = armored_runtime::shutdown::on_signals();
+            let shutdown = armored_base::shutdown::on_signals();
             let (out_tx, out_rx) = tokio::sync::mpsc::channel(64);
             let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
             let link = tokio::spawn(run(device.clone(), cfg, out_rx, ev_tx, shutdown.clone()));
@@ -279,7 +279,7 @@ async fn share(
     let twin = device.card().twin_id.clone();
     let id = format!("{}/{}", twin, device.card().device_id);
     let device = Arc::new(Mutex::new(device));
-    let shutdown = armored_runtime::shutdown::on_signals();
+    let shutdown = armored_base::shutdown::on_signals();
     let (out_tx, out_rx) = tokio::sync::mpsc::channel(64);
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
     let link = tokio::spawn(run(

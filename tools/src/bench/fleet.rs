@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use armored_base::mqtt::MqttConfig;
+use armored_base::Shutdown;
 use armored_device::link::{run as link, LinkEvent};
 use armored_device::sim::Sim;
 use armored_device::Device;
-use armored_runtime::config::MqttConfig;
-use armored_runtime::Shutdown;
 use tokio::sync::mpsc;
 
 /// One phone: its device directory and MQTT login.

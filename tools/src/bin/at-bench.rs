@@ -50,9 +50,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    armored_runtime::telemetry::init("at-bench");
-    armored_runtime::telemetry::exit_quietly_on_broken_pipe();
-    armored_runtime::telemetry::exit_code(bench().await)
+    armored_base::telemetry::init("at-bench");
+    armored_base::telemetry::exit_quietly_on_broken_pipe();
+    armored_base::telemetry::exit_code(bench().await)
 }
 
 async fn bench() -> anyhow::Result<()> {
@@ -73,7 +73,7 @@ async fn bench() -> anyhow::Result<()> {
             .or_else(|| exe.parent().map(PathBuf::from))
             .unwrap_or_default(),
         dir: a.dir.unwrap_or_else(|| {
-            state.join(format!("bench-{}", armored_runtime::time::now_ms() / 1000))
+            state.join(format!("bench-{}", armored_base::time::now_ms() / 1000))
         }),
         infra_dir: a.infra_dir,
         state_dir: state,
@@ -83,6 +83,6 @@ async fn bench() -> anyhow::Result<()> {
         ingest_password: a.ingest_password,
         out: a.out,
     };
-    run(&cfg, &armored_runtime::Shutdown::new()).await?;
+    run(&cfg, &armored_base::Shutdown::new()).await?;
     Ok(())
 }

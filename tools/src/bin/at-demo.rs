@@ -42,9 +42,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    armored_runtime::telemetry::init("at-demo");
-    armored_runtime::telemetry::exit_quietly_on_broken_pipe();
-    armored_runtime::telemetry::exit_code(demo().await)
+    armored_base::telemetry::init("at-demo");
+    armored_base::telemetry::exit_quietly_on_broken_pipe();
+    armored_base::telemetry::exit_code(demo().await)
 }
 
 async fn demo() -> anyhow::Result<()> {

@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use armored_base::Shutdown;
 use armored_crypto::identity::PartyKind;
 use armored_device::link::LinkEvent;
 use armored_device::{Event, State};
-use armored_runtime::Shutdown;
 use serde_json::json;
 
 use super::parties::{start_device_with, step, DemoConfig, Dev};

@@ -8,11 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use armored_base::time::now_ms;
+use armored_base::Shutdown;
 use armored_crypto::identity::PartyKind;
 use armored_device::sim::Sim;
 use armored_mpc::functions::contact_tracing::cleartext;
-use armored_runtime::time::now_ms;
-use armored_runtime::Shutdown;
 
 use super::parties::{rid, start_device_with, step, DemoConfig};
 use armored_client::kafka::Ctl;

@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use armored_base::mqtt::MqttConfig;
+use armored_base::time::now_ms;
+use armored_base::Shutdown;
 use armored_client::kafka::Ctl;
 use armored_client::owner::Owner;
 use armored_device::link::{run as link, LinkEvent};
 use armored_device::{Device, Event};
-use armored_runtime::config::MqttConfig;
-use armored_runtime::time::now_ms;
-use armored_runtime::Shutdown;
 use rand_core::RngCore;
 use tokio::sync::mpsc;
 

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use armored_base::time::now_ms;
 use armored_device::Device;
-use armored_runtime::time::now_ms;
 use serde_json::json;
 
 use armored_client::kafka::Ctl;

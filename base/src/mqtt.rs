@@ -5,7 +5,38 @@ use std::time::Duration;
 use rand_core::RngCore;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions};
 
-use crate::config::MqttConfig;
+use serde::{Deserialize, Serialize};
+
+/// MQTT connection settings.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// User name (devices: `{twin}/{device}`).
+    pub username: String,
+    /// Password; never printed.
+    #[serde(default)]
+    pub password: String,
+    /// Client id; a persistent session is keyed by it.
+    pub client_id: String,
+    /// Keep-alive in seconds.
+    pub keep_alive_s: u64,
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("client_id", &self.client_id)
+            .field("keep_alive_s", &self.keep_alive_s)
+            .finish()
+    }
+}
 
 /// Options for a persistent-session client (clean session off, so QoS 1 messages wait for it).
 pub fn options(cfg: &MqttConfig, manual_acks: bool) -> MqttOptions {
