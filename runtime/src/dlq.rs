@@ -1,6 +1,7 @@
 //! Dead letters: a record that cannot be processed goes to `at.dlq.v1` with a typed reason and its
 //! source as headers, and the reason's counter is incremented; the service carries on.
 
+use armored_schemas::Refusal;
 use prometheus::IntCounterVec;
 use rdkafka::message::{Header, OwnedHeaders};
 
@@ -48,6 +49,14 @@ impl DeadLetters {
             counter,
             service,
         }
+    }
+
+    /// Writes `payload` as a dead letter refused for `why`: its bounded label goes to the counter and
+    /// the `at-reason` header, its message to `at-detail`. Every service's dead-letter path goes
+    /// through here.
+    pub async fn refuse(&self, why: &dyn Refusal, src: &Source<'_>, payload: &[u8]) -> Ack {
+        self.send(why.reason(), &why.to_string(), src, payload)
+            .await
     }
 
     /// Writes `payload` as a dead letter with `reason` (a bounded label) and `detail` (an error
