@@ -7,8 +7,8 @@ use armored_schemas::{decode_strict, v1, WIRE_VERSION};
 use prost::Message;
 
 use crate::domain::SigDomain;
-use crate::envelope::check_id;
 use crate::error::{check_version, Error, Result};
+use crate::ids::check_id;
 use crate::sig::{decode_signed, SigningKey, VerifyingKey};
 use crate::verified::Verified;
 

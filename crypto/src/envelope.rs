@@ -24,31 +24,9 @@ use crate::sym::{open, seal, NONCE_BYTES};
 use crate::tokens::{verify_write_token, write_token_writer_key, RevocationSet};
 use crate::verified::Verified;
 
-/// Twin and device ids: `[a-z0-9-]{1,32}`.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 32
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-}
-
-/// Checks an id field against `[a-z0-9-]{1,32}`.
-pub fn check_id(id: &str, field: &'static str) -> Result<()> {
-    if is_valid_id(id) {
-        Ok(())
-    } else {
-        Err(Error::InvalidField {
-            field,
-            reason: "must match [a-z0-9-]{1,32}",
-        })
-    }
-}
-
-/// The attribute every envelope of twin `twin_id` carries.
-pub fn twin_attribute(twin_id: &str) -> String {
-    format!("twin:{twin_id}")
-}
+// Ids are checked below every sealed format (capsules, tokens, epochs); re-exported here, where
+// callers outside the crate have always found them.
+pub use crate::ids::{check_id, is_valid_id, twin_attribute};
 
 /// Parses and validates an `EnvelopeHeader` (ids, key id, sorted attributes with `twin:<id>`, cid).
 pub fn parse_header(bytes: &[u8]) -> Result<v1::EnvelopeHeader> {

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use rand_core::{CryptoRng, RngCore};
 
-use crate::envelope::twin_attribute;
 use crate::error::{Error, Result};
+use crate::ids::twin_attribute;
 use crate::kpcpre::{AttributeSet, Capsule1, Dek, PublicKey};
 
 /// Messages one DEK may encrypt (random 96-bit nonces: 2^24 keeps the collision risk below 2^-48).
@@ -53,7 +53,7 @@ pub struct EpochKeyManager {
 impl EpochKeyManager {
     /// Keys for `twin_id`, encapsulated for `owner`.
     pub fn new(owner: PublicKey, twin_id: &str) -> Result<Self> {
-        crate::envelope::check_id(twin_id, "twin_id")?;
+        crate::ids::check_id(twin_id, "twin_id")?;
         Ok(Self {
             owner,
             twin_id: twin_id.to_owned(),

@@ -90,7 +90,7 @@ pub fn verify_owner_identity(
     signer
         .unwrap_or(&sig)
         .verify(SigDomain::Identity, &signed, "owner identity")?;
-    crate::envelope::check_id(&m.owner_id, "owner_id")?;
+    crate::ids::check_id(&m.owner_id, "owner_id")?;
     let pre = PublicKey::from_bytes(&m.pre_public_key)?;
     let r = Gt::from_bytes_unchecked_subgroup(&m.pok_commitment, "pok_commitment")?;
     let z = Scalar::from_bytes(&m.pok_response, "pok_response")?;
@@ -184,8 +184,8 @@ pub fn verify_enrollment(bytes: &[u8], owner: &VerifyingKey) -> Result<Verified<
     if m.owner_sig_key_id.as_slice() != owner.key_id().0.as_slice() {
         return Err(Error::UnknownSigner("device enrollment"));
     }
-    crate::envelope::check_id(&m.twin_id, "enrollment.twin_id")?;
-    crate::envelope::check_id(&m.device_id, "enrollment.device_id")?;
+    crate::ids::check_id(&m.twin_id, "enrollment.twin_id")?;
+    crate::ids::check_id(&m.device_id, "enrollment.device_id")?;
     let pre = PublicKey::from_bytes(&m.pre_public_key)?;
     if m.pre_key_id.as_slice() != pre.key_id().0.as_slice() {
         return Err(Error::Mismatch(
@@ -270,7 +270,7 @@ pub fn verify_pinned_identity(bytes: &[u8], pinned: &[u8; 32]) -> Result<Verifie
             field: "party.kind",
             reason: "unknown party kind",
         })?;
-    crate::envelope::check_id(&m.party_id, "party_id")?;
+    crate::ids::check_id(&m.party_id, "party_id")?;
     Ok(Verified::new(PartyIdentity {
         kind,
         party_id: m.party_id,

@@ -71,6 +71,7 @@ pub mod group;
 pub mod history;
 pub mod hpke;
 pub mod identity;
+pub mod ids;
 pub mod keyfile;
 pub mod keyid;
 pub mod kpcpre;

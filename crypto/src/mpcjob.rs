@@ -42,7 +42,7 @@ pub fn verify_job(bytes: &[u8], service: &VerifyingKey) -> Result<Verified<Signe
     let body = service.verify(SigDomain::MpcJob, &signed, "mpc job")?;
     let job: v1::MpcJob = decode_strict("MpcJob", body, MAX_JOB_BYTES)?;
     check_version("MpcJob", job.version)?;
-    crate::envelope::check_id(&job.job_id, "job_id")?;
+    crate::ids::check_id(&job.job_id, "job_id")?;
     Ok(Verified::new(SignedJob {
         job_hash: Sha256::digest(body).into(),
         job,

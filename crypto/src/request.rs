@@ -20,9 +20,10 @@ use rand_core::{CryptoRng, RngCore};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::domain::SigDomain;
-use crate::envelope::{check_id, parse_header, Receiver, TrustStore};
+use crate::envelope::{parse_header, Receiver, TrustStore};
 use crate::epoch::EpochKey;
 use crate::error::{check_version, Error, Result};
+use crate::ids::check_id;
 use crate::keyid::KeyId;
 use crate::sig::{decode_signed, SigningKey, VerifyingKey};
 use crate::sym::{open, seal, SymKey, NONCE_BYTES};

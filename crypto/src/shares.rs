@@ -20,9 +20,10 @@ use prost::Message;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::domain::SigDomain;
-use crate::envelope::{check_id, parse_header, twin_attribute, Receiver, TrustStore};
+use crate::envelope::{parse_header, Receiver, TrustStore};
 use crate::epoch::EpochKey;
 use crate::error::{Error, Result};
+use crate::ids::{check_id, twin_attribute};
 use crate::keyid::KeyId;
 use crate::sig::{decode_signed, SigningKey};
 use crate::sym::{open, seal, NONCE_BYTES};

@@ -234,7 +234,7 @@ pub fn verify_write_token_signature(
     )?;
     check_version("WriteToken", t.version)?;
     check_signer(&t.owner_sig_key_id, owner, "write token")?;
-    crate::envelope::check_id(&t.twin_id, "write_token.twin_id")?;
+    crate::ids::check_id(&t.twin_id, "write_token.twin_id")?;
     KeyId::from_slice(&t.writer_key_id, "write_token.writer_key_id")?;
     write_token_writer_key(&t)?;
     Ok(Verified::new(t))
@@ -486,10 +486,10 @@ pub fn verify_rekey_upload(
     // Services and nodes are named by their id; devices by `{twin}/{device}` (their MQTT user name).
     match u.receiver_id.split_once('/') {
         Some((twin, device)) if receiver_kind == ReceiverKind::Device => {
-            crate::envelope::check_id(twin, "rekey_upload.receiver_id twin")?;
-            crate::envelope::check_id(device, "rekey_upload.receiver_id device")?;
+            crate::ids::check_id(twin, "rekey_upload.receiver_id twin")?;
+            crate::ids::check_id(device, "rekey_upload.receiver_id device")?;
         }
-        _ => crate::envelope::check_id(&u.receiver_id, "rekey_upload.receiver_id")?,
+        _ => crate::ids::check_id(&u.receiver_id, "rekey_upload.receiver_id")?,
     }
     if let Some(na) = u.not_after_ms {
         if now_ms > na {

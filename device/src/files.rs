@@ -10,7 +10,7 @@ use armored_crypto::sig::SigningKey;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
-use crate::device::DeviceError;
+use crate::error::DeviceError;
 
 /// The public card of a device: everything the owner needs to enroll it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -14,11 +14,11 @@
 #![forbid(unsafe_code)]
 
 mod device;
+mod error;
 mod files;
 pub mod link;
-mod shares;
 pub mod sim;
 
+pub use device::ShareState;
 pub use device::{Device, DeviceError, Event, State};
 pub use files::{pin_owner, setup, setup_with_slot_len, Card, DEFAULT_SLOT_LEN_MS};
-pub use shares::ShareState;

@@ -99,7 +99,7 @@ impl Header {
             });
         }
         let twin_id = r.str(tag::TWIN_ID)?.to_owned();
-        crate::envelope::check_id(&twin_id, "hdr.twin_id")?;
+        crate::ids::check_id(&twin_id, "hdr.twin_id")?;
         let epoch = r.u64(tag::EPOCH)?;
         let mut attrs = Vec::new();
         while r.peek_tag() == Some(tag::ATTRIBUTE) {
@@ -153,7 +153,7 @@ impl Capsule1 {
         dek: &Dek,
         rng: &mut R,
     ) -> Result<Self> {
-        crate::envelope::check_id(twin_id, "twin_id")?;
+        crate::ids::check_id(twin_id, "twin_id")?;
         let header = Header {
             twin_id: twin_id.to_owned(),
             epoch,

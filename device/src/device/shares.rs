@@ -8,7 +8,7 @@ use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-use crate::device::{Device, DeviceError};
+use super::{Device, DeviceError};
 
 /// Largest coordinate the contact-tracing function takes (u16 grid).
 pub const MAX_COORDINATE: u32 = u16::MAX as u32;
