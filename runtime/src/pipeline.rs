@@ -158,6 +158,8 @@ struct Lane {
     tx: mpsc::Sender<Inbound>,
     /// Signalled when the lane has finished its queue and marked its last offset.
     drained: std::sync::mpsc::Receiver<()>,
+    /// The lane's handling and acknowledging tasks, aborted when it does not drain in time.
+    tasks: [tokio::task::AbortHandle; 2],
 }
 
 type Lanes = Arc<Mutex<HashMap<(String, i32), Lane>>>;
@@ -266,23 +268,30 @@ fn drain(lanes: &Lanes, which: Option<&[(String, i32)]>, timeout: Duration) {
     // the control topics held a revocation of 11 partitions ~110 s, and the group stalled with it.
     let deadline = std::time::Instant::now() + timeout;
     let mut late = 0;
-    let receivers: Vec<_> = taken
+    let waiting: Vec<_> = taken
         .into_iter()
         .map(|lane| {
             drop(lane.tx);
-            lane.drained
+            (lane.drained, lane.tasks)
         })
         .collect();
-    for drained in receivers {
+    for (drained, tasks) in waiting {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = drained.recv_timeout(left) {
+            // A late lane must not go on producing or marking offsets for a partition that another
+            // member now owns: its outputs would interleave with the new owner's (out of order) and
+            // its marks could be committed over the new owner's progress. Its unfinished records
+            // are redelivered to the new owner, as if this member had crashed.
+            for t in tasks {
+                t.abort();
+            }
             late += 1;
         }
     }
     if late > 0 {
         tracing::warn!(
             partitions = late,
-            "partitions did not drain in time; their unfinished records will be redelivered"
+            "partitions did not drain in time: their lanes were stopped, and their unfinished records will be redelivered"
         );
     }
 }
@@ -393,7 +402,7 @@ fn spawn_lane(
     let (acks_tx, mut acks_rx) = mpsc::channel::<(i64, Vec<Ack>)>(spec.queue_depth * 4);
     let (drained_tx, drained) = std::sync::mpsc::channel();
     let handler = handler.clone();
-    rt.spawn(async move {
+    let handling = rt.spawn(async move {
         while let Some(m) = rx.recv().await {
             let results: Vec<(i64, Vec<Ack>)> = match &handler {
                 Handling::One(h) => {
@@ -434,7 +443,7 @@ fn spawn_lane(
     let (topic, partition) = key.clone();
     let failure = failure.clone();
     let stop = stop.clone();
-    rt.spawn(async move {
+    let acknowledging = rt.spawn(async move {
         while let Some((offset, acks)) = acks_rx.recv().await {
             for ack in acks {
                 if let Err(e) = ack.await {
@@ -454,7 +463,11 @@ fn spawn_lane(
         }
         let _ = drained_tx.send(());
     });
-    Lane { tx, drained }
+    Lane {
+        tx,
+        drained,
+        tasks: [handling.abort_handle(), acknowledging.abort_handle()],
+    }
 }
 
 /// Why the pipeline stopped.
