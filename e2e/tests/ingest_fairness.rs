@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use armored_base::time::now_ms;
 use armored_client::owner::Owner;
 use armored_device::link::LinkEvent;
 use armored_e2e::{rand_id, Env, Running, TestDevice};
@@ -58,8 +59,19 @@ async fn one_slow_device_does_not_stall_the_others() -> anyhow::Result<()> {
     let out = "at_ingest_messages_out_total{path=\"up\"}";
     metric_reaches(&ingest, out, 1).await?;
 
-    for i in 0..BURST {
-        slow.publish(&["sync"], json!({"slow": i})).await?;
+    // Sealed beforehand, so that the burst and the good changes leave back to back.
+    let seal = |dev: &TestDevice, delta: serde_json::Value| -> anyhow::Result<Vec<u8>> {
+        let mut d = dev.device.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        Ok(d.record(&["sync"], delta, now_ms())?)
+    };
+    let burst = (0..BURST)
+        .map(|i| seal(&slow, json!({"slow": i})))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let changes = (0..GOOD)
+        .map(|i| seal(&good, json!({"good": i})))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for env in burst {
+        slow.outbox.send(env).await?;
     }
     // All of the burst is at the broker, queued for the bridge before anything of the good device.
     let acked = slow
@@ -74,8 +86,8 @@ async fn one_slow_device_does_not_stall_the_others() -> anyhow::Result<()> {
             .count()
             >= BURST
     );
-    for i in 0..GOOD {
-        good.publish(&["sync"], json!({"good": i})).await?;
+    for env in changes {
+        good.outbox.send(env).await?;
     }
     metric_reaches(&ingest, out, 1 + GOOD).await?;
     let unknown = "at_ingest_dead_letters_total{reason=\"unknown_device\"}";
