@@ -63,8 +63,18 @@ impl DeadLetters {
         src: &'a Source<'a>,
         payload: &'a [u8],
     ) -> impl std::future::Future<Output = Ack> + Send + 'a {
-        let (reason, detail) = (why.reason(), why.to_string());
-        async move { self.send(reason, &detail, src, payload).await }
+        self.send_owned(why.reason(), why.to_string(), src, payload)
+    }
+
+    /// [`Self::send`] with the message owned by the future.
+    async fn send_owned(
+        &self,
+        reason: &'static str,
+        detail: String,
+        src: &Source<'_>,
+        payload: &[u8],
+    ) -> Ack {
+        self.send(reason, &detail, src, payload).await
     }
 
     /// Writes `payload` as a dead letter with `reason` (a bounded label) and `detail` (an error
