@@ -75,9 +75,14 @@ impl Backoff {
     }
 }
 
+/// The connection failed (or could not be made); the event loop reconnects on its next poll.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PollError(#[from] pub rumqttc::ConnectionError);
+
 /// Polls the event loop once, sleeping with backoff after a connection error.
-/// Returns `Ok(event)` or `Err(description)` after the backoff sleep.
-pub async fn poll(eventloop: &mut EventLoop, backoff: &mut Backoff) -> Result<Event, String> {
+/// Returns `Ok(event)`, or the connection error after the backoff sleep.
+pub async fn poll(eventloop: &mut EventLoop, backoff: &mut Backoff) -> Result<Event, PollError> {
     match eventloop.poll().await {
         Ok(ev) => {
             if matches!(ev, Event::Incoming(rumqttc::Packet::ConnAck(_))) {
@@ -88,7 +93,7 @@ pub async fn poll(eventloop: &mut EventLoop, backoff: &mut Backoff) -> Result<Ev
         Err(e) => {
             let d = backoff.next_delay();
             tokio::time::sleep(d).await;
-            Err(e.to_string())
+            Err(PollError(e))
         }
     }
 }

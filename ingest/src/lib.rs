@@ -7,6 +7,7 @@
 
 pub mod checks;
 mod downlink;
+pub mod lanes;
 pub mod metrics;
 pub mod responses;
 mod uplink;

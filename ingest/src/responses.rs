@@ -97,11 +97,7 @@ pub(crate) async fn handle(ctx: &Ctx, p: &Publish) -> Option<Ack> {
                 offset: -1,
                 key: p.topic.as_bytes(),
             };
-            Some(
-                ctx.dlq
-                    .send(reject.reason(), &reject.to_string(), &src, &p.payload)
-                    .await,
-            )
+            Some(ctx.dlq.refuse(&reject, &src, &p.payload).await)
         }
         Ok(key) => {
             m.messages_out.with_label_values(&["resp"]).inc();

@@ -1,7 +1,19 @@
 //! Device → cloud: MQTT `at/v1/up/{twin}/{device}` → checks → `at.sync.v1`. The device's PUBACK is
 //! sent only after Kafka acknowledged the write (or the dead letter), so nothing is lost between.
+//!
+//! The event loop only polls and dispatches: each publish goes to its device's lane
+//! ([`crate::lanes`]), which checks it, enqueues its record and leaves the wait for Kafka's
+//! acknowledgement (then the PUBACK) to a task of its own.
+//!
+//! PUBACKs therefore leave in the order Kafka acknowledges, not the order the publishes came in (as
+//! they did before the lanes: acknowledgements of different partitions complete in any order).
+//! MQTT 3.1.1 and 5 (section 4.6, [MQTT-4.6.0-2]) do ask a client to send PUBACKs in the order it
+//! received the publishes, but nothing here depends on it: rumqttc (0.25, `AsyncClient::ack`)
+//! sends a PUBACK for the packet id it is given and keeps no state about incoming QoS 1 publishes,
+//! and mosquitto removes the acknowledged packet id from the session's in-flight list, whatever its
+//! position. A publish is acknowledged only once its record (or dead letter) is in Kafka, and one
+//! never acknowledged is sent again on reconnection (persistent session): at least once, as before.
 
-use armored_schemas::Refusal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,10 +27,17 @@ use armored_runtime::follower::Follower;
 use armored_runtime::kafka::{enqueue, Ack};
 use rdkafka::message::{Header, OwnedHeaders};
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::checks::{check_uplink, Limits, Reject};
+use crate::lanes::Lanes;
 use crate::Ctx;
+
+/// A publish on its way through a lane, with its share of `max_in_flight`.
+struct Job {
+    publish: Publish,
+    permit: OwnedSemaphorePermit,
+}
 
 pub(crate) async fn run(ctx: Ctx, registry: Follower, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut mcfg = ctx.cfg.mqtt.clone();
@@ -28,29 +47,39 @@ pub(crate) async fn run(ctx: Ctx, registry: Follower, shutdown: Shutdown) -> any
     client
         .subscribe(crate::responses::RESPONSE_FILTER, QoS::AtLeastOnce)
         .await?;
-    let permits = Arc::new(Semaphore::new(ctx.cfg.ingest.max_in_flight));
-    let mut guard = ReplayGuard::new();
-    let mut backoff = Backoff::default();
+    let max_in_flight = ctx.cfg.ingest.max_in_flight;
+    let permits = Arc::new(Semaphore::new(max_in_flight));
     let limits = Limits {
         max_bytes: ctx.cfg.ingest.max_envelope_bytes,
         skew_ms: ctx.cfg.ingest.skew_ms,
     };
+    // Every queued job holds one of the `max_in_flight` permits, so a lane's queue (that long)
+    // is never full and dispatching never waits on a lane: the loop waits only for a permit, when
+    // `max_in_flight` publishes are unfinished, which is back-pressure on the whole bridge (Kafka
+    // is slow), as before the lanes. One device cannot take all the permits: mosquitto sends a
+    // client at most `max_inflight_messages` (20 by default) unacknowledged publishes. Memory stays
+    // bounded by `max_in_flight` publishes; the queues allocate as they fill.
+    let (lanes, workers) = Lanes::start(max_in_flight, |jobs| {
+        lane(
+            ctx.clone(),
+            registry.clone(),
+            limits,
+            client.clone(),
+            jobs,
+            shutdown.clone(),
+        )
+    });
+    let mut backoff = Backoff::default();
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => break,
             ev = mqtt::poll(&mut eventloop, &mut backoff) => ev,
         };
         match ev {
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let permit = permits.clone().acquire_owned().await?;
-                let ack = if p.topic.starts_with("at/v1/resp/") {
-                    crate::responses::handle(&ctx, &p).await
-                } else {
-                    handle(&ctx, &registry, &mut guard, limits, &p).await
-                };
-                let client = client.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(finish(client, p, ack, permit, shutdown));
+                let topic = publish.topic.clone();
+                lanes.dispatch(&topic, Job { publish, permit }).await?;
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!("uplink connected to MQTT");
@@ -68,11 +97,15 @@ pub(crate) async fn run(ctx: Ctx, registry: Follower, shutdown: Shutdown) -> any
             }
         }
     }
-    // Let in-flight writes finish (and their PUBACKs go out) before disconnecting.
-    let _ = tokio::time::timeout(
-        Duration::from_secs(10),
-        permits.acquire_many(ctx.cfg.ingest.max_in_flight as u32),
-    )
+    // The lanes stop at shutdown; what they had queued is dropped unacknowledged (the broker sends
+    // it again). Let in-flight writes finish (and their PUBACKs go out) before disconnecting.
+    drop(lanes);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        for w in workers {
+            let _ = w.await;
+        }
+        permits.acquire_many(max_in_flight as u32).await
+    })
     .await;
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -82,6 +115,41 @@ pub(crate) async fn run(ctx: Ctx, registry: Follower, shutdown: Shutdown) -> any
     Ok(())
 }
 
+/// One lane: handles its publishes one at a time, in order; the wait for Kafka's acknowledgement
+/// and the PUBACK run in a task per publish, so the next publish does not wait for them.
+async fn lane(
+    ctx: Ctx,
+    registry: Follower,
+    limits: Limits,
+    client: AsyncClient,
+    mut jobs: mpsc::Receiver<Job>,
+    shutdown: Shutdown,
+) {
+    // A device's publishes all come through this lane, so its (twin, writer) window lives here.
+    let mut guard = ReplayGuard::new();
+    loop {
+        let Job { publish, permit } = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let ack = if publish.topic.starts_with("at/v1/resp/") {
+            crate::responses::handle(&ctx, &publish).await
+        } else {
+            handle(&ctx, &registry, &mut guard, limits, &publish).await
+        };
+        tokio::spawn(finish(
+            client.clone(),
+            publish,
+            ack,
+            permit,
+            shutdown.clone(),
+        ));
+    }
+}
 /// Checks one publish and enqueues its output (the record or a dead letter).
 /// `None` means there is nothing to wait for (a duplicate).
 async fn handle(
@@ -119,11 +187,7 @@ async fn handle(
         key: p.topic.as_bytes(),
     };
     match verdict {
-        Err(reject) => Some(
-            ctx.dlq
-                .send(reject.reason(), &reject.to_string(), &src, &p.payload)
-                .await,
-        ),
+        Err(reject) => Some(ctx.dlq.refuse(&reject, &src, &p.payload).await),
         Ok(acc) => {
             let writer = KeyId::from_slice(&acc.writer_key_id, "writer_key_id").ok()?;
             if guard.check(&acc.twin_id, writer, acc.seq).is_err() {
@@ -161,7 +225,7 @@ async fn finish(
     client: AsyncClient,
     p: Publish,
     ack: Option<Ack>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     shutdown: Shutdown,
 ) {
     if let Some(ack) = ack {

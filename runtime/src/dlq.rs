@@ -54,9 +54,27 @@ impl DeadLetters {
     /// Writes `payload` as a dead letter refused for `why`: its bounded label goes to the counter and
     /// the `at-reason` header, its message to `at-detail`. Every service's dead-letter path goes
     /// through here.
-    pub async fn refuse(&self, why: &dyn Refusal, src: &Source<'_>, payload: &[u8]) -> Ack {
-        self.send(why.reason(), &why.to_string(), src, payload)
-            .await
+    ///
+    /// Not an `async fn`: the label and message are taken before the future starts, so the future
+    /// does not hold `why` and stays `Send` (a `&dyn Refusal` is not).
+    pub fn refuse<'a>(
+        &'a self,
+        why: &dyn Refusal,
+        src: &'a Source<'a>,
+        payload: &'a [u8],
+    ) -> impl std::future::Future<Output = Ack> + Send + 'a {
+        self.send_owned(why.reason(), why.to_string(), src, payload)
+    }
+
+    /// [`Self::send`] with the message owned by the future.
+    async fn send_owned(
+        &self,
+        reason: &'static str,
+        detail: String,
+        src: &Source<'_>,
+        payload: &[u8],
+    ) -> Ack {
+        self.send(reason, &detail, src, payload).await
     }
 
     /// Writes `payload` as a dead letter with `reason` (a bounded label) and `detail` (an error
