@@ -19,7 +19,7 @@ use armored_base::time::now_ms;
 use armored_crypto::envelope::decode_envelope;
 use armored_crypto::request::REQ_ATTRIBUTE;
 use armored_runtime::dlq::Source;
-use armored_runtime::kafka::{enqueue, Ack};
+use armored_runtime::kafka::{enqueue, failed, Ack, AckError};
 use armored_runtime::pipeline::Inbound;
 use prometheus::{register_int_counter_vec_with_registry, IntCounterVec};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -162,20 +162,41 @@ impl RequestMetrics {
     }
 }
 
+/// Why a request was dead-lettered before routing.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestRefused {
+    /// Over `max_envelope_bytes`.
+    #[error("request of {0} bytes over the limit")]
+    Oversized(usize),
+    /// Not a well-formed envelope.
+    #[error(transparent)]
+    Crypto(#[from] armored_crypto::Error),
+    /// Its plain metadata is refused.
+    #[error(transparent)]
+    Reject(#[from] RequestReject),
+}
+
+impl Refusal for RequestRefused {
+    fn reason(&self) -> &'static str {
+        match self {
+            RequestRefused::Oversized(_) => "oversized",
+            RequestRefused::Crypto(e) => e.reason(),
+            RequestRefused::Reject(r) => r.reason(),
+        }
+    }
+}
+
 /// Checks the plain metadata of one request (everything before ReEnc). Returns the twin id.
 pub fn admit(
     payload: &[u8],
     max_bytes: usize,
     limiter: &RateLimiter,
     now_ms: u64,
-) -> Result<String, (&'static str, String)> {
+) -> Result<String, RequestRefused> {
     if payload.len() > max_bytes {
-        return Err((
-            "oversized",
-            format!("request of {} bytes over the limit", payload.len()),
-        ));
+        return Err(RequestRefused::Oversized(payload.len()));
     }
-    let (_, h, _) = decode_envelope(payload).map_err(|e| (e.reason(), e.to_string()))?;
+    let (_, h, _) = decode_envelope(payload)?;
     let plain = || -> Result<(), RequestReject> {
         check_request_attributes(&h.attributes)?;
         if h.expires_at_ms == 0 {
@@ -193,9 +214,14 @@ pub fn admit(
         }
         Ok(())
     };
-    plain().map_err(|r| (r.reason(), r.to_string()))?;
+    plain()?;
     Ok(h.twin_id)
 }
+
+/// A lock poisoned by a panic: the record is handled again later.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} lock poisoned")]
+struct Poisoned(&'static str);
 
 /// One record of `at.requests.v1` (the control topics are already synced by the caller).
 pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
@@ -206,41 +232,34 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
         key: m.key.as_deref().unwrap_or_default(),
     };
     let counter = |o: &str| ctx.requests.metrics.requests.with_label_values(&[o]).inc();
-    if let Err((reason, detail)) = admit(
+    if let Err(e) = admit(
         &m.payload,
         ctx.cfg.worker.max_envelope_bytes,
         &ctx.requests.limiter,
         now_ms(),
     ) {
-        counter(match reason {
-            "rate_limited" | "expired" => reason,
+        counter(match e.reason() {
+            r @ ("rate_limited" | "expired") => r,
             _ => "refused",
         });
-        return vec![ctx.dlq.send(reason, &detail, &src, &m.payload).await];
+        return vec![ctx.dlq.refuse(&e, &src, &m.payload).await];
     }
     let c = ctx.clone();
     let payload = m.payload.clone();
     let routed = tokio::task::spawn_blocking(move || {
-        let reg = c.registry.read().map_err(|_| "registry lock poisoned")?;
-        let store = c.store.read().map_err(|_| "store lock poisoned")?;
-        Ok::<_, &'static str>(route(&payload, c.routing(&reg, &store)))
+        let reg = c.registry.read().map_err(|_| Poisoned("registry"))?;
+        let store = c.store.read().map_err(|_| Poisoned("re-key store"))?;
+        Ok::<_, Poisoned>(route(&payload, c.routing(&reg, &store)))
     })
     .await;
     let outputs = match routed {
         Ok(Ok(Ok(o))) => o,
         Ok(Ok(Err(e))) => {
             counter("refused");
-            return vec![
-                ctx.dlq
-                    .send(e.reason(), &e.to_string(), &src, &m.payload)
-                    .await,
-            ];
+            return vec![ctx.dlq.refuse(&e, &src, &m.payload).await];
         }
-        Ok(Err(e)) => return vec![Box::pin(async move { Err(e.to_string()) })],
-        Err(e) => {
-            let e = e.to_string();
-            return vec![Box::pin(async move { Err(e) })];
-        }
+        Ok(Err(e)) => return vec![failed(AckError::service(e))],
+        Err(e) => return vec![failed(AckError::service(e))],
     };
     counter("routed");
     let mut acks = Vec::new();

@@ -54,9 +54,18 @@ impl DeadLetters {
     /// Writes `payload` as a dead letter refused for `why`: its bounded label goes to the counter and
     /// the `at-reason` header, its message to `at-detail`. Every service's dead-letter path goes
     /// through here.
-    pub async fn refuse(&self, why: &dyn Refusal, src: &Source<'_>, payload: &[u8]) -> Ack {
-        self.send(why.reason(), &why.to_string(), src, payload)
-            .await
+    ///
+    /// Not an `async fn`: `why` is read before the future is made, so the future stays `Send` for
+    /// any refusal. It yields the dead letter's [`Ack`], which the caller awaits when it wants to.
+    #[allow(clippy::async_yields_async)]
+    pub fn refuse<'a>(
+        &'a self,
+        why: &dyn Refusal,
+        src: &'a Source<'a>,
+        payload: &'a [u8],
+    ) -> impl std::future::Future<Output = Ack> + Send + 'a {
+        let (reason, detail) = (why.reason(), why.to_string());
+        async move { self.send(reason, &detail, src, payload).await }
     }
 
     /// Writes `payload` as a dead letter with `reason` (a bounded label) and `detail` (an error
