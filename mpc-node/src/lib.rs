@@ -6,8 +6,9 @@
 //! peer channel on `at.mpc.peer.v1`, and publishes an output share sealed for the receiver, or a
 //! signed `JobFailed`, on `at.mpc.results.v1`.
 //!
-//! Modules: `checks` (admission: tokens, grants, designation), `shares` (the store), `tokens`,
-//! `state` (job ledger and budgets), `net` (the Kafka peer transport), `attempt` (one run).
+//! Modules: `jobs` (one job record), `checks` (admission: tokens, grants, designation), `shares`
+//! (the store), `tokens`, `state` (job ledger and budgets), `net` (the Kafka peer transport),
+//! `attempt` (one run), `ctx` (what the handlers share).
 #![forbid(unsafe_code)]
 
 pub mod attempt;
