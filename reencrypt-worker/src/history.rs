@@ -19,9 +19,9 @@ use armored_schemas::replay::REQUEST_HEADER;
 use armored_schemas::v1;
 use rdkafka::message::{Header, OwnedHeaders};
 
+use crate::ctx::Ctx;
 use crate::reencrypt::{Cache, Dest, Opened, Output};
 use crate::rekeys::Grant;
-use crate::Ctx;
 
 /// Deliveries re-encrypted and produced per batch (a revocation is checked between batches).
 const BATCH: usize = 64;

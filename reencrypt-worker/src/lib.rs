@@ -5,112 +5,37 @@
 //! satisfy. It holds only re-keys: it never sees a data key or a plaintext.
 #![forbid(unsafe_code)]
 
+pub mod config;
+mod ctx;
 pub mod history;
 pub mod metrics;
+pub mod ratelimit;
 pub mod reencrypt;
 pub mod rekeys;
 pub mod replay;
 pub mod requests;
 pub mod route;
 
-use armored_schemas::Refusal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use armored_base::time::now_ms;
 use armored_base::Shutdown;
-use armored_crypto::registry::Registry;
-use armored_runtime::config::KafkaConfig;
-use armored_runtime::dlq::{DeadLetters, Source};
-use armored_runtime::follower::{wait_all, Follower, SyncTimeout};
-use armored_runtime::kafka::{enqueue, failed, Ack, AckError, Topics};
+use armored_runtime::dlq::Source;
+use armored_runtime::follower::{Follower, SyncTimeout};
+use armored_runtime::kafka::{enqueue, failed, Ack, AckError};
 use armored_runtime::pipeline::{GroupSpec, Handling, Inbound};
+use armored_schemas::Refusal;
 use rdkafka::message::{Header, OwnedHeaders};
-use serde::{Deserialize, Serialize};
 
+pub use crate::config::{defaults, Config, WorkerConfig};
+use crate::ctx::{wait_control, Ctx};
 use crate::rekeys::{Change, ReKeyStore};
-use crate::route::{route_batch, Cache, Dest, Output, RouteError, Routing};
-
-/// Configuration of a worker.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Config {
-    /// Kafka.
-    pub kafka: KafkaConfig,
-    /// Worker settings.
-    pub worker: WorkerConfig,
-    /// The request path (phase 5): per-twin rate limit.
-    #[serde(default)]
-    pub requests: requests::RequestConfig,
-}
-
-/// Worker settings.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WorkerConfig {
-    /// `/metrics` and `/healthz`.
-    pub metrics_addr: SocketAddr,
-    /// Consumer group (all replicas share it).
-    pub group: String,
-    /// Where revoked re-key ids are persisted (empty: not persisted).
-    pub state_dir: String,
-    /// ReEnc cache entries.
-    pub cache_entries: usize,
-    /// `max_envelope_bytes`.
-    pub max_envelope_bytes: usize,
-}
-
-/// Built-in defaults.
-pub fn defaults() -> String {
-    format!(
-        r#"{kafka}
-[worker]
-metrics_addr = "127.0.0.1:9102"
-group = "reencrypt"
-state_dir = ""
-cache_entries = 100000
-max_envelope_bytes = {max}
-
-[requests]
-rate_per_s = 1.0
-burst = 10
-max_twins = 100000
-"#,
-        kafka = armored_runtime::config::KAFKA_DEFAULTS,
-        max = armored_schemas::limits::MAX_ENVELOPE_BYTES,
-    )
-}
+use crate::route::{route_batch, Cache, Dest, Output, RouteError};
 
 /// Largest number of a partition's queued records routed together.
 const MAX_BATCH: usize = 32;
-
-struct Ctx {
-    cfg: Config,
-    topics: Topics,
-    producer: armored_runtime::kafka::AtProducer,
-    dlq: DeadLetters,
-    metrics: metrics::Metrics,
-    registry: Arc<RwLock<Registry>>,
-    store: Arc<RwLock<ReKeyStore>>,
-    cache: Arc<Cache>,
-    requests: requests::Requests,
-    reg_follower: Follower,
-    rk_follower: Follower,
-    shutdown: Shutdown,
-}
-
-impl Ctx {
-    fn routing<'a>(&'a self, registry: &'a Registry, store: &'a ReKeyStore) -> Routing<'a> {
-        Routing {
-            max_bytes: self.cfg.worker.max_envelope_bytes,
-            registry,
-            store,
-            cache: &self.cache,
-            metrics: &self.metrics.route,
-            now_ms: now_ms(),
-        }
-    }
-}
 
 /// Runs a worker until `shutdown`.
 pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -180,7 +105,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     rk_follower.synced_since(Instant::now(), timeout).await?;
 
-    let request_metrics = requests::RequestMetrics::new(&metrics.registry)?;
+    let request_metrics = ratelimit::RequestMetrics::new(&metrics.registry)?;
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         topics,
@@ -190,8 +115,8 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         registry,
         store,
         cache,
-        requests: requests::Requests {
-            limiter: requests::RateLimiter::new(cfg.requests.clone()),
+        requests: ratelimit::Requests {
+            limiter: ratelimit::RateLimiter::new(cfg.requests.clone()),
             metrics: request_metrics,
         },
         reg_follower,
@@ -355,13 +280,6 @@ fn fail_all(batch: &[Inbound], e: impl Fn() -> RecordError) -> Vec<Vec<Ack>> {
         .iter()
         .map(|_| vec![failed(AckError::service(e()))])
         .collect()
-}
-
-/// Waits until the registry and the re-keys are applied up to `fetched` (a revocation appended
-/// before a record was fetched wins); an error only when shutting down.
-async fn wait_control(ctx: &Ctx, fetched: Instant) -> Result<(), SyncTimeout> {
-    let followers = [&ctx.reg_follower, &ctx.rk_follower];
-    wait_all(&followers, fetched, Duration::from_secs(5), &ctx.shutdown).await
 }
 
 /// One record of `at.requests.v1` or `at.control.v1`.

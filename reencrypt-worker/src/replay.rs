@@ -41,8 +41,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 pub use armored_schemas::replay::{REQUEST_HEADER, STATUS_HEADER};
 
+use crate::ctx::Ctx;
 use crate::history::{scan_and_deliver, Job, Progress, ReplayError};
-use crate::Ctx;
 
 /// Why a replay request was refused (dead-letter reasons).
 #[derive(Debug, thiserror::Error)]
