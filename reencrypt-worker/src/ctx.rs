@@ -34,6 +34,7 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// What routing reads, under the caller's locks of the registry and the re-keys.
     pub(crate) fn routing<'a>(
         &'a self,
         registry: &'a Registry,

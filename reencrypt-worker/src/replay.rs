@@ -22,6 +22,8 @@
 //!
 //! Matching records are held in memory until sent (the history of one owner's twins for one
 //! receiver; a bound is future work).
+//!
+//! This file admits requests and reports progress; history.rs scans and delivers.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
