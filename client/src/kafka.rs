@@ -87,7 +87,7 @@ impl Ctl {
 /// Payloads of every record on `topic` (the demo's raw reader).
 pub fn read_topic(ctl: &Ctl, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(
-        kafka::read_to_end(&ctl.kafka, topic, Duration::from_secs(20))?
+        armored_runtime::reader::read_to_end(&ctl.kafka, topic, Duration::from_secs(20))?
             .into_iter()
             .map(|r| r.payload)
             .collect(),
@@ -111,28 +111,20 @@ impl Tail {
     /// Starts at the beginning of `topic`, or at its current end (`from_end`: only what is
     /// written from now on).
     pub fn new(ctl: &Ctl, topic: &str, from_end: bool) -> anyhow::Result<Self> {
-        use rdkafka::consumer::Consumer;
-        let consumer: rdkafka::consumer::BaseConsumer = kafka::base_config(&ctl.kafka)
-            .set("group.id", "unused-no-commits")
-            .set("enable.auto.commit", "false")
+        use armored_runtime::reader::{groupless_config, Assignment, Start};
+        let consumer: rdkafka::consumer::BaseConsumer = groupless_config(&ctl.kafka)
             .set("fetch.wait.max.ms", "5")
             .create()?;
-        let md = consumer.fetch_metadata(
-            Some(topic),
-            Duration::from_millis(ctl.kafka.connect_timeout_ms),
-        )?;
-        let mut tpl = rdkafka::TopicPartitionList::new();
+        let start = if from_end {
+            Start::End
+        } else {
+            Start::Beginning
+        };
         let timeout = Duration::from_millis(ctl.kafka.connect_timeout_ms);
-        for p in md.topics().iter().flat_map(|t| t.partitions()) {
-            let at = if from_end {
-                rdkafka::Offset::Offset(consumer.fetch_watermarks(topic, p.id(), timeout)?.1)
-            } else {
-                rdkafka::Offset::Beginning
-            };
-            tpl.add_partition_offset(topic, p.id(), at)?;
-        }
-        anyhow::ensure!(tpl.count() > 0, "topic {topic} has no partitions");
-        consumer.assign(&tpl)?;
+        let mut a = Assignment::new();
+        a.add(&consumer, topic, None, start, timeout)?;
+        anyhow::ensure!(!a.is_empty(), "topic {topic} has no partitions");
+        a.assign(&consumer)?;
         Ok(Self { consumer })
     }
 

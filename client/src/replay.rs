@@ -17,54 +17,18 @@ use armored_crypto::history::issue_replay_request;
 use armored_crypto::registry::record;
 use armored_crypto::tokens::{issue_revocation, RevocationKind};
 use armored_device::Card;
+use armored_runtime::reader::{groupless_config, Assignment, Start};
 use armored_schemas::v1::{self, control_record, registry_record::Record};
 use armored_schemas::{decode_strict, limits::MAX_ENVELOPE_BYTES};
 use rand_core::OsRng;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
 
 use crate::kafka::Ctl;
 use crate::owner::{control, Owner};
 
-/// Header of a worker's progress record (reencrypt-worker/src/replay.rs).
-pub const STATUS_HEADER: &str = "at-replay-status";
-
-/// A worker's progress report (the JSON the worker writes; see the README).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ReplayStatus {
-    /// Hex request id.
-    pub request_id: String,
-    /// Hex rk_id.
-    pub rk_id: String,
-    /// Receiver of the re-key.
-    pub receiver: String,
-    /// First epoch replayed.
-    pub from_epoch: u64,
-    /// running, done, revoked, failed; `refused` when the request was dead-lettered.
-    pub state: String,
-    /// Records of at.sync.v1 to read.
-    pub total: u64,
-    /// Read so far.
-    pub scanned: u64,
-    /// Records of the owner's twins from the epoch on (before the policy check).
-    pub matched: u64,
-    /// Delivered (acknowledged by Kafka).
-    pub delivered: u64,
-    /// Stored records that could not be re-encrypted.
-    pub skipped: u64,
-    /// Failure detail.
-    #[serde(default)]
-    pub detail: String,
-}
-
-impl ReplayStatus {
-    /// Whether the worker is finished with it.
-    pub fn is_final(&self) -> bool {
-        self.state != "running"
-    }
-}
+/// The worker's progress record: one definition for the worker and its readers.
+pub use armored_schemas::replay::{ReplayStatus, STATUS_HEADER};
 
 /// Parses `--from`: an epoch number, `@<unix seconds>`, a UTC time `YYYY-MM-DDTHH:MM[:SS]Z`, or a
 /// time relative to now (`-90m`, `-2h`, `-3d`); times become the epoch containing them under
@@ -165,29 +129,14 @@ pub async fn watch_replay(
     let dlq = ctl.topics.dlq();
     let id = request_id.to_string();
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = armored_runtime::kafka::base_config(&kafka)
-            .set("group.id", "unused-no-commits")
-            .set("enable.auto.commit", "false")
-            .create()?;
-        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-        let mut tpl = TopicPartitionList::new();
-        for p in md.topics().iter().flat_map(|t| t.partitions()) {
-            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
-        }
+        let c: BaseConsumer = groupless_config(&kafka).create()?;
+        let timeout_md = Duration::from_secs(10);
+        let mut a = Assignment::new();
+        a.add(&c, &topic, None, Start::Beginning, timeout_md)?;
         // A refused request shows up as a dead letter under its id: watch the last minutes of it.
         let since = now_ms().saturating_sub(600_000) as i64;
-        let md = c.fetch_metadata(Some(&dlq), Duration::from_secs(10))?;
-        let mut times = TopicPartitionList::new();
-        for p in md.topics().iter().flat_map(|t| t.partitions()) {
-            times.add_partition_offset(&dlq, p.id(), Offset::Offset(since))?;
-        }
-        for e in c
-            .offsets_for_times(times, Duration::from_secs(10))?
-            .elements()
-        {
-            tpl.add_partition_offset(&dlq, e.partition(), e.offset())?;
-        }
-        c.assign(&tpl)?;
+        a.add(&c, &dlq, None, Start::Time(since), timeout_md)?;
+        a.assign(&c)?;
         let deadline = Instant::now() + timeout;
         let mut last: Option<ReplayStatus> = None;
         while Instant::now() < deadline {
@@ -242,7 +191,7 @@ pub async fn watch_replay(
 /// The highest seq the device with signing key `writer` stored for `twin` (plain headers of
 /// `at.sync.v1`), if any.
 pub fn last_stored_seq(ctl: &Ctl, twin: &str, writer: &[u8]) -> anyhow::Result<Option<u64>> {
-    let recs = armored_runtime::kafka::read_to_end(
+    let recs = armored_runtime::reader::read_to_end(
         &ctl.kafka,
         &ctl.topics.sync(),
         Duration::from_secs(60),

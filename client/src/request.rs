@@ -20,9 +20,10 @@ use armored_crypto::request::{
     new_request_id, open_response, seal_request, RequestInput, ResponseKey, REQ_ATTRIBUTE,
 };
 use armored_crypto::sig::SigningKey;
+use armored_runtime::reader::{groupless_config, Assignment, Start};
 use rand_core::OsRng;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::Message;
 use serde::Serialize;
 
 use crate::kafka::Ctl;
@@ -147,25 +148,16 @@ pub fn seal(
 /// that no answer can slip past it.
 pub fn responses_from_now(ctl: &Ctl) -> anyhow::Result<StreamConsumer> {
     let topic = ctl.topics.responses();
-    let probe: BaseConsumer = armored_runtime::kafka::base_config(&ctl.kafka)
-        .set("group.id", "atctl-request-probe")
-        .create()?;
     let timeout = Duration::from_millis(ctl.kafka.connect_timeout_ms);
-    let md = probe.fetch_metadata(Some(&topic), timeout)?;
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let (_, high) = probe.fetch_watermarks(&topic, p.id(), timeout)?;
-        tpl.add_partition_offset(&topic, p.id(), Offset::Offset(high))?;
-    }
-    if tpl.count() == 0 {
-        bail!("topic {topic} has no partitions (infra/topics.sh)");
-    }
-    let c: StreamConsumer = armored_runtime::kafka::base_config(&ctl.kafka)
-        .set("group.id", "atctl-request")
-        .set("enable.auto.commit", "false")
+    let c: StreamConsumer = groupless_config(&ctl.kafka)
         .set("fetch.wait.max.ms", ctl.kafka.fetch_wait_max_ms.to_string())
         .create()?;
-    c.assign(&tpl)?;
+    let mut a = Assignment::new();
+    a.add(&c, &topic, None, Start::End, timeout)?;
+    if a.is_empty() {
+        bail!("topic {topic} has no partitions (infra/topics.sh)");
+    }
+    a.assign(&c)?;
     Ok(c)
 }
 

@@ -441,7 +441,7 @@ pub struct DeadLetter {
 }
 
 fn read_all(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<Inbound>> {
-    Ok(armored_runtime::kafka::read_to_end(
+    Ok(armored_runtime::reader::read_to_end(
         kafka,
         topic,
         Duration::from_secs(20),

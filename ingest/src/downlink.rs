@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use armored_base::mqtt::{self, Backoff};
 use armored_base::Shutdown;
-use armored_runtime::kafka::Ack;
+use armored_runtime::kafka::{failed, Ack, AckError};
 use armored_runtime::pipeline::{run_group, GroupSpec, Handler, Inbound};
 use armored_schemas::v1::{self, downlink::Message as Down};
 use prost::Message;
@@ -49,12 +49,11 @@ impl Publisher {
             .publish(topic, QoS::AtLeastOnce, retain, payload)
             .await
         {
-            let e = e.to_string();
-            return Box::pin(async move { Err(e) });
+            return failed(AckError::service(e));
         }
         Box::pin(async move {
             rx.await
-                .map_err(|_| "MQTT publish not acknowledged".to_string())
+                .map_err(|_| AckError::Unacknowledged("the MQTT broker"))
         })
     }
 }

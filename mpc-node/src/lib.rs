@@ -6,58 +6,38 @@
 //! peer channel on `at.mpc.peer.v1`, and publishes an output share sealed for the receiver, or a
 //! signed `JobFailed`, on `at.mpc.results.v1`.
 //!
-//! Modules: `checks` (admission: tokens, grants, designation), `shares` (the store), `tokens`,
-//! `state` (job ledger and budgets), `net` (the Kafka peer transport), `attempt` (one run).
+//! Modules: `jobs` (one job record), `checks` (admission: tokens, grants, designation), `shares`
+//! (the store), `tokens`, `state` (job ledger and budgets), `net` (the Kafka peer transport),
+//! `attempt` (one run), `ctx` (what the handlers share).
 #![forbid(unsafe_code)]
 
 pub mod attempt;
 pub mod checks;
 pub mod config;
+mod ctx;
+pub mod jobs;
 pub mod metrics;
 pub mod net;
 pub mod shares;
 pub mod state;
 pub mod tokens;
 
-use armored_schemas::Refusal;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use armored_base::time::now_ms;
 use armored_base::Shutdown;
 use armored_crypto::envelope::Receiver;
-use armored_crypto::mpcjob::{peek_job, sign_job_failed, verify_job, JobFailure, SignedJob};
-use armored_crypto::registry::Registry;
-use armored_runtime::dlq::{DeadLetters, Source};
 use armored_runtime::follower::Follower;
-use armored_runtime::kafka::{enqueue, Ack, Topics};
 use armored_runtime::pipeline::{GroupSpec, Handler, Inbound};
-use armored_schemas::limits::MAX_JOB_BYTES;
-use armored_schemas::v1::mpc_result::Result as ResultKind;
-use armored_schemas::{decode_strict, v1, WIRE_VERSION};
-use prost::Message;
+use armored_schemas::Refusal;
 
 pub use crate::config::{defaults, Config, Keys};
+use crate::ctx::{dead_letter, Ctx, Refused};
 use crate::net::PeerNet;
 use crate::shares::ShareStore;
-use crate::state::{AttemptState, NodeState, Seen};
+use crate::state::NodeState;
 use crate::tokens::TokenStore;
-
-struct Ctx {
-    cfg: Config,
-    keys: Keys,
-    topics: Topics,
-    producer: armored_runtime::kafka::AtProducer,
-    dlq: DeadLetters,
-    metrics: metrics::Metrics,
-    registry: Arc<RwLock<Registry>>,
-    tokens: Arc<RwLock<TokenStore>>,
-    shares: Arc<RwLock<ShareStore>>,
-    followers: [Follower; 3],
-    state: Mutex<NodeState>,
-    net: Arc<PeerNet>,
-    shutdown: Shutdown,
-}
 
 /// Runs node `cfg.node.index` until `shutdown`.
 pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -92,8 +72,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     )?;
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
 
-    let (bad_tx, mut bad_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
+    let (bad_tx, mut bad_rx) = tokio::sync::mpsc::unbounded_channel::<(Inbound, Refused)>();
     let tx = bad_tx.clone();
     let (registry, reg_follower) = armored_runtime::registry::follow(
         &cfg.kafka,
@@ -101,7 +80,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         shutdown.clone(),
         move |rec, outcome| {
             if let Err(e) = outcome {
-                let _ = tx.send((rec.clone(), e.reason(), e.to_string()));
+                let _ = tx.send((rec.clone(), Box::new(e)));
             }
         },
     )?;
@@ -123,7 +102,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                     return;
                 };
                 if let Err(e) = t.apply(&rec.payload, &reg) {
-                    let _ = tx.send((rec.clone(), e.reason(), e.to_string()));
+                    let _ = tx.send((rec.clone(), Box::new(e)));
                 }
                 m.tokens.set(t.len() as i64);
             }),
@@ -153,7 +132,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                     Err(e) => {
                         m.shares_rejected.with_label_values(&[e.reason()]).inc();
                         if !matches!(e, shares::ShareError::NotForThisNode) {
-                            let _ = tx.send((rec.clone(), e.reason(), e.to_string()));
+                            let _ = tx.send((rec.clone(), Box::new(e)));
                         }
                     }
                 }
@@ -188,7 +167,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 _ = c.shutdown.cancelled() => break,
-                Some((rec, reason, detail)) = bad_rx.recv() => dead_letter(&c, &rec, reason, &detail).await,
+                Some((rec, why)) = bad_rx.recv() => dead_letter(&c, &rec, &*why).await,
             }
         }
     });
@@ -197,7 +176,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let ctx = ctx.clone();
         Arc::new(move |m: Inbound| {
             let ctx = ctx.clone();
-            Box::pin(async move { handle(ctx, m).await })
+            Box::pin(async move { jobs::handle(ctx, m).await })
         })
     };
     let spec = GroupSpec {
@@ -216,366 +195,4 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     armored_runtime::service::consume("mpc-node", &base, &cfg.kafka, spec, lag, handler, shutdown)
         .await?;
     Ok(())
-}
-
-fn source(rec: &Inbound) -> Source<'_> {
-    Source {
-        topic: &rec.topic,
-        partition: rec.partition,
-        offset: rec.offset,
-        key: rec.key.as_deref().unwrap_or_default(),
-    }
-}
-
-async fn dead_letter(ctx: &Ctx, rec: &Inbound, reason: &str, detail: &str) {
-    if let Err(e) = ctx
-        .dlq
-        .send(reason, detail, &source(rec), &rec.payload)
-        .await
-        .await
-    {
-        tracing::error!(error = %e, "dead letter not written");
-    }
-}
-
-/// Publishes a result record (output share or failure) keyed by job id.
-async fn publish(ctx: &Ctx, job_id: &str, result: ResultKind) -> Ack {
-    let rec = v1::MpcResult {
-        version: WIRE_VERSION,
-        result: Some(result),
-    }
-    .encode_to_vec();
-    enqueue(
-        &ctx.producer,
-        &ctx.topics.mpc_results(),
-        job_id.as_bytes(),
-        &rec,
-        None,
-    )
-    .await
-}
-
-/// Fails an attempt on this node: signed `JobFailed`, metric, ledger.
-async fn fail(ctx: &Ctx, job: &SignedJob, attempt: u32, reason: &str, detail: &str) -> Ack {
-    tracing::info!(job = %job.job.job_id, attempt, reason, detail, "job attempt failed");
-    ctx.metrics.jobs.with_label_values(&["failed"]).inc();
-    ctx.metrics.failures.with_label_values(&[reason]).inc();
-    let signed = sign_job_failed(
-        &ctx.keys.sig,
-        &JobFailure {
-            job_id: job.job.job_id.clone(),
-            job_hash: job.job_hash,
-            attempt,
-            node_index: ctx.keys.index,
-            reason: reason.to_owned(),
-            detail: detail.to_owned(),
-        },
-    );
-    let ack = publish(ctx, &job.job.job_id, ResultKind::JobFailed(signed)).await;
-    let persisted = ctx
-        .state
-        .lock()
-        .map_err(|_| "state lock poisoned".to_string())
-        .and_then(|mut s| {
-            s.set(
-                &job.job.job_id,
-                &job.job_hash,
-                attempt,
-                AttemptState::Failed,
-            )
-            .map_err(|e| e.to_string())
-        });
-    Box::pin(async move {
-        ack.await?;
-        persisted
-    })
-}
-
-/// Waits until the registry, tokens and shares are applied up to `since`.
-async fn synced(ctx: &Ctx, since: Instant) -> Result<(), String> {
-    for f in &ctx.followers {
-        f.request_sync(since);
-    }
-    loop {
-        let mut ok = true;
-        for f in &ctx.followers {
-            if let Err(e) = f.synced_since(since, Duration::from_secs(5)).await {
-                if ctx.shutdown.is_cancelled() {
-                    return Err(e.to_string());
-                }
-                tracing::warn!(error = %e, "waiting for the control and share topics");
-                ok = false;
-                break;
-            }
-        }
-        if ok {
-            return Ok(());
-        }
-    }
-}
-
-/// One record of `at.mpc.jobs.v1`.
-async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
-    let sub: v1::JobSubmission =
-        match decode_strict::<v1::JobSubmission>("JobSubmission", &m.payload, MAX_JOB_BYTES + 64) {
-            Ok(s) if s.version == WIRE_VERSION => s,
-            Ok(_) => {
-                return vec![
-                    ctx.dlq
-                        .send(
-                            "unsupported_version",
-                            "JobSubmission",
-                            &source(&m),
-                            &m.payload,
-                        )
-                        .await,
-                ]
-            }
-            Err(e) => {
-                return vec![
-                    ctx.dlq
-                        .send("malformed_job", &e.to_string(), &source(&m), &m.payload)
-                        .await,
-                ]
-            }
-        };
-    let sync_start = Instant::now();
-    if let Err(e) = synced(&ctx, m.received).await {
-        return vec![Box::pin(async move { Err(e) })];
-    }
-    tracing::debug!(
-        before_ms = sync_start.duration_since(m.received).as_millis() as u64,
-        sync_ms = sync_start.elapsed().as_millis() as u64,
-        "job record synced"
-    );
-    let service = match peek_job(&sub.job) {
-        Ok(j) => j.service_id,
-        Err(e) => {
-            return vec![
-                ctx.dlq
-                    .send("malformed_job", &e.to_string(), &source(&m), &m.payload)
-                    .await,
-            ]
-        }
-    };
-    let key = ctx
-        .registry
-        .read()
-        .ok()
-        .and_then(|r| r.party(&service).map(|p| p.sig));
-    let Some(key) = key else {
-        return vec![
-            ctx.dlq
-                .send("unknown_service", &service, &source(&m), &m.payload)
-                .await,
-        ];
-    };
-    let job = match verify_job(&sub.job, &key) {
-        Ok(j) => j.into_inner(),
-        Err(e) => {
-            return vec![
-                ctx.dlq
-                    .send(e.reason(), &e.to_string(), &source(&m), &m.payload)
-                    .await,
-            ]
-        }
-    };
-    let attempt = sub.attempt;
-    let seen = match ctx.state.lock() {
-        Ok(s) => s.seen(&job.job.job_id, &job.job_hash, attempt),
-        Err(_) => return vec![Box::pin(async { Err("state lock poisoned".to_string()) })],
-    };
-    match seen {
-        Seen::New => {}
-        Seen::Finished(_) => {
-            ctx.metrics.jobs.with_label_values(&["skipped"]).inc();
-            return Vec::new();
-        }
-        Seen::Conflict => {
-            let detail = "another job body under a known job id";
-            let d = ctx
-                .dlq
-                .send("job_conflict", detail, &source(&m), &m.payload)
-                .await;
-            // Not recorded in the ledger: the known job keeps its hash.
-            ctx.metrics
-                .failures
-                .with_label_values(&["job_conflict"])
-                .inc();
-            let signed = sign_job_failed(
-                &ctx.keys.sig,
-                &JobFailure {
-                    job_id: job.job.job_id.clone(),
-                    job_hash: job.job_hash,
-                    attempt,
-                    node_index: ctx.keys.index,
-                    reason: "job_conflict".into(),
-                    detail: detail.into(),
-                },
-            );
-            return vec![
-                d,
-                publish(&ctx, &job.job.job_id, ResultKind::JobFailed(signed)).await,
-            ];
-        }
-        Seen::Interrupted => {
-            return vec![
-                fail(
-                    &ctx,
-                    &job,
-                    attempt,
-                    "node_restarted",
-                    "this node stopped during the attempt",
-                )
-                .await,
-            ];
-        }
-    }
-    vec![run_attempt(&ctx, &job, attempt, m.received).await]
-}
-
-async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32, polled: Instant) -> Ack {
-    let started = Instant::now();
-    // From the job record's poll to here: its decoding, the sync with the control and share
-    // topics, the ledger.
-    let queued_ms = started.duration_since(polled).as_millis() as u64;
-    let admitted = {
-        let (Ok(reg), Ok(tok)) = (ctx.registry.read(), ctx.tokens.read()) else {
-            return Box::pin(async { Err("lock poisoned".to_string()) });
-        };
-        checks::admit(
-            job,
-            attempt,
-            &reg,
-            &tok,
-            &checks::Deployment {
-                nodes: ctx.keys.node_ids(),
-                max_participants: ctx.cfg.node.max_participants,
-                cutoff_skew_ms: ctx.cfg.node.cutoff_skew_ms,
-            },
-            now_ms(),
-        )
-    };
-    let admitted = match admitted {
-        Ok(a) => a,
-        Err(r) => return fail(ctx, job, attempt, r.reason, &r.detail).await,
-    };
-    let admit_ms = started.elapsed().as_millis() as u64;
-    // Inputs are cut off at the window's end plus the skew bound: wait for it, then for the share
-    // topic to be applied up to that moment.
-    let now = now_ms();
-    if admitted.cutoff_ms > now {
-        let wait = admitted.cutoff_ms - now;
-        if wait > ctx.cfg.node.max_cutoff_wait_ms {
-            return fail(
-                ctx,
-                job,
-                attempt,
-                "window_not_closed",
-                &format!("inputs close in {wait} ms"),
-            )
-            .await;
-        }
-        tracing::info!(job = %job.job.job_id, wait_ms = wait, "waiting for the window's cut-off");
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            _ = ctx.shutdown.cancelled() => return Box::pin(async { Err("shutting down".to_string()) }),
-        }
-        if let Err(e) = synced(ctx, Instant::now()).await {
-            return Box::pin(async move { Err(e) });
-        }
-    }
-    let twins: Vec<(String, u32)> = std::iter::once(&admitted.reference)
-        .chain(&admitted.participants)
-        .map(|a| (a.twin_id.clone(), a.max_jobs_per_window))
-        .collect();
-    let charged = match ctx.state.lock() {
-        Ok(mut s) => s
-            .charge(
-                &job.job.job_id,
-                (job.job.window_start_slot, job.job.window_slots),
-                &twins,
-            )
-            .and_then(|r| {
-                if r.is_ok() {
-                    s.set(
-                        &job.job.job_id,
-                        &job.job_hash,
-                        attempt,
-                        AttemptState::Running,
-                    )?;
-                }
-                Ok(r)
-            }),
-        Err(_) => return Box::pin(async { Err("state lock poisoned".to_string()) }),
-    };
-    match charged {
-        Ok(Ok(())) => {}
-        Ok(Err(twin)) => {
-            return fail(
-                ctx,
-                job,
-                attempt,
-                "budget_exhausted",
-                &format!("{twin}: no jobs left in this window"),
-            )
-            .await
-        }
-        Err(e) => {
-            let e = e.to_string();
-            return Box::pin(async move { Err(e) });
-        }
-    }
-    let gather_started = Instant::now();
-    let inputs = match ctx.shares.read() {
-        Ok(s) => attempt::gather(&s, &admitted),
-        Err(_) => return Box::pin(async { Err("share store lock poisoned".to_string()) }),
-    };
-    let gather_ms = gather_started.elapsed().as_millis() as u64;
-    let c = ctx.clone();
-    let handle = tokio::runtime::Handle::current();
-    let timeout = Duration::from_millis(ctx.cfg.node.round_timeout_ms);
-    let a = admitted.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        attempt::run(&c.net, &c.keys, &a, inputs, timeout, handle)
-    })
-    .await;
-    let done = match outcome {
-        Ok(Ok(done)) => done,
-        Ok(Err(f)) => return fail(ctx, job, attempt, f.reason, &f.detail).await,
-        Err(e) => return fail(ctx, job, attempt, "engine_error", &e.to_string()).await,
-    };
-    ctx.metrics.rounds.inc_by(u64::from(done.rounds));
-    ctx.metrics
-        .job_seconds
-        .observe(started.elapsed().as_secs_f64());
-    ctx.metrics.jobs.with_label_values(&["completed"]).inc();
-    tracing::info!(
-        job = %job.job.job_id,
-        attempt,
-        rounds = done.rounds,
-        bytes_sent = done.bytes_sent,
-        ms = started.elapsed().as_millis() as u64,
-        queued_ms,
-        admit_ms,
-        gather_ms,
-        hello_ms = done.hello_ms,
-        mpc_ms = done.mpc_ms,
-        send_ms = done.send_ms,
-        wait_ms = done.wait_ms,
-        "job attempt completed"
-    );
-    let ack = publish(ctx, &job.job.job_id, ResultKind::OutputShare(done.sealed)).await;
-    let persisted = ctx
-        .state
-        .lock()
-        .map_err(|_| "state lock poisoned".to_string())
-        .and_then(|mut s| {
-            s.set(&job.job.job_id, &job.job_hash, attempt, AttemptState::Done)
-                .map_err(|e| e.to_string())
-        });
-    Box::pin(async move {
-        ack.await?;
-        persisted
-    })
 }

@@ -16,13 +16,14 @@ use armored_mpc::prss::{PartySeeds, Seed};
 use armored_mpc::shamir::Party;
 use armored_mpc::transport::Transport;
 use armored_runtime::config::KafkaConfig;
-use armored_runtime::kafka::{base_config, KafkaSetupError};
+use armored_runtime::kafka::KafkaSetupError;
+use armored_runtime::reader::{groupless_config, Assignment, Start};
 use armored_schemas::limits::{MAX_PEER_MESSAGE_BYTES, PEER_CHUNK_BYTES};
 use armored_schemas::{decode_strict, v1};
 use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::FutureRecord;
-use rdkafka::{Message as _, Offset, TopicPartitionList};
+use rdkafka::Message as _;
 
 use crate::metrics::Metrics;
 
@@ -72,10 +73,9 @@ impl PeerNet {
         metrics: Metrics,
         shutdown: Shutdown,
     ) -> Result<Arc<Self>, KafkaSetupError> {
-        let consumer: BaseConsumer = base_config(kafka)
-            .set("group.id", "unused-no-commits")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
+        // A tail from now on, not a read to an end: the reader of runtime::reader does not fit,
+        // its group-less setup does.
+        let consumer: BaseConsumer = groupless_config(kafka)
             .set("fetch.wait.max.ms", "5")
             .set(
                 "fetch.message.max.bytes",
@@ -83,14 +83,15 @@ impl PeerNet {
             )
             .create()?;
         let partition = (me - 1) as i32;
-        let (_, high) = consumer.fetch_watermarks(
+        let mut a = Assignment::new();
+        a.add(
+            &consumer,
             topic,
-            partition,
+            Some(&[partition]),
+            Start::End,
             Duration::from_millis(kafka.connect_timeout_ms),
         )?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(high))?;
-        consumer.assign(&tpl)?;
+        a.assign(&consumer)?;
         let net = Arc::new(Self {
             me,
             topic: topic.to_string(),

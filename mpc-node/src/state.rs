@@ -72,6 +72,11 @@ pub enum StateError {
     },
 }
 
+/// A participant's job budget for the window is spent (the attempt fails, nothing is charged).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}: no jobs left in this window")]
+pub struct BudgetSpent(pub String);
+
 impl NodeState {
     /// Loads (or starts) the state in `dir`; `None` keeps it in memory.
     pub fn open(dir: Option<PathBuf>) -> Result<Self, StateError> {
@@ -158,18 +163,19 @@ impl NodeState {
 
     /// Charges `job_id` to every (twin, window) budget, all or nothing; a job already charged
     /// (an earlier attempt) is not charged again. Returns the first twin whose budget is spent.
+    /// The outer error is the ledger's; the inner one is a refusal of the attempt.
     pub fn charge(
         &mut self,
         job_id: &str,
         window: (u64, u32),
         twins: &[(String, u32)],
-    ) -> Result<Result<(), String>, StateError> {
+    ) -> Result<Result<(), BudgetSpent>, StateError> {
         let key = |t: &str| format!("{t}/{}/{}", window.0, window.1);
         for (twin, max) in twins {
             let used = self.data.budgets.get(&key(twin));
             let charged = used.is_some_and(|s| s.contains(job_id));
             if !charged && used.map_or(0, BTreeSet::len) >= *max as usize {
-                return Ok(Err(twin.clone()));
+                return Ok(Err(BudgetSpent(twin.clone())));
             }
         }
         for (twin, _) in twins {
@@ -194,11 +200,11 @@ mod tests {
         let a = vec![("a".to_string(), 1), ("b".to_string(), 2)];
         assert_eq!(s.charge("j1", w, &a).unwrap(), Ok(()));
         assert_eq!(s.charge("j1", w, &a).unwrap(), Ok(()), "same job again");
-        assert_eq!(s.charge("j2", w, &a).unwrap(), Err("a".into()));
+        assert_eq!(s.charge("j2", w, &a).unwrap(), Err(BudgetSpent("a".into())));
         // b was not charged for j2.
         let b = vec![("b".to_string(), 2)];
         assert_eq!(s.charge("j3", w, &b).unwrap(), Ok(()));
-        assert_eq!(s.charge("j4", w, &b).unwrap(), Err("b".into()));
+        assert_eq!(s.charge("j4", w, &b).unwrap(), Err(BudgetSpent("b".into())));
         // Another window has its own budget.
         assert_eq!(s.charge("j2", (150, 50), &a).unwrap(), Ok(()));
     }

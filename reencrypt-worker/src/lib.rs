@@ -5,110 +5,37 @@
 //! satisfy. It holds only re-keys: it never sees a data key or a plaintext.
 #![forbid(unsafe_code)]
 
+pub mod config;
+mod ctx;
+pub mod history;
 pub mod metrics;
+pub mod ratelimit;
+pub mod reencrypt;
 pub mod rekeys;
 pub mod replay;
 pub mod requests;
 pub mod route;
 
-use armored_schemas::Refusal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use armored_base::time::now_ms;
 use armored_base::Shutdown;
-use armored_crypto::registry::Registry;
-use armored_runtime::config::KafkaConfig;
-use armored_runtime::dlq::{DeadLetters, Source};
-use armored_runtime::follower::Follower;
-use armored_runtime::kafka::{enqueue, Ack, Topics};
+use armored_runtime::dlq::Source;
+use armored_runtime::follower::{Follower, SyncTimeout};
+use armored_runtime::kafka::{enqueue, failed, Ack, AckError};
 use armored_runtime::pipeline::{GroupSpec, Handling, Inbound};
+use armored_schemas::Refusal;
 use rdkafka::message::{Header, OwnedHeaders};
-use serde::{Deserialize, Serialize};
 
+pub use crate::config::{defaults, Config, WorkerConfig};
+use crate::ctx::{wait_control, Ctx};
 use crate::rekeys::{Change, ReKeyStore};
-use crate::route::{route_batch, Cache, Dest, Output, RouteError, Routing};
-
-/// Configuration of a worker.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Config {
-    /// Kafka.
-    pub kafka: KafkaConfig,
-    /// Worker settings.
-    pub worker: WorkerConfig,
-    /// The request path (phase 5): per-twin rate limit.
-    #[serde(default)]
-    pub requests: requests::RequestConfig,
-}
-
-/// Worker settings.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WorkerConfig {
-    /// `/metrics` and `/healthz`.
-    pub metrics_addr: SocketAddr,
-    /// Consumer group (all replicas share it).
-    pub group: String,
-    /// Where revoked re-key ids are persisted (empty: not persisted).
-    pub state_dir: String,
-    /// ReEnc cache entries.
-    pub cache_entries: usize,
-    /// `max_envelope_bytes`.
-    pub max_envelope_bytes: usize,
-}
-
-/// Built-in defaults.
-pub fn defaults() -> String {
-    format!(
-        r#"{kafka}
-[worker]
-metrics_addr = "127.0.0.1:9102"
-group = "reencrypt"
-state_dir = ""
-cache_entries = 100000
-max_envelope_bytes = {max}
-
-[requests]
-rate_per_s = 1.0
-burst = 10
-max_twins = 100000
-"#,
-        kafka = armored_runtime::config::KAFKA_DEFAULTS,
-        max = armored_schemas::limits::MAX_ENVELOPE_BYTES,
-    )
-}
+use crate::route::{route_batch, Cache, Dest, Output, RouteError};
 
 /// Largest number of a partition's queued records routed together.
 const MAX_BATCH: usize = 32;
-
-struct Ctx {
-    cfg: Config,
-    topics: Topics,
-    producer: armored_runtime::kafka::AtProducer,
-    dlq: DeadLetters,
-    metrics: metrics::Metrics,
-    registry: Arc<RwLock<Registry>>,
-    store: Arc<RwLock<ReKeyStore>>,
-    cache: Arc<Cache>,
-    requests: requests::Requests,
-    reg_follower: Follower,
-    rk_follower: Follower,
-    shutdown: Shutdown,
-}
-
-impl Ctx {
-    fn routing<'a>(&'a self, registry: &'a Registry, store: &'a ReKeyStore) -> Routing<'a> {
-        Routing {
-            max_bytes: self.cfg.worker.max_envelope_bytes,
-            registry,
-            store,
-            cache: &self.cache,
-            metrics: &self.metrics.route,
-            now_ms: now_ms(),
-        }
-    }
-}
 
 /// Runs a worker until `shutdown`.
 pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -134,22 +61,20 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
 
     // The registry first: re-keys are verified against the owners in it.
-    let (reg_dlq_tx, mut reg_dlq_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
+    let (reg_dlq_tx, mut reg_dlq_rx) = tokio::sync::mpsc::unbounded_channel::<(Inbound, Refused)>();
     let (registry, reg_follower) = armored_runtime::registry::follow(
         &cfg.kafka,
         &topics.registry(),
         shutdown.clone(),
         move |rec, outcome| {
             if let Err(e) = outcome {
-                let _ = reg_dlq_tx.send((rec.clone(), e.reason(), e.to_string()));
+                let _ = reg_dlq_tx.send((rec.clone(), Box::new(e)));
             }
         },
     )?;
     reg_follower.synced_since(Instant::now(), timeout).await?;
 
-    let (rk_dlq_tx, mut rk_dlq_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(Inbound, &'static str, String)>();
+    let (rk_dlq_tx, mut rk_dlq_rx) = tokio::sync::mpsc::unbounded_channel::<(Inbound, Refused)>();
     let rk_follower = {
         let registry = registry.clone();
         let store = store.clone();
@@ -169,7 +94,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let _ = rk_dlq_tx.send((rec.clone(), e.reason(), e.to_string()));
+                        let _ = rk_dlq_tx.send((rec.clone(), Box::new(e)));
                     }
                 }
                 m.rekeys.set(s.len() as i64);
@@ -180,7 +105,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     rk_follower.synced_since(Instant::now(), timeout).await?;
 
-    let request_metrics = requests::RequestMetrics::new(&metrics.registry)?;
+    let request_metrics = ratelimit::RequestMetrics::new(&metrics.registry)?;
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         topics,
@@ -190,8 +115,8 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         registry,
         store,
         cache,
-        requests: requests::Requests {
-            limiter: requests::RateLimiter::new(cfg.requests.clone()),
+        requests: ratelimit::Requests {
+            limiter: ratelimit::RateLimiter::new(cfg.requests.clone()),
             metrics: request_metrics,
         },
         reg_follower,
@@ -206,8 +131,8 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 _ = c.shutdown.cancelled() => break,
-                Some((rec, reason, detail)) = reg_dlq_rx.recv() => dead_letter(&c, &rec, reason, &detail).await,
-                Some((rec, reason, detail)) = rk_dlq_rx.recv() => dead_letter(&c, &rec, reason, &detail).await,
+                Some((rec, why)) = reg_dlq_rx.recv() => dead_letter(&c, &rec, &*why).await,
+                Some((rec, why)) = rk_dlq_rx.recv() => dead_letter(&c, &rec, &*why).await,
                 _ = tick.tick() => retry_pending(&c).await,
             }
         }
@@ -247,14 +172,17 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dead_letter(ctx: &Ctx, rec: &Inbound, reason: &str, detail: &str) {
+/// A refused control record, on its way to the dead letters.
+type Refused = Box<dyn Refusal + Send + Sync>;
+
+async fn dead_letter(ctx: &Ctx, rec: &Inbound, why: &(dyn Refusal + Sync)) {
     let src = Source {
         topic: &rec.topic,
         partition: rec.partition,
         offset: rec.offset,
         key: rec.key.as_deref().unwrap_or_default(),
     };
-    if let Err(e) = ctx.dlq.send(reason, detail, &src, &rec.payload).await.await {
+    if let Err(e) = ctx.dlq.refuse(why, &src, &rec.payload).await.await {
         tracing::error!(error = %e, "dead letter not written");
     }
 }
@@ -281,7 +209,7 @@ async fn retry_pending(ctx: &Ctx) {
                 headers: Vec::new(),
                 received: Instant::now(),
             };
-            dead_letter(ctx, &rec, e.reason(), &e.to_string()).await;
+            dead_letter(ctx, &rec, &e).await;
         }
     }
 }
@@ -307,27 +235,24 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Inbound>) -> Vec<Vec<Ack>> {
         .max()
         .unwrap_or(first.received);
     if let Err(e) = wait_control(&ctx, fetched).await {
-        return batch
-            .iter()
-            .map(|_| {
-                let e = e.clone();
-                vec![Box::pin(async move { Err(e) }) as Ack]
-            })
-            .collect();
+        return fail_all(&batch, || RecordError::Sync(e.clone()));
     }
     let c = ctx.clone();
     let payloads: Vec<Vec<u8>> = batch.iter().map(|m| m.payload.clone()).collect();
     let routed = tokio::task::spawn_blocking(move || {
-        let reg = c.registry.read().map_err(|_| "registry lock poisoned")?;
-        let store = c.store.read().map_err(|_| "store lock poisoned")?;
+        let reg = c.registry.read().map_err(|_| "registry")?;
+        let store = c.store.read().map_err(|_| "re-key store")?;
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         Ok::<_, &'static str>(route_batch(&refs, c.routing(&reg, &store)))
     })
     .await;
     let results = match routed {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return fail_all(&batch, e.to_string()),
-        Err(e) => return fail_all(&batch, e.to_string()),
+        Ok(Err(lock)) => return fail_all(&batch, || RecordError::Poisoned(lock)),
+        Err(e) => {
+            let e = Arc::new(e);
+            return fail_all(&batch, || RecordError::Task(e.clone()));
+        }
     };
     let mut out = Vec::with_capacity(batch.len());
     for (m, r) in batch.iter().zip(results) {
@@ -336,33 +261,25 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Inbound>) -> Vec<Vec<Ack>> {
     out
 }
 
-fn fail_all(batch: &[Inbound], e: String) -> Vec<Vec<Ack>> {
-    batch
-        .iter()
-        .map(|_| {
-            let e = e.clone();
-            vec![Box::pin(async move { Err(e) }) as Ack]
-        })
-        .collect()
+/// Why a record of `at.sync.v1` or `at.requests.v1` was not handled (it is handled again later).
+#[derive(Clone, Debug, thiserror::Error)]
+enum RecordError {
+    /// Shut down before the control topics were applied up to the record.
+    #[error(transparent)]
+    Sync(#[from] SyncTimeout),
+    /// A lock was poisoned by a panic.
+    #[error("{0} lock poisoned")]
+    Poisoned(&'static str),
+    /// The routing task panicked.
+    #[error("routing task: {0}")]
+    Task(Arc<tokio::task::JoinError>),
 }
 
-/// Waits until the registry and the re-keys are applied up to `fetched` (a revocation appended
-/// before a record was fetched wins); an error only when shutting down.
-async fn wait_control(ctx: &Ctx, fetched: Instant) -> Result<(), String> {
-    loop {
-        let wait = Duration::from_secs(5);
-        ctx.rk_follower.request_sync(fetched);
-        let both = async {
-            ctx.reg_follower.synced_since(fetched, wait).await?;
-            ctx.rk_follower.synced_since(fetched, wait).await
-        };
-        match both.await {
-            Ok(()) => return Ok(()),
-            // Not processed: the caller fails the ack so its offset is never stored.
-            Err(e) if ctx.shutdown.is_cancelled() => return Err(e.to_string()),
-            Err(e) => tracing::warn!(error = %e, "waiting for control topics"),
-        }
-    }
+fn fail_all(batch: &[Inbound], e: impl Fn() -> RecordError) -> Vec<Vec<Ack>> {
+    batch
+        .iter()
+        .map(|_| vec![failed(AckError::service(e()))])
+        .collect()
 }
 
 /// One record of `at.requests.v1` or `at.control.v1`.
@@ -372,7 +289,7 @@ async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
     }
     ctx.metrics.messages_in.inc();
     if let Err(e) = wait_control(&ctx, m.received).await {
-        return vec![Box::pin(async move { Err(e) })];
+        return vec![failed(AckError::service(RecordError::Sync(e)))];
     }
     requests::handle(ctx, m).await
 }
@@ -387,13 +304,7 @@ async fn produce(ctx: &Ctx, m: &Inbound, routed: Result<Vec<Output>, RouteError>
     };
     let outputs = match routed {
         Ok(outputs) => outputs,
-        Err(e) => {
-            return vec![
-                ctx.dlq
-                    .send(e.reason(), &e.to_string(), &src, &m.payload)
-                    .await,
-            ]
-        }
+        Err(e) => return vec![ctx.dlq.refuse(&e, &src, &m.payload).await],
     };
     let mut acks = Vec::with_capacity(outputs.len());
     for o in outputs {

@@ -11,44 +11,20 @@
 //! limit holds per twin across the group (it restarts full when a partition moves).
 
 use armored_schemas::Refusal;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use armored_base::time::now_ms;
 use armored_crypto::envelope::decode_envelope;
 use armored_crypto::request::REQ_ATTRIBUTE;
 use armored_runtime::dlq::Source;
-use armored_runtime::kafka::{enqueue, Ack};
+use armored_runtime::kafka::{enqueue, failed, Ack, AckError};
 use armored_runtime::pipeline::Inbound;
-use prometheus::{register_int_counter_vec_with_registry, IntCounterVec};
 use rdkafka::message::{Header, OwnedHeaders};
-use serde::{Deserialize, Serialize};
 
+use crate::ctx::Ctx;
+pub use crate::ratelimit::{RateLimiter, RequestConfig, RequestMetrics};
 use crate::route::{route, Dest};
-use crate::Ctx;
-
-/// `[requests]` of the worker's configuration.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct RequestConfig {
-    /// Sustained requests per second and twin.
-    pub rate_per_s: f64,
-    /// Requests a twin may send at once (bucket size).
-    pub burst: u32,
-    /// Twins whose buckets are kept (bounded memory; cleared when full).
-    pub max_twins: usize,
-}
-
-impl Default for RequestConfig {
-    fn default() -> Self {
-        Self {
-            rate_per_s: 1.0,
-            burst: 10,
-            max_twins: 100_000,
-        }
-    }
-}
 
 /// Why a request is refused before routing (dead-letter reasons).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -101,64 +77,27 @@ pub fn check_request_attributes(attrs: &[String]) -> Result<(), RequestReject> {
     Ok(())
 }
 
-/// Per-twin token buckets.
-#[derive(Debug)]
-pub struct RateLimiter {
-    cfg: RequestConfig,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+/// Why a request was dead-lettered before routing.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestRefused {
+    /// Over `max_envelope_bytes`.
+    #[error("request of {0} bytes over the limit")]
+    Oversized(usize),
+    /// Not a well-formed envelope.
+    #[error(transparent)]
+    Crypto(#[from] armored_crypto::Error),
+    /// Its plain metadata is refused.
+    #[error(transparent)]
+    Reject(#[from] RequestReject),
 }
 
-impl RateLimiter {
-    /// Buckets per `cfg`.
-    pub fn new(cfg: RequestConfig) -> Self {
-        Self {
-            cfg,
-            buckets: Mutex::default(),
+impl Refusal for RequestRefused {
+    fn reason(&self) -> &'static str {
+        match self {
+            RequestRefused::Oversized(_) => "oversized",
+            RequestRefused::Crypto(e) => e.reason(),
+            RequestRefused::Reject(r) => r.reason(),
         }
-    }
-
-    /// Takes one token of `twin`'s bucket if there is one.
-    pub fn admit(&self, twin: &str, now: Instant) -> bool {
-        let Ok(mut b) = self.buckets.lock() else {
-            return false;
-        };
-        let burst = f64::from(self.cfg.burst.max(1));
-        if b.len() >= self.cfg.max_twins.max(1) && !b.contains_key(twin) {
-            // Forgetting buckets only ever lets a twin start full again: safe, and bounded.
-            b.clear();
-        }
-        let (tokens, last) = b.entry(twin.to_owned()).or_insert((burst, now));
-        let refill =
-            now.saturating_duration_since(*last).as_secs_f64() * self.cfg.rate_per_s.max(0.0);
-        *tokens = (*tokens + refill).min(burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// Request-path metrics.
-#[derive(Clone, Debug)]
-pub struct RequestMetrics {
-    /// Requests by outcome: routed, rate_limited, expired, refused.
-    pub requests: IntCounterVec,
-}
-
-impl RequestMetrics {
-    /// Registers in `r`.
-    pub fn new(r: &prometheus::Registry) -> prometheus::Result<Self> {
-        Ok(Self {
-            requests: register_int_counter_vec_with_registry!(
-                "at_reencrypt_requests_total",
-                "Requests by outcome (routed, rate_limited, expired, refused)",
-                &["outcome"],
-                r
-            )?,
-        })
     }
 }
 
@@ -168,14 +107,11 @@ pub fn admit(
     max_bytes: usize,
     limiter: &RateLimiter,
     now_ms: u64,
-) -> Result<String, (&'static str, String)> {
+) -> Result<String, RequestRefused> {
     if payload.len() > max_bytes {
-        return Err((
-            "oversized",
-            format!("request of {} bytes over the limit", payload.len()),
-        ));
+        return Err(RequestRefused::Oversized(payload.len()));
     }
-    let (_, h, _) = decode_envelope(payload).map_err(|e| (e.reason(), e.to_string()))?;
+    let (_, h, _) = decode_envelope(payload)?;
     let plain = || -> Result<(), RequestReject> {
         check_request_attributes(&h.attributes)?;
         if h.expires_at_ms == 0 {
@@ -193,9 +129,14 @@ pub fn admit(
         }
         Ok(())
     };
-    plain().map_err(|r| (r.reason(), r.to_string()))?;
+    plain()?;
     Ok(h.twin_id)
 }
+
+/// A lock poisoned by a panic: the record is handled again later.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} lock poisoned")]
+struct Poisoned(&'static str);
 
 /// One record of `at.requests.v1` (the control topics are already synced by the caller).
 pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
@@ -206,41 +147,34 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
         key: m.key.as_deref().unwrap_or_default(),
     };
     let counter = |o: &str| ctx.requests.metrics.requests.with_label_values(&[o]).inc();
-    if let Err((reason, detail)) = admit(
+    if let Err(e) = admit(
         &m.payload,
         ctx.cfg.worker.max_envelope_bytes,
         &ctx.requests.limiter,
         now_ms(),
     ) {
-        counter(match reason {
-            "rate_limited" | "expired" => reason,
+        counter(match e.reason() {
+            r @ ("rate_limited" | "expired") => r,
             _ => "refused",
         });
-        return vec![ctx.dlq.send(reason, &detail, &src, &m.payload).await];
+        return vec![ctx.dlq.refuse(&e, &src, &m.payload).await];
     }
     let c = ctx.clone();
     let payload = m.payload.clone();
     let routed = tokio::task::spawn_blocking(move || {
-        let reg = c.registry.read().map_err(|_| "registry lock poisoned")?;
-        let store = c.store.read().map_err(|_| "store lock poisoned")?;
-        Ok::<_, &'static str>(route(&payload, c.routing(&reg, &store)))
+        let reg = c.registry.read().map_err(|_| Poisoned("registry"))?;
+        let store = c.store.read().map_err(|_| Poisoned("re-key store"))?;
+        Ok::<_, Poisoned>(route(&payload, c.routing(&reg, &store)))
     })
     .await;
     let outputs = match routed {
         Ok(Ok(Ok(o))) => o,
         Ok(Ok(Err(e))) => {
             counter("refused");
-            return vec![
-                ctx.dlq
-                    .send(e.reason(), &e.to_string(), &src, &m.payload)
-                    .await,
-            ];
+            return vec![ctx.dlq.refuse(&e, &src, &m.payload).await];
         }
-        Ok(Err(e)) => return vec![Box::pin(async move { Err(e.to_string()) })],
-        Err(e) => {
-            let e = e.to_string();
-            return vec![Box::pin(async move { Err(e) })];
-        }
+        Ok(Err(e)) => return vec![failed(AckError::service(e))],
+        Err(e) => return vec![failed(AckError::service(e))],
     };
     counter("routed");
     let mut acks = Vec::new();
@@ -278,17 +212,9 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
     acks
 }
 
-/// The request path's shared state.
-#[derive(Debug)]
-pub(crate) struct Requests {
-    pub limiter: RateLimiter,
-    pub metrics: RequestMetrics,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn attributes_of_the_request_path() {
@@ -304,22 +230,5 @@ mod tests {
                 Err(RequestReject::ReservedAttribute(bad.into()))
             );
         }
-    }
-
-    #[test]
-    fn token_bucket_per_twin() {
-        let l = RateLimiter::new(RequestConfig {
-            rate_per_s: 2.0,
-            burst: 3,
-            max_twins: 10,
-        });
-        let t0 = Instant::now();
-        assert!((0..3).all(|_| l.admit("a", t0)));
-        assert!(!l.admit("a", t0));
-        // Another twin has its own bucket.
-        assert!(l.admit("b", t0));
-        // Half a second refills one token at 2/s.
-        assert!(l.admit("a", t0 + Duration::from_millis(500)));
-        assert!(!l.admit("a", t0 + Duration::from_millis(500)));
     }
 }

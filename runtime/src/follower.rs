@@ -22,8 +22,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::config::KafkaConfig;
-use crate::kafka::{base_config, KafkaSetupError};
+use crate::kafka::KafkaSetupError;
 use crate::pipeline::Inbound;
+use crate::reader::{groupless_config, Assignment, Start};
 use armored_base::Shutdown;
 
 /// Applies one control record to the caller's state.
@@ -58,18 +59,20 @@ impl Follower {
         mut apply: Apply,
         shutdown: Shutdown,
     ) -> Result<Self, KafkaSetupError> {
-        let consumer: BaseConsumer = base_config(kafka)
-            .set("group.id", "unused-no-commits")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
+        let consumer: BaseConsumer = groupless_config(kafka)
             .set("fetch.wait.max.ms", FETCH_WAIT_MS)
             .create()?;
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_millis(kafka.connect_timeout_ms))?;
-        let partitions: Vec<i32> = md
-            .topics()
+        let mut assignment = Assignment::new();
+        let partitions: Vec<i32> = assignment
+            .add(
+                &consumer,
+                topic,
+                None,
+                Start::Beginning,
+                Duration::from_millis(kafka.connect_timeout_ms),
+            )?
             .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .map(|s| s.partition)
             .collect();
         if partitions.is_empty() {
             return Err(KafkaSetupError::Unreachable {
@@ -78,19 +81,12 @@ impl Follower {
                 detail: format!("topic {topic} has no partitions (create it with infra/topics.sh)"),
             });
         }
-        let mut tpl = TopicPartitionList::new();
-        for p in &partitions {
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
+        assignment.assign(&consumer)?;
         // End offsets are asked on a connection of their own: a broker answers a connection's
         // requests in order, so behind the follower's long-polling fetches each query would wait
         // up to fetch.wait.max.ms (measured: ~400 ms for a node's three followers, one request per
         // partition, which was most of a small job's latency).
-        let probe: BaseConsumer = base_config(kafka)
-            .set("group.id", "unused-no-commits")
-            .set("enable.auto.commit", "false")
-            .create()?;
+        let probe: BaseConsumer = groupless_config(kafka).create()?;
         let (tx, rx) = watch::channel(None);
         let topic_name = topic.to_string();
         let epoch = Instant::now();
@@ -209,8 +205,36 @@ impl Follower {
     }
 }
 
+/// Waits until every one of `followers` has applied what was appended before `since` (a record
+/// fetched at `since` may depend on it). Each round waits up to `round` per follower, then warns
+/// and waits again: the only error is a shutdown (`shutdown` cancelled) while not caught up, and
+/// the caller then leaves its record unfinished so its offset is never committed.
+pub async fn wait_all(
+    followers: &[&Follower],
+    since: Instant,
+    round: Duration,
+    shutdown: &Shutdown,
+) -> Result<(), SyncTimeout> {
+    // All queries first, so that they overlap.
+    for f in followers {
+        f.request_sync(since);
+    }
+    'round: loop {
+        for f in followers {
+            if let Err(e) = f.synced_since(since, round).await {
+                if shutdown.is_cancelled() {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "waiting for the control topics");
+                continue 'round;
+            }
+        }
+        return Ok(());
+    }
+}
+
 /// The follower did not catch up in time, or stopped.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("control topic {topic}: {why}")]
 pub struct SyncTimeout {
     topic: String,
@@ -220,41 +244,47 @@ pub struct SyncTimeout {
 /// Shares a folded state between the follower thread and the service.
 pub type Shared<S> = Arc<std::sync::RwLock<S>>;
 
+/// Why end offsets were not had.
+#[derive(Debug, thiserror::Error)]
+enum EndOffsetsError {
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("partition {partition}: no end offset ({offset:?})")]
+    NoOffset { partition: i32, offset: Offset },
+    #[error("{answered} of {asked} partitions answered")]
+    Partial { answered: usize, asked: usize },
+}
+
 /// The end offset of every partition of `topic`, in one ListOffsets request.
 fn end_offsets(
     probe: &BaseConsumer,
     topic: &str,
     partitions: &[i32],
-) -> Result<HashMap<i32, i64>, String> {
+) -> Result<HashMap<i32, i64>, EndOffsetsError> {
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         // A "timestamp" of -1 (Offset::End) asks for the latest offset.
-        tpl.add_partition_offset(topic, *p, Offset::End)
-            .map_err(|e| e.to_string())?;
+        tpl.add_partition_offset(topic, *p, Offset::End)?;
     }
-    let answer = probe
-        .offsets_for_times(tpl, Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
+    let answer = probe.offsets_for_times(tpl, Duration::from_secs(5))?;
     let mut ends = HashMap::with_capacity(partitions.len());
     for e in answer.elements() {
-        e.error()
-            .map_err(|err| format!("partition {}: {err}", e.partition()))?;
+        e.error()?;
         match e.offset() {
             Offset::Offset(hi) => ends.insert(e.partition(), hi),
-            other => {
-                return Err(format!(
-                    "partition {}: no end offset ({other:?})",
-                    e.partition()
-                ))
+            offset => {
+                return Err(EndOffsetsError::NoOffset {
+                    partition: e.partition(),
+                    offset,
+                })
             }
         };
     }
     if ends.len() != partitions.len() {
-        return Err(format!(
-            "{} of {} partitions answered",
-            ends.len(),
-            partitions.len()
-        ));
+        return Err(EndOffsetsError::Partial {
+            answered: ends.len(),
+            asked: partitions.len(),
+        });
     }
     Ok(ends)
 }

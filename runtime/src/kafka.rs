@@ -13,6 +13,8 @@ use rdkafka::util::Timeout;
 
 use crate::config::KafkaConfig;
 
+use crate::topics::table_retention;
+pub use crate::topics::Topics;
 pub use armored_schemas::topics as names;
 
 /// Errors talking to the broker.
@@ -32,111 +34,6 @@ pub enum KafkaSetupError {
     #[error("Kafka: {0}")]
     Client(#[from] KafkaError),
 }
-
-/// Topic names with the configured prefix.
-#[derive(Clone, Debug, Default)]
-pub struct Topics {
-    prefix: String,
-}
-
-impl Topics {
-    /// Topics under `prefix` (empty in production).
-    pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.to_string(),
-        }
-    }
-    /// `prefix + base`.
-    pub fn name(&self, base: &str) -> String {
-        format!("{}{}", self.prefix, base)
-    }
-    /// State changes.
-    pub fn sync(&self) -> String {
-        self.name(names::SYNC)
-    }
-    /// Deliveries.
-    pub fn deliver(&self) -> String {
-        self.name(names::DELIVER)
-    }
-    /// Re-key uploads and revocations.
-    pub fn rekeys(&self) -> String {
-        self.name(names::REKEYS)
-    }
-    /// Registry.
-    pub fn registry(&self) -> String {
-        self.name(names::REGISTRY)
-    }
-    /// Tokens.
-    pub fn tokens(&self) -> String {
-        self.name(names::TOKENS)
-    }
-    /// Dead letters.
-    pub fn dlq(&self) -> String {
-        self.name(names::DLQ)
-    }
-    /// Requests.
-    pub fn requests(&self) -> String {
-        self.name(names::REQUESTS)
-    }
-    /// Responses.
-    pub fn responses(&self) -> String {
-        self.name(names::RESPONSES)
-    }
-    /// Control records.
-    pub fn control(&self) -> String {
-        self.name(names::CONTROL)
-    }
-    /// Share topic of MPC node `j`.
-    pub fn mpc_shares(&self, j: u32) -> String {
-        self.name(&names::mpc_shares(j))
-    }
-    /// `at.mpc.jobs.v1`.
-    pub fn mpc_jobs(&self) -> String {
-        self.name(names::MPC_JOBS)
-    }
-    /// `at.mpc.peer.v1`.
-    pub fn mpc_peer(&self) -> String {
-        self.name(names::MPC_PEER)
-    }
-    /// `at.mpc.results.v1`.
-    pub fn mpc_results(&self) -> String {
-        self.name(names::MPC_RESULTS)
-    }
-    /// Every topic of DESIGN's table with its partition count, from `infra/topics.tsv` (the one
-    /// list the scripts use too).
-    pub fn all(&self) -> Vec<(String, i32)> {
-        table()
-            .map(|(name, partitions, _)| (self.name(name), partitions))
-            .collect()
-    }
-}
-
-/// The rows of `infra/topics.tsv`: (base name, partitions, retention.ms).
-fn table() -> impl Iterator<Item = (&'static str, i32, i64)> {
-    TOPICS_TSV
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .filter_map(|l| {
-            let mut cols = l.split('\t').map(str::trim);
-            let name = cols.next()?;
-            let partitions = cols.next()?.parse().ok()?;
-            let retention = cols.next()?.parse().ok()?;
-            Some((name, partitions, retention))
-        })
-}
-
-/// retention.ms of the table's topic whose name `topic` ends with (after a prefix), if any.
-fn table_retention(topic: &str) -> Option<i64> {
-    table()
-        .find(|(base, _, _)| {
-            topic
-                .strip_suffix(base)
-                .is_some_and(|p| p.is_empty() || p.ends_with('.'))
-        })
-        .map(|(_, _, retention)| retention)
-}
-
-const TOPICS_TSV: &str = include_str!("../../infra/topics.tsv");
 
 /// Settings common to every client.
 pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
@@ -364,7 +261,42 @@ pub async fn delete_topics_with_prefix(
 }
 
 /// An output waiting for its broker's acknowledgement (Kafka or MQTT); the error says why it failed.
-pub type Ack = futures::future::BoxFuture<'static, Result<(), String>>;
+pub type Ack = futures::future::BoxFuture<'static, Result<(), AckError>>;
+
+/// Why an output (or the handling of a record) was not acknowledged: the record is not done and
+/// its offset is never committed.
+#[derive(Debug, thiserror::Error)]
+pub enum AckError {
+    /// The broker refused the write, or it timed out after every resend.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The producer that takes over timed-out records could not be made.
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    /// The client dropped the write before its broker answered.
+    #[error("{0} did not acknowledge the write")]
+    Unacknowledged(&'static str),
+    /// A batch handler returned no outputs for this record.
+    #[error("record not handled")]
+    NotHandled,
+    /// The service could not handle the record (e.g. it shut down while waiting for the control
+    /// topics): its own typed error.
+    #[error(transparent)]
+    Service(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl AckError {
+    /// A service's own reason for not finishing a record.
+    pub fn service(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        AckError::Service(Box::new(e))
+    }
+}
+
+/// An acknowledgement that has already failed with `e`.
+pub fn failed(e: impl Into<AckError>) -> Ack {
+    let e = e.into();
+    Box::pin(async move { Err(e) })
+}
 
 /// How long librdkafka may hold a record before it gives up on it (librdkafka's default is 5 min).
 /// Seen on a single broker's restart (librdkafka 2.12.1, Kafka 4.1.1, about one run in four): an
@@ -388,10 +320,7 @@ pub async fn enqueue(
 ) -> Ack {
     let first = match enqueue_once(producer, topic, key, payload, &headers).await {
         Ok(fut) => fut,
-        Err(e) => {
-            let e = e.to_string();
-            return Box::pin(async move { Err(e) });
-        }
+        Err(e) => return failed(e),
     };
     let (producer, topic, key, payload) = (
         producer.clone(),
@@ -413,14 +342,12 @@ pub async fn enqueue(
                     let via = if resends == 1 {
                         producer.clone()
                     } else {
-                        producer.replacement().map_err(|e| e.to_string())?
+                        producer.replacement()?
                     };
-                    fut = enqueue_once(&via, &topic, &key, &payload, &headers)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    fut = enqueue_once(&via, &topic, &key, &payload, &headers).await?;
                 }
-                Ok(Err((e, _))) => return Err(e.to_string()),
-                Err(_) => return Err("producer dropped the record".to_string()),
+                Ok(Err((e, _))) => return Err(AckError::Kafka(e)),
+                Err(_) => return Err(AckError::Unacknowledged("the Kafka producer")),
             }
         }
     })
@@ -455,82 +382,11 @@ pub async fn send(
     topic: &str,
     key: &[u8],
     payload: &[u8],
-) -> Result<(), String> {
+) -> Result<(), AckError> {
     enqueue(producer, topic, key, payload, None).await.await
 }
 
 /// Flushes a producer before exit.
 pub fn flush(producer: &AtProducer) {
     let _ = producer.flush(Timeout::After(Duration::from_secs(10)));
-}
-
-/// Reads every record of `topic` from its beginning to the end offsets it has now (tools, tests,
-/// the demo's raw reader). No consumer group is joined and nothing is committed.
-pub fn read_to_end(
-    cfg: &KafkaConfig,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<crate::pipeline::Inbound>, KafkaSetupError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
-    let c: BaseConsumer = base_config(cfg)
-        .set("group.id", "unused-no-commits")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))?;
-        if hi > lo {
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
-            ends.insert(p.id(), hi);
-        }
-    }
-    let mut out = Vec::new();
-    if ends.is_empty() {
-        return Ok(out);
-    }
-    c.assign(&tpl)?;
-    let deadline = std::time::Instant::now() + timeout;
-    while !ends.is_empty() && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            let rec = crate::pipeline::Inbound::from_message(&m);
-            if ends
-                .get(&rec.partition)
-                .is_some_and(|hi| rec.offset + 1 >= *hi)
-            {
-                ends.remove(&rec.partition);
-            }
-            out.push(rec);
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_topic_from_the_table_with_the_prefix() {
-        let all = Topics::new("t1.").all();
-        assert_eq!(all.len(), 15);
-        assert!(all.contains(&("t1.at.sync.v1".to_string(), 12)));
-        assert!(all.contains(&("t1.at.mpc.jobs.v1".to_string(), 1)));
-        assert!(all.contains(&(Topics::new("t1.").mpc_shares(3), 6)));
-    }
-
-    #[test]
-    fn retention_comes_from_the_table_by_base_name() {
-        assert_eq!(table_retention("t1.at.sync.v1"), Some(-1));
-        assert_eq!(table_retention("at.deliver.v1"), Some(604_800_000));
-        assert_eq!(table_retention("t1.at.dlq.v1"), Some(1_209_600_000));
-        assert_eq!(
-            table_retention("t1.xat.sync.v1"),
-            None,
-            "only whole names match"
-        );
-        assert_eq!(table_retention("t1.probe"), None);
-    }
 }

@@ -12,5 +12,7 @@ pub mod follower;
 pub mod http;
 pub mod kafka;
 pub mod pipeline;
+pub mod reader;
 pub mod registry;
 pub mod service;
+pub mod topics;

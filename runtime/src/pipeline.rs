@@ -26,7 +26,7 @@ use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
 use crate::config::KafkaConfig;
-use crate::kafka::{base_config, Ack, KafkaSetupError};
+use crate::kafka::{base_config, failed, Ack, AckError, KafkaSetupError};
 use armored_base::Shutdown;
 
 /// A consumed record, copied out of librdkafka's buffer.
@@ -423,10 +423,9 @@ fn spawn_lane(
                         .into_iter()
                         .map(|o| {
                             // A handler that returned too few entries: the record is not done.
-                            let a = acks.next().unwrap_or_else(|| {
-                                vec![Box::pin(async { Err("record not handled".to_string()) })
-                                    as Ack]
-                            });
+                            let a = acks
+                                .next()
+                                .unwrap_or_else(|| vec![failed(AckError::NotHandled)]);
                             (o, a)
                         })
                         .collect()

@@ -59,6 +59,7 @@ pub mod v1 {
 
 pub mod limits;
 pub mod refusal;
+pub mod replay;
 pub mod topics;
 
 pub use refusal::Refusal;

@@ -1,0 +1,361 @@
+//! One record of `at.mpc.jobs.v1`: decode and verify the job, consult the ledger, admit the
+//! attempt (checks.rs), charge the budgets, run it with the peers (attempt.rs) and publish the
+//! output share or a signed `JobFailed`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use armored_base::time::now_ms;
+use armored_crypto::mpcjob::{peek_job, sign_job_failed, verify_job, JobFailure, SignedJob};
+use armored_runtime::follower::{wait_all, SyncTimeout};
+use armored_runtime::kafka::{enqueue, failed, Ack, AckError};
+use armored_runtime::pipeline::Inbound;
+use armored_schemas::limits::MAX_JOB_BYTES;
+use armored_schemas::v1::mpc_result::Result as ResultKind;
+use armored_schemas::{decode_strict, v1, DecodeError, Refusal, WIRE_VERSION};
+use prost::Message;
+
+use crate::ctx::{source, Ctx};
+use crate::state::{AttemptState, Seen, StateError};
+use crate::{attempt, checks};
+
+/// Why a job record was dead-lettered.
+#[derive(Debug, thiserror::Error)]
+pub enum JobRefused {
+    /// A `JobSubmission` of another wire version.
+    #[error("JobSubmission of version {0}")]
+    UnsupportedVersion(u32),
+    /// Not a `JobSubmission`.
+    #[error(transparent)]
+    Malformed(#[from] DecodeError),
+    /// The job inside is not a well-formed signed job.
+    #[error(transparent)]
+    MalformedJob(armored_crypto::Error),
+    /// Its service is not registered.
+    #[error("{0}")]
+    UnknownService(String),
+    /// The service's signature does not verify.
+    #[error(transparent)]
+    Invalid(armored_crypto::Error),
+    /// Another job body under a known job id.
+    #[error("another job body under a known job id")]
+    Conflict,
+}
+
+impl Refusal for JobRefused {
+    fn reason(&self) -> &'static str {
+        match self {
+            JobRefused::UnsupportedVersion(_) => "unsupported_version",
+            JobRefused::Malformed(_) | JobRefused::MalformedJob(_) => "malformed_job",
+            JobRefused::UnknownService(_) => "unknown_service",
+            JobRefused::Invalid(e) => e.reason(),
+            JobRefused::Conflict => "job_conflict",
+        }
+    }
+}
+
+/// Why a job record was not finished: it is handled again (its offset is not committed).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Shut down before the control and share topics were applied up to the record.
+    #[error(transparent)]
+    Sync(#[from] SyncTimeout),
+    /// The ledger could not be written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A lock was poisoned by a panic.
+    #[error("{0} lock poisoned")]
+    Poisoned(&'static str),
+    /// Shut down while waiting for the window's cut-off.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl From<JobError> for AckError {
+    fn from(e: JobError) -> Self {
+        AckError::service(e)
+    }
+}
+
+/// Publishes a result record (output share or failure) keyed by job id.
+async fn publish(ctx: &Ctx, job_id: &str, result: ResultKind) -> Ack {
+    let rec = v1::MpcResult {
+        version: WIRE_VERSION,
+        result: Some(result),
+    }
+    .encode_to_vec();
+    enqueue(
+        &ctx.producer,
+        &ctx.topics.mpc_results(),
+        job_id.as_bytes(),
+        &rec,
+        None,
+    )
+    .await
+}
+
+/// Fails an attempt on this node: signed `JobFailed`, metric, ledger.
+async fn fail(ctx: &Ctx, job: &SignedJob, attempt: u32, reason: &str, detail: &str) -> Ack {
+    tracing::info!(job = %job.job.job_id, attempt, reason, detail, "job attempt failed");
+    ctx.metrics.jobs.with_label_values(&["failed"]).inc();
+    ctx.metrics.failures.with_label_values(&[reason]).inc();
+    let signed = sign_job_failed(
+        &ctx.keys.sig,
+        &JobFailure {
+            job_id: job.job.job_id.clone(),
+            job_hash: job.job_hash,
+            attempt,
+            node_index: ctx.keys.index,
+            reason: reason.to_owned(),
+            detail: detail.to_owned(),
+        },
+    );
+    let ack = publish(ctx, &job.job.job_id, ResultKind::JobFailed(signed)).await;
+    let persisted = ctx
+        .state
+        .lock()
+        .map_err(|_| JobError::Poisoned("state"))
+        .and_then(|mut s| {
+            Ok(s.set(
+                &job.job.job_id,
+                &job.job_hash,
+                attempt,
+                AttemptState::Failed,
+            )?)
+        });
+    Box::pin(async move {
+        ack.await?;
+        Ok(persisted?)
+    })
+}
+
+/// Waits until the registry, tokens and shares are applied up to `since`.
+async fn synced(ctx: &Ctx, since: Instant) -> Result<(), SyncTimeout> {
+    let [a, b, c] = &ctx.followers;
+    wait_all(&[a, b, c], since, Duration::from_secs(5), &ctx.shutdown).await
+}
+
+/// Dead-letters a job record.
+async fn refuse(ctx: &Ctx, m: &Inbound, why: JobRefused) -> Vec<Ack> {
+    vec![ctx.dlq.refuse(&why, &source(m), &m.payload).await]
+}
+
+/// One record of `at.mpc.jobs.v1`.
+pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
+    let sub: v1::JobSubmission =
+        match decode_strict::<v1::JobSubmission>("JobSubmission", &m.payload, MAX_JOB_BYTES + 64) {
+            Ok(s) if s.version == WIRE_VERSION => s,
+            Ok(s) => return refuse(&ctx, &m, JobRefused::UnsupportedVersion(s.version)).await,
+            Err(e) => return refuse(&ctx, &m, JobRefused::Malformed(e)).await,
+        };
+    let sync_start = Instant::now();
+    if let Err(e) = synced(&ctx, m.received).await {
+        return vec![failed(JobError::Sync(e))];
+    }
+    tracing::debug!(
+        before_ms = sync_start.duration_since(m.received).as_millis() as u64,
+        sync_ms = sync_start.elapsed().as_millis() as u64,
+        "job record synced"
+    );
+    let service = match peek_job(&sub.job) {
+        Ok(j) => j.service_id,
+        Err(e) => return refuse(&ctx, &m, JobRefused::MalformedJob(e)).await,
+    };
+    let key = ctx
+        .registry
+        .read()
+        .ok()
+        .and_then(|r| r.party(&service).map(|p| p.sig));
+    let Some(key) = key else {
+        return refuse(&ctx, &m, JobRefused::UnknownService(service)).await;
+    };
+    let job = match verify_job(&sub.job, &key) {
+        Ok(j) => j.into_inner(),
+        Err(e) => return refuse(&ctx, &m, JobRefused::Invalid(e)).await,
+    };
+    let attempt = sub.attempt;
+    let seen = match ctx.state.lock() {
+        Ok(s) => s.seen(&job.job.job_id, &job.job_hash, attempt),
+        Err(_) => return vec![failed(JobError::Poisoned("state"))],
+    };
+    match seen {
+        Seen::New => {}
+        Seen::Finished(_) => {
+            ctx.metrics.jobs.with_label_values(&["skipped"]).inc();
+            return Vec::new();
+        }
+        Seen::Conflict => {
+            let refused = JobRefused::Conflict;
+            let detail = refused.to_string();
+            let d = ctx.dlq.refuse(&refused, &source(&m), &m.payload).await;
+            // Not recorded in the ledger: the known job keeps its hash.
+            ctx.metrics
+                .failures
+                .with_label_values(&["job_conflict"])
+                .inc();
+            let signed = sign_job_failed(
+                &ctx.keys.sig,
+                &JobFailure {
+                    job_id: job.job.job_id.clone(),
+                    job_hash: job.job_hash,
+                    attempt,
+                    node_index: ctx.keys.index,
+                    reason: refused.reason().into(),
+                    detail,
+                },
+            );
+            return vec![
+                d,
+                publish(&ctx, &job.job.job_id, ResultKind::JobFailed(signed)).await,
+            ];
+        }
+        Seen::Interrupted => {
+            return vec![
+                fail(
+                    &ctx,
+                    &job,
+                    attempt,
+                    "node_restarted",
+                    "this node stopped during the attempt",
+                )
+                .await,
+            ];
+        }
+    }
+    vec![run_attempt(&ctx, &job, attempt, m.received).await]
+}
+
+async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32, polled: Instant) -> Ack {
+    let started = Instant::now();
+    // From the job record's poll to here: its decoding, the sync with the control and share
+    // topics, the ledger.
+    let queued_ms = started.duration_since(polled).as_millis() as u64;
+    let admitted = {
+        let (Ok(reg), Ok(tok)) = (ctx.registry.read(), ctx.tokens.read()) else {
+            return failed(JobError::Poisoned("registry or token store"));
+        };
+        checks::admit(
+            job,
+            attempt,
+            &reg,
+            &tok,
+            &checks::Deployment {
+                nodes: ctx.keys.node_ids(),
+                max_participants: ctx.cfg.node.max_participants,
+                cutoff_skew_ms: ctx.cfg.node.cutoff_skew_ms,
+            },
+            now_ms(),
+        )
+    };
+    let admitted = match admitted {
+        Ok(a) => a,
+        Err(r) => return fail(ctx, job, attempt, r.reason, &r.detail).await,
+    };
+    let admit_ms = started.elapsed().as_millis() as u64;
+    // Inputs are cut off at the window's end plus the skew bound: wait for it, then for the share
+    // topic to be applied up to that moment.
+    let now = now_ms();
+    if admitted.cutoff_ms > now {
+        let wait = admitted.cutoff_ms - now;
+        if wait > ctx.cfg.node.max_cutoff_wait_ms {
+            return fail(
+                ctx,
+                job,
+                attempt,
+                "window_not_closed",
+                &format!("inputs close in {wait} ms"),
+            )
+            .await;
+        }
+        tracing::info!(job = %job.job.job_id, wait_ms = wait, "waiting for the window's cut-off");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = ctx.shutdown.cancelled() => return failed(JobError::ShuttingDown),
+        }
+        if let Err(e) = synced(ctx, Instant::now()).await {
+            return failed(JobError::Sync(e));
+        }
+    }
+    let twins: Vec<(String, u32)> = std::iter::once(&admitted.reference)
+        .chain(&admitted.participants)
+        .map(|a| (a.twin_id.clone(), a.max_jobs_per_window))
+        .collect();
+    let charged = match ctx.state.lock() {
+        Ok(mut s) => s
+            .charge(
+                &job.job.job_id,
+                (job.job.window_start_slot, job.job.window_slots),
+                &twins,
+            )
+            .and_then(|r| {
+                if r.is_ok() {
+                    s.set(
+                        &job.job.job_id,
+                        &job.job_hash,
+                        attempt,
+                        AttemptState::Running,
+                    )?;
+                }
+                Ok(r)
+            }),
+        Err(_) => return failed(JobError::Poisoned("state")),
+    };
+    match charged {
+        Ok(Ok(())) => {}
+        Ok(Err(spent)) => {
+            return fail(ctx, job, attempt, "budget_exhausted", &spent.to_string()).await
+        }
+        Err(e) => return failed(JobError::State(e)),
+    }
+    let gather_started = Instant::now();
+    let inputs = match ctx.shares.read() {
+        Ok(s) => attempt::gather(&s, &admitted),
+        Err(_) => return failed(JobError::Poisoned("share store")),
+    };
+    let gather_ms = gather_started.elapsed().as_millis() as u64;
+    let c = ctx.clone();
+    let handle = tokio::runtime::Handle::current();
+    let timeout = Duration::from_millis(ctx.cfg.node.round_timeout_ms);
+    let a = admitted.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        attempt::run(&c.net, &c.keys, &a, inputs, timeout, handle)
+    })
+    .await;
+    let done = match outcome {
+        Ok(Ok(done)) => done,
+        Ok(Err(f)) => return fail(ctx, job, attempt, f.reason, &f.detail).await,
+        Err(e) => return fail(ctx, job, attempt, "engine_error", &e.to_string()).await,
+    };
+    ctx.metrics.rounds.inc_by(u64::from(done.rounds));
+    ctx.metrics
+        .job_seconds
+        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics.jobs.with_label_values(&["completed"]).inc();
+    tracing::info!(
+        job = %job.job.job_id,
+        attempt,
+        rounds = done.rounds,
+        bytes_sent = done.bytes_sent,
+        ms = started.elapsed().as_millis() as u64,
+        queued_ms,
+        admit_ms,
+        gather_ms,
+        hello_ms = done.hello_ms,
+        mpc_ms = done.mpc_ms,
+        send_ms = done.send_ms,
+        wait_ms = done.wait_ms,
+        "job attempt completed"
+    );
+    let ack = publish(ctx, &job.job.job_id, ResultKind::OutputShare(done.sealed)).await;
+    let persisted = ctx
+        .state
+        .lock()
+        .map_err(|_| JobError::Poisoned("state"))
+        .and_then(|mut s| {
+            Ok(s.set(&job.job.job_id, &job.job_hash, attempt, AttemptState::Done)?)
+        });
+    Box::pin(async move {
+        ack.await?;
+        Ok(persisted?)
+    })
+}
