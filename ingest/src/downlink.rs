@@ -150,6 +150,17 @@ pub(crate) async fn start(
     }))
 }
 
+/// A device delivery whose key does not name a receiver.
+#[derive(Debug, thiserror::Error)]
+#[error("device delivery key is not {{twin}}/{{device}}")]
+struct BadReceiver;
+
+impl armored_schemas::Refusal for BadReceiver {
+    fn reason(&self) -> &'static str {
+        "bad_receiver"
+    }
+}
+
 async fn deliver(ctx: &Ctx, publisher: &Publisher, m: Inbound) -> Vec<Ack> {
     if m.header("at-receiver-kind") != Some(b"device".as_slice()) {
         return Vec::new();
@@ -175,16 +186,7 @@ async fn deliver(ctx: &Ctx, publisher: &Publisher, m: Inbound) -> Vec<Ack> {
             offset: m.offset,
             key: m.key.as_deref().unwrap_or_default(),
         };
-        return vec![
-            ctx.dlq
-                .send(
-                    "bad_receiver",
-                    "device delivery key is not {twin}/{device}",
-                    &src,
-                    &m.payload,
-                )
-                .await,
-        ];
+        return vec![ctx.dlq.refuse(&BadReceiver, &src, &m.payload).await];
     };
     let body = v1::Downlink {
         version: armored_schemas::WIRE_VERSION,

@@ -63,23 +63,19 @@ impl DeadLetters {
         src: &'a Source<'a>,
         payload: &'a [u8],
     ) -> impl std::future::Future<Output = Ack> + Send + 'a {
-        self.send_owned(why.reason(), why.to_string(), src, payload)
+        self.send(why.reason(), why.to_string(), src, payload)
     }
 
-    /// [`Self::send`] with the message owned by the future.
-    async fn send_owned(
+    /// Writes `payload` as a dead letter with `reason` (a bounded label) and `detail` (an error
+    /// message: our errors never contain secrets or plaintext).
+    async fn send(
         &self,
         reason: &'static str,
         detail: String,
         src: &Source<'_>,
         payload: &[u8],
     ) -> Ack {
-        self.send(reason, &detail, src, payload).await
-    }
-
-    /// Writes `payload` as a dead letter with `reason` (a bounded label) and `detail` (an error
-    /// message: our errors never contain secrets or plaintext).
-    pub async fn send(&self, reason: &str, detail: &str, src: &Source<'_>, payload: &[u8]) -> Ack {
+        let detail = detail.as_str();
         self.counter.with_label_values(&[reason]).inc();
         tracing::warn!(
             service = self.service,
