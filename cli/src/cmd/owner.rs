@@ -102,7 +102,7 @@ pub enum OwnerCmd {
         /// A duration from now (90s, 2h, 7d), Unix ms, or RFC 3339 UTC.
         #[arg(long)]
         until: String,
-        /// Where to write the token (default: <owner dir>/write-tokens/<id>.token).
+        /// Where to write the token (default: OWNER_DIR/write-tokens/ID.token).
         #[arg(long)]
         out: Option<PathBuf>,
     },
