@@ -55,6 +55,9 @@ done
 echo "   services healthy; metrics at :9101 (ingest), :9111 and :9121 (workers)"
 echo "== the scenario =="
 "$bin/at-demo" --dir "$run_dir/parties"
-echo "== metrics of the bridge and a worker (excerpt) =="
+echo "== metrics of the bridge and the two workers (excerpt; the workers share the partitions, so each counts its part) =="
 curl -fs http://127.0.0.1:9101/metrics | grep -E '^at_ingest_(messages|dead)' || true
-curl -fs http://127.0.0.1:9111/metrics | grep -E '^at_reencrypt_(messages_in|deliveries|reencryptions|cache_hits)_' || true
+for port in 9111 9121; do
+  curl -fs "http://127.0.0.1:$port/metrics" | grep -E '^at_reencrypt_(messages_in|deliveries|reencryptions|cache_hits)_' \
+    | sed "s/^/worker :$port  /" || true
+done

@@ -102,20 +102,33 @@ pub fn seal_state_change<R: RngCore + CryptoRng>(
     }
     .encode_to_vec();
     let signed = writer.sign_to_vec(SigDomain::StateChange, body);
+    seal_signed(key, header, &signed, "envelope", rng)
+}
+
+/// The sealing step shared by state changes, requests and share bundles: encrypts a signed body with
+/// the epoch's DEK (header bytes as associated data) into an encoded `Envelope` carrying the epoch's
+/// capsule, refused as `field` when larger than `MAX_ENVELOPE_BYTES`.
+pub(crate) fn seal_signed<R: RngCore + CryptoRng>(
+    key: &EpochKey,
+    header: Vec<u8>,
+    signed: &[u8],
+    field: &'static str,
+    rng: &mut R,
+) -> Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_BYTES];
     rng.fill_bytes(&mut nonce);
-    let ciphertext = seal(&key.dek().sym(), &nonce, &signed, &header);
-    let env = v1::Envelope {
+    let ciphertext = seal(&key.dek().sym(), &nonce, signed, &header);
+    let bytes = v1::Envelope {
         version: WIRE_VERSION,
         header,
-        capsule1: Some(cap.to_proto()),
+        capsule1: Some(key.capsule().to_proto()),
         nonce: nonce.to_vec(),
         ciphertext,
-    };
-    let bytes = env.encode_to_vec();
+    }
+    .encode_to_vec();
     if bytes.len() > MAX_ENVELOPE_BYTES {
         return Err(Error::InvalidField {
-            field: "envelope",
+            field,
             reason: "larger than max_envelope_bytes",
         });
     }

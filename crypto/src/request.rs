@@ -20,7 +20,7 @@ use rand_core::{CryptoRng, RngCore};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::domain::SigDomain;
-use crate::envelope::{parse_header, Receiver, TrustStore};
+use crate::envelope::{parse_header, seal_signed, Receiver, TrustStore};
 use crate::epoch::EpochKey;
 use crate::error::{check_version, Error, Result};
 use crate::ids::check_id;
@@ -143,24 +143,7 @@ pub fn seal_request<R: RngCore + CryptoRng>(
     body.response_key.zeroize();
     let signed =
         zeroize::Zeroizing::new(requester.sign_to_vec(SigDomain::Request, encoded.to_vec()));
-    let mut nonce = [0u8; NONCE_BYTES];
-    rng.fill_bytes(&mut nonce);
-    let ciphertext = seal(&key.dek().sym(), &nonce, &signed, &header);
-    let env = v1::Envelope {
-        version: WIRE_VERSION,
-        header,
-        capsule1: Some(cap.to_proto()),
-        nonce: nonce.to_vec(),
-        ciphertext,
-    };
-    let bytes = env.encode_to_vec();
-    if bytes.len() > MAX_ENVELOPE_BYTES {
-        return Err(Error::InvalidField {
-            field: "request",
-            reason: "larger than max_envelope_bytes",
-        });
-    }
-    Ok(bytes)
+    seal_signed(key, header, &signed, "request", rng)
 }
 
 /// Whether a header's attributes mark it as a request.

@@ -20,13 +20,13 @@ use prost::Message;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::domain::SigDomain;
-use crate::envelope::{parse_header, Receiver, TrustStore};
+use crate::envelope::{parse_header, seal_signed, Receiver, TrustStore};
 use crate::epoch::EpochKey;
 use crate::error::{Error, Result};
 use crate::ids::{check_id, twin_attribute};
 use crate::keyid::KeyId;
 use crate::sig::{decode_signed, SigningKey};
-use crate::sym::{open, seal, NONCE_BYTES};
+use crate::sym::open;
 use crate::verified::Verified;
 
 /// The attribute every share bundle carries.
@@ -176,24 +176,7 @@ pub fn seal_share_bundle<R: RngCore + CryptoRng>(
     }
     .encode_to_vec();
     let signed = device.sign_to_vec(SigDomain::MpcShare, body);
-    let mut nonce = [0u8; NONCE_BYTES];
-    rng.fill_bytes(&mut nonce);
-    let ciphertext = seal(&key.dek().sym(), &nonce, &signed, &header);
-    let bytes = v1::Envelope {
-        version: WIRE_VERSION,
-        header,
-        capsule1: Some(cap.to_proto()),
-        nonce: nonce.to_vec(),
-        ciphertext,
-    }
-    .encode_to_vec();
-    if bytes.len() > MAX_ENVELOPE_BYTES {
-        return Err(Error::InvalidField {
-            field: "envelope",
-            reason: "larger than max_envelope_bytes",
-        });
-    }
-    Ok(bytes)
+    seal_signed(key, header, &signed, "envelope", rng)
 }
 
 /// A verified, decrypted share of one point, for node `node_index`.

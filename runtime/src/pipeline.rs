@@ -328,7 +328,7 @@ pub async fn run_group(
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(KafkaSetupError::from)?;
     let consumer = Arc::new(consumer);
-    let failure: Arc<Mutex<Option<String>>> = Arc::default();
+    let failure: Arc<Mutex<Option<Unacknowledged>>> = Arc::default();
     let stop = shutdown.child_token();
     let rt = tokio::runtime::Handle::current();
 
@@ -375,15 +375,15 @@ pub async fn run_group(
                 commit_done(&*consumer, &done, None, CommitMode::Sync, true);
                 consumer.unsubscribe();
             })
-            .map_err(|e| PipelineError::Thread(e.to_string()))?
+            .map_err(PipelineError::Thread)?
     };
     stop.cancelled().await;
     let _ = tokio::task::spawn_blocking(move || poller.join()).await;
-    let failed = failure.lock().ok().and_then(|f| f.clone());
+    let failed = failure.lock().ok().and_then(|mut f| f.take());
     match failed {
         // A shutdown that interrupted work is not a failure: the unfinished records were not committed.
-        Some(reason) if !shutdown.is_cancelled() => {
-            Err(PipelineError::OutputNotAcknowledged(reason))
+        Some(failed) if !shutdown.is_cancelled() => {
+            Err(PipelineError::OutputNotAcknowledged(Box::new(failed)))
         }
         _ => Ok(()),
     }
@@ -395,7 +395,7 @@ fn spawn_lane(
     key: &(String, i32),
     spec: &GroupSpec,
     handler: &Handling,
-    failure: &Arc<Mutex<Option<String>>>,
+    failure: &Arc<Mutex<Option<Unacknowledged>>>,
     stop: &Shutdown,
 ) -> Lane {
     let (tx, mut rx) = mpsc::channel::<Inbound>(spec.queue_depth);
@@ -448,7 +448,12 @@ fn spawn_lane(
                 if let Err(e) = ack.await {
                     tracing::error!(%topic, partition, offset, error = %e, "output not acknowledged; stopping without committing past it");
                     if let Ok(mut f) = failure.lock() {
-                        f.get_or_insert_with(|| e.to_string());
+                        f.get_or_insert(Unacknowledged {
+                            topic: topic.clone(),
+                            partition,
+                            offset,
+                            error: e,
+                        });
                     }
                     stop.cancel();
                     let _ = drained_tx.send(());
@@ -476,9 +481,24 @@ pub enum PipelineError {
     #[error(transparent)]
     Setup(#[from] KafkaSetupError),
     /// An output was never acknowledged by the broker.
-    #[error("an output was not acknowledged by the broker: {0}")]
-    OutputNotAcknowledged(String),
+    #[error(transparent)]
+    OutputNotAcknowledged(Box<Unacknowledged>),
     /// The polling thread could not start.
     #[error("cannot start the polling thread: {0}")]
-    Thread(String),
+    Thread(#[source] std::io::Error),
+}
+
+/// The first record whose output was never acknowledged: the pipeline stopped before committing it.
+#[derive(Debug, thiserror::Error)]
+#[error("an output of {topic}[{partition}]@{offset} was not acknowledged: {error}")]
+pub struct Unacknowledged {
+    /// The record's topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Why its output failed.
+    #[source]
+    pub error: AckError,
 }
