@@ -20,6 +20,9 @@ pub struct Connect {
 impl Connect {
     /// Connects to the cluster.
     pub fn ctl(&self) -> anyhow::Result<Ctl> {
-        Ctl::connect(self.brokers.as_deref(), self.topic_prefix.as_deref())
+        Ok(Ctl::connect(
+            self.brokers.as_deref(),
+            self.topic_prefix.as_deref(),
+        )?)
     }
 }

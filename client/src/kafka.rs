@@ -3,12 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use armored_base::Shutdown;
 use armored_crypto::registry::Registry;
 use armored_runtime::config::{KafkaConfig, KAFKA_DEFAULTS};
 use armored_runtime::kafka::{self, Topics};
 use serde::Deserialize;
+
+use crate::error::{KafkaError, Result};
 
 #[derive(Deserialize)]
 struct Wrapper {
@@ -35,8 +36,10 @@ impl std::fmt::Debug for Ctl {
 impl Ctl {
     /// Loads `[kafka]` from defaults, `AT_CONFIG` and the environment, applies the overrides, and
     /// checks that the broker answers.
-    pub fn connect(brokers: Option<&str>, topic_prefix: Option<&str>) -> anyhow::Result<Self> {
-        let mut kafka = armored_runtime::config::load::<Wrapper>(KAFKA_DEFAULTS, None)?.kafka;
+    pub fn connect(brokers: Option<&str>, topic_prefix: Option<&str>) -> Result<Self> {
+        let mut kafka = armored_runtime::config::load::<Wrapper>(KAFKA_DEFAULTS, None)
+            .map_err(KafkaError::from)?
+            .kafka;
         if let Some(b) = brokers {
             kafka.brokers = b.to_string();
         }
@@ -47,7 +50,7 @@ impl Ctl {
     }
 
     /// A client for an explicit configuration.
-    pub fn with_config(kafka: KafkaConfig) -> anyhow::Result<Self> {
+    pub fn with_config(kafka: KafkaConfig) -> Result<Self> {
         kafka::wait_for_broker(&kafka)?;
         Ok(Self {
             topics: Topics::new(&kafka.topic_prefix),
@@ -57,14 +60,20 @@ impl Ctl {
     }
 
     /// Writes one record and waits for the broker's acknowledgement.
-    pub async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+    pub async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<()> {
         kafka::send(&self.producer, topic, key.as_bytes(), payload)
             .await
-            .map_err(|e| anyhow::anyhow!("write to {topic} not acknowledged: {e}"))
+            .map_err(|reason| {
+                KafkaError::NotAcknowledged {
+                    topic: topic.to_string(),
+                    reason,
+                }
+                .into()
+            })
     }
 
     /// Folds the registry up to its current end.
-    pub async fn registry(&self) -> anyhow::Result<Registry> {
+    pub async fn registry(&self) -> Result<Registry> {
         let stop = Shutdown::new();
         let (shared, f) = armored_runtime::registry::follow(
             &self.kafka,
@@ -74,18 +83,15 @@ impl Ctl {
         )?;
         f.synced_since(Instant::now(), Duration::from_secs(30))
             .await
-            .context("reading the registry")?;
+            .map_err(KafkaError::Registry)?;
         stop.cancel();
-        let r = shared
-            .read()
-            .map_err(|_| anyhow::anyhow!("registry lock poisoned"))?
-            .clone();
+        let r = shared.read().map_err(|_| KafkaError::Poisoned)?.clone();
         Ok(r)
     }
 }
 
 /// Payloads of every record on `topic` (the demo's raw reader).
-pub fn read_topic(ctl: &Ctl, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+pub fn read_topic(ctl: &Ctl, topic: &str) -> Result<Vec<Vec<u8>>> {
     Ok(
         armored_runtime::reader::read_to_end(&ctl.kafka, topic, Duration::from_secs(20))?
             .into_iter()
@@ -110,7 +116,7 @@ impl std::fmt::Debug for Tail {
 impl Tail {
     /// Starts at the beginning of `topic`, or at its current end (`from_end`: only what is
     /// written from now on).
-    pub fn new(ctl: &Ctl, topic: &str, from_end: bool) -> anyhow::Result<Self> {
+    pub fn new(ctl: &Ctl, topic: &str, from_end: bool) -> Result<Self> {
         use armored_runtime::reader::{groupless_config, Assignment, Start};
         let consumer: rdkafka::consumer::BaseConsumer = groupless_config(&ctl.kafka)
             .set("fetch.wait.max.ms", "5")
@@ -123,7 +129,13 @@ impl Tail {
         let timeout = Duration::from_millis(ctl.kafka.connect_timeout_ms);
         let mut a = Assignment::new();
         a.add(&consumer, topic, None, start, timeout)?;
-        anyhow::ensure!(!a.is_empty(), "topic {topic} has no partitions");
+        if a.is_empty() {
+            return Err(KafkaError::NoPartitions {
+                topic: topic.to_string(),
+                hint: "",
+            }
+            .into());
+        }
         a.assign(&consumer)?;
         Ok(Self { consumer })
     }

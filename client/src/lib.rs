@@ -11,9 +11,12 @@
 //! - [`request`]: phase 5, a request to a twin's devices and its answer;
 //! - [`mpc`]: Protocol 2 as a requester sees it: designations, jobs, output shares, results;
 //! - [`kafka`]: the client's connection to the cluster ([`kafka::Ctl`]);
-//! - [`when`]: durations and points in time as people type them.
+//! - [`when`]: durations and points in time as people type them;
+//! - [`error`]: what can go wrong ([`ClientError`], [`KafkaError`]).
 #![forbid(unsafe_code)]
 
+pub mod error;
+mod files;
 pub mod kafka;
 pub mod mpc;
 pub mod owner;
@@ -21,3 +24,5 @@ pub mod replay;
 pub mod request;
 pub mod service;
 pub mod when;
+
+pub use error::{ClientError, KafkaError};

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use armored_base::time::now_ms;
 use armored_crypto::keyfile::{load_hpke_key, load_signing_key};
 use armored_crypto::mpcjob::{peek_job, sign_job, verify_job, verify_job_failed, SignedJob};
@@ -25,6 +24,7 @@ use armored_schemas::{decode_strict, v1, WIRE_VERSION};
 use prost::Message;
 use serde::Serialize;
 
+use crate::error::{key, ClientError, Result};
 use crate::kafka::{read_topic, Ctl};
 use crate::owner::CONTACT_TRACING;
 
@@ -72,11 +72,7 @@ fn peek<M: Message + Default>(bytes: &[u8]) -> Option<M> {
 
 /// The usable process tokens on at.tokens.v1 addressed to `service`: (owner signing key id, token
 /// id, designator key id, expiry), with revocations applied.
-fn usable_tokens(
-    ctl: &Ctl,
-    registry: &Registry,
-    service: &KeyId,
-) -> anyhow::Result<Vec<UsableToken>> {
+fn usable_tokens(ctl: &Ctl, registry: &Registry, service: &KeyId) -> Result<Vec<UsableToken>> {
     let records = read_topic(ctl, &ctl.topics.tokens())?;
     let mut revoked: BTreeMap<KeyId, RevocationSet> = BTreeMap::new();
     let mut tokens = Vec::new();
@@ -144,30 +140,28 @@ pub async fn build_job(
     ctl: &Ctl,
     service_dir: &Path,
     req: &JobRequest,
-) -> anyhow::Result<(SigningKey, v1::MpcJob)> {
-    let key = load_signing_key(&service_dir.join("sig.key")).with_context(|| {
-        format!(
-            "no signing key in {} (atctl service init)",
-            service_dir.display()
-        )
-    })?;
+) -> Result<(SigningKey, v1::MpcJob)> {
+    let key = load_signing_key(&service_dir.join("sig.key")).map_err(key(format!(
+        "no signing key in {} (atctl service init)",
+        service_dir.display()
+    )))?;
     let service_id = crate::service::Service::open(service_dir)?.id;
     let registry = ctl.registry().await?;
     let tokens = usable_tokens(ctl, &registry, &key.key_id())?;
     let mut designator = None;
-    let mut participant = |twin: &str| -> anyhow::Result<v1::JobParticipant> {
+    let mut participant = |twin: &str| -> Result<v1::JobParticipant> {
         let owner = registry
             .twin_owner(twin)
-            .with_context(|| format!("twin {twin} has no registered owner"))?;
+            .ok_or_else(|| ClientError::NotFound(format!("twin {twin} has no registered owner")))?;
         let t = tokens
             .iter()
             .filter(|(k, ..)| *k == owner.sig.key_id())
             .max_by_key(|(.., until)| *until)
-            .with_context(|| {
-                format!(
+            .ok_or_else(|| {
+                ClientError::NotFound(format!(
                     "no usable process token from the owner of {twin} ({}) for this service",
                     owner.owner_id
-                )
+                ))
             })?;
         designator.get_or_insert_with(|| t.2.clone());
         Ok(v1::JobParticipant {
@@ -180,7 +174,7 @@ pub async fn build_job(
         .participants
         .iter()
         .map(|t| participant(t))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let job = v1::MpcJob {
         version: WIRE_VERSION,
         job_id: req.job_id.clone().unwrap_or_else(|| {
@@ -209,7 +203,7 @@ pub async fn submit_job(
     key: &SigningKey,
     job: &v1::MpcJob,
     attempt: u32,
-) -> anyhow::Result<Submitted> {
+) -> Result<Submitted> {
     let s = Submission::sign(key, job, attempt)?;
     s.send(ctl).await?;
     Ok(s.submitted())
@@ -226,7 +220,7 @@ pub struct Submission {
 
 impl Submission {
     /// Signs attempt `attempt` of `job`.
-    pub fn sign(key: &SigningKey, job: &v1::MpcJob, attempt: u32) -> anyhow::Result<Self> {
+    pub fn sign(key: &SigningKey, job: &v1::MpcJob, attempt: u32) -> Result<Self> {
         let signed = sign_job(key, job);
         let v = verify_job(&signed, key.verifying_key())?.into_inner();
         let record = v1::JobSubmission {
@@ -243,7 +237,7 @@ impl Submission {
     }
 
     /// Writes it (keyed by job id) and waits for the broker's acknowledgement.
-    pub async fn send(&self, ctl: &Ctl) -> anyhow::Result<()> {
+    pub async fn send(&self, ctl: &Ctl) -> Result<()> {
         ctl.send(&ctl.topics.mpc_jobs(), &self.job.job.job_id, &self.record)
             .await
     }
@@ -287,7 +281,7 @@ pub async fn collect(
     service_dir: &Path,
     job_id: &str,
     wait: Duration,
-) -> anyhow::Result<Outcome> {
+) -> Result<Outcome> {
     let deadline = Instant::now() + wait;
     let me = load_signing_key(&service_dir.join("sig.key"))?;
     // The job as this service signed it: the first body under this id (nodes refuse others).
@@ -302,7 +296,9 @@ pub async fn collect(
         match found {
             Some(j) => break j.into_inner(),
             None if Instant::now() >= deadline => {
-                bail!("no job {job_id} signed by this service on at.mpc.jobs.v1")
+                return Err(ClientError::NotFound(format!(
+                    "no job {job_id} signed by this service on at.mpc.jobs.v1"
+                )))
             }
             None => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -338,9 +334,9 @@ impl Collector {
         service_dir: &Path,
         job: SignedJob,
         from_end: bool,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let hpke = load_hpke_key(&service_dir.join("hpke.key"))
-            .with_context(|| format!("no HPKE key in {}", service_dir.display()))?;
+            .map_err(key(format!("no HPKE key in {}", service_dir.display())))?;
         let registry = ctl.registry().await?;
         let nodes = job
             .job
@@ -350,12 +346,13 @@ impl Collector {
                 registry
                     .party(n)
                     .map(|p| p.sig)
-                    .with_context(|| format!("node {n} is not registered"))
+                    .ok_or_else(|| ClientError::NotFound(format!("node {n} is not registered")))
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let nodes: [armored_crypto::sig::VerifyingKey; 3] = nodes
-            .try_into()
-            .map_err(|v: Vec<_>| anyhow::anyhow!("the job names {} nodes", v.len()))?;
+            .collect::<Result<Vec<_>>>()?;
+        let nodes: [armored_crypto::sig::VerifyingKey; 3] =
+            nodes.try_into().map_err(|v: Vec<_>| {
+                ClientError::Invalid(format!("the job names {} nodes", v.len()))
+            })?;
         let tail = crate::kafka::Tail::new(ctl, &ctl.topics.mpc_results(), from_end)?;
         Ok(Self {
             hpke,
@@ -404,7 +401,7 @@ impl Collector {
     }
 
     /// The latest attempt's outcome, once there is one.
-    fn outcome(&self) -> anyhow::Result<Option<Outcome>> {
+    fn outcome(&self) -> Result<Option<Outcome>> {
         let Some(a) = self
             .shares
             .keys()
@@ -449,7 +446,7 @@ impl Collector {
     }
 
     /// Waits up to `wait` for an outcome: one attempt combined, or failed on a node.
-    pub async fn wait(&mut self, wait: Duration) -> anyhow::Result<Outcome> {
+    pub async fn wait(&mut self, wait: Duration) -> Result<Outcome> {
         let deadline = Instant::now() + wait;
         loop {
             // Non-blocking: what has arrived, then a short sleep (any runtime flavour).
@@ -464,10 +461,10 @@ impl Collector {
                 return Ok(o);
             }
             if Instant::now() >= deadline {
-                bail!(
+                return Err(ClientError::TimedOut(format!(
                     "no complete result for job {} within {wait:?}",
                     self.job.job.job_id
-                );
+                )));
             }
         }
     }

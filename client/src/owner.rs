@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use armored_base::time::now_ms;
 use armored_crypto::identity::{
     create_owner_identity, enroll_device_with_slots, fingerprint, verify_owner_identity,
@@ -23,6 +22,8 @@ use prost::Message;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{parse, ClientError, Result};
+use crate::files;
 use crate::kafka::Ctl;
 
 pub mod backup;
@@ -90,12 +91,15 @@ pub fn control(r: control_record::Record) -> Vec<u8> {
 impl Owner {
     /// Phase 1: creates the owner's keys in `dir` and publishes the identity (with its proof of
     /// knowledge) to the registry. Refuses to overwrite an existing owner.
-    pub async fn init(dir: &Path, owner_id: &str, ctl: &Ctl) -> anyhow::Result<Self> {
+    pub async fn init(dir: &Path, owner_id: &str, ctl: &Ctl) -> Result<Self> {
         armored_crypto::envelope::check_id(owner_id, "owner_id")?;
         if identity_path(dir).exists() {
-            bail!("{} already holds an owner identity", dir.display());
+            return Err(ClientError::Occupied {
+                dir: dir.display().to_string(),
+                what: "an owner identity",
+            });
         }
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        files::create_dir_all(dir)?;
         let pre = SecretKey::generate(&mut OsRng);
         let sig = SigningKey::generate(&mut OsRng);
         save_pre_key(&dir.join("pre.key"), &pre, &format!("owner {owner_id} PRE"))?;
@@ -105,7 +109,7 @@ impl Owner {
             &format!("owner {owner_id} signing"),
         )?;
         let identity = create_owner_identity(owner_id, &pre, &sig, 0, &sig, &mut OsRng);
-        std::fs::write(identity_path(dir), &identity)?;
+        files::write(&identity_path(dir), &identity)?;
         ctl.send(
             &ctl.topics.registry(),
             &format!("owner:{owner_id}"),
@@ -121,9 +125,11 @@ impl Owner {
     }
 
     /// Opens an owner directory.
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        let identity = std::fs::read(identity_path(dir))
-            .with_context(|| format!("no owner in {} (atctl owner init)", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<Self> {
+        let identity = std::fs::read(identity_path(dir)).map_err(|source| ClientError::Io {
+            what: format!("no owner in {} (atctl owner init)", dir.display()),
+            source,
+        })?;
         let id = verify_owner_identity(&identity, None)?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -139,8 +145,8 @@ impl Owner {
     }
 
     /// The signed identity file (what devices and services pin).
-    pub fn identity(&self) -> anyhow::Result<Vec<u8>> {
-        Ok(std::fs::read(identity_path(&self.dir))?)
+    pub fn identity(&self) -> Result<Vec<u8>> {
+        files::read(&identity_path(&self.dir))
     }
 
     /// The owner's signing key (public).
@@ -151,9 +157,13 @@ impl Owner {
     /// Phase 1 + 2 for a device: an owner-signed enrollment of the card received out of band, and
     /// the device's re-key for `twin:<id> AND (sync OR req)` (device grants are always scoped to
     /// their twin: one owner key covers all the owner's twins). Returns the rk_id.
-    pub async fn enroll_device(&self, ctl: &Ctl, card: &Card) -> anyhow::Result<String> {
-        let pre = PublicKey::from_bytes(&hex::decode(&card.pre_public_key)?)?;
-        let sig = VerifyingKey::from_sec1(&hex::decode(&card.sig_key)?)?;
+    pub async fn enroll_device(&self, ctl: &Ctl, card: &Card) -> Result<String> {
+        let pre = PublicKey::from_bytes(
+            &hex::decode(&card.pre_public_key).map_err(parse("the card's PRE key is hex"))?,
+        )?;
+        let sig = VerifyingKey::from_sec1(
+            &hex::decode(&card.sig_key).map_err(parse("the card's signing key is hex"))?,
+        )?;
         let enrollment = enroll_device_with_slots(
             &self.sig,
             &card.twin_id,
@@ -184,11 +194,7 @@ impl Owner {
     /// Pins a service or node identity file after checking its self-signature; returns the party
     /// and the fingerprint to compare out of band. The file is kept in `trusted/` and published to
     /// the registry (informational: owners trust by fingerprint, never by what a topic says).
-    pub async fn trust(
-        &self,
-        ctl: &Ctl,
-        identity: &[u8],
-    ) -> anyhow::Result<(PartyIdentity, String)> {
+    pub async fn trust(&self, ctl: &Ctl, identity: &[u8]) -> Result<(PartyIdentity, String)> {
         let (p, fp) = self.pin(identity)?;
         ctl.send(
             &ctl.topics.registry(),
@@ -202,24 +208,25 @@ impl Owner {
     /// Pins a party identity file locally (what [`Owner::trust`] does before publishing it):
     /// checks the self-signature and keeps the file in `trusted/`. Returns the party and the hex
     /// fingerprint.
-    pub fn pin(&self, identity: &[u8]) -> anyhow::Result<(PartyIdentity, String)> {
+    pub fn pin(&self, identity: &[u8]) -> Result<(PartyIdentity, String)> {
         let fp = fingerprint(identity);
         let p = verify_pinned_identity(identity, &fp)?.into_inner();
         let dir = self.dir.join("trusted");
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join(format!("{}.identity", p.party_id)), identity)?;
+        files::create_dir_all(&dir)?;
+        files::write(&dir.join(format!("{}.identity", p.party_id)), identity)?;
         Ok((p, hex::encode(fp)))
     }
 
     /// A pinned party.
-    pub fn trusted(&self, party_id: &str) -> anyhow::Result<PartyIdentity> {
+    pub fn trusted(&self, party_id: &str) -> Result<PartyIdentity> {
         armored_crypto::envelope::check_id(party_id, "party id")?;
         let path = self
             .dir
             .join("trusted")
             .join(format!("{party_id}.identity"));
-        let bytes = std::fs::read(&path).with_context(|| {
-            format!("{party_id} is not pinned (atctl owner trust <identity file>)")
+        let bytes = std::fs::read(&path).map_err(|source| ClientError::Io {
+            what: format!("{party_id} is not pinned (atctl owner trust <identity file>)"),
+            source,
         })?;
         Ok(verify_pinned_identity(&bytes, &fingerprint(&bytes))?.into_inner())
     }
@@ -231,7 +238,7 @@ impl Owner {
         party_id: &str,
         policy: &str,
         history_from_epoch: Option<u64>,
-    ) -> anyhow::Result<String> {
+    ) -> Result<String> {
         let p = self.trusted(party_id)?;
         let kind = match p.kind {
             armored_schemas::v1::PartyKind::MpcNode => ReceiverKind::MpcNode,
@@ -249,9 +256,11 @@ impl Owner {
         policy: &str,
         receiver: &PublicKey,
         history_from_epoch: Option<u64>,
-    ) -> anyhow::Result<String> {
-        let policy =
-            Policy::parse(policy).map_err(|e| anyhow::anyhow!("policy {policy:?}: {e}"))?;
+    ) -> Result<String> {
+        let policy = Policy::parse(policy).map_err(|reason| ClientError::Policy {
+            text: policy.to_string(),
+            reason,
+        })?;
         let rk = ReKey::generate(&self.pre, &policy, receiver, &mut OsRng)?;
         let upload = issue_rekey_upload(
             &self.sig,
@@ -296,20 +305,20 @@ impl Owner {
     /// numbers, ever (envelope.md: the owner never grants `node-i` to a key that has held `node-j`):
     /// the same node twice, or a node (by id or PRE key) that held another share number before.
     /// Returns the three rk_ids.
-    pub async fn grant_mpc(&self, ctl: &Ctl, nodes: &[String; 3]) -> anyhow::Result<Vec<String>> {
+    pub async fn grant_mpc(&self, ctl: &Ctl, nodes: &[String; 3]) -> Result<Vec<String>> {
         let parties: Vec<PartyIdentity> = nodes
             .iter()
             .map(|n| self.trusted(n))
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_>>()?;
         for (i, p) in parties.iter().enumerate() {
             if parties[..i]
                 .iter()
                 .any(|q| q.party_id == p.party_id || q.pre.key_id() == p.pre.key_id())
             {
-                bail!(
+                return Err(ClientError::Refused(format!(
                     "{} would hold two share numbers: each node gets exactly one",
                     p.party_id
-                );
+                )));
             }
         }
         let ledger = self.ledger()?;
@@ -331,9 +340,11 @@ impl Owner {
         ctl: &Ctl,
         j: u32,
         new: &str,
-    ) -> anyhow::Result<(Vec<String>, String)> {
+    ) -> Result<(Vec<String>, String)> {
         if !(1..=3).contains(&j) {
-            bail!("share numbers are 1, 2 and 3 (got {j})");
+            return Err(ClientError::Invalid(format!(
+                "share numbers are 1, 2 and 3 (got {j})"
+            )));
         }
         let p = self.trusted(new)?;
         let ledger = self.ledger()?;
@@ -351,7 +362,7 @@ impl Owner {
 
     /// Issues node `j`'s re-key `mpc-share AND node-j AND location` to `p` and records the share
     /// number in the ledger.
-    async fn grant_node(&self, ctl: &Ctl, p: &PartyIdentity, j: u32) -> anyhow::Result<String> {
+    async fn grant_node(&self, ctl: &Ctl, p: &PartyIdentity, j: u32) -> Result<String> {
         let policy = format!("mpc-share AND node-{j} AND location");
         let rk = self
             .issue(
@@ -372,10 +383,12 @@ impl Owner {
     }
 
     /// M1: revokes a re-key (sticky; written under the re-key's own key on the re-key topic).
-    pub async fn revoke_rekey(&self, ctl: &Ctl, rk_id_hex: &str) -> anyhow::Result<()> {
-        let id = hex::decode(rk_id_hex).context("rk id must be hex")?;
+    pub async fn revoke_rekey(&self, ctl: &Ctl, rk_id_hex: &str) -> Result<()> {
+        let id = hex::decode(rk_id_hex).map_err(parse("rk id must be hex"))?;
         if id.len() != 16 {
-            bail!("an rk id is 16 bytes (32 hex digits)");
+            return Err(ClientError::Invalid(
+                "an rk id is 16 bytes (32 hex digits)".into(),
+            ));
         }
         let r = issue_revocation(&self.sig, RevocationKind::Rekey, &id, now_ms(), None);
         ctl.send(
@@ -395,7 +408,7 @@ impl Owner {
     }
 
     /// Revokes every re-key and process token issued to `receiver_id`; returns how many.
-    pub async fn revoke_receiver(&self, ctl: &Ctl, receiver_id: &str) -> anyhow::Result<usize> {
+    pub async fn revoke_receiver(&self, ctl: &Ctl, receiver_id: &str) -> Result<usize> {
         let entries: Vec<LedgerEntry> = self
             .ledger()?
             .into_iter()
@@ -411,20 +424,26 @@ impl Owner {
     }
 
     /// Issued re-keys.
-    pub fn ledger(&self) -> anyhow::Result<Vec<LedgerEntry>> {
+    pub fn ledger(&self) -> Result<Vec<LedgerEntry>> {
         let p = self.dir.join("grants.json");
         if !p.exists() {
             return Ok(Vec::new());
         }
-        Ok(serde_json::from_slice(&std::fs::read(p)?)?)
+        serde_json::from_slice(&files::read(&p)?).map_err(|source| ClientError::Json {
+            what: format!("{} is not a ledger of grants", p.display()),
+            source,
+        })
     }
 
-    fn save_ledger(&self, l: &[LedgerEntry]) -> anyhow::Result<()> {
+    fn save_ledger(&self, l: &[LedgerEntry]) -> Result<()> {
         let p = self.dir.join("grants.json");
         let tmp = p.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(l)?)?;
-        std::fs::rename(tmp, p)?;
-        Ok(())
+        let json = serde_json::to_vec_pretty(l).map_err(|source| ClientError::Json {
+            what: "the ledger of grants".into(),
+            source,
+        })?;
+        files::write(&tmp, json)?;
+        files::rename(&tmp, &p)
     }
 
     /// Signs an arbitrary upload for tests of the cloud's checks (never used by the CLI itself).
@@ -440,20 +459,23 @@ impl Owner {
 
 /// A node may hold share number `j` only if it is an MPC node that never held another one (by
 /// party id or PRE key): one key that saw two shares would see the point.
-fn check_node(ledger: &[LedgerEntry], p: &PartyIdentity, j: u32) -> anyhow::Result<()> {
+fn check_node(ledger: &[LedgerEntry], p: &PartyIdentity, j: u32) -> Result<()> {
     if p.kind != armored_schemas::v1::PartyKind::MpcNode {
-        bail!("{} is not an MPC node identity", p.party_id);
+        return Err(ClientError::Refused(format!(
+            "{} is not an MPC node identity",
+            p.party_id
+        )));
     }
     let key = p.pre.key_id().to_string();
     if let Some(e) = ledger.iter().find(|e| {
         e.node_index.is_some_and(|k| k != j)
             && (e.receiver_id == p.party_id || e.receiver_key == key)
     }) {
-        bail!(
+        return Err(ClientError::Refused(format!(
             "{} held node-{} before; granting it node-{j} would let one key see two shares",
             p.party_id,
             e.node_index.unwrap_or_default()
-        );
+        )));
     }
     Ok(())
 }

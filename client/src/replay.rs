@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use armored_base::time::now_ms;
 use armored_crypto::envelope::parse_header;
 use armored_crypto::history::issue_replay_request;
@@ -24,6 +23,7 @@ use rand_core::OsRng;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Headers, Message};
 
+use crate::error::{parse, ClientError, ParseCause, Result};
 use crate::kafka::Ctl;
 use crate::owner::{control, Owner};
 
@@ -33,53 +33,60 @@ pub use armored_schemas::replay::{ReplayStatus, STATUS_HEADER};
 /// Parses `--from`: an epoch number, `@<unix seconds>`, a UTC time `YYYY-MM-DDTHH:MM[:SS]Z`, or a
 /// time relative to now (`-90m`, `-2h`, `-3d`); times become the epoch containing them under
 /// `epoch_len_ms`.
-pub fn parse_from(s: &str, epoch_len_ms: u64, now_ms: u64) -> anyhow::Result<u64> {
+pub fn parse_from(s: &str, epoch_len_ms: u64, now_ms: u64) -> Result<u64> {
     let s = s.trim();
     let len = epoch_len_ms.max(1);
     if let Ok(e) = s.parse::<u64>() {
         return Ok(e);
     }
     let ms = if let Some(secs) = s.strip_prefix('@') {
-        secs.parse::<u64>().context("@ takes unix seconds")? * 1000
+        secs.parse::<u64>().map_err(parse("@ takes unix seconds"))? * 1000
     } else if let Some(rel) = s.strip_prefix('-') {
         let (n, unit) = rel.split_at(rel.len().saturating_sub(1));
-        let n: u64 = n.parse().context("relative time: -<n>m, -<n>h or -<n>d")?;
+        let n: u64 = n
+            .parse()
+            .map_err(parse("relative time: -<n>m, -<n>h or -<n>d"))?;
         let unit_ms = match unit {
             "s" => 1000,
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            _ => bail!("relative time unit is s, m, h or d"),
+            _ => {
+                return Err(ClientError::Invalid(
+                    "relative time unit is s, m, h or d".into(),
+                ))
+            }
         };
         now_ms.saturating_sub(n * unit_ms)
     } else {
-        parse_utc(s).with_context(|| {
-            format!("--from {s:?}: an epoch, @unix-seconds, YYYY-MM-DDTHH:MM[:SS]Z or -2h")
+        parse_utc(s).map_err(|why| ClientError::Parse {
+            what: format!("--from {s:?}: an epoch, @unix-seconds, YYYY-MM-DDTHH:MM[:SS]Z or -2h"),
+            source: ParseCause::Other(why.into()),
         })?
     };
     Ok(ms / len)
 }
 
 /// `YYYY-MM-DDTHH:MM[:SS]Z` to unix milliseconds (days from civil: Howard Hinnant's algorithm).
-fn parse_utc(s: &str) -> anyhow::Result<u64> {
-    let s = s.strip_suffix('Z').context("UTC times end in Z")?;
-    let (date, time) = s.split_once('T').context("date and time are joined by T")?;
+fn parse_utc(s: &str) -> Result<u64, &'static str> {
+    let s = s.strip_suffix('Z').ok_or("UTC times end in Z")?;
+    let (date, time) = s.split_once('T').ok_or("date and time are joined by T")?;
     let d: Vec<i64> = date
         .split('-')
         .map(str::parse)
         .collect::<Result<_, _>>()
-        .context("date")?;
+        .map_err(|_| "the date is not YYYY-MM-DD")?;
     let t: Vec<i64> = time
         .split(':')
         .map(str::parse)
         .collect::<Result<_, _>>()
-        .context("time")?;
+        .map_err(|_| "the time is not HH:MM[:SS]")?;
     let ([y, m, day], [hh, mm, rest @ ..]) = (d.as_slice(), t.as_slice()) else {
-        bail!("want YYYY-MM-DDTHH:MM[:SS]Z");
+        return Err("want YYYY-MM-DDTHH:MM[:SS]Z");
     };
     let ss = rest.first().copied().unwrap_or(0);
     if !(1..=12).contains(m) || !(1..=31).contains(day) || *hh > 23 || *mm > 59 || ss > 60 {
-        bail!("date or time out of range");
+        return Err("date or time out of range");
     }
     let y = if *m <= 2 { y - 1 } else { *y };
     let era = y.div_euclid(400);
@@ -89,7 +96,7 @@ fn parse_utc(s: &str) -> anyhow::Result<u64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    u64::try_from(secs * 1000).context("times before 1970 are not replayable")
+    u64::try_from(secs * 1000).map_err(|_| "times before 1970 are not replayable")
 }
 
 /// Asks the workers to replay the history of `rk_id_hex` from `from_epoch`; returns the request id.
@@ -98,11 +105,11 @@ pub async fn request_replay(
     ctl: &Ctl,
     rk_id_hex: &str,
     from_epoch: u64,
-) -> anyhow::Result<String> {
+) -> Result<String> {
     let rk: [u8; 16] = hex::decode(rk_id_hex)
         .ok()
         .and_then(|b| b.try_into().ok())
-        .context("an rk id is 32 hex digits")?;
+        .ok_or_else(|| ClientError::Invalid("an rk id is 32 hex digits".into()))?;
     let (id, signed) =
         issue_replay_request(owner.signing_key(), &rk, from_epoch, now_ms(), &mut OsRng);
     let id = hex::encode(id);
@@ -123,7 +130,7 @@ pub async fn watch_replay(
     request_id: &str,
     timeout: Duration,
     mut on: impl FnMut(&ReplayStatus) + Send + 'static,
-) -> anyhow::Result<Option<ReplayStatus>> {
+) -> Result<Option<ReplayStatus>> {
     let kafka = ctl.kafka.clone();
     let topic = ctl.topics.control();
     let dlq = ctl.topics.dlq();
@@ -190,7 +197,7 @@ pub async fn watch_replay(
 
 /// The highest seq the device with signing key `writer` stored for `twin` (plain headers of
 /// `at.sync.v1`), if any.
-pub fn last_stored_seq(ctl: &Ctl, twin: &str, writer: &[u8]) -> anyhow::Result<Option<u64>> {
+pub fn last_stored_seq(ctl: &Ctl, twin: &str, writer: &[u8]) -> Result<Option<u64>> {
     let recs = armored_runtime::reader::read_to_end(
         &ctl.kafka,
         &ctl.topics.sync(),
@@ -228,19 +235,24 @@ pub async fn replace_device(
     old: &str,
     card: &Card,
     last_valid_seq: Option<u64>,
-) -> anyhow::Result<Replacement> {
+) -> Result<Replacement> {
     let twin = card.twin_id.clone();
     if old == card.device_id {
-        bail!("the new device needs its own id (the old enrollment stays for its past changes)");
+        return Err(ClientError::Invalid(
+            "the new device needs its own id (the old enrollment stays for its past changes)"
+                .into(),
+        ));
     }
     let reg = ctl.registry().await?;
     let entry = reg
         .twin(&twin)
         .and_then(|t| t.devices.get(old))
-        .with_context(|| format!("{twin}/{old} is not enrolled"))?;
+        .ok_or_else(|| ClientError::NotFound(format!("{twin}/{old} is not enrolled")))?;
     let old_key = entry.enrollment.sig.key_id();
     if reg.twin_owner(&twin).map(|o| o.owner_id.as_str()) != Some(owner.owner_id.as_str()) {
-        bail!("twin {twin} belongs to another owner");
+        return Err(ClientError::Refused(format!(
+            "twin {twin} belongs to another owner"
+        )));
     }
     let last = match last_valid_seq {
         Some(s) => s,
@@ -276,7 +288,7 @@ pub async fn grant_with_history(
     party: &str,
     policy: &str,
     from_epoch: u64,
-) -> anyhow::Result<(String, String)> {
+) -> Result<(String, String)> {
     let rk = owner.grant(ctl, party, policy, Some(from_epoch)).await?;
     let id = request_replay(owner, ctl, &rk, from_epoch).await?;
     Ok((rk, id))

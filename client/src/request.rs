@@ -10,7 +10,6 @@ use armored_schemas::Refusal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use armored_base::time::now_ms;
 use armored_crypto::epoch::{epoch_of, EpochKeyManager};
 use armored_crypto::identity::{fingerprint, verify_owner_identity, verify_pinned_identity};
@@ -26,6 +25,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::Message;
 use serde::Serialize;
 
+use crate::error::{key, ClientError, KafkaError, Result};
 use crate::kafka::Ctl;
 
 /// Default epoch length when the twin's enrollment is not at hand.
@@ -46,17 +46,18 @@ impl std::fmt::Debug for Requester {
 
 impl Requester {
     /// Opens an owner directory (`owner.identity`) or a service directory (`identity`).
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path) -> Result<Self> {
         let sig = load_signing_key(&dir.join("sig.key"))
-            .with_context(|| format!("no signing key in {}", dir.display()))?;
+            .map_err(key(format!("no signing key in {}", dir.display())))?;
         let id = if let Ok(b) = std::fs::read(dir.join("owner.identity")) {
             verify_owner_identity(&b, None)?.owner_id.clone()
         } else {
-            let b = std::fs::read(dir.join("identity")).with_context(|| {
-                format!(
+            let b = std::fs::read(dir.join("identity")).map_err(|source| ClientError::Io {
+                what: format!(
                     "{} is neither an owner nor a service directory",
                     dir.display()
-                )
+                ),
+                source,
             })?;
             verify_pinned_identity(&b, &fingerprint(&b))?
                 .party_id
@@ -100,13 +101,12 @@ pub struct Answer {
 }
 
 /// The twin's owner PRE key and epoch length, from the registry.
-fn twin_keys(
-    reg: &Registry,
-    twin_id: &str,
-) -> anyhow::Result<(armored_crypto::kpcpre::PublicKey, u64)> {
-    let owner = reg
-        .twin_owner(twin_id)
-        .with_context(|| format!("twin {twin_id} is not in the registry (no enrolled device)"))?;
+fn twin_keys(reg: &Registry, twin_id: &str) -> Result<(armored_crypto::kpcpre::PublicKey, u64)> {
+    let owner = reg.twin_owner(twin_id).ok_or_else(|| {
+        ClientError::NotFound(format!(
+            "twin {twin_id} is not in the registry (no enrolled device)"
+        ))
+    })?;
     let epoch_len = reg
         .twin(twin_id)
         .and_then(|t| t.devices.values().next())
@@ -121,7 +121,7 @@ pub fn seal(
     who: &Requester,
     ask: &Ask<'_>,
     now: u64,
-) -> anyhow::Result<(Vec<u8>, [u8; 16], ResponseKey)> {
+) -> Result<(Vec<u8>, [u8; 16], ResponseKey)> {
     let (owner_pre, epoch_len) = twin_keys(reg, ask.twin_id)?;
     let mut keys = EpochKeyManager::new(owner_pre, ask.twin_id)?;
     let key = keys.key_for(epoch_of(now, epoch_len), &[REQ_ATTRIBUTE], &mut OsRng)?;
@@ -146,7 +146,7 @@ pub fn seal(
 
 /// A consumer of `at.responses.v1` positioned at its current end, before the request is sent, so
 /// that no answer can slip past it.
-pub fn responses_from_now(ctl: &Ctl) -> anyhow::Result<StreamConsumer> {
+pub fn responses_from_now(ctl: &Ctl) -> Result<StreamConsumer> {
     let topic = ctl.topics.responses();
     let timeout = Duration::from_millis(ctl.kafka.connect_timeout_ms);
     let c: StreamConsumer = groupless_config(&ctl.kafka)
@@ -155,7 +155,11 @@ pub fn responses_from_now(ctl: &Ctl) -> anyhow::Result<StreamConsumer> {
     let mut a = Assignment::new();
     a.add(&c, &topic, None, Start::End, timeout)?;
     if a.is_empty() {
-        bail!("topic {topic} has no partitions (infra/topics.sh)");
+        return Err(KafkaError::NoPartitions {
+            topic,
+            hint: " (infra/topics.sh)",
+        }
+        .into());
     }
     a.assign(&c)?;
     Ok(c)
@@ -170,13 +174,15 @@ pub async fn wait_answer(
     key: &ResponseKey,
     wait: Duration,
     mut on_bad: impl FnMut(&armored_crypto::Error),
-) -> anyhow::Result<Answer> {
+) -> Result<Answer> {
     let want = hex::encode(request_id);
     let deadline = Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!("no response to request {want} within {wait:?}");
+            return Err(ClientError::TimedOut(format!(
+                "no response to request {want} within {wait:?}"
+            )));
         }
         let m = match tokio::time::timeout(left, consumer.recv()).await {
             Err(_) => continue,
@@ -209,7 +215,7 @@ pub async fn wait_answer(
 }
 
 /// The whole round trip: seal, send, wait.
-pub async fn request(ctl: &Ctl, who: &Requester, ask: &Ask<'_>) -> anyhow::Result<Answer> {
+pub async fn request(ctl: &Ctl, who: &Requester, ask: &Ask<'_>) -> Result<Answer> {
     let reg = ctl.registry().await?;
     let (env, id, key) = seal(&reg, who, ask, now_ms())?;
     let consumer = responses_from_now(ctl)?;

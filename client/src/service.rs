@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use armored_base::time::now_ms;
 use armored_base::Shutdown;
 use armored_crypto::envelope::{Receiver, TrustStore, Writer};
@@ -26,6 +25,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use serde::Serialize;
 
+use crate::error::{ClientError, Result};
+use crate::files;
 use crate::kafka::Ctl;
 
 pub mod write;
@@ -99,20 +100,23 @@ fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
 impl Service {
     /// Creates a service's (or MPC node's) keys in `dir` and its self-signed identity file, which
     /// owners pin with `atctl owner trust`. Returns the identity file's path.
-    pub fn init(dir: &Path, id: &str, kind: PartyKind) -> anyhow::Result<PathBuf> {
+    pub fn init(dir: &Path, id: &str, kind: PartyKind) -> Result<PathBuf> {
         armored_crypto::envelope::check_id(id, "service id")?;
         let (pre_p, sig_p, hpke_p, id_p) = paths(dir);
         if id_p.exists() {
-            bail!("{} already holds an identity", dir.display());
+            return Err(ClientError::Occupied {
+                dir: dir.display().to_string(),
+                what: "an identity",
+            });
         }
-        std::fs::create_dir_all(dir)?;
+        files::create_dir_all(dir)?;
         let pre = SecretKey::generate(&mut OsRng);
         let sig = SigningKey::generate(&mut OsRng);
         let hpke = HpkeSecretKey::generate(&mut OsRng);
         save_pre_key(&pre_p, &pre, &format!("{id} PRE"))?;
         save_signing_key(&sig_p, &sig, &format!("{id} signing"))?;
         save_hpke_key(&hpke_p, &hpke, &format!("{id} HPKE"))?;
-        std::fs::write(
+        files::write(
             &id_p,
             create_party_identity(kind, id, pre.public(), &sig, hpke.public(), 0),
         )?;
@@ -120,10 +124,12 @@ impl Service {
     }
 
     /// Opens a service directory.
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path) -> Result<Self> {
         let (pre_p, _, _, id_p) = paths(dir);
-        let bytes = std::fs::read(&id_p)
-            .with_context(|| format!("no identity in {} (atctl service init)", dir.display()))?;
+        let bytes = std::fs::read(&id_p).map_err(|source| ClientError::Io {
+            what: format!("no identity in {} (atctl service init)", dir.display()),
+            source,
+        })?;
         let p = armored_crypto::identity::verify_pinned_identity(
             &bytes,
             &armored_crypto::identity::fingerprint(&bytes),
@@ -144,7 +150,7 @@ impl Service {
         idle: Option<Duration>,
         shutdown: Shutdown,
         mut on: impl FnMut(&Outcome),
-    ) -> anyhow::Result<Stats> {
+    ) -> Result<Stats> {
         let stop = shutdown.child_token();
         let (registry, follower) = armored_runtime::registry::follow(
             &ctl.kafka,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use armored_client::owner::backup::{self, BackupError};
 use armored_client::owner::Owner;
+use armored_client::ClientError;
 use armored_crypto::identity::create_owner_identity;
 use armored_crypto::keyfile::{save_pre_key, save_signing_key};
 use armored_crypto::kpcpre::SecretKey;
@@ -66,20 +67,26 @@ fn password_file_round_trip_and_wrong_password() {
     assert!(text.contains("owner: alice") && text.contains("kdf: argon2id"));
 
     let err = backup::open_password(&file, b"wrong horse battery").expect_err("wrong password");
-    assert!(matches!(err, BackupError::WrongPassword), "{err}");
+    assert!(
+        matches!(err, ClientError::Backup(BackupError::WrongPassword)),
+        "{err}"
+    );
 
     // An edited header (here the owner id) fails like a wrong password: it is associated data.
     let forged = d.join("forged.backup");
     std::fs::write(&forged, text.replace("owner: alice", "owner: mallory")).expect("write");
     let err = backup::open_password(&forged, b"correct horse battery").expect_err("forged");
-    assert!(matches!(err, BackupError::WrongPassword), "{err}");
+    assert!(
+        matches!(err, ClientError::Backup(BackupError::WrongPassword)),
+        "{err}"
+    );
 
     let bundle = backup::open_password(&file, b"correct horse battery").expect("open");
-    bundle.restore_to(&d.join("restored")).expect("restore");
+    backup::restore(&bundle, &d.join("restored")).expect("restore");
     same_owner(&d.join("owner"), &d.join("restored"));
     // Restoring over an owner is refused.
-    let err = bundle.restore_to(&d.join("owner")).expect_err("exists");
-    assert!(matches!(err, BackupError::Exists(_)), "{err}");
+    let err = backup::restore(&bundle, &d.join("owner")).expect_err("exists");
+    assert!(matches!(err, ClientError::Occupied { .. }), "{err}");
     let _ = std::fs::remove_dir_all(d);
 }
 
@@ -98,19 +105,25 @@ fn shares_two_of_three_any_pair_restores_one_does_not() {
         let chosen: Vec<PathBuf> = pair.iter().map(|&j| paths[j].clone()).collect();
         let b = backup::open_shares(&chosen).expect("two shares");
         let out = d.join(format!("restored-{i}"));
-        b.restore_to(&out).expect("restore");
+        backup::restore(&b, &out).expect("restore");
         same_owner(&d.join("owner"), &out);
     }
 
     let err = backup::open_shares(&paths[..1]).expect_err("one share");
     assert!(
-        matches!(err, BackupError::TooFewShares { have: 1, need: 2 }),
+        matches!(
+            err,
+            ClientError::Backup(BackupError::TooFewShares { have: 1, need: 2 })
+        ),
         "{err}"
     );
     // The same share twice is still one share.
     let err = backup::open_shares(&[paths[0].clone(), paths[0].clone()]).expect_err("dup");
     assert!(
-        matches!(err, BackupError::TooFewShares { have: 1, need: 2 }),
+        matches!(
+            err,
+            ClientError::Backup(BackupError::TooFewShares { have: 1, need: 2 })
+        ),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(d);
@@ -135,18 +148,33 @@ fn corrupted_and_mixed_shares_are_refused() {
     let bad = d.join("bad.share");
     std::fs::write(&bad, text.replace(line, &flipped)).expect("write");
     let err = backup::open_shares(&[a[0].clone(), bad]).expect_err("corrupted");
-    assert!(matches!(err, BackupError::ShareCorrupted { .. }), "{err}");
+    assert!(
+        matches!(err, ClientError::Backup(BackupError::ShareCorrupted { .. })),
+        "{err}"
+    );
 
     let err = backup::open_shares(&[a[0].clone(), b[1].clone()]).expect_err("mixed");
-    assert!(matches!(err, BackupError::MixedShares(_)), "{err}");
+    assert!(
+        matches!(err, ClientError::Backup(BackupError::MixedShares(_))),
+        "{err}"
+    );
 
     // A password file is not a share, and the other way round.
     let err = backup::open_shares(&[d.join("owner/grants.json")]).expect_err("not a share");
-    assert!(matches!(err, BackupError::Format { .. }), "{err}");
+    assert!(
+        matches!(err, ClientError::Backup(BackupError::Format { .. })),
+        "{err}"
+    );
     let err = backup::open_password(&a[0], b"whatever1").expect_err("share as file");
-    assert!(matches!(err, BackupError::Format { .. }), "{err}");
+    assert!(
+        matches!(err, ClientError::Backup(BackupError::Format { .. })),
+        "{err}"
+    );
 
     let err = backup::backup_shares(&d.join("owner"), &d.join("c"), 1, 3).expect_err("k=1");
-    assert!(matches!(err, BackupError::BadThreshold { .. }), "{err}");
+    assert!(
+        matches!(err, ClientError::Backup(BackupError::BadThreshold { .. })),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(d);
 }

@@ -101,6 +101,12 @@ impl SigDomain {
     }
 }
 
+/// Associated data of a password-sealed owner backup: this prefix, then the file's header text.
+pub const BACKUP_PASSWORD_AAD: &[u8] = b"at/v1/owner-backup\0";
+/// Associated data of a share-sealed owner backup: this prefix, then
+/// `owner id || 0x00 || set id || k || n`.
+pub const BACKUP_SHARES_AAD: &[u8] = b"at/v1/owner-shares\0";
+
 /// HPKE info prefix for output shares.
 pub const HPKE_OUTPUT_SHARE_INFO: &[u8] = b"armoredtwins/v1/output-share";
 /// HPKE info prefix for the MPC peer channel.

@@ -6,7 +6,8 @@
 //! envelopes and deliveries ([`envelope`]), the epoch key manager ([`epoch`]), owner-signed tokens,
 //! re-key uploads and revocations ([`tokens`]), MPC share bundles ([`shares`]), designations
 //! ([`designation`]), identities ([`identity`]), HPKE output shares
-//! ([`hpke`]), the duplicate guard ([`replay`]) and key files ([`keyfile`]). No I/O but key files;
+//! ([`hpke`]), the duplicate guard ([`replay`]), key files ([`keyfile`]) and the owner's key
+//! backups, sealed with a password or split k-of-n ([`backup`]). No I/O but key files;
 //! every random choice comes from an injected `CryptoRng`.
 //!
 //! ## Protocol 1 in a few lines
@@ -61,6 +62,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod designation;
 pub mod domain;
 pub mod encoding;

@@ -189,7 +189,7 @@ impl Env {
 
     /// An `atctl` client on this test's topics.
     pub fn ctl(&self) -> anyhow::Result<Ctl> {
-        Ctl::with_config(self.kafka.clone())
+        Ok(Ctl::with_config(self.kafka.clone())?)
     }
 
     /// MQTT settings for `user`.

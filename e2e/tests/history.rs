@@ -60,7 +60,7 @@ async fn store(
 ) -> anyhow::Result<()> {
     let env = d.record(attrs, delta, at_ms)?;
     let (up, _) = d.topics();
-    ctl.send(&ctl.topics.sync(), &up, &env).await
+    Ok(ctl.send(&ctl.topics.sync(), &up, &env).await?)
 }
 
 /// Waits until a `/metrics` sample reaches `want`.
@@ -448,7 +448,7 @@ async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
     )?;
     std::fs::remove_dir_all(env.dir.join("owner"))?;
     let bundle = armored_client::owner::backup::open_shares(&shares[1..])?;
-    bundle.restore_to(&env.dir.join("restored"))?;
+    armored_client::owner::backup::restore(&bundle, &env.dir.join("restored"))?;
     let owner = Owner::open(&env.dir.join("restored"))?;
     assert_eq!(owner.owner_id, original.owner_id);
 

@@ -272,7 +272,7 @@ pub async fn run(
                 (None, false) => backup::open_shares(&share)?,
                 _ => bail!("say from what: --file FILE, or --share FILE (at least the threshold)"),
             };
-            bundle.restore_to(dir)?;
+            backup::restore(&bundle, dir)?;
             println!(
                 "owner {} restored into {}: it can grant and revoke as before",
                 bundle.owner_id(),

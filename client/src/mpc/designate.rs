@@ -5,10 +5,11 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use armored_base::time::now_ms;
 use armored_crypto::designation::sign_designation;
 use armored_crypto::keyfile::load_signing_key;
+
+use crate::error::{io, key, parse, Result};
 
 /// Signs a designation of `reference_twin` for slots `window_start .. window_start + window_slots`
 /// with the signing key of the party in `dir`. Returns the signed record (raw bytes).
@@ -17,9 +18,11 @@ pub fn designate(
     reference_twin: &str,
     window_start: u64,
     window_slots: u32,
-) -> anyhow::Result<Vec<u8>> {
-    let key = load_signing_key(&dir.join("sig.key"))
-        .with_context(|| format!("no signing key in {} (atctl service init)", dir.display()))?;
+) -> Result<Vec<u8>> {
+    let key = load_signing_key(&dir.join("sig.key")).map_err(key(format!(
+        "no signing key in {} (atctl service init)",
+        dir.display()
+    )))?;
     Ok(sign_designation(
         &key,
         reference_twin,
@@ -30,10 +33,12 @@ pub fn designate(
 }
 
 /// Reads a designation file as `designate` writes it: raw bytes, or hex text (what it prints).
-pub fn read_designation(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn read_designation(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(io("reading", path))?;
     match std::str::from_utf8(&bytes).ok().map(str::trim) {
-        Some(t) if !t.is_empty() && t.bytes().all(|c| c.is_ascii_hexdigit()) => Ok(hex::decode(t)?),
+        Some(t) if !t.is_empty() && t.bytes().all(|c| c.is_ascii_hexdigit()) => {
+            hex::decode(t).map_err(parse(format!("{} is not hex", path.display())))
+        }
         _ => Ok(bytes),
     }
 }
@@ -45,7 +50,7 @@ mod tests {
     use armored_crypto::identity::PartyKind;
 
     #[test]
-    fn designate_and_read_back() -> anyhow::Result<()> {
+    fn designate_and_read_back() -> Result<(), Box<dyn std::error::Error>> {
         let dir = std::env::temp_dir().join(format!("at-designate-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let id = crate::service::Service::init(&dir, "health-auth", PartyKind::Service)?;

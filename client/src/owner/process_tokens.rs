@@ -3,7 +3,6 @@
 //! Tokens and their revocations go to at.tokens.v1 under the token id; the ledger (grants.json)
 //! remembers them beside the re-keys.
 
-use anyhow::{bail, Context};
 use armored_base::time::now_ms;
 use armored_crypto::identity::{fingerprint, verify_pinned_identity, PartyIdentity};
 use armored_crypto::kpcpre::Policy;
@@ -16,6 +15,7 @@ use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
 use super::{control, LedgerEntry, Owner};
+use crate::error::{key, parse, ClientError, Result};
 use crate::kafka::Ctl;
 
 /// The one function process tokens grant today.
@@ -74,7 +74,7 @@ pub struct ProcessTokenRequest {
 /// The default policy of a process token: shares of location points, `mpc-share AND location`,
 /// scoped to the given twins if any (`... AND (twin:a OR twin:b)`). It names no `node-j`: every
 /// node checks it against its own shares, which carry only their own node attribute.
-pub fn default_policy(twins: &[String]) -> anyhow::Result<String> {
+pub fn default_policy(twins: &[String]) -> Result<String> {
     for t in twins {
         armored_crypto::envelope::check_id(t, "twin id")?;
     }
@@ -91,10 +91,10 @@ pub fn default_policy(twins: &[String]) -> anyhow::Result<String> {
     })
 }
 
-fn party(bytes: &[u8], what: &str) -> anyhow::Result<PartyIdentity> {
+fn party(bytes: &[u8], what: &str) -> Result<PartyIdentity> {
     verify_pinned_identity(bytes, &fingerprint(bytes))
         .map(|v| v.into_inner())
-        .with_context(|| format!("the {what} identity file does not verify"))
+        .map_err(key(format!("the {what} identity file does not verify")))
 }
 
 impl Owner {
@@ -105,25 +105,30 @@ impl Owner {
         &self,
         ctl: &Ctl,
         req: &ProcessTokenRequest,
-    ) -> anyhow::Result<(String, Vec<u8>)> {
+    ) -> Result<(String, Vec<u8>)> {
         if req.function != CONTACT_TRACING {
-            bail!(
+            return Err(ClientError::Invalid(format!(
                 "unknown function {:?} (only {CONTACT_TRACING})",
                 req.function
-            );
+            )));
         }
         if req.distance == 0 || req.distance >= 1 << 16 {
-            bail!("--distance must be in 1..65536");
+            return Err(ClientError::Invalid(
+                "--distance must be in 1..65536".into(),
+            ));
         }
         if req.slot_len_ms == 0
             || req.window_alignment == 0
             || req.min_window_slots == 0
             || req.max_jobs_per_window == 0
         {
-            bail!("slot length, window alignment, minimum window and job budget must be positive");
+            return Err(ClientError::Invalid(
+                "slot length, window alignment, minimum window and job budget must be positive"
+                    .into(),
+            ));
         }
         if req.not_after_ms <= now_ms() {
-            bail!("--until is in the past");
+            return Err(ClientError::Invalid("--until is in the past".into()));
         }
         let receiver = party(&req.receiver_identity, "receiver")?;
         let designator = party(&req.designator_identity, "designator")?;
@@ -131,7 +136,10 @@ impl Owner {
             Some(p) => p.clone(),
             None => default_policy(&req.twins)?,
         };
-        let policy = Policy::parse(&text).map_err(|e| anyhow::anyhow!("policy {text:?}: {e}"))?;
+        let policy = Policy::parse(&text).map_err(|reason| ClientError::Policy {
+            text: text.clone(),
+            reason,
+        })?;
         let grant = FunctionGrant {
             function: req.function.clone(),
             distance: req.distance,
@@ -195,10 +203,12 @@ impl Owner {
 
     /// Revokes a process token: a signed revocation on at.tokens.v1 under the token's own key
     /// (sticky at every node). Jobs already computed are not recalled.
-    pub async fn revoke_process_token(&self, ctl: &Ctl, token_id_hex: &str) -> anyhow::Result<()> {
-        let id = hex::decode(token_id_hex).context("a token id is hex")?;
+    pub async fn revoke_process_token(&self, ctl: &Ctl, token_id_hex: &str) -> Result<()> {
+        let id = hex::decode(token_id_hex).map_err(parse("a token id is hex"))?;
         if id.len() != 16 {
-            bail!("a token id is 16 bytes (32 hex digits)");
+            return Err(ClientError::Invalid(
+                "a token id is 16 bytes (32 hex digits)".into(),
+            ));
         }
         let r = issue_revocation(&self.sig, RevocationKind::ProcessToken, &id, now_ms(), None);
         ctl.send(
@@ -220,8 +230,9 @@ impl Owner {
 
 /// `--until`: a duration from now (`90s`, `30m`, `12h`, `7d`), unix milliseconds, or an RFC 3339
 /// UTC time (`2027-01-31T12:00:00Z`). Returns unix ms (`crate::when::parse_until`).
-pub fn parse_until(text: &str, now_ms: u64) -> anyhow::Result<u64> {
-    crate::when::parse_until(text, now_ms).map_err(|e| anyhow::anyhow!("--until: {e}"))
+pub fn parse_until(text: &str, now_ms: u64) -> Result<u64> {
+    crate::when::parse_until(text, now_ms)
+        .map_err(|e| ClientError::Invalid(format!("--until: {e}")))
 }
 
 #[cfg(test)]
@@ -229,7 +240,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn until_forms() -> anyhow::Result<()> {
+    fn until_forms() -> Result<()> {
         assert_eq!(parse_until("90s", 1_000)?, 91_000);
         assert_eq!(parse_until("2d", 0)?, 172_800_000);
         assert_eq!(parse_until("1700000000000", 5)?, 1_700_000_000_000);
@@ -241,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn default_policies() -> anyhow::Result<()> {
+    fn default_policies() -> Result<()> {
         assert_eq!(default_policy(&[])?, "mpc-share AND location");
         assert_eq!(
             default_policy(&["a".into(), "b".into()])?,

@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
 use armored_base::time::now_ms;
 use armored_crypto::identity::{fingerprint, verify_pinned_identity};
 use armored_crypto::tokens::{
@@ -16,6 +15,8 @@ use armored_schemas::v1::control_record::Record;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{key, parse, ClientError, Result};
+use crate::files;
 use crate::kafka::Ctl;
 use crate::owner::{control, Owner};
 
@@ -43,20 +44,26 @@ fn ledger_path(owner: &Owner) -> PathBuf {
 }
 
 /// The write tokens this owner issued.
-pub fn ledger(owner: &Owner) -> anyhow::Result<Vec<WriteTokenEntry>> {
+pub fn ledger(owner: &Owner) -> Result<Vec<WriteTokenEntry>> {
     let p = ledger_path(owner);
     if !p.exists() {
         return Ok(Vec::new());
     }
-    Ok(serde_json::from_slice(&std::fs::read(p)?)?)
+    serde_json::from_slice(&files::read(&p)?).map_err(|source| ClientError::Json {
+        what: format!("{} is not a ledger of write tokens", p.display()),
+        source,
+    })
 }
 
-fn save(owner: &Owner, l: &[WriteTokenEntry]) -> anyhow::Result<()> {
+fn save(owner: &Owner, l: &[WriteTokenEntry]) -> Result<()> {
     let p = ledger_path(owner);
     let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(l)?)?;
-    std::fs::rename(tmp, p)?;
-    Ok(())
+    let json = serde_json::to_vec_pretty(l).map_err(|source| ClientError::Json {
+        what: "the ledger of write tokens".into(),
+        source,
+    })?;
+    files::write(&tmp, json)?;
+    files::rename(&tmp, &p)
 }
 
 /// Issues a write token for the party whose identity file is `writer_identity`, for `twin_id`,
@@ -68,13 +75,15 @@ pub async fn issue(
     twin_id: &str,
     not_before_ms: u64,
     not_after_ms: u64,
-) -> anyhow::Result<(WriteTokenEntry, Vec<u8>)> {
+) -> Result<(WriteTokenEntry, Vec<u8>)> {
     armored_crypto::envelope::check_id(twin_id, "twin id")?;
     if not_after_ms <= not_before_ms {
-        bail!("a write token must end after it starts");
+        return Err(ClientError::Invalid(
+            "a write token must end after it starts".into(),
+        ));
     }
     let writer = verify_pinned_identity(writer_identity, &fingerprint(writer_identity))
-        .context("the writer's identity file does not verify")?
+        .map_err(key("the writer's identity file does not verify"))?
         .into_inner();
     let token = issue_write_token_for(
         owner.signing_key(),
@@ -108,10 +117,12 @@ pub async fn issue(
 }
 
 /// Revokes a write token (sticky; same topic and key as the token).
-pub async fn revoke(owner: &Owner, ctl: &Ctl, token_id_hex: &str) -> anyhow::Result<()> {
-    let id = hex::decode(token_id_hex).context("a token id is hex")?;
+pub async fn revoke(owner: &Owner, ctl: &Ctl, token_id_hex: &str) -> Result<()> {
+    let id = hex::decode(token_id_hex).map_err(parse("a token id is hex"))?;
     if id.len() != 16 {
-        bail!("a token id is 16 bytes (32 hex digits)");
+        return Err(ClientError::Invalid(
+            "a token id is 16 bytes (32 hex digits)".into(),
+        ));
     }
     let r = issue_revocation(
         owner.signing_key(),

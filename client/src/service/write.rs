@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
 use armored_base::time::now_ms;
 use armored_crypto::envelope::{seal_state_change, StateChangeInput};
 use armored_crypto::epoch::{epoch_of, EpochKeyManager};
@@ -14,6 +13,8 @@ use armored_crypto::registry::Registry;
 use armored_crypto::tokens::{verify_write_token, RevocationSet};
 use rand_core::OsRng;
 
+use crate::error::{key, parse, ClientError, Result};
+use crate::files;
 use crate::kafka::Ctl;
 use crate::request::Requester;
 
@@ -33,35 +34,40 @@ pub struct Write<'a> {
 }
 
 /// Takes the service's next sequence number (persisted, so receivers never see one twice).
-fn next_seq(dir: &Path) -> anyhow::Result<u64> {
+fn next_seq(dir: &Path) -> Result<u64> {
     let p = dir.join("write-seq");
     let seq = match std::fs::read_to_string(&p) {
         Ok(s) => s
             .trim()
             .parse::<u64>()
-            .context("write-seq is not a number")?,
+            .map_err(parse(format!("{} is not a number", p.display())))?,
         Err(_) => 0,
     };
     let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, (seq + 1).to_string())?;
-    std::fs::rename(tmp, &p)?;
+    files::write(&tmp, (seq + 1).to_string())?;
+    files::rename(&tmp, &p)?;
     Ok(seq)
 }
 
 /// Seals the state change (returns the envelope and its seq) without sending it.
-pub fn seal(reg: &Registry, dir: &Path, w: &Write<'_>, now: u64) -> anyhow::Result<(Vec<u8>, u64)> {
+pub fn seal(reg: &Registry, dir: &Path, w: &Write<'_>, now: u64) -> Result<(Vec<u8>, u64)> {
     let who = Requester::open(dir)?;
     if !w.delta.is_object() {
-        bail!("--delta must be a JSON object of field updates");
+        return Err(ClientError::Invalid(
+            "--delta must be a JSON object of field updates".into(),
+        ));
     }
-    let owner = reg
-        .twin_owner(w.twin_id)
-        .with_context(|| format!("twin {} is not in the registry", w.twin_id))?;
+    let owner = reg.twin_owner(w.twin_id).ok_or_else(|| {
+        ClientError::NotFound(format!("twin {} is not in the registry", w.twin_id))
+    })?;
     if w.check_token {
-        let t = verify_write_token(w.token, &owner.sig, &RevocationSet::default(), now)
-            .context("the write token is not valid for this twin's owner now")?;
+        let t = verify_write_token(w.token, &owner.sig, &RevocationSet::default(), now).map_err(
+            key("the write token is not valid for this twin's owner now"),
+        )?;
         if t.twin_id != w.twin_id || t.writer_key_id != who.signing_key().key_id().0.as_slice() {
-            bail!("the write token is for another twin or another writer");
+            return Err(ClientError::Refused(
+                "the write token is for another twin or another writer".into(),
+            ));
         }
     }
     let epoch_len = reg
@@ -89,7 +95,7 @@ pub fn seal(reg: &Registry, dir: &Path, w: &Write<'_>, now: u64) -> anyhow::Resu
 }
 
 /// Seals and writes the change to `at.sync.v1`; returns its seq.
-pub async fn write(ctl: &Ctl, dir: &Path, w: &Write<'_>) -> anyhow::Result<u64> {
+pub async fn write(ctl: &Ctl, dir: &Path, w: &Write<'_>) -> Result<u64> {
     let reg = ctl.registry().await?;
     let (env, seq) = seal(&reg, dir, w, now_ms())?;
     ctl.send(&ctl.topics.sync(), w.twin_id, &env).await?;

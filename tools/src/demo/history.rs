@@ -137,7 +137,10 @@ pub async fn run(
     println!("    one share only: {}", err_text(&one));
     let refused = wrong.is_err() && one.is_err();
     let restored_dir = cfg.dir.join("owner-restored");
-    backup::open_shares(&[shares[0].clone(), shares[2].clone()])?.restore_to(&restored_dir)?;
+    backup::restore(
+        &backup::open_shares(&[shares[0].clone(), shares[2].clone()])?,
+        &restored_dir,
+    )?;
     let restored = Owner::open(&restored_dir)?;
     println!(
         "    shares 1 and 3 restore {} in {}",
@@ -190,7 +193,7 @@ pub async fn run(
     Ok(ok)
 }
 
-fn err_text<T>(r: &Result<T, backup::BackupError>) -> String {
+fn err_text<T>(r: &Result<T, armored_client::ClientError>) -> String {
     match r {
         Ok(_) => "ACCEPTED (unexpected)".into(),
         Err(e) => format!("refused ({e})"),
