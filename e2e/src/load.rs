@@ -14,9 +14,11 @@ use armored_client::owner::Owner;
 use armored_client::service::{Outcome, Service, Stats};
 use armored_crypto::identity::PartyKind;
 use armored_device::link::LinkEvent;
+use armored_runtime::scrape;
 use serde_json::json;
 
-use crate::{rand_id, repo_root, Env, Running, TestDevice};
+use crate::devices::TestDevice;
+use crate::env::{rand_id, repo_root, Env};
 
 /// Unacknowledged publishes a device keeps in flight: below rumqttc's window (100) and its
 /// request queue (256), so the link's event loop never waits on a full queue.
@@ -93,7 +95,7 @@ where
     let group = rand_id("reenc");
     let workers = [env.start_worker(&group), env.start_worker(&group)];
     for s in std::iter::once(&ingest).chain(&workers) {
-        wait_healthy(s).await?;
+        s.wait_healthy(Duration::from_secs(30)).await?;
     }
 
     let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
@@ -168,8 +170,9 @@ where
                 ));
             }
             for s in std::iter::once(&ingest).chain(&workers) {
-                let text = crate::http_get(s.metrics, "/metrics")
+                let text = scrape::get(s.metrics, "/metrics")
                     .await
+                    .map(|r| r.body)
                     .unwrap_or_default();
                 for l in text.lines().filter(|l| {
                     !l.starts_with('#')
@@ -247,19 +250,6 @@ async fn publish_all(
         }
         dev.publish(&["sync"], json!({ "i": i })).await?;
         progress[0].store(i + 1, Ordering::Relaxed);
-    }
-    Ok(())
-}
-
-async fn wait_healthy(s: &Running) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !crate::healthy(s.metrics).await {
-        ensure!(
-            Instant::now() < deadline,
-            "service {} not healthy",
-            s.metrics
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }

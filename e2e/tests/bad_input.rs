@@ -17,7 +17,7 @@ use armored_crypto::sym::seal;
 use armored_crypto::tokens::{issue_rekey_upload, ReKeyUploadInput, ReceiverKind};
 use armored_device::link::LinkEvent;
 use armored_device::Event;
-use armored_e2e::{mqtt_login_ok, rand_id, Env, TestDevice};
+use armored_e2e::{applied, mqtt_login_ok, rand_id, rejected, Env, TestDevice};
 use armored_runtime::kafka::send;
 use armored_schemas::v1::{control_record, registry_record::Record};
 use armored_schemas::{v1, WIRE_VERSION};
@@ -27,20 +27,8 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn rejected(events: &[LinkEvent], reason: &str) -> bool {
-    events
-        .iter()
-        .any(|e| matches!(e, LinkEvent::Rejected { reason: r, .. } if *r == reason))
-}
-
 fn applied_deltas(events: &[LinkEvent]) -> Vec<serde_json::Value> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            LinkEvent::Downlink(Event::Applied { delta, .. }) => Some(delta.clone()),
-            _ => None,
-        })
-        .collect()
+    applied(events).into_iter().map(|(_, d)| d).collect()
 }
 
 /// An envelope for `twin` under the owner's key whose header names `claimed` as writer but whose
@@ -94,11 +82,7 @@ async fn bad_input_is_dead_lettered_counted_and_good_traffic_flows() -> anyhow::
     let twin = rand_id("bike");
     let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
     let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
-    d2.collect_until(WAIT, |e| {
-        e.iter()
-            .any(|x| matches!(x, LinkEvent::Downlink(Event::Roster { devices: 2 })))
-    })
-    .await;
+    d2.wait_roster(2, WAIT).await;
     let up = |dev: &TestDevice, bytes: Vec<u8>| {
         let tx = dev.outbox.clone();
         async move { tx.send(bytes).await }

@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use armored_e2e::load::{self, Load};
-use armored_e2e::Env;
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use armored_e2e::{Env, SERIAL};
 
 const RUN: Load = Load {
     twins: 5,

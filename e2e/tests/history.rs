@@ -5,50 +5,25 @@
 //! grants and revokes. Needs `infra/start.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use armored_base::time::now_ms;
 use armored_client::kafka::Ctl;
 use armored_client::owner::{control, Owner};
 use armored_client::replay::{self, grant_with_history, request_replay};
-use armored_client::service::{Outcome, Received, Service};
 use armored_crypto::domain::SigDomain;
-use armored_crypto::identity::PartyKind;
 use armored_crypto::sig::SigningKey;
 use armored_device::link::LinkEvent;
-use armored_device::{Device, Event};
-use armored_e2e::{rand_id, Env, Running, TestDevice};
+use armored_device::Device;
+use armored_e2e::{applied, consume, rand_id, Env, TestDevice, SERIAL};
 use armored_schemas::v1::{self, control_record};
 use armored_schemas::{decode_strict, limits::MAX_DELIVERY_BYTES, WIRE_VERSION};
 use prost::Message;
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const WAIT: Duration = Duration::from_secs(30);
 const HOUR: u64 = 3_600_000;
-
-async fn consume(
-    env: &Env,
-    svc: &mut Service,
-    max: u64,
-    idle: Duration,
-) -> anyhow::Result<Vec<Received>> {
-    let mut got = Vec::new();
-    svc.consume(
-        &env.ctl()?,
-        Some(max),
-        Some(idle),
-        env.shutdown.child_token(),
-        |o| {
-            if let Outcome::Received(r) = o {
-                got.push(r.clone());
-            }
-        },
-    )
-    .await?;
-    Ok(got)
-}
 
 /// Records a change at `at_ms` and writes it to at.sync.v1 as the bridge would.
 async fn store(
@@ -61,28 +36,6 @@ async fn store(
     let env = d.record(attrs, delta, at_ms)?;
     let (up, _) = d.topics();
     Ok(ctl.send(&ctl.topics.sync(), &up, &env).await?)
-}
-
-/// Waits until a `/metrics` sample reaches `want`.
-async fn metric_reaches(svc: &Running, sample: &str, want: f64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v = svc.metric(sample).await?;
-        if v >= want {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("{sample} = {v}, expected {want}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn service(env: &Env, owner: &Owner, ctl: &Ctl) -> anyhow::Result<(String, Service)> {
-    let dir = env.dir.join(rand_id("svc"));
-    let id_file = Service::init(&dir, &rand_id("svc"), PartyKind::Service)?;
-    let (party, _) = owner.trust(ctl, &std::fs::read(id_file)?).await?;
-    Ok((party.party_id, Service::open(&dir)?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -108,9 +61,11 @@ async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Resul
         .await?;
     }
     // The worker has routed them (to d1 itself only) before the service is granted anything.
-    metric_reaches(&worker, "at_reencrypt_messages_in_total", 4.0).await?;
+    worker
+        .wait_metric("at_reencrypt_messages_in_total", 4.0, WAIT)
+        .await?;
 
-    let (party, mut svc) = service(&env, &owner, &ctl).await?;
+    let (party, mut svc) = env.service(&owner, &ctl).await?;
     let (_rk, request) = grant_with_history(&owner, &ctl, &party, "sync", e - 1).await?;
     let status = replay::watch_replay(&ctl, &request, WAIT, |_| {})
         .await?
@@ -119,7 +74,7 @@ async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Resul
     assert_eq!(status.delivered, 2, "{status:?}");
     assert!(status.scanned >= 4, "{status:?}");
 
-    let got = consume(&env, &mut svc, 2, Duration::from_secs(5)).await?;
+    let got = consume(&env, &mut svc, Some(2), Duration::from_secs(5)).await?;
     let mut epochs: Vec<u64> = got.iter().map(|r| r.epoch).collect();
     epochs.sort();
     assert_eq!(epochs, vec![e - 1, e], "{got:?}");
@@ -128,7 +83,7 @@ async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Resul
         vec![json!({"n": 2}), json!({"n": 3})]
     );
     // Nothing before the epoch arrives, even waiting for more.
-    let more = consume(&env, &mut svc, 1, Duration::from_secs(3)).await?;
+    let more = consume(&env, &mut svc, Some(1), Duration::from_secs(3)).await?;
     assert!(more.is_empty(), "history before the epoch: {more:?}");
     // The deliveries name the request.
     let ids: Vec<String> = env
@@ -186,13 +141,15 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
     )
     .await?;
     store(&ctl, &mut d1, &["sync", "location"], json!({"lat": 2}), now).await?;
-    metric_reaches(&worker, "at_reencrypt_messages_in_total", 3.0).await?;
+    worker
+        .wait_metric("at_reencrypt_messages_in_total", 3.0, WAIT)
+        .await?;
 
     // A grant without history sees nothing of the past...
-    let (party, mut svc) = service(&env, &owner, &ctl).await?;
+    let (party, mut svc) = env.service(&owner, &ctl).await?;
     let rk = owner.grant(&ctl, &party, "sync AND location", None).await?;
-    metric_reaches(&worker, "at_reencrypt_rekeys", 2.0).await?;
-    assert!(consume(&env, &mut svc, 1, Duration::from_secs(3))
+    worker.wait_metric("at_reencrypt_rekeys", 2.0, WAIT).await?;
+    assert!(consume(&env, &mut svc, Some(1), Duration::from_secs(3))
         .await?
         .is_empty());
     // ... until the owner asks for it: only what the policy admits.
@@ -201,7 +158,7 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
         .await?
         .expect("a progress report");
     assert_eq!((status.state.as_str(), status.delivered), ("done", 2));
-    let got = consume(&env, &mut svc, 2, Duration::from_secs(5)).await?;
+    let got = consume(&env, &mut svc, Some(2), Duration::from_secs(5)).await?;
     assert_eq!(
         got.iter().map(|r| r.delta.clone()).collect::<Vec<_>>(),
         vec![json!({"lat": 1}), json!({"lat": 2})],
@@ -212,12 +169,14 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
     let again = request_replay(&owner, &ctl, &rk, 0).await?;
     let s = replay::watch_replay(&ctl, &again, WAIT, |_| {}).await?;
     assert_eq!(s.map(|s| s.delivered), Some(2));
-    let twice = consume(&env, &mut svc, 2, Duration::from_secs(5)).await?;
+    let twice = consume(&env, &mut svc, Some(2), Duration::from_secs(5)).await?;
     assert_eq!(twice, got);
 
     // Revoked: a replay request for it is refused.
     owner.revoke_rekey(&ctl, &rk).await?;
-    metric_reaches(&worker, "at_reencrypt_revocations_total", 1.0).await?;
+    worker
+        .wait_metric("at_reencrypt_revocations_total", 1.0, WAIT)
+        .await?;
     let late = request_replay(&owner, &ctl, &rk, 0).await?;
     let dl = env
         .wait_dead_letter(WAIT, |d| d.key == late.as_bytes())
@@ -237,7 +196,7 @@ async fn bad_replay_requests_are_dead_lettered_and_counted() -> anyhow::Result<(
     let twin = rand_id("bike");
     let _d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
     let device_rk = owner.ledger()?[0].rk_id.clone();
-    metric_reaches(&worker, "at_reencrypt_rekeys", 1.0).await?;
+    worker.wait_metric("at_reencrypt_rekeys", 1.0, WAIT).await?;
     let topic = ctl.topics.control();
     let body = |signer: &[u8], rk: &[u8]| v1::ReplayRequest {
         version: WIRE_VERSION,
@@ -329,13 +288,6 @@ async fn bad_replay_requests_are_dead_lettered_and_counted() -> anyhow::Result<(
     Ok(())
 }
 
-fn applied(events: &[LinkEvent]) -> usize {
-    events
-        .iter()
-        .filter(|e| matches!(e, LinkEvent::Downlink(Event::Applied { .. })))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
@@ -348,23 +300,19 @@ async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<
     let mut d1 = env.device(&owner, &ctl, &twin, "d1").await?;
     let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
     for d in [&mut d1, &mut d2] {
-        d.collect_until(WAIT, |e| {
-            e.iter()
-                .any(|x| matches!(x, LinkEvent::Downlink(Event::Roster { devices: 2 })))
-        })
-        .await;
+        d.wait_roster(2, WAIT).await;
     }
     // The twin's history: both devices write, one field ("mode") by both.
     d1.publish(&["sync"], json!({"mode": "eco", "a": 1}))
         .await?;
     d1.publish(&["sync", "location"], json!({"lat": 48.2}))
         .await?;
-    d2.collect_until(WAIT, |e| applied(e) >= 2).await;
+    d2.collect_until(WAIT, |e| applied(e).len() >= 2).await;
     d2.publish(&["sync"], json!({"mode": "sport", "b": 2}))
         .await?;
-    d1.collect_until(WAIT, |e| applied(e) >= 1).await;
+    d1.collect_until(WAIT, |e| !applied(e).is_empty()).await;
     d1.publish(&["sync"], json!({"c": 3})).await?;
-    d2.collect_until(WAIT, |e| applied(e) >= 1).await;
+    d2.collect_until(WAIT, |e| !applied(e).is_empty()).await;
     let old = d1.stop().await;
     let old_state = old.lock().expect("lock").state().clone();
     assert_eq!(old_state.fields.get("mode"), Some(&json!("sport")));
@@ -380,14 +328,10 @@ async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<
     assert_eq!(r.revoked_rekeys, 1);
     assert_eq!(r.last_valid_seq, 2, "d1 stored seqs 0, 1, 2");
     // d3 learns the twin (d1 with its bound, d2, itself) before the history reaches it.
-    d3.collect_until(WAIT, |e| {
-        e.iter()
-            .any(|x| matches!(x, LinkEvent::Downlink(Event::Roster { devices: 3 })))
-    })
-    .await;
+    d3.wait_roster(3, WAIT).await;
     let request = request_replay(&owner, &ctl, &r.new_rk, 0).await?;
-    let seen = d3.collect_until(WAIT, |e| applied(e) >= 4).await;
-    assert_eq!(applied(&seen), 4, "{seen:?}");
+    let seen = d3.collect_until(WAIT, |e| applied(e).len() >= 4).await;
+    assert_eq!(applied(&seen).len(), 4, "{seen:?}");
     let new_state = d3.device.lock().expect("lock").state().clone();
     assert_eq!(
         new_state.fields, old_state.fields,
@@ -422,7 +366,9 @@ async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<
         Some(&json!("sport"))
     );
     // And the old device's re-key is gone: the worker holds d2's and d3's only.
-    metric_reaches(&worker, "at_reencrypt_revocations_total", 1.0).await?;
+    worker
+        .wait_metric("at_reencrypt_revocations_total", 1.0, WAIT)
+        .await?;
     assert_eq!(worker.metric("at_reencrypt_rekeys").await?, 2.0);
     env.stop().await;
     Ok(())
@@ -437,7 +383,7 @@ async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
     let original = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
     let twin = rand_id("bike");
     let mut d1 = env.enrolled_device(&original, &ctl, &twin, "d1").await?;
-    let (party, mut svc) = service(&env, &original, &ctl).await?;
+    let (party, mut svc) = env.service(&original, &ctl).await?;
 
     // The management device is lost; two of three trustees bring their shares.
     let shares = armored_client::owner::backup::backup_shares(
@@ -453,7 +399,7 @@ async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
     assert_eq!(owner.owner_id, original.owner_id);
 
     let rk = owner.grant(&ctl, &party, "sync", None).await?;
-    metric_reaches(&worker, "at_reencrypt_rekeys", 2.0).await?;
+    worker.wait_metric("at_reencrypt_rekeys", 2.0, WAIT).await?;
     store(
         &ctl,
         &mut d1,
@@ -462,14 +408,16 @@ async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
         now_ms(),
     )
     .await?;
-    let got = consume(&env, &mut svc, 1, Duration::from_secs(10)).await?;
+    let got = consume(&env, &mut svc, Some(1), Duration::from_secs(10)).await?;
     assert_eq!(
         got.first().map(|r| r.delta.clone()),
         Some(json!({"after": "restore"}))
     );
 
     owner.revoke_rekey(&ctl, &rk).await?;
-    metric_reaches(&worker, "at_reencrypt_revocations_total", 1.0).await?;
+    worker
+        .wait_metric("at_reencrypt_revocations_total", 1.0, WAIT)
+        .await?;
     store(
         &ctl,
         &mut d1,
@@ -478,8 +426,10 @@ async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
         now_ms(),
     )
     .await?;
-    metric_reaches(&worker, "at_reencrypt_messages_in_total", 2.0).await?;
-    assert!(consume(&env, &mut svc, 1, Duration::from_secs(3))
+    worker
+        .wait_metric("at_reencrypt_messages_in_total", 2.0, WAIT)
+        .await?;
+    assert!(consume(&env, &mut svc, Some(1), Duration::from_secs(3))
         .await?
         .is_empty());
     // The cloud accepted every record of the restored owner.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use armored_base::time::now_ms;
 use armored_client::owner::Owner;
 use armored_device::link::LinkEvent;
-use armored_e2e::{rand_id, Env, Running, TestDevice};
+use armored_e2e::{rand_id, Env, TestDevice};
 use serde_json::json;
 
 /// The slow device's burst. With the good device's changes it stays within mosquitto's window of
@@ -20,16 +20,6 @@ use serde_json::json;
 const BURST: usize = 14;
 const GOOD: usize = 4;
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Waits until `sample` of the bridge's metrics reaches `n`.
-async fn metric_reaches(ingest: &Running, sample: &str, n: usize) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while ingest.metric(sample).await? < n as f64 {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{sample} below {n}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_slow_device_does_not_stall_the_others() -> anyhow::Result<()> {
@@ -57,7 +47,7 @@ async fn one_slow_device_does_not_stall_the_others() -> anyhow::Result<()> {
     // Once this one is through, the bridge is subscribed and knows the good device.
     good.publish(&["sync"], json!({"warm": 0})).await?;
     let out = "at_ingest_messages_out_total{path=\"up\"}";
-    metric_reaches(&ingest, out, 1).await?;
+    ingest.wait_metric(out, 1.0, WAIT).await?;
 
     // Sealed beforehand, so that the burst and the good changes leave back to back.
     let seal = |dev: &TestDevice, delta: serde_json::Value| -> anyhow::Result<Vec<u8>> {
@@ -89,9 +79,9 @@ async fn one_slow_device_does_not_stall_the_others() -> anyhow::Result<()> {
     for env in changes {
         good.outbox.send(env).await?;
     }
-    metric_reaches(&ingest, out, 1 + GOOD).await?;
+    ingest.wait_metric(out, (1 + GOOD) as f64, WAIT).await?;
     let unknown = "at_ingest_dead_letters_total{reason=\"unknown_device\"}";
-    metric_reaches(&ingest, unknown, BURST).await?;
+    ingest.wait_metric(unknown, BURST as f64, WAIT).await?;
 
     // Both sets are in Kafka; compare when the bridge produced them.
     let deadline = tokio::time::Instant::now() + WAIT;

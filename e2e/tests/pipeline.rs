@@ -4,49 +4,11 @@
 use std::time::Duration;
 
 use armored_client::owner::Owner;
-use armored_client::service::{Outcome, Received, Service};
+use armored_client::service::Service;
 use armored_crypto::envelope::Writer;
 use armored_crypto::identity::PartyKind;
-use armored_device::link::LinkEvent;
-use armored_device::Event;
-use armored_e2e::{rand_id, Env};
+use armored_e2e::{applied, consume, rand_id, Env, SERIAL};
 use serde_json::json;
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn applied(events: &[LinkEvent]) -> Vec<(Writer, serde_json::Value)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            LinkEvent::Downlink(Event::Applied { writer, delta, .. }) => {
-                Some((writer.clone(), delta.clone()))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-async fn consume(
-    env: &Env,
-    svc: &mut Service,
-    max: u64,
-    idle: Duration,
-) -> anyhow::Result<Vec<Received>> {
-    let mut got = Vec::new();
-    svc.consume(
-        &env.ctl()?,
-        Some(max),
-        Some(idle),
-        env.shutdown.child_token(),
-        |o| {
-            if let Outcome::Received(r) = o {
-                got.push(r.clone());
-            }
-        },
-    )
-    .await?;
-    Ok(got)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn protocol_1_phases_1_3_4_6_and_revocation() -> anyhow::Result<()> {
@@ -73,11 +35,7 @@ async fn protocol_1_phases_1_3_4_6_and_revocation() -> anyhow::Result<()> {
     let mut svc = Service::open(&svc_dir)?;
 
     // d2 learns d1 from the roster before it can accept d1's changes.
-    d2.collect_until(Duration::from_secs(10), |e| {
-        e.iter()
-            .any(|x| matches!(x, LinkEvent::Downlink(Event::Roster { devices: 2 })))
-    })
-    .await;
+    d2.wait_roster(2, Duration::from_secs(10)).await;
 
     // Phase 3: d1 syncs three changes to the cloud; c1 one change of the other twin.
     d1.publish(&["sync", "location"], json!({"lat": 48.2082}))
@@ -108,7 +66,7 @@ async fn protocol_1_phases_1_3_4_6_and_revocation() -> anyhow::Result<()> {
 
     // Phase 6: the service receives the two location changes of twin 1 and the one of twin 2,
     // never the health change.
-    let recv = consume(&env, &mut svc, 3, Duration::from_secs(20)).await?;
+    let recv = consume(&env, &mut svc, Some(3), Duration::from_secs(20)).await?;
     assert_eq!(recv.len(), 3, "{recv:?}");
     assert!(recv
         .iter()
@@ -129,7 +87,7 @@ async fn protocol_1_phases_1_3_4_6_and_revocation() -> anyhow::Result<()> {
         applied(&seen).first().map(|x| x.1.clone()),
         Some(json!({"lat": 1.0}))
     );
-    let after = consume(&env, &mut svc, 1, Duration::from_secs(3)).await?;
+    let after = consume(&env, &mut svc, Some(1), Duration::from_secs(3)).await?;
     assert!(after.is_empty(), "revoked service still received {after:?}");
 
     // The owner's own device echo is dropped as a duplicate, never applied twice.
@@ -172,11 +130,9 @@ async fn policy_routing_delivers_exactly_when_the_policy_is_satisfied() -> anyho
     ];
     let mut services = Vec::new();
     for p in policies {
-        let dir = env.dir.join(rand_id("svc"));
-        let id = Service::init(&dir, &rand_id("svc"), PartyKind::Service)?;
-        let (party, _) = owner.trust(&ctl, &std::fs::read(id)?).await?;
-        owner.grant(&ctl, &party.party_id, p, None).await?;
-        services.push(Service::open(&dir)?);
+        let (party, svc) = env.service(&owner, &ctl).await?;
+        owner.grant(&ctl, &party, p, None).await?;
+        services.push(svc);
     }
     // Straight into the log, as the bridge would write them.
     for (i, attrs) in sets.iter().enumerate() {
@@ -191,7 +147,7 @@ async fn policy_routing_delivers_exactly_when_the_policy_is_satisfied() -> anyho
     }
     let runs = services.iter_mut().map(|s| {
         let env = &env;
-        async move { consume(env, s, 6, Duration::from_secs(6)).await }
+        async move { consume(env, s, Some(6), Duration::from_secs(6)).await }
     });
     let results = futures::future::join_all(runs).await;
     for (row, (policy, got)) in policies.iter().zip(results).enumerate() {
@@ -218,14 +174,8 @@ async fn share_bundles_reach_only_node_j_and_node_keys_nothing_else() -> anyhow:
     let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
     let twin = rand_id("phone");
     let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
-    let mut nodes = Vec::new();
-    for j in 1..=3 {
-        let dir = env.dir.join(format!("node{j}"));
-        let id = Service::init(&dir, &rand_id(&format!("node{j}")), PartyKind::MpcNode)?;
-        let (p, _) = owner.trust(&ctl, &std::fs::read(id)?).await?;
-        nodes.push((dir, p));
-    }
-    let ids: [String; 3] = [0, 1, 2].map(|i| nodes[i].1.party_id.clone());
+    let nodes = env.pin_mpc_nodes(&owner, &ctl).await?;
+    let ids = nodes.ids.clone();
     // Phase 2+: the grant, and every mapping that would give one key two share numbers refused.
     owner.grant_mpc(&ctl, &ids).await?;
     let swapped = [ids[1].clone(), ids[0].clone(), ids[2].clone()];
@@ -279,9 +229,9 @@ async fn share_bundles_reach_only_node_j_and_node_keys_nothing_else() -> anyhow:
         .filter(|(k, _)| *k == svc.party_id.as_bytes())
         .count();
     assert_eq!(to_svc, 1, "the service gets the plain change only");
-    for (_, p) in &nodes {
+    for id in &nodes.ids {
         assert!(
-            !deliveries.iter().any(|(k, _)| *k == p.party_id.as_bytes()),
+            !deliveries.iter().any(|(k, _)| *k == id.as_bytes()),
             "no node delivery on at.deliver.v1"
         );
     }
@@ -302,7 +252,7 @@ async fn share_bundles_reach_only_node_j_and_node_keys_nothing_else() -> anyhow:
         );
         t
     };
-    for (j, (dir, _)) in nodes.iter().enumerate() {
+    for (j, dir) in nodes.dirs.iter().enumerate() {
         let j = j as u32 + 1;
         let recs = env.records(&ctl.topics.mpc_shares(j))?;
         assert_eq!(recs.len(), 1, "node {j} gets exactly its bundle");

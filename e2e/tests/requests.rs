@@ -10,20 +10,19 @@ use armored_client::owner::Owner;
 use armored_client::request::{
     request, responses_from_now, seal, wait_answer, Answer, Ask, Requester,
 };
-use armored_client::service::{Outcome, Service};
+use armored_client::service::Service;
 use armored_crypto::envelope::parse_header;
 use armored_crypto::epoch::{epoch_of, EpochKeyManager};
 use armored_crypto::identity::PartyKind;
 use armored_crypto::request::{new_request_id, seal_request, RequestInput, ResponseKey};
 use armored_device::link::LinkEvent;
 use armored_device::Event;
-use armored_e2e::{rand_id, Env, TestDevice};
+use armored_e2e::{consume, rand_id, Env, TestDevice, SERIAL};
 use armored_schemas::{decode_strict, v1, WIRE_VERSION};
 use prost::Message;
 use rand_core::OsRng;
 use serde_json::json;
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const WAIT: Duration = Duration::from_secs(20);
 
 fn ask(twin: &str, body: serde_json::Value) -> Ask<'_> {
@@ -79,11 +78,7 @@ async fn request_round_trip_read_set_and_routing() -> anyhow::Result<()> {
     let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
     let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
     let mut e1 = env.device(&owner, &ctl, &other, "e1").await?;
-    d2.collect_until(WAIT, |e| {
-        e.iter()
-            .any(|x| matches!(x, LinkEvent::Downlink(Event::Roster { devices: 2 })))
-    })
-    .await;
+    d2.wait_roster(2, WAIT).await;
     d1.publish(&["sync"], json!({"temp": 20})).await?;
     let me = Requester::open(&owner_dir)?;
 
@@ -121,19 +116,7 @@ async fn request_round_trip_read_set_and_routing() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(a.response["ok"], json!(true), "{a:?}");
-    let mut got = Vec::new();
-    svc.consume(
-        &ctl,
-        None,
-        Some(Duration::from_secs(10)),
-        env.shutdown.child_token(),
-        |o| {
-            if let Outcome::Received(r) = o {
-                got.push(r.clone());
-            }
-        },
-    )
-    .await?;
+    let got = consume(&env, &mut svc, None, Duration::from_secs(10)).await?;
     assert!(
         got.iter().any(|r| r.delta == json!({"mode": "eco"})
             && r.writer.starts_with("device:")
@@ -306,18 +289,10 @@ async fn offline_device_gets_its_request_on_reconnect() -> anyhow::Result<()> {
     let (envl, id, key) = seal(&reg, &me, &ask(&twin, json!({"op": "read"})), now_ms())?;
     ctl.send(&ctl.topics.requests(), &twin, &envl).await?;
     // The bridge hands it to the broker, which keeps it in the device's persistent session.
-    let deadline = std::time::Instant::now() + WAIT;
-    while ingest
-        .metric("at_ingest_messages_out_total{path=\"down\"}")
-        .await?
-        < 1.0
-    {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "request never left the bridge"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ingest
+        .wait_metric("at_ingest_messages_out_total{path=\"down\"}", 1.0, WAIT)
+        .await
+        .map_err(|e| e.context("request never left the bridge"))?;
     let d1 = TestDevice::start(&env, &dir, &password).await?;
     let a = wait_answer(&consumer, &reg, &id, &key, WAIT, |_| {}).await?;
     assert_eq!(a.device_id, "d1");

@@ -5,7 +5,7 @@
 
 use armored_schemas::Refusal;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use armored_base::time::now_ms;
 use armored_client::kafka::Ctl;
@@ -20,43 +20,15 @@ use armored_crypto::sig::SigningKey;
 use armored_crypto::tokens::{verify_process_token, verify_revocation, RevocationSet};
 use armored_crypto::Error as CryptoError;
 use armored_device::sim::Sim;
-use armored_e2e::{rand_id, Env, TestDevice};
+use armored_e2e::{rand_id, Env, SERIAL};
 use armored_mpc::field::Fp;
 use armored_mpc::shamir::combine;
 use armored_schemas::v1::{self, control_record::Record};
 use prost::Message;
 use rand_core::OsRng;
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 const SLOT_MS: u64 = 1_000;
-
-/// Phase 1 for a phone with MPC slots of `SLOT_MS`, connected over MQTT.
-async fn phone(env: &Env, owner: &Owner, ctl: &Ctl, twin: &str) -> anyhow::Result<TestDevice> {
-    let dir = env.dir.join(format!("{twin}-d1"));
-    let card = armored_device::setup_with_slot_len(&dir, twin, "d1", 3_600_000, SLOT_MS)?;
-    armored_device::pin_owner(&dir, &owner.identity()?)?;
-    owner.enroll_device(ctl, &card).await?;
-    let password = rand_id("pw");
-    env.add_mqtt_user(&format!("{twin}/d1"), &password).await?;
-    TestDevice::start(env, &dir, &password).await
-}
-
-/// Three pinned MPC nodes with their share grants; returns their directories.
-async fn nodes(env: &Env, owner: &Owner, ctl: &Ctl) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    let mut dirs = Vec::new();
-    let mut ids = Vec::new();
-    for j in 1..=3 {
-        let dir = env.dir.join(format!("node{j}"));
-        let id = Service::init(&dir, &rand_id(&format!("node{j}")), PartyKind::MpcNode)?;
-        let (p, _) = owner.trust(ctl, &std::fs::read(id)?).await?;
-        ids.push(p.party_id);
-        dirs.push(dir);
-    }
-    let ids: [String; 3] = [ids[0].clone(), ids[1].clone(), ids[2].clone()];
-    owner.grant_mpc(ctl, &ids).await?;
-    Ok(dirs)
-}
+const WAIT: Duration = Duration::from_secs(30);
 
 /// What a node trusts, folded from the registry (owner-signed enrollments), as a node would.
 async fn trust_from_registry(ctl: &Ctl, owner: &Owner, twin: &str) -> anyhow::Result<TrustStore> {
@@ -69,22 +41,6 @@ async fn trust_from_registry(ctl: &Ctl, owner: &Owner, twin: &str) -> anyhow::Re
     Ok(t)
 }
 
-/// Waits until node topic j holds at least `n` records (each of 1..=3), or 30 s pass.
-async fn wait_node_records(env: &Env, n: usize) -> anyhow::Result<[Vec<(Vec<u8>, Vec<u8>)>; 3]> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let recs = [1, 2, 3].map(|j| env.records(&env.topics.mpc_shares(j)));
-        let recs = {
-            let [a, b, c] = recs;
-            [a?, b?, c?]
-        };
-        if recs.iter().all(|r| r.len() >= n) || Instant::now() > deadline {
-            return Ok(recs);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn device_shares_reach_each_node_and_combine_to_the_simulated_points() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
@@ -94,25 +50,19 @@ async fn device_shares_reach_each_node_and_combine_to_the_simulated_points() -> 
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
     let twin = rand_id("phone");
-    let node_dirs = nodes(&env, &owner, &ctl).await?;
-    let dev = phone(&env, &owner, &ctl, &twin).await?;
+    let node_dirs = env.mpc_nodes(&owner, &ctl).await?.dirs;
+    let dev = env.phone(&owner, &ctl, &twin, SLOT_MS).await?;
 
     // Phase 3+: five slots ending now, points from the simulator, three envelopes per slot.
     let sim = Sim::new(42);
     let now_slot = now_ms() / SLOT_MS;
     let slots: Vec<u64> = (now_slot - 4..=now_slot).collect();
-    for &slot in &slots {
-        let (x, y) = sim.point(&twin, slot);
-        let envs = dev
-            .device
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .share_point(slot, x, y)?;
-        for e in envs {
-            dev.outbox.send(e).await?;
-        }
+    dev.upload_shares(&sim, now_slot - 4..now_slot + 1).await?;
+    let mut recs = Vec::new();
+    for j in 1..=3 {
+        let topic = env.topics.mpc_shares(j);
+        recs.push(env.wait_records(&topic, slots.len(), WAIT).await?);
     }
-    let recs = wait_node_records(&env, slots.len()).await?;
 
     let trust = trust_from_registry(&ctl, &owner, &twin).await?;
     // Per slot, the three nodes' shares of x and y.
@@ -247,8 +197,8 @@ async fn forged_and_injected_shares_never_open() -> anyhow::Result<()> {
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
     let twin = rand_id("phone");
-    let node_dirs = nodes(&env, &owner, &ctl).await?;
-    let dev = phone(&env, &owner, &ctl, &twin).await?;
+    let node_dirs = env.mpc_nodes(&owner, &ctl).await?.dirs;
+    let dev = env.phone(&owner, &ctl, &twin, SLOT_MS).await?;
     let device_key = armored_crypto::keyfile::load_signing_key(&dev.dir.join("sig.key"))?;
     let stranger = SigningKey::generate(&mut OsRng);
     let slot = now_ms() / SLOT_MS;
@@ -303,14 +253,7 @@ async fn forged_and_injected_shares_never_open() -> anyhow::Result<()> {
         .share_point(slot + 3, 10, 20)?;
     dev.outbox.send(envs[0].clone()).await?;
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let recs = loop {
-        let r = env.records(&env.topics.mpc_shares(1))?;
-        if r.len() >= 3 || Instant::now() > deadline {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let recs = env.wait_records(&env.topics.mpc_shares(1), 3, WAIT).await?;
     let trust = trust_from_registry(&ctl, &owner, &twin).await?;
     let mut rx = Receiver::new(load_pre_key(&node_dirs[0].join("pre.key"), &mut OsRng)?);
     let mut reasons: Vec<&'static str> = recs
@@ -353,7 +296,7 @@ async fn the_node_stores_only_shares_of_the_enrolled_device() -> anyhow::Result<
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
     let twin = rand_id("phone");
-    let node_dirs = nodes(&env, &owner, &ctl).await?;
+    let node_dirs = env.mpc_nodes(&owner, &ctl).await?.dirs;
     let mut devices = Vec::new();
     for d in ["d1", "d2"] {
         let dir = env.dir.join(format!("{twin}-{d}"));
@@ -401,45 +344,26 @@ async fn the_node_stores_only_shares_of_the_enrolled_device() -> anyhow::Result<
             .await
             .map_err(anyhow::Error::msg)?;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.records(&env.topics.mpc_shares(1))?.len() < records.len() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the worker did not route all five"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let routed = env
+        .wait_records(&env.topics.mpc_shares(1), records.len(), WAIT)
+        .await?;
+    anyhow::ensure!(
+        routed.len() >= records.len(),
+        "the worker did not route all five"
+    );
 
     // Node 1 itself: it folds its topic before it reports healthy.
-    let metrics = armored_e2e::free_addr();
-    let peers: Vec<String> = node_dirs
-        .iter()
-        .map(|d| d.join("identity").display().to_string())
-        .collect();
-    let cfg = at_mpc_node::Config {
-        kafka: env.kafka.clone(),
-        node: at_mpc_node::config::NodeConfig {
-            index: 1,
-            dir: node_dirs[0].display().to_string(),
-            peers,
-            metrics_addr: metrics,
-            state_dir: env.dir.join("node1-state").display().to_string(),
-            group: rand_id("node1"),
-            round_timeout_ms: 2_000,
-            cutoff_skew_ms: 1_000,
-            max_cutoff_wait_ms: 60_000,
-            max_participants: 100,
-        },
-    };
-    let stop = env.shutdown.child_token();
-    let node = tokio::spawn(at_mpc_node::run(cfg, stop.clone()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !armored_e2e::healthy(metrics).await {
-        anyhow::ensure!(Instant::now() < deadline, "node 1 never became healthy");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut cfg = env.node_config(1, &node_dirs)?;
+    cfg.node.state_dir = env.dir.join("node1-state").display().to_string();
+    cfg.node.group = rand_id("node1");
+    cfg.node.round_timeout_ms = 2_000;
+    cfg.node.cutoff_skew_ms = 1_000;
+    cfg.node.max_cutoff_wait_ms = 60_000;
+    cfg.node.max_participants = 100;
+    let node = env.start_node(cfg);
+    node.wait_healthy(Duration::from_secs(60)).await?;
     assert_eq!(
-        armored_e2e::metric_at(metrics, "at_mpc_shares_stored").await?,
+        node.metric("at_mpc_shares_stored").await?,
         1.0,
         "only the genuine share is stored"
     );
@@ -451,11 +375,8 @@ async fn the_node_stores_only_shares_of_the_enrolled_device() -> anyhow::Result<
     ];
     for r in reasons {
         assert_eq!(
-            armored_e2e::metric_at(
-                metrics,
-                &format!("at_mpc_shares_rejected_total{{reason=\"{r}\"}}")
-            )
-            .await?,
+            node.metric(&format!("at_mpc_shares_rejected_total{{reason=\"{r}\"}}"))
+                .await?,
             1.0,
             "{r} counted once"
         );
@@ -466,8 +387,8 @@ async fn the_node_stores_only_shares_of_the_enrolled_device() -> anyhow::Result<
             .await?;
         assert_eq!(d.service, "mpc-node", "{r} dead-lettered by the node");
     }
-    stop.cancel();
-    let _ = node.await;
+    node.shutdown.cancel();
+    let _ = node.task.await;
     env.stop().await;
     Ok(())
 }

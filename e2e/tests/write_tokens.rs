@@ -16,11 +16,10 @@ use armored_crypto::sig::SigningKey;
 use armored_crypto::tokens::issue_write_token_for;
 use armored_device::link::LinkEvent;
 use armored_device::Event;
-use armored_e2e::{rand_id, Env};
+use armored_e2e::{rand_id, Env, SERIAL};
 use rand_core::OsRng;
 use serde_json::json;
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

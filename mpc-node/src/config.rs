@@ -67,6 +67,47 @@ max_participants = 10000
     )
 }
 
+/// Why [`Config::for_node`] could not make a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForNodeError {
+    /// The index names none of the three node directories.
+    #[error("node index {0} is not 1, 2 or 3")]
+    Index(u32),
+    /// The built-in defaults do not parse (a bug of this crate).
+    #[error(transparent)]
+    Defaults(#[from] armored_runtime::config::ConfigError),
+}
+
+impl Config {
+    /// Node `index`'s configuration among three nodes whose key directories (made by
+    /// `atctl service init --kind mpc-node`) are `node_dirs`, in index order: its own directory,
+    /// the three identity files pinned as peers, `/metrics` at `metrics_addr`, and the built-in
+    /// defaults for everything else. Tools and tests set what they need on the result and write it
+    /// with `armored_runtime::config::write_toml` (or run it in-process).
+    pub fn for_node(
+        kafka: KafkaConfig,
+        index: u32,
+        node_dirs: &[PathBuf; 3],
+        metrics_addr: SocketAddr,
+    ) -> Result<Self, ForNodeError> {
+        let own = index
+            .checked_sub(1)
+            .and_then(|i| node_dirs.get(i as usize))
+            .ok_or(ForNodeError::Index(index))?;
+        let mut cfg: Self = armored_runtime::config::from_defaults(&defaults())?;
+        cfg.kafka = kafka;
+        cfg.node.index = index;
+        cfg.node.dir = own.display().to_string();
+        cfg.node.peers = node_dirs
+            .iter()
+            .map(|d| d.join("identity").display().to_string())
+            .collect();
+        cfg.node.metrics_addr = metrics_addr;
+        Ok(cfg)
+    }
+}
+
 impl NodeConfig {
     /// The consumer group.
     pub fn group(&self) -> String {
@@ -172,5 +213,33 @@ impl Keys {
     /// The node party ids in index order.
     pub fn node_ids(&self) -> [String; 3] {
         self.nodes.clone().map(|n| n.party_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_node_pins_the_three_identities_and_keeps_the_defaults() -> anyhow::Result<()> {
+        let dirs = ["n1", "n2", "n3"].map(PathBuf::from);
+        let kafka: Config = armored_runtime::config::from_defaults(&defaults())?;
+        let addr: SocketAddr = "127.0.0.1:7001".parse()?;
+        let cfg = Config::for_node(kafka.kafka, 2, &dirs, addr)?;
+        assert_eq!((cfg.node.index, cfg.node.dir.as_str()), (2, "n2"));
+        assert_eq!(
+            cfg.node.peers,
+            ["n1/identity", "n2/identity", "n3/identity"]
+        );
+        assert_eq!(cfg.node.metrics_addr, addr);
+        assert_eq!(cfg.node.round_timeout_ms, 10_000, "a default");
+        assert_eq!(cfg.node.group(), "mpc-node-2");
+        for bad in [0, 4] {
+            assert!(matches!(
+                Config::for_node(cfg.kafka.clone(), bad, &dirs, addr),
+                Err(ForNodeError::Index(i)) if i == bad
+            ));
+        }
+        Ok(())
     }
 }

@@ -9,25 +9,22 @@ use std::time::{Duration, Instant};
 use armored_client::owner::Owner;
 use armored_client::service::{Outcome, Service};
 use armored_crypto::identity::PartyKind;
-use armored_e2e::{free_addr, healthy, metric_at, rand_id, Env};
+use armored_e2e::{rand_id, Env};
+use armored_runtime::scrape;
 use serde_json::json;
 
 const MESSAGES: usize = 5_000;
 const TWINS: usize = 12;
 
+/// A worker process in `group`, on the harness's worker configuration written as its file.
 fn worker(env: &Env, group: &str) -> anyhow::Result<(Child, std::net::SocketAddr)> {
-    let addr = free_addr();
+    let mut cfg = env.worker_config(group);
+    cfg.kafka.linger_ms = 1;
+    let addr = cfg.worker.metrics_addr;
+    let config = env.dir.join(format!("{}.toml", rand_id("worker")));
+    armored_runtime::config::write_toml(&cfg, &config)?;
     let child = Command::new(env!("CARGO_BIN_EXE_at-reencrypt"))
-        .env("AT__KAFKA__BROKERS", &env.kafka.brokers)
-        .env("AT__KAFKA__TOPIC_PREFIX", &env.kafka.topic_prefix)
-        .env("AT__KAFKA__SESSION_TIMEOUT_MS", "6000")
-        .env("AT__KAFKA__LINGER_MS", "1")
-        .env("AT__WORKER__GROUP", group)
-        .env("AT__WORKER__METRICS_ADDR", addr.to_string())
-        .env(
-            "AT__WORKER__STATE_DIR",
-            env.dir.join(rand_id("w")).display().to_string(),
-        )
+        .env("AT_CONFIG", &config)
         .env(
             "RUST_LOG",
             std::env::var("AT_KILL_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -45,7 +42,7 @@ fn worker(env: &Env, group: &str) -> anyhow::Result<(Child, std::net::SocketAddr
 }
 
 async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    metric_at(addr, name).await.unwrap_or(0.0)
+    scrape::metric(addr, name).await.unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -94,7 +91,7 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
     let (mut a, a_addr) = worker(&env, &group)?;
     let (mut b, b_addr) = worker(&env, &group)?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(healthy(a_addr).await && healthy(b_addr).await) {
+    while !(scrape::healthy(a_addr).await && scrape::healthy(b_addr).await) {
         anyhow::ensure!(Instant::now() < deadline, "workers did not become healthy");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -6,12 +6,24 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Why a configuration could not be loaded.
+/// Why a configuration could not be loaded or written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A source could not be read or a value has the wrong type.
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
+    /// A configuration has no TOML form (e.g. a `None` field: TOML has no null).
+    #[error("configuration as TOML: {0}")]
+    Toml(#[from] toml::ser::Error),
+    /// The file could not be written.
+    #[error("writing configuration {path}: {source}")]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
 }
 
 /// Loads `T` from `defaults` (TOML text), an optional file (any format the `config` crate knows,
@@ -30,6 +42,47 @@ pub fn load<T: DeserializeOwned>(defaults: &str, file: Option<&Path>) -> Result<
             .try_parsing(true),
     );
     Ok(b.build()?.try_deserialize()?)
+}
+
+/// `T` from `defaults` (TOML text) alone, without a file or the environment: the starting point of
+/// a configuration that a tool or a test fills in and hands to a service ([`write_toml`]).
+pub fn from_defaults<T: DeserializeOwned>(defaults: &str) -> Result<T, ConfigError> {
+    Ok(config::Config::builder()
+        .add_source(config::File::from_str(defaults, config::FileFormat::Toml))
+        .build()?
+        .try_deserialize()?)
+}
+
+/// Writes `cfg` as a TOML file a service reads with `--config` / `AT_CONFIG`: a service's own
+/// `Config` serialised, so the file always has the fields and names the service expects. Only the
+/// owner may read it (it may hold a password).
+pub fn write_toml<T: Serialize>(cfg: &T, path: &Path) -> Result<(), ConfigError> {
+    let text = toml::to_string(cfg)?;
+    let err = |source| ConfigError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = owner_only(path).map_err(err)?;
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(err)
+}
+
+#[cfg(unix)]
+fn owner_only(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: narrow it too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+#[cfg(not(unix))]
+fn owner_only(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::create(path)
 }
 
 /// Kafka settings every service shares.
@@ -109,6 +162,28 @@ mod tests {
         assert_eq!(t.kafka.session_timeout_ms, 10000, "defaults fill the rest");
         let shown = redacted_json(&t);
         assert!(shown.contains("<redacted>") && !shown.contains("\"x\""));
+    }
+
+    #[test]
+    fn a_written_configuration_loads_back_as_written() {
+        let dir = std::env::temp_dir().join(format!("at-cfg-w-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        let mut t: T = from_defaults(&format!("mqtt_password = \"x\"\n{KAFKA_DEFAULTS}")).unwrap();
+        t.kafka.topic_prefix = "p \"quoted\".".into();
+        t.kafka.linger_ms = 9;
+        write_toml(&t, &file).unwrap();
+        let back: T = load(KAFKA_DEFAULTS, Some(&file)).unwrap();
+        assert_eq!(back.kafka.topic_prefix, t.kafka.topic_prefix);
+        assert_eq!(back.kafka.linger_ms, 9);
+        assert_eq!(back.mqtt_password, "x");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

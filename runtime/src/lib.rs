@@ -1,7 +1,7 @@
 //! Service plumbing shared by `at-ingest`, `at-reencrypt`, `at-mpc-node` and the clients: layered
-//! configuration, a `/metrics` + `/healthz` server, at-least-once Kafka consumption, control
-//! topic folding, dead letters, and the registry followed from Kafka. Device-safe parts (shutdown,
-//! clock, MQTT settings, logging) are in `armored-base`.
+//! configuration, a `/metrics` + `/healthz` server and its client (`scrape`), at-least-once Kafka
+//! consumption, control topic folding, dead letters, and the registry followed from Kafka.
+//! Device-safe parts (shutdown, clock, MQTT settings, logging) are in `armored-base`.
 //!
 //! Nothing here knows about a particular service; services are libraries with `run(config, shutdown)`.
 #![forbid(unsafe_code)]
@@ -14,5 +14,6 @@ pub mod kafka;
 pub mod pipeline;
 pub mod reader;
 pub mod registry;
+pub mod scrape;
 pub mod service;
 pub mod topics;

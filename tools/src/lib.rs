@@ -4,4 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+mod contacts;
 pub mod demo;
+mod procs;

@@ -3,22 +3,24 @@
 //! contact tracing for a health authority, which combines the result; the demo checks it against
 //! the cleartext computation from the simulator's seed and prints the job time.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use armored_base::time::now_ms;
 use armored_base::Shutdown;
 use armored_crypto::identity::PartyKind;
 use armored_device::sim::Sim;
-use armored_mpc::functions::contact_tracing::cleartext;
 
 use super::parties::{rid, start_device_with, step, DemoConfig};
 use armored_client::kafka::Ctl;
 use armored_client::mpc::{build_job, Collector, JobRequest, Outcome, Submission};
 use armored_client::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
-use armored_client::service::Service;
+use armored_client::service::Service as ServiceDir;
+
+use crate::contacts::in_the_clear;
+use crate::procs::Service;
 
 /// Slot length of the demo's phones: each phone records one point per second, as it happens.
 const SLOT_MS: u64 = 1_000;
@@ -28,17 +30,6 @@ const DISTANCE: u32 = 20;
 /// long enough for the last slot's shares to cross the bridge and the workers on this machine.
 const CUTOFF_SKEW_MS: u64 = 60_000;
 const SEED: u64 = 2026;
-
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn node_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -52,65 +43,27 @@ fn node_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn start_nodes(ctl: &Ctl, dirs: &[PathBuf], log_dir: &Path) -> anyhow::Result<Nodes> {
+/// Starts the three nodes next to `at-demo`, each on its configuration (written to `node.toml`
+/// in its key directory), `/metrics` on 9131, 9141, 9151, logs in `log_dir`.
+fn start_nodes(ctl: &Ctl, dirs: &[PathBuf; 3], log_dir: &Path) -> anyhow::Result<Vec<Service>> {
     let bin = node_binary()?;
-    let peers: Vec<String> = dirs
-        .iter()
-        .map(|d| format!("{:?}", d.join("identity").display().to_string()))
-        .collect();
-    let mut children = Nodes(Vec::new());
-    for (i, dir) in dirs.iter().enumerate() {
-        let config = dir.join("node.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[kafka]\nbrokers = {:?}\ntopic_prefix = {:?}\n[node]\nindex = {}\ndir = {:?}\npeers = [{}]\nmetrics_addr = \"127.0.0.1:{}\"\ncutoff_skew_ms = {CUTOFF_SKEW_MS}\n",
-                ctl.kafka.brokers,
-                ctl.kafka.topic_prefix,
-                i + 1,
-                dir.display().to_string(),
-                peers.join(", "),
-                9131 + 10 * i,
-            ),
-        )?;
-        let log = std::fs::File::create(log_dir.join(format!("mpc-node-{}.log", i + 1)))?;
-        children.0.push(
-            Command::new(&bin)
-                .env("AT_CONFIG", &config)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?,
-        );
+    let bin_dir = bin.parent().unwrap_or(Path::new("."));
+    let mut nodes = Vec::new();
+    for (j, dir) in (1..=3u32).zip(dirs) {
+        let metrics = SocketAddr::from(([127, 0, 0, 1], 9131 + 10 * (j as u16 - 1)));
+        let mut cfg = at_mpc_node::Config::for_node(ctl.kafka.clone(), j, dirs, metrics)?;
+        cfg.node.cutoff_skew_ms = CUTOFF_SKEW_MS;
+        nodes.push(Service::start(
+            bin_dir,
+            "at-mpc-node",
+            &cfg,
+            &dir.join("node.toml"),
+            &[],
+            metrics,
+            &log_dir.join(format!("mpc-node-{j}.log")),
+        )?);
     }
-    Ok(children)
-}
-
-/// Waits until every node answers `/healthz` with 200 (it has folded its topics).
-fn wait_ready(nodes: usize) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(300);
-    for i in 0..nodes {
-        let addr = format!("127.0.0.1:{}", 9131 + 10 * i);
-        loop {
-            let ok = std::net::TcpStream::connect(&addr)
-                .and_then(|mut c| {
-                    c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")?;
-                    let mut r = String::new();
-                    c.read_to_string(&mut r)?;
-                    Ok(r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"))
-                })
-                .unwrap_or(false);
-            if ok {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("MPC node at {addr} did not become ready");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-    Ok(())
+    Ok(nodes)
 }
 
 /// Runs the contact-tracing scenario; returns whether every expectation held.
@@ -122,14 +75,12 @@ pub async fn run(
 ) -> anyhow::Result<bool> {
     let tag = rid();
     step(13, "Protocol 2: three MPC nodes and a health authority are pinned; alice grants share j to node j");
-    let mut node_dirs = Vec::new();
+    let node_dirs = [1, 2, 3].map(|j| cfg.dir.join(format!("mpc-node-{j}")));
     let mut node_ids = Vec::new();
-    for j in 1..=3 {
-        let dir = cfg.dir.join(format!("mpc-node-{j}"));
-        let id = Service::init(&dir, &format!("node{j}-{tag}"), PartyKind::MpcNode)?;
+    for (j, dir) in (1..=3).zip(&node_dirs) {
+        let id = ServiceDir::init(dir, &format!("node{j}-{tag}"), PartyKind::MpcNode)?;
         let (p, _) = owner.trust(ctl, &std::fs::read(id)?).await?;
         node_ids.push(p.party_id);
-        node_dirs.push(dir);
     }
     let nodes: [String; 3] = [
         node_ids[0].clone(),
@@ -138,7 +89,7 @@ pub async fn run(
     ];
     owner.grant_mpc(ctl, &nodes).await?;
     let ha = cfg.dir.join("health-authority");
-    let ha_identity = std::fs::read(Service::init(
+    let ha_identity = std::fs::read(ServiceDir::init(
         &ha,
         &format!("health-{tag}"),
         PartyKind::Service,
@@ -164,7 +115,7 @@ pub async fn run(
         )
         .await?;
     println!("    process token {token}: contact-tracing/v1, d = {DISTANCE}, one job per window");
-    let node_procs = start_nodes(ctl, &node_dirs, &cfg.dir)?;
+    let mut node_procs = start_nodes(ctl, &node_dirs, &cfg.dir)?;
 
     step(
         14,
@@ -269,7 +220,10 @@ pub async fn run(
         nodes,
         designation,
     };
-    wait_ready(node_dirs.len())?;
+    // Ready once each has folded its share topic.
+    for n in &mut node_procs {
+        n.wait_healthy(Duration::from_secs(300)).await?;
+    }
     let (key, job) = build_job(ctl, &ha, &req).await?;
     let submission = Submission::sign(&key, &job, 1)?;
     let mut collector = Collector::new(ctl, &ha, submission.job.clone(), true).await?;
@@ -280,14 +234,7 @@ pub async fn run(
     let outcome = collector.wait(Duration::from_secs(120)).await?;
     let job_time = submitted.elapsed();
     drop(node_procs);
-    let expected = cleartext(
-        DISTANCE,
-        &sim.path(&twins[0], slots.clone()),
-        &twins[1..]
-            .iter()
-            .map(|t| sim.path(t, slots.clone()))
-            .collect::<Vec<_>>(),
-    );
+    let expected = in_the_clear(&sim, DISTANCE, &twins[0], &twins[1..], slots.clone());
     let Outcome::Completed { counts, total, .. } = outcome else {
         println!("    the job failed: {outcome:?}");
         return Ok(false);

@@ -1,5 +1,6 @@
-//! The services a bench run starts as child processes (so each one's CPU time can be read on its
-//! own), and CPU accounting from `/proc/<pid>/stat`.
+//! Services started as child processes by the demo (its MPC nodes) and the benchmark (every
+//! service, so that each one's CPU time can be read on its own), each on a configuration file
+//! written from its own `Config` type; and CPU accounting from `/proc/<pid>/stat`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use armored_runtime::config::write_toml;
+use armored_runtime::scrape;
+use serde::Serialize;
 
 /// Linux reports process times in clock ticks of 1/USER_HZ s; USER_HZ is 100 on every Linux ABI.
 const MS_PER_TICK: f64 = 10.0;
@@ -52,11 +56,15 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts `bin_dir/name` with `env` (the `AT__…` configuration layer), its log in `log`.
+    /// Writes `config` to `config_file` and starts `bin_dir/name` on it (`AT_CONFIG`), with
+    /// `env` besides (e.g. `RUST_LOG`) and its log in `log`; `metrics` is the address the
+    /// configuration gives its `/metrics` and `/healthz`.
     pub fn start(
         bin_dir: &Path,
         name: &str,
-        env: &[(String, String)],
+        config: &impl Serialize,
+        config_file: &Path,
+        env: &[(&str, String)],
         metrics: SocketAddr,
         log: &Path,
     ) -> anyhow::Result<Self> {
@@ -67,12 +75,10 @@ impl Service {
                 bin.display()
             );
         }
+        write_toml(config, config_file)?;
         let child = Command::new(&bin)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env(
-                "RUST_LOG",
-                std::env::var("AT_BENCH_LOG").unwrap_or_else(|_| "warn,at_mpc_node=info".into()),
-            )
+            .env("AT_CONFIG", config_file)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log)?)
             .spawn()
@@ -96,10 +102,7 @@ impl Service {
     pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if http_get(self.metrics, "/healthz")
-                .await
-                .is_ok_and(|r| r.split_whitespace().nth(1) == Some("200"))
-            {
+            if scrape::healthy(self.metrics).await {
                 return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -116,21 +119,16 @@ impl Service {
         }
     }
 
-    /// The value of one `/metrics` sample (`name{labels}` exactly as exposed), 0 if absent.
+    /// The value of one `/metrics` sample (`name{labels}` exactly as exposed), 0 if absent or
+    /// if the service does not answer.
     pub async fn metric(&self, sample: &str) -> f64 {
-        metric_at(self.metrics, sample).await
+        scrape::metric(self.metrics, sample).await.unwrap_or(0.0)
     }
 
     /// Every sample of a metric family whose name starts with `prefix` (for diagnostics).
     pub async fn samples(&self, prefix: &str) -> Vec<String> {
-        http_get(self.metrics, "/metrics")
+        scrape::samples(self.metrics, prefix)
             .await
-            .map(|b| {
-                b.lines()
-                    .filter(|l| l.starts_with(prefix))
-                    .map(str::to_string)
-                    .collect()
-            })
             .unwrap_or_default()
     }
 
@@ -158,31 +156,6 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// The value of one `/metrics` sample at `addr`, 0 if absent.
-pub async fn metric_at(addr: SocketAddr, sample: &str) -> f64 {
-    http_get(addr, "/metrics")
-        .await
-        .ok()
-        .and_then(|body| {
-            body.lines()
-                .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
-/// `GET path` on a local HTTP endpoint: the whole response.
-pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await??;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut body)).await??;
-    Ok(body)
 }
 
 /// The brokers' pids from infra/'s pid files (their CPU is shown apart: infrastructure): every

@@ -1,0 +1,167 @@
+//! One test's world ([`Env`]): the brokers' addresses and passwords (from `infra/env.sh`'s
+//! variables or its state dir), a random topic prefix with its topics created, a scratch
+//! directory, and the shutdown token of everything the test starts. Dropping it cleans up.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use armored_base::mqtt::MqttConfig;
+use armored_base::Shutdown;
+use armored_client::kafka::Ctl;
+use armored_runtime::config::KafkaConfig;
+use armored_runtime::kafka::{create_topics, Topics};
+use rand_core::RngCore;
+
+/// Held by the tests of one binary that must not overlap (they share mosquitto's logins and
+/// sessions): `let _g = SERIAL.lock().await;`.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A random lowercase id with a prefix.
+pub fn rand_id(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand_core::OsRng.next_u32())
+}
+
+/// The repository root (for `infra/` scripts).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A free local port (bound and released).
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+fn state_dir() -> PathBuf {
+    std::env::var_os("AT_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/armoredtwins/run")
+        })
+}
+
+fn secret(name: &str, env: &str) -> anyhow::Result<String> {
+    if let Ok(v) = std::env::var(env) {
+        return Ok(v);
+    }
+    let p = state_dir().join("secrets").join(format!("{name}.password"));
+    Ok(std::fs::read_to_string(&p)
+        .with_context(|| {
+            format!(
+                "{} missing: start the brokers with infra/start.sh",
+                p.display()
+            )
+        })?
+        .trim()
+        .to_string())
+}
+
+/// One test's world: its topics, its directory, broker addresses.
+pub struct Env {
+    /// Kafka settings with this test's prefix.
+    pub kafka: KafkaConfig,
+    /// Topic names.
+    pub topics: Topics,
+    /// MQTT port.
+    pub mqtt_port: u16,
+    /// The bridge's MQTT password.
+    pub ingest_password: String,
+    /// The all-access MQTT user's password (plays a raw eavesdropper).
+    pub admin_password: String,
+    /// Scratch directory.
+    pub dir: PathBuf,
+    /// Stops everything this test started.
+    pub shutdown: Shutdown,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Env({})", self.kafka.topic_prefix)
+    }
+}
+
+impl Env {
+    /// A fresh world: random topic prefix, topics created.
+    pub async fn new() -> anyhow::Result<Self> {
+        armored_base::telemetry::init("e2e");
+        let prefix = format!("{}.", rand_id("t"));
+        let kafka = KafkaConfig {
+            brokers: std::env::var("AT_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+            topic_prefix: prefix.clone(),
+            session_timeout_ms: 6000,
+            linger_ms: 0,
+            fetch_wait_max_ms: 5,
+            connect_timeout_ms: 10_000,
+        };
+        armored_runtime::kafka::wait_for_broker(&kafka)
+            .context("the Kafka-protocol broker is not running: infra/start.sh")?;
+        let topics = Topics::new(&prefix);
+        create_topics(&kafka, &topics.all()).await?;
+        let dir = std::env::temp_dir().join(rand_id("at-e2e"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            kafka,
+            topics,
+            mqtt_port: std::env::var("AT_MQTT_PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(1883),
+            ingest_password: secret("at-ingest", "AT_MQTT_INGEST_PASSWORD")?,
+            admin_password: secret("at-admin", "AT_MQTT_ADMIN_PASSWORD")?,
+            dir,
+            shutdown: Shutdown::new(),
+        })
+    }
+
+    /// An `atctl` client on this test's topics.
+    pub fn ctl(&self) -> anyhow::Result<Ctl> {
+        Ok(Ctl::with_config(self.kafka.clone())?)
+    }
+
+    /// MQTT settings for `user`.
+    pub fn mqtt(&self, user: &str, password: &str, client_id: &str) -> MqttConfig {
+        MqttConfig {
+            host: "127.0.0.1".into(),
+            port: self.mqtt_port,
+            username: user.into(),
+            password: password.into(),
+            client_id: client_id.into(),
+            keep_alive_s: 10,
+        }
+    }
+
+    /// Stops every service and device of this test (then dropping it deletes its topics).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        // Services drain and commit on shutdown; give them a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+impl Drop for Env {
+    /// Also when a test fails half-way: its services stop, and its topics and directory go (Kafka
+    /// keeps files and memory for every partition; ~75 per test would pile up over a run).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let kafka = self.kafka.clone();
+        // A thread of its own: dropping may happen inside a tokio runtime, where blocking on a
+        // future is not allowed; the admin client's futures need no runtime.
+        let deleted = std::thread::spawn(move || {
+            futures::executor::block_on(armored_runtime::kafka::delete_topics_with_prefix(
+                &kafka,
+                &kafka.topic_prefix,
+            ))
+        })
+        .join();
+        if let Ok(Err(e)) = deleted {
+            eprintln!(
+                "could not delete the topics of {}: {e}",
+                self.kafka.topic_prefix
+            );
+        }
+    }
+}

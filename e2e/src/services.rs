@@ -1,0 +1,159 @@
+//! The cloud services run in-process for a test (through their `run(config, shutdown)`), each a
+//! [`Running`] with its `/metrics` address; their configurations are the services' own `Config`
+//! types, on this test's topics, so a test can also write one out for a service process.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure};
+use armored_base::Shutdown;
+use armored_runtime::scrape;
+use tokio::task::JoinHandle;
+
+use crate::env::{free_addr, rand_id, Env};
+
+/// A running service.
+pub struct Running {
+    /// Stops it.
+    pub shutdown: Shutdown,
+    /// Its task.
+    pub task: JoinHandle<anyhow::Result<()>>,
+    /// Its `/metrics` address.
+    pub metrics: SocketAddr,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Running({})", self.metrics)
+    }
+}
+
+impl Running {
+    /// The value of one sample of `/metrics` (`name{labels}` exactly as exposed), 0 if absent.
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        // A service started a moment ago may not listen yet (it asks the broker for metadata first).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match scrape::metric(self.metrics, sample).await {
+                Err(e) if e.is_refused() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                r => return Ok(r?),
+            }
+        }
+    }
+
+    /// Waits until `sample` reaches `want`, or fails after `timeout`.
+    pub async fn wait_metric(
+        &self,
+        sample: &str,
+        want: f64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.metric(sample).await?;
+            if v >= want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{sample} = {v}, expected {want}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `/healthz` answers 200, or fails after `timeout`.
+    pub async fn wait_healthy(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !scrape::healthy(self.metrics).await {
+            ensure!(
+                Instant::now() < deadline,
+                "service {} not healthy within {timeout:?}",
+                self.metrics
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+}
+
+impl Env {
+    /// A bridge's configuration on this test's topics and broker, `/metrics` on a free port.
+    pub fn ingest_config(&self) -> at_ingest::Config {
+        at_ingest::Config {
+            kafka: self.kafka.clone(),
+            mqtt: self.mqtt("at-ingest", &self.ingest_password, &rand_id("ingest")),
+            ingest: at_ingest::IngestConfig {
+                metrics_addr: free_addr(),
+                max_envelope_bytes: armored_schemas::limits::MAX_ENVELOPE_BYTES,
+                skew_ms: 300_000,
+                downlink_group: rand_id("down"),
+                max_in_flight: 1024,
+            },
+        }
+    }
+
+    /// A worker's configuration in consumer group `group` on this test's topics, `/metrics` on a
+    /// free port, its state in a directory of its own.
+    pub fn worker_config(&self, group: &str) -> at_reencrypt::Config {
+        at_reencrypt::Config {
+            kafka: self.kafka.clone(),
+            worker: at_reencrypt::WorkerConfig {
+                metrics_addr: free_addr(),
+                group: group.into(),
+                state_dir: self.dir.join(rand_id("worker")).display().to_string(),
+                cache_entries: 10_000,
+                max_envelope_bytes: armored_schemas::limits::MAX_ENVELOPE_BYTES,
+            },
+            requests: at_reencrypt::requests::RequestConfig::default(),
+        }
+    }
+
+    /// Starts a bridge.
+    pub fn start_ingest(&self) -> Running {
+        let cfg = self.ingest_config();
+        self.spawn(cfg.ingest.metrics_addr, |sd| at_ingest::run(cfg, sd))
+    }
+
+    /// Starts a re-encryption worker in consumer group `group`.
+    pub fn start_worker(&self, group: &str) -> Running {
+        self.start_worker_with(group, at_reencrypt::requests::RequestConfig::default())
+    }
+
+    /// Starts a worker with its request rate limit set to `requests`.
+    pub fn start_worker_with(
+        &self,
+        group: &str,
+        requests: at_reencrypt::requests::RequestConfig,
+    ) -> Running {
+        let cfg = at_reencrypt::Config {
+            requests,
+            ..self.worker_config(group)
+        };
+        self.spawn(cfg.worker.metrics_addr, |sd| at_reencrypt::run(cfg, sd))
+    }
+
+    /// Runs a service's `run(config, shutdown)` as a task that stops with this test.
+    pub(crate) fn spawn<F, Fut>(&self, metrics: SocketAddr, f: F) -> Running
+    where
+        F: FnOnce(Shutdown) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let sd = self.shutdown.child_token();
+        let run = f(sd.clone());
+        // A service that stops by itself says why (tests otherwise only see it gone).
+        let task = tokio::spawn(async move {
+            let r = run.await;
+            if let Err(e) = &r {
+                tracing::error!(error = format!("{e:#}"), %metrics, "service stopped with an error");
+            }
+            r
+        });
+        Running {
+            shutdown: sd,
+            task,
+            metrics,
+        }
+    }
+}
