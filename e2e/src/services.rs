@@ -59,8 +59,8 @@ impl Running {
             if Instant::now() > deadline {
                 bail!("{sample} = {v}, expected {want}");
             }
-            // Not faster: a counter of records received moves before they are handled, and
-            // history.rs relies on the worker having handled them by the time it sees the count.
+            // A counter of records received moves before they are handled: wait on one of handled
+            // work (deliveries, dead letters) when the order matters (history.rs).
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -24,6 +24,8 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 const HOUR: u64 = 3_600_000;
+/// Routed records, delivered back to the writing device through its own re-key.
+const DEVICE_DELIVERIES: &str = "at_reencrypt_deliveries_total{kind=\"device\"}";
 
 /// Records a change at `at_ms` and writes it to at.sync.v1 as the bridge would.
 async fn store(
@@ -60,10 +62,9 @@ async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Resul
         )
         .await?;
     }
-    // The worker has routed them (to d1 itself only) before the service is granted anything.
-    worker
-        .wait_metric("at_reencrypt_messages_in_total", 4.0, WAIT)
-        .await?;
+    // The worker has routed them (to d1 itself only, through its device re-key) before the service
+    // is granted anything: count the deliveries, not the records received, which move first.
+    worker.wait_metric(DEVICE_DELIVERIES, 4.0, WAIT).await?;
 
     let (party, mut svc) = env.service(&owner, &ctl).await?;
     let (_rk, request) = grant_with_history(&owner, &ctl, &party, "sync", e - 1).await?;
@@ -141,9 +142,7 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
     )
     .await?;
     store(&ctl, &mut d1, &["sync", "location"], json!({"lat": 2}), now).await?;
-    worker
-        .wait_metric("at_reencrypt_messages_in_total", 3.0, WAIT)
-        .await?;
+    worker.wait_metric(DEVICE_DELIVERIES, 3.0, WAIT).await?;
 
     // A grant without history sees nothing of the past...
     let (party, mut svc) = env.service(&owner, &ctl).await?;

@@ -13,10 +13,10 @@ use armored_device::link::LinkEvent;
 use armored_e2e::{rand_id, Env, TestDevice};
 use serde_json::json;
 
-/// The slow device's burst. With the good device's changes it stays within mosquitto's window of
-/// unacknowledged messages per client (`max_inflight_messages`, 20 by default): the bridge holds
-/// each PUBACK until its record is written, so a longer burst would stop the broker from sending
-/// the good device's messages at all, whatever the bridge does.
+/// The slow device's burst. With the good device's changes it stays within mosquitto's default
+/// window of unacknowledged messages per client (`max_inflight_messages` 20; infra/ sets 1024): the
+/// bridge holds each PUBACK until its record is written, so with the default a longer burst would
+/// stop the broker from sending the good device's messages at all, whatever the bridge does.
 const BURST: usize = 14;
 const GOOD: usize = 4;
 const WAIT: Duration = Duration::from_secs(30);
@@ -44,7 +44,9 @@ async fn one_slow_device_does_not_stall_the_others() -> anyhow::Result<()> {
         .find(|n| at_ingest::lanes::lane(&format!("at/v1/up/{good_twin}/{n}")) != slow_lane)
         .unwrap_or_default();
     let good = env.device(&owner, &ctl, &good_twin, &name).await?;
-    // Once this one is through, the bridge is subscribed and knows the good device.
+    // Ready means subscribed: a publish before the bridge's subscription would be lost.
+    ingest.wait_healthy(WAIT).await?;
+    // Once this one is through, the bridge knows the good device.
     good.publish(&["sync"], json!({"warm": 0})).await?;
     let out = "at_ingest_messages_out_total{path=\"up\"}";
     ingest.wait_metric(out, 1.0, WAIT).await?;

@@ -152,9 +152,13 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         write_tokens,
     };
     let down = downlink::start(ctx.clone(), roster_rx, shutdown.clone()).await?;
-    let up = tokio::spawn(uplink::run(ctx.clone(), reg_follower, shutdown.clone()));
-    health.set(true);
-    tracing::info!("at-ingest ready");
+    let up = tokio::spawn(uplink::run(
+        ctx.clone(),
+        reg_follower,
+        health,
+        shutdown.clone(),
+    ));
+    tracing::info!("at-ingest started; ready once the uplink's subscription is acknowledged");
     let (up, down) = tokio::join!(up, down);
     kafka::flush(&producer);
     up??;

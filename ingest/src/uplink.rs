@@ -24,9 +24,10 @@ use armored_crypto::replay::ReplayGuard;
 use armored_crypto::KeyId;
 use armored_runtime::dlq::Source;
 use armored_runtime::follower::Follower;
+use armored_runtime::http::Health;
 use armored_runtime::kafka::{enqueue, Ack};
 use rdkafka::message::{Header, OwnedHeaders};
-use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeReasonCode};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::checks::{check_uplink, Limits, Reject};
@@ -39,7 +40,14 @@ struct Job {
     permit: OwnedSemaphorePermit,
 }
 
-pub(crate) async fn run(ctx: Ctx, registry: Follower, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Runs the uplink until `shutdown`; marks the bridge ready (`health`) once the broker has
+/// acknowledged its subscription, so that no publish made after `/healthz` says ready is missed.
+pub(crate) async fn run(
+    ctx: Ctx,
+    registry: Follower,
+    health: Health,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let mut mcfg = ctx.cfg.mqtt.clone();
     mcfg.client_id = format!("{}-up", mcfg.client_id);
     let (client, mut eventloop) = mqtt::connect(&mcfg, true, 1024);
@@ -56,9 +64,11 @@ pub(crate) async fn run(ctx: Ctx, registry: Follower, shutdown: Shutdown) -> any
     // Every queued job holds one of the `max_in_flight` permits, so a lane's queue (that long)
     // is never full and dispatching never waits on a lane: the loop waits only for a permit, when
     // `max_in_flight` publishes are unfinished, which is back-pressure on the whole bridge (Kafka
-    // is slow), as before the lanes. One device cannot take all the permits: mosquitto sends a
-    // client at most `max_inflight_messages` (20 by default) unacknowledged publishes. Memory stays
-    // bounded by `max_in_flight` publishes; the queues allocate as they fill.
+    // is slow), as before the lanes. mosquitto sends the bridge at most `max_inflight_messages`
+    // unacknowledged publishes (1024 in infra/, equal to `max_in_flight`), whichever devices they
+    // come from: one device whose lane drains slowly can still hold every permit (no per-lane cap
+    // yet; the hardening issue). Memory stays bounded by `max_in_flight` publishes; the queues
+    // allocate as they fill.
     let (lanes, workers) = Lanes::start(max_in_flight, |jobs| {
         lane(
             ctx.clone(),
@@ -80,6 +90,17 @@ pub(crate) async fn run(ctx: Ctx, registry: Follower, shutdown: Shutdown) -> any
                 let permit = permits.clone().acquire_owned().await?;
                 let topic = publish.topic.clone();
                 lanes.dispatch(&topic, Job { publish, permit }).await?;
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .all(|c| *c != SubscribeReasonCode::Failure)
+                {
+                    health.set(true);
+                } else {
+                    tracing::error!(?ack, "the broker refused the uplink's subscription (ACL?)");
+                }
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!("uplink connected to MQTT");
