@@ -26,6 +26,7 @@ use rdkafka::message::{Headers, Message};
 use crate::error::{parse, ClientError, ParseCause, Result};
 use crate::kafka::Ctl;
 use crate::owner::{control, Owner};
+use crate::when::utc_ms;
 
 /// The worker's progress record: one definition for the worker and its readers.
 pub use armored_schemas::replay::{ReplayStatus, STATUS_HEADER};
@@ -59,44 +60,12 @@ pub fn parse_from(s: &str, epoch_len_ms: u64, now_ms: u64) -> Result<u64> {
         };
         now_ms.saturating_sub(n * unit_ms)
     } else {
-        parse_utc(s).map_err(|why| ClientError::Parse {
+        utc_ms(s).map_err(|why| ClientError::Parse {
             what: format!("--from {s:?}: an epoch, @unix-seconds, YYYY-MM-DDTHH:MM[:SS]Z or -2h"),
             source: ParseCause::Other(why.into()),
         })?
     };
     Ok(ms / len)
-}
-
-/// `YYYY-MM-DDTHH:MM[:SS]Z` to unix milliseconds (days from civil: Howard Hinnant's algorithm).
-fn parse_utc(s: &str) -> Result<u64, &'static str> {
-    let s = s.strip_suffix('Z').ok_or("UTC times end in Z")?;
-    let (date, time) = s.split_once('T').ok_or("date and time are joined by T")?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .map_err(|_| "the date is not YYYY-MM-DD")?;
-    let t: Vec<i64> = time
-        .split(':')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .map_err(|_| "the time is not HH:MM[:SS]")?;
-    let ([y, m, day], [hh, mm, rest @ ..]) = (d.as_slice(), t.as_slice()) else {
-        return Err("want YYYY-MM-DDTHH:MM[:SS]Z");
-    };
-    let ss = rest.first().copied().unwrap_or(0);
-    if !(1..=12).contains(m) || !(1..=31).contains(day) || *hh > 23 || *mm > 59 || ss > 60 {
-        return Err("date or time out of range");
-    }
-    let y = if *m <= 2 { y - 1 } else { *y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    u64::try_from(secs * 1000).map_err(|_| "times before 1970 are not replayable")
 }
 
 /// Asks the workers to replay the history of `rk_id_hex` from `from_epoch`; returns the request id.

@@ -43,33 +43,42 @@ pub fn parse_until(s: &str, now_ms: u64) -> Result<u64, String> {
 }
 
 fn parse_rfc3339_utc(t: &str) -> Result<u64, String> {
-    let bad = || format!("{t:?} is not an RFC 3339 UTC time like 2026-12-31T23:59:59Z");
-    let body = t.strip_suffix('Z').ok_or_else(bad)?;
-    let (date, time) = body.split_once('T').ok_or_else(bad)?;
+    utc_ms(t).map_err(|why| {
+        format!("{t:?} is not an RFC 3339 UTC time like 2026-12-31T23:59:59Z: {why}")
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM[:SS]Z` to unix milliseconds (days from civil: Howard Hinnant's algorithm,
+/// proleptic Gregorian); the error says what is wrong.
+pub fn utc_ms(s: &str) -> Result<u64, &'static str> {
+    let s = s.strip_suffix('Z').ok_or("UTC times end in Z")?;
+    let (date, time) = s.split_once('T').ok_or("date and time are joined by T")?;
     let d: Vec<i64> = date
         .split('-')
-        .map(|x| x.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    let h: Vec<i64> = time
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| "the date is not YYYY-MM-DD")?;
+    let t: Vec<i64> = time
         .split(':')
-        .map(|x| x.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    let ([y, mo, da], [hh, mi, ss]) = (d.as_slice(), h.as_slice()) else {
-        return Err(bad());
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| "the time is not HH:MM[:SS]")?;
+    let ([y, m, day], [hh, mm, rest @ ..]) = (d.as_slice(), t.as_slice()) else {
+        return Err("want YYYY-MM-DDTHH:MM[:SS]Z");
     };
-    if !(1..=12).contains(mo) || !(1..=31).contains(da) || *hh > 23 || *mi > 59 || *ss > 60 {
-        return Err(bad());
+    let ss = rest.first().copied().unwrap_or(0);
+    if !(1..=12).contains(m) || !(1..=31).contains(day) || *hh > 23 || *mm > 59 || ss > 60 {
+        return Err("date or time out of range");
     }
-    // Days from civil (H. Hinnant's algorithm), proleptic Gregorian.
-    let y = if *mo <= 2 { y - 1 } else { *y };
+    let y = if *m <= 2 { y - 1 } else { *y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + da - 1;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mi * 60 + ss;
-    u64::try_from(secs * 1000).map_err(|_| bad())
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs * 1000).map_err(|_| "times before 1970 are out of range")
 }
 
 #[cfg(test)]
@@ -90,5 +99,9 @@ mod tests {
             Ok(1_709_208_000_000)
         );
         assert!(parse_until("2024-13-01T00:00:00Z", 0).is_err());
+        // Seconds are optional; the zone is not.
+        assert_eq!(utc_ms("1970-01-02T00:00Z"), Ok(86_400_000));
+        assert!(utc_ms("1970-01-02T00:00").is_err());
+        assert!(utc_ms("1969-12-31T23:59:59Z").is_err());
     }
 }

@@ -30,17 +30,10 @@ use armored_runtime::kafka::{create_topics, Topics};
 
 use self::fleet::Broker;
 use self::report::report;
-use crate::contacts::in_the_clear;
+use crate::contacts::{in_the_clear, DISTANCE, SEED, SLOT_MS};
 use crate::procs::{self, free_addr, Service};
 
 pub use self::report::{linear_fit, Infra, Phases, Row};
-
-/// Slot length of the phones: one point per second.
-const SLOT_MS: u64 = 1_000;
-/// Contact distance (grid units of the simulator's map).
-const DISTANCE: u32 = 20;
-/// Seed of the simulated paths.
-const SEED: u64 = 2026;
 
 /// What to run and where.
 #[derive(Clone, Debug)]

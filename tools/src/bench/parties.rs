@@ -5,15 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use armored_base::time::now_ms;
 use armored_client::kafka::Ctl;
-use armored_client::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
+use armored_client::owner::Owner;
 use armored_client::service::Service as ServiceDir;
 use armored_crypto::identity::PartyKind;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::fleet::Phone;
-use super::{rid, BenchConfig, DISTANCE, SLOT_MS};
+use super::{rid, BenchConfig};
+use crate::contacts::{token_request, SLOT_MS};
 
 /// Everyone of one run.
 #[derive(Debug)]
@@ -78,19 +78,7 @@ pub async fn setup(cfg: &BenchConfig, ctl: &Ctl, dir: &Path, n: usize) -> anyhow
             owner
                 .process_token(
                     ctl,
-                    &ProcessTokenRequest {
-                        receiver_identity: ha_identity.clone(),
-                        designator_identity: ha_identity.clone(),
-                        function: CONTACT_TRACING.to_string(),
-                        distance: DISTANCE,
-                        slot_len_ms: SLOT_MS,
-                        window_alignment: 1,
-                        min_window_slots: 1,
-                        max_jobs_per_window: 1,
-                        not_after_ms: now_ms() + 24 * 3_600_000,
-                        policy: None,
-                        twins: vec![twin.clone()],
-                    },
+                    &token_request(ha_identity, 1, 24 * 3_600_000, vec![twin.clone()]),
                 )
                 .await?;
             let pdir = dir.join(format!("phones/{twin}"));

@@ -16,20 +16,15 @@ use armored_device::sim::Sim;
 use super::parties::{rid, start_device_with, step, DemoConfig};
 use armored_client::kafka::Ctl;
 use armored_client::mpc::{build_job, Collector, JobRequest, Outcome, Submission};
-use armored_client::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
+use armored_client::owner::Owner;
 use armored_client::service::Service as ServiceDir;
 
-use crate::contacts::in_the_clear;
+use crate::contacts::{in_the_clear, token_request, DISTANCE, SEED, SLOT_MS};
 use crate::procs::Service;
 
-/// Slot length of the demo's phones: each phone records one point per second, as it happens.
-const SLOT_MS: u64 = 1_000;
-/// Contact distance (grid units of the simulator's map).
-const DISTANCE: u32 = 20;
 /// The nodes' cut-off after the window's end (the deployment default is the 5-minute skew bound):
 /// long enough for the last slot's shares to cross the bridge and the workers on this machine.
 const CUTOFF_SKEW_MS: u64 = 60_000;
-const SEED: u64 = 2026;
 
 fn node_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -99,19 +94,7 @@ pub async fn run(
     let (token, _) = owner
         .process_token(
             ctl,
-            &ProcessTokenRequest {
-                receiver_identity: ha_identity.clone(),
-                designator_identity: ha_identity.clone(),
-                function: CONTACT_TRACING.to_string(),
-                distance: DISTANCE,
-                slot_len_ms: SLOT_MS,
-                window_alignment: 1,
-                min_window_slots: window.min(10),
-                max_jobs_per_window: 1,
-                not_after_ms: now_ms() + 3_600_000,
-                policy: None,
-                twins: Vec::new(),
-            },
+            &token_request(&ha_identity, window.min(10), 3_600_000, Vec::new()),
         )
         .await?;
     println!("    process token {token}: contact-tracing/v1, d = {DISTANCE}, one job per window");
