@@ -15,9 +15,7 @@ use armored_runtime::kafka::{enqueue, AckError};
 use armored_runtime::reader::{ReadError, ReadOptions, TopicReader};
 use armored_schemas::decode_strict;
 use armored_schemas::limits::MAX_ENVELOPE_BYTES;
-use armored_schemas::replay::REQUEST_HEADER;
 use armored_schemas::v1;
-use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::ctx::Ctx;
 use crate::reencrypt::{Cache, Dest, Opened, Output};
@@ -170,7 +168,6 @@ async fn deliver(
         ReceiverKind::MpcNode => "mpc-node",
         _ => "service",
     };
-    let rk_hex = hex::encode(a.rk_id);
     let cache = Arc::new(Cache::new(CACHE_ENTRIES));
     let mut rest = matches;
     while !rest.is_empty() {
@@ -198,19 +195,7 @@ async fn deliver(
                 Dest::Node(j) => ctx.topics.mpc_shares(j),
                 Dest::Deliver { .. } => ctx.topics.deliver(),
             };
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "at-receiver-kind",
-                    value: Some(kind),
-                })
-                .insert(Header {
-                    key: "at-rk-id",
-                    value: Some(&rk_hex),
-                })
-                .insert(Header {
-                    key: REQUEST_HEADER,
-                    value: Some(&a.request_id),
-                });
+            let headers = o.headers(Some(&a.request_id));
             acks.push(enqueue(&ctx.producer, &topic, &key, &o.payload, Some(headers)).await);
         }
         for ack in acks {

@@ -27,7 +27,6 @@ use armored_runtime::follower::{Follower, SyncTimeout};
 use armored_runtime::kafka::{enqueue, failed, Ack, AckError};
 use armored_runtime::pipeline::{GroupSpec, Handling, Inbound};
 use armored_schemas::Refusal;
-use rdkafka::message::{Header, OwnedHeaders};
 
 pub use crate::config::{defaults, Config, WorkerConfig};
 use crate::ctx::{wait_control, Ctx};
@@ -308,24 +307,18 @@ async fn produce(ctx: &Ctx, m: &Inbound, routed: Result<Vec<Output>, RouteError>
     };
     let mut acks = Vec::with_capacity(outputs.len());
     for o in outputs {
-        let (topic, key, kind) = match &o.dest {
-            Dest::Deliver { receiver, kind } => (ctx.topics.deliver(), receiver.clone(), *kind),
+        let (topic, key) = match &o.dest {
+            Dest::Deliver { receiver, .. } => (ctx.topics.deliver(), receiver.clone()),
             Dest::Node(j) => (
                 ctx.topics.mpc_shares(*j),
                 String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned(),
-                "mpc-node",
             ),
         };
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "at-receiver-kind",
-                value: Some(kind),
-            })
-            .insert(Header {
-                key: "at-rk-id",
-                value: Some(&o.rk_id),
-            });
-        ctx.metrics.deliveries.with_label_values(&[kind]).inc();
+        let headers = o.headers(None);
+        ctx.metrics
+            .deliveries
+            .with_label_values(&[o.dest.kind()])
+            .inc();
         ctx.metrics.bytes_out.inc_by(o.payload.len() as u64);
         acks.push(
             enqueue(

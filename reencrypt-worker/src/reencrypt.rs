@@ -11,8 +11,10 @@ use armored_crypto::envelope::{decode_envelope, make_delivery};
 use armored_crypto::kpcpre::{reencrypt, Capsule1, Capsule2, CheckedCapsule};
 use armored_crypto::tokens::ReceiverKind;
 use armored_crypto::Error as CryptoError;
+use armored_schemas::replay::REQUEST_HEADER;
 use armored_schemas::v1;
 use prometheus::{Histogram, IntCounter};
+use rdkafka::message::{Header, OwnedHeaders};
 use sha2::{Digest, Sha256};
 
 use crate::rekeys::Grant;
@@ -31,6 +33,16 @@ pub enum Dest {
     Node(u32),
 }
 
+impl Dest {
+    /// The receiver kind, as the `at-receiver-kind` header and the deliveries metric name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Dest::Deliver { kind, .. } => kind,
+            Dest::Node(_) => "mpc-node",
+        }
+    }
+}
+
 /// One output of routing.
 #[derive(Debug)]
 pub struct Output {
@@ -40,6 +52,29 @@ pub struct Output {
     pub payload: Vec<u8>,
     /// Hex rk_id (header, for operators).
     pub rk_id: String,
+}
+
+impl Output {
+    /// The headers of every delivery, live or replayed: receiver kind and re-key id (for
+    /// operators), and the request id of a replay.
+    pub fn headers(&self, replay_request: Option<&str>) -> OwnedHeaders {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "at-receiver-kind",
+                value: Some(self.dest.kind()),
+            })
+            .insert(Header {
+                key: "at-rk-id",
+                value: Some(&self.rk_id),
+            });
+        match replay_request {
+            Some(id) => headers.insert(Header {
+                key: REQUEST_HEADER,
+                value: Some(id),
+            }),
+            None => headers,
+        }
+    }
 }
 
 /// (SHA-256 of the encoded capsule1, rk_id).
