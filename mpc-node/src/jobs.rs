@@ -99,18 +99,12 @@ async fn fail(ctx: &Ctx, job: &SignedJob, attempt: u32, reason: &str, detail: &s
     tracing::info!(job = %job.job.job_id, attempt, reason, detail, "job attempt failed");
     ctx.metrics.jobs.with_label_values(&["failed"]).inc();
     ctx.metrics.failures.with_label_values(&[reason]).inc();
-    let signed = sign_job_failed(
-        &ctx.keys.sig,
-        &JobFailure {
-            job_id: job.job.job_id.clone(),
-            job_hash: job.job_hash,
-            attempt,
-            node_index: ctx.keys.index,
-            reason: reason.to_owned(),
-            detail: detail.to_owned(),
-        },
-    );
-    let ack = publish(ctx, &job.job.job_id, ResultKind::JobFailed(signed)).await;
+    let ack = publish(
+        ctx,
+        &job.job.job_id,
+        job_failed(ctx, job, attempt, reason, detail),
+    )
+    .await;
     let persisted = ctx
         .state
         .lock()
@@ -127,6 +121,21 @@ async fn fail(ctx: &Ctx, job: &SignedJob, attempt: u32, reason: &str, detail: &s
         ack.await?;
         Ok(persisted?)
     })
+}
+
+/// This node's signed `JobFailed` for an attempt.
+fn job_failed(ctx: &Ctx, job: &SignedJob, attempt: u32, reason: &str, detail: &str) -> ResultKind {
+    ResultKind::JobFailed(sign_job_failed(
+        &ctx.keys.sig,
+        &JobFailure {
+            job_id: job.job.job_id.clone(),
+            job_hash: job.job_hash,
+            attempt,
+            node_index: ctx.keys.index,
+            reason: reason.to_owned(),
+            detail: detail.to_owned(),
+        },
+    ))
 }
 
 /// Waits until the registry, tokens and shares are applied up to `since`.
@@ -193,21 +202,8 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
                 .failures
                 .with_label_values(&["job_conflict"])
                 .inc();
-            let signed = sign_job_failed(
-                &ctx.keys.sig,
-                &JobFailure {
-                    job_id: job.job.job_id.clone(),
-                    job_hash: job.job_hash,
-                    attempt,
-                    node_index: ctx.keys.index,
-                    reason: refused.reason().into(),
-                    detail,
-                },
-            );
-            return vec![
-                d,
-                publish(&ctx, &job.job.job_id, ResultKind::JobFailed(signed)).await,
-            ];
+            let failed = job_failed(&ctx, &job, attempt, refused.reason(), &detail);
+            return vec![d, publish(&ctx, &job.job.job_id, failed).await];
         }
         Seen::Interrupted => {
             return vec![
