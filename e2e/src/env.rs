@@ -9,6 +9,7 @@ use anyhow::Context;
 use armored_base::mqtt::MqttConfig;
 use armored_base::Shutdown;
 use armored_client::kafka::Ctl;
+use armored_client::owner::Owner;
 use armored_runtime::config::KafkaConfig;
 use armored_runtime::kafka::{create_topics, Topics};
 use rand_core::RngCore;
@@ -119,6 +120,11 @@ impl Env {
     /// An `atctl` client on this test's topics.
     pub fn ctl(&self) -> anyhow::Result<Ctl> {
         Ok(Ctl::with_config(self.kafka.clone())?)
+    }
+
+    /// A new owner (`alice-…`) in `owner/` of the test's directory, registered on its topics.
+    pub async fn owner(&self, ctl: &Ctl) -> anyhow::Result<Owner> {
+        Ok(Owner::init(&self.dir.join("owner"), &rand_id("alice"), ctl).await?)
     }
 
     /// MQTT settings for `user`.

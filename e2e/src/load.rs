@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use armored_client::owner::Owner;
 use armored_client::service::{Outcome, Service, Stats};
 use armored_crypto::identity::PartyKind;
 use armored_device::link::LinkEvent;
@@ -98,7 +97,7 @@ where
         s.wait_healthy(Duration::from_secs(30)).await?;
     }
 
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let svc_dir = env.dir.join("receiver");
     let id = Service::init(&svc_dir, &rand_id("svc"), PartyKind::Service)?;
     let (party, _) = owner.trust(&ctl, &std::fs::read(id)?).await?;

@@ -78,7 +78,7 @@ async fn bad_input_is_dead_lettered_counted_and_good_traffic_flows() -> anyhow::
     let ctl = env.ctl()?;
     let ingest = env.start_ingest();
     let worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
     let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;

@@ -46,7 +46,7 @@ async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Resul
     let env = Env::new().await?;
     let ctl = env.ctl()?;
     let worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
     // Four changes, one per hour, the last one now: epochs e-3 .. e.
@@ -121,7 +121,7 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
     let env = Env::new().await?;
     let ctl = env.ctl()?;
     let worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
     let now = now_ms();
@@ -191,7 +191,7 @@ async fn bad_replay_requests_are_dead_lettered_and_counted() -> anyhow::Result<(
     let env = Env::new().await?;
     let ctl = env.ctl()?;
     let worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let _d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
     let device_rk = owner.ledger()?[0].rk_id.clone();
@@ -294,7 +294,7 @@ async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<
     let ctl = env.ctl()?;
     let _ingest = env.start_ingest();
     let worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let mut d1 = env.device(&owner, &ctl, &twin, "d1").await?;
     let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
@@ -379,7 +379,7 @@ async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
     let env = Env::new().await?;
     let ctl = env.ctl()?;
     let worker = env.start_worker(&rand_id("reenc"));
-    let original = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let original = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let mut d1 = env.enrolled_device(&original, &ctl, &twin, "d1").await?;
     let (party, mut svc) = env.service(&original, &ctl).await?;

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use armored_base::time::now_ms;
-use armored_client::owner::Owner;
 use armored_device::link::LinkEvent;
 use armored_e2e::{rand_id, Env, TestDevice};
 use serde_json::json;
@@ -26,7 +25,7 @@ async fn one_slow_device_does_not_stall_the_others() -> anyhow::Result<()> {
     let env = Env::new().await?;
     let ctl = env.ctl()?;
     let ingest = env.start_ingest();
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
 
     // The slow device: an MQTT login, never enrolled.
     let slow_twin = rand_id("slow");

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use armored_client::owner::Owner;
 use armored_client::service::Service;
 use armored_crypto::envelope::Writer;
 use armored_crypto::identity::PartyKind;
@@ -19,7 +18,7 @@ async fn protocol_1_phases_1_3_4_6_and_revocation() -> anyhow::Result<()> {
     let _worker = env.start_worker(&rand_id("reenc"));
 
     // Phase 1: owner, two devices of one twin, a device of a second twin, a pinned service.
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let twin2 = rand_id("car");
     let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
@@ -104,7 +103,7 @@ async fn policy_routing_delivers_exactly_when_the_policy_is_satisfied() -> anyho
     let env = Env::new().await?;
     let ctl = env.ctl()?;
     let _worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
     let policies = [
@@ -171,7 +170,7 @@ async fn share_bundles_reach_only_node_j_and_node_keys_nothing_else() -> anyhow:
     let env = Env::new().await?;
     let ctl = env.ctl()?;
     let _worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("phone");
     let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
     let nodes = env.pin_mpc_nodes(&owner, &ctl).await?;

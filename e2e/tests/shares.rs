@@ -48,7 +48,7 @@ async fn device_shares_reach_each_node_and_combine_to_the_simulated_points() -> 
     let ctl = env.ctl()?;
     let _ingest = env.start_ingest();
     let _worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("phone");
     let node_dirs = env.mpc_nodes(&owner, &ctl).await?.dirs;
     let dev = env.phone(&owner, &ctl, &twin, SLOT_MS).await?;
@@ -195,7 +195,7 @@ async fn forged_and_injected_shares_never_open() -> anyhow::Result<()> {
     let ctl = env.ctl()?;
     let _ingest = env.start_ingest();
     let _worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("phone");
     let node_dirs = env.mpc_nodes(&owner, &ctl).await?.dirs;
     let dev = env.phone(&owner, &ctl, &twin, SLOT_MS).await?;
@@ -294,7 +294,7 @@ async fn the_node_stores_only_shares_of_the_enrolled_device() -> anyhow::Result<
     let env = Env::new().await?;
     let ctl = env.ctl()?;
     let _worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("phone");
     let node_dirs = env.mpc_nodes(&owner, &ctl).await?.dirs;
     let mut devices = Vec::new();
@@ -398,7 +398,7 @@ async fn process_token_and_its_revocation_on_the_token_topic() -> anyhow::Result
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let rx_id = Service::init(&env.dir.join("svc"), &rand_id("svc"), PartyKind::Service)?;
     let ha_dir = env.dir.join("ha");
     let ha_id = Service::init(&ha_dir, &rand_id("health"), PartyKind::Service)?;

@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use armored_base::time::now_ms;
-use armored_client::owner::Owner;
 use armored_client::request::{request, Ask, Requester};
 use armored_client::service::write::{seal, Write};
 use armored_client::service::Service;
@@ -29,7 +28,7 @@ async fn writes_with_valid_expired_revoked_and_forged_tokens() -> anyhow::Result
     let ctl = env.ctl()?;
     let _ingest = env.start_ingest();
     let _worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let twin = rand_id("heater");
     let mut d1 = env.device(&owner, &ctl, &twin, "d1").await?;
     let svc_dir = env.dir.join("svc");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use armored_base::time::now_ms;
 use armored_client::kafka::Ctl;
 use armored_client::mpc::{build_job, collect, submit_job, JobRequest, Outcome};
-use armored_client::owner::{Owner, ProcessTokenRequest, CONTACT_TRACING};
+use armored_client::owner::{ProcessTokenRequest, CONTACT_TRACING};
 use armored_client::service::Service;
 use armored_crypto::hpke::HpkeSecretKey;
 use armored_crypto::identity::PartyKind;
@@ -100,7 +100,7 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     let ctl = env.ctl()?;
     let _ingest = env.start_ingest();
     let _worker = env.start_worker(&rand_id("reenc"));
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
 
     // Three nodes and the health authority (receiver and designator), pinned by the owner.
     let MpcNodes {

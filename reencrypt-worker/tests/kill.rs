@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use armored_client::owner::Owner;
 use armored_client::service::{Outcome, Service};
 use armored_crypto::identity::PartyKind;
 use armored_e2e::{rand_id, Env};
@@ -49,7 +48,7 @@ async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
 async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let owner = Owner::init(&env.dir.join("owner"), &rand_id("alice"), &ctl).await?;
+    let owner = env.owner(&ctl).await?;
     let svc_dir = env.dir.join("svc");
     let id = Service::init(&svc_dir, &rand_id("svc"), PartyKind::Service)?;
     let (party, _) = owner.trust(&ctl, &std::fs::read(id)?).await?;
