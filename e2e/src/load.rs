@@ -90,7 +90,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let ctl = env.ctl()?;
-    let ingest = env.start_ingest();
+    let ingest = env.start_ingest().await?;
     let group = rand_id("reenc");
     let workers = [env.start_worker(&group), env.start_worker(&group)];
     for s in std::iter::once(&ingest).chain(&workers) {

@@ -112,10 +112,13 @@ impl Env {
         }
     }
 
-    /// Starts a bridge.
-    pub fn start_ingest(&self) -> Running {
+    /// Starts a bridge and waits until it is ready: subscribed to the uplink, so that no publish
+    /// made after this is missed.
+    pub async fn start_ingest(&self) -> anyhow::Result<Running> {
         let cfg = self.ingest_config();
-        self.spawn(cfg.ingest.metrics_addr, |sd| at_ingest::run(cfg, sd))
+        let ingest = self.spawn(cfg.ingest.metrics_addr, |sd| at_ingest::run(cfg, sd));
+        ingest.wait_healthy(Duration::from_secs(30)).await?;
+        Ok(ingest)
     }
 
     /// Starts a re-encryption worker in consumer group `group`.

@@ -76,7 +76,7 @@ fn forged(
 async fn bad_input_is_dead_lettered_counted_and_good_traffic_flows() -> anyhow::Result<()> {
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let ingest = env.start_ingest();
+    let ingest = env.start_ingest().await?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");

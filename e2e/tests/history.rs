@@ -292,7 +292,7 @@ async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let _ingest = env.start_ingest();
+    let _ingest = env.start_ingest().await?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");

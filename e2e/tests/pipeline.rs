@@ -14,7 +14,7 @@ async fn protocol_1_phases_1_3_4_6_and_revocation() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let _ingest = env.start_ingest();
+    let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
 
     // Phase 1: owner, two devices of one twin, a device of a second twin, a pinned service.

@@ -69,7 +69,7 @@ async fn request_round_trip_read_set_and_routing() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let ingest = env.start_ingest();
+    let ingest = env.start_ingest().await?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner_dir = env.dir.join("owner");
     let owner = Owner::init(&owner_dir, &rand_id("alice"), &ctl).await?;
@@ -185,7 +185,7 @@ async fn expired_and_rate_limited_requests_are_dead_lettered() -> anyhow::Result
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let _ingest = env.start_ingest();
+    let _ingest = env.start_ingest().await?;
     // Two requests per twin, then (practically) never again.
     let worker = env.start_worker_with(
         &rand_id("reenc"),
@@ -269,7 +269,7 @@ async fn offline_device_gets_its_request_on_reconnect() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let ingest = env.start_ingest();
+    let ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner_dir = env.dir.join("owner");
     let owner = Owner::init(&owner_dir, &rand_id("alice"), &ctl).await?;
@@ -334,7 +334,7 @@ async fn bad_requests_and_responses_are_dead_lettered() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let ingest = env.start_ingest();
+    let ingest = env.start_ingest().await?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner_dir = env.dir.join("owner");
     let owner = Owner::init(&owner_dir, &rand_id("alice"), &ctl).await?;

@@ -46,7 +46,7 @@ async fn device_shares_reach_each_node_and_combine_to_the_simulated_points() -> 
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let _ingest = env.start_ingest();
+    let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("phone");
@@ -193,7 +193,7 @@ async fn forged_and_injected_shares_never_open() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let _ingest = env.start_ingest();
+    let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("phone");

@@ -26,7 +26,7 @@ async fn writes_with_valid_expired_revoked_and_forged_tokens() -> anyhow::Result
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let _ingest = env.start_ingest();
+    let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("heater");

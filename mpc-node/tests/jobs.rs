@@ -98,7 +98,7 @@ async fn outcome_of(ctl: &Ctl, ha: &Path, job_id: &str, attempt: u32) -> anyhow:
 async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let _ingest = env.start_ingest();
+    let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
 
