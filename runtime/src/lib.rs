@@ -6,6 +6,7 @@
 //! Nothing here knows about a particular service; services are libraries with `run(config, shutdown)`.
 #![forbid(unsafe_code)]
 
+pub mod close;
 pub mod config;
 pub mod dlq;
 pub mod follower;

@@ -25,6 +25,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
+use crate::close::BoundedClose;
 use crate::config::KafkaConfig;
 use crate::kafka::{base_config, failed, Ack, AckError, KafkaSetupError};
 use armored_base::Shutdown;
@@ -327,7 +328,8 @@ pub async fn run_group(
         .map_err(KafkaSetupError::from)?;
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(KafkaSetupError::from)?;
-    let consumer = Arc::new(consumer);
+    // Closed on a thread of its own, waited for at most `close::CLOSE_WAIT` (see `close`).
+    let consumer = Arc::new(BoundedClose::new(consumer));
     let failure: Arc<Mutex<Option<Unacknowledged>>> = Arc::default();
     let stop = shutdown.child_token();
     let rt = tokio::runtime::Handle::current();
@@ -342,7 +344,7 @@ pub async fn run_group(
                 let mut last_commit = std::time::Instant::now();
                 while !stop.is_cancelled() {
                     if last_commit.elapsed() >= Duration::from_secs(1) {
-                        commit_done(&*consumer, &done, None, CommitMode::Async, false);
+                        commit_done(&**consumer, &done, None, CommitMode::Async, false);
                         last_commit = std::time::Instant::now();
                     }
                     let Some(r) = consumer.poll(Duration::from_millis(100)) else {
@@ -372,7 +374,7 @@ pub async fn run_group(
                     }
                 }
                 drain(&lanes, None, spec.drain_timeout);
-                commit_done(&*consumer, &done, None, CommitMode::Sync, true);
+                commit_done(&**consumer, &done, None, CommitMode::Sync, true);
                 consumer.unsubscribe();
             })
             .map_err(PipelineError::Thread)?
