@@ -16,6 +16,12 @@ pub const MAX_FAN_IN: usize = 16;
 pub const MAX_DEPTH: usize = 8;
 /// Most leaves of one policy.
 pub const MAX_LEAVES: usize = 64;
+/// Deepest nesting of parentheses and gates while parsing: twice [`MAX_DEPTH`], room for redundant
+/// parentheses. Checked as the parser descends, so hostile text (thousands of `(`) is refused before
+/// it can exhaust the stack; the tree's own depth is checked after.
+pub const MAX_NESTING: usize = 2 * MAX_DEPTH;
+/// Longest policy text: 64 leaves of 64 bytes with their operators fit well within it.
+pub const MAX_POLICY_TEXT: usize = 8 * 1024;
 
 /// A node of a policy tree.
 #[derive(Clone, Debug, PartialEq, Eq)]

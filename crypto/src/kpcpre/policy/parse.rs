@@ -1,15 +1,23 @@
 //! The policy text parser: a tokenizer and a recursive-descent parser bounded by the limits of
-//! the parent module (fan-in, depth, leaves, attribute length).
+//! the parent module (text length and nesting while parsing; fan-in, depth, leaves, attribute
+//! length).
 
 use super::*;
 
 /// Parses policy text (infix or canonical) into a tree; the parent checks the tree's limits.
 pub(super) fn tree(text: &str) -> Result<Node> {
+    if text.len() > MAX_POLICY_TEXT {
+        return Err(Error::PolicyLimit(format!(
+            "{} bytes of policy text (at most {MAX_POLICY_TEXT})",
+            text.len()
+        )));
+    }
     let tokens = tokenize(text)?;
     let mut p = Parser {
         tokens: &tokens,
         pos: 0,
         end_col: text.chars().count() + 1,
+        nesting: 0,
     };
     let root = p.expr()?;
     if let Some(t) = p.peek() {
@@ -151,6 +159,8 @@ struct Parser<'a> {
     tokens: &'a [Token],
     pos: usize,
     end_col: usize,
+    /// Open parentheses and gates around the current position.
+    nesting: usize,
 }
 
 impl Parser<'_> {
@@ -174,6 +184,20 @@ impl Parser<'_> {
             Some(t) if t.tok == want => Ok(()),
             _ => Err(syntax(col, &format!("expected {what}"))),
         }
+    }
+
+    /// A nested expression (inside parentheses or a gate's list), refused past [`MAX_NESTING`]
+    /// before descending: the recursion is what the bound protects.
+    fn nested(&mut self) -> Result<Node> {
+        if self.nesting >= MAX_NESTING {
+            return Err(Error::PolicyLimit(format!(
+                "nested deeper than {MAX_NESTING} parentheses or gates"
+            )));
+        }
+        self.nesting += 1;
+        let e = self.expr();
+        self.nesting -= 1;
+        e
     }
 
     // expr := and_expr (OR and_expr)*
@@ -213,11 +237,11 @@ impl Parser<'_> {
 
     fn list(&mut self) -> Result<Vec<Node>> {
         self.expect(Tok::LParen, "'('")?;
-        let mut items = vec![self.expr()?];
+        let mut items = vec![self.nested()?];
         loop {
             let col = self.col();
             match self.bump().map(|t| &t.tok) {
-                Some(Tok::Comma) => items.push(self.expr()?),
+                Some(Tok::Comma) => items.push(self.nested()?),
                 Some(Tok::RParen) => return Ok(items),
                 _ => return Err(syntax(col, "expected ',' or ')'")),
             }
@@ -230,7 +254,7 @@ impl Parser<'_> {
         match tok {
             Some(Tok::Attr(a)) => Ok(Node::Leaf(a)),
             Some(Tok::LParen) => {
-                let e = self.expr()?;
+                let e = self.nested()?;
                 self.expect(Tok::RParen, "')'")?;
                 Ok(e)
             }

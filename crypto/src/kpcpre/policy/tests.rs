@@ -69,6 +69,28 @@ fn limits() {
     assert!(matches!(Policy::parse(&many), Err(Error::PolicyLimit(_))));
 }
 
+/// Issue 16: `(`×15,000 `sync` `)`×15,000 (30 KB) overflowed the stack of any thread; now it is a
+/// typed refusal, as is nesting past the bound in a text short enough to pass the length check.
+#[test]
+fn hostile_nesting_is_refused_while_parsing() {
+    let bomb = format!("{}sync{}", "(".repeat(15_000), ")".repeat(15_000));
+    assert!(matches!(Policy::parse(&bomb), Err(Error::PolicyLimit(_))));
+    let nested = |n: usize| format!("{}sync{}", "(".repeat(n), ")".repeat(n));
+    assert!(matches!(
+        Policy::parse(&nested(MAX_NESTING + 1)),
+        Err(Error::PolicyLimit(_))
+    ));
+    assert_eq!(canon(&nested(MAX_NESTING)), "sync");
+    let gates = format!(
+        "{}sync{}",
+        "and(".repeat(MAX_NESTING + 1),
+        ")".repeat(MAX_NESTING + 1)
+    );
+    assert!(matches!(Policy::parse(&gates), Err(Error::PolicyLimit(_))));
+    let long = format!("a AND {}", "b".repeat(MAX_POLICY_TEXT));
+    assert!(matches!(Policy::parse(&long), Err(Error::PolicyLimit(_))));
+}
+
 #[test]
 fn minimal_set_prefers_small_children_and_keeps_indices() {
     let p = Policy::parse("or(and(a,b,c),d)").unwrap();
