@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use armored_base::Shutdown;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -80,7 +81,7 @@ impl Assignment {
         let mut spans = Vec::with_capacity(ids.len());
         let mut times = TopicPartitionList::new();
         for id in ids {
-            let (low, high) = consumer.fetch_watermarks(topic, id, timeout)?;
+            let (low, high) = watermarks(consumer, topic, id, timeout)?;
             spans.push(Span {
                 partition: id,
                 low,
@@ -313,4 +314,27 @@ pub fn read_to_end(
     Ok(TopicReader::open(cfg, topic, opts)?
         .map_while(Result::ok)
         .collect())
+}
+
+/// One partition's watermarks, asked again while its leader is not known yet (a topic just created,
+/// a broker just started: seen as `NotLeaderForPartition` from a bridge started right after
+/// `infra/start.sh --fresh`), until `timeout` has passed; any other error at once.
+fn watermarks<C: Consumer>(
+    consumer: &C,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> KafkaResult<(i64, i64)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, timeout) {
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::FencedLeaderEpoch
+                | RDKafkaErrorCode::UnknownLeaderEpoch,
+            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            result => return result,
+        }
+    }
 }
