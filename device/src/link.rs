@@ -18,7 +18,8 @@ use crate::{Device, Event};
 /// What the link reports to the embedding application.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LinkEvent {
-    /// Connected (again) to the broker.
+    /// Connected (again) to the broker, and the broker has acknowledged the downlink subscription:
+    /// from here on nothing sent to the device is missed.
     Connected,
     /// A handled downlink message.
     Downlink(Event),
@@ -77,6 +78,10 @@ pub async fn run(
         match ev {
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                 client.subscribe(down.clone(), QoS::AtLeastOnce).await?;
+            }
+            // Not at the ConnAck: until the subscription is acknowledged, a downlink published to
+            // a new session is not delivered to it.
+            Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
                 let _ = events.send(LinkEvent::Connected);
             }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
