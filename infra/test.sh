@@ -27,10 +27,13 @@ if ! bash infra/status.sh >/dev/null 2>&1; then
 fi
 cleanup() { [ "$started" = 1 ] && bash infra/stop.sh >/dev/null 2>&1 || true; }
 trap cleanup EXIT
+# A hang fails loudly here instead of running into CI's limit with nothing said (the main suite
+# takes ~10 min warm, ~20 from scratch; the fault tests ~6 min).
 (
   # shellcheck source=infra/env.sh
   source infra/env.sh
-  bash scripts/test.sh
+  timeout --kill-after 30 "${AT_SUITE_TIMEOUT:-2700}" bash scripts/test.sh \
+    || { rc=$?; [ "$rc" -ge 124 ] && echo "!! infra/test.sh: the main suite did not finish within ${AT_SUITE_TIMEOUT:-2700} s"; exit "$rc"; }
 )
 cleanup
 started=0
@@ -51,6 +54,8 @@ trap stop_cluster EXIT
 # shellcheck source=infra/env.sh
 source infra/env.sh
 t0=$(date +%s)
-cargo test -p armored-e2e --test faults -- --ignored --test-threads 1 --nocapture 2>&1 \
-  | grep -vE '^\S*[0-9]{4}-[0-9]{2}-[0-9]{2}T[^ ]* +(INFO|DEBUG|TRACE)'
+timeout --kill-after 30 "${AT_FAULTS_TIMEOUT:-1500}" \
+  cargo test -p armored-e2e --test faults -- --ignored --test-threads 1 --nocapture 2>&1 \
+  | grep -vE '^\S*[0-9]{4}-[0-9]{2}-[0-9]{2}T[^ ]* +(INFO|DEBUG|TRACE)' \
+  || { rc=${PIPESTATUS[0]}; [ "$rc" -ge 124 ] && echo "!! infra/test.sh: the broker fault tests did not finish within ${AT_FAULTS_TIMEOUT:-1500} s"; exit "$rc"; }
 echo "== broker fault tests done in $(($(date +%s) - t0)) s =="

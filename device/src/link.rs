@@ -34,11 +34,61 @@ pub enum LinkEvent {
     },
 }
 
+/// What the poll loop asks of the MQTT client. The loop never awaits the client's request queue
+/// itself: a burst of downlinks (a backlog after a reconnect; the broker sends up to its
+/// `max_inflight_messages` at once) needs one acknowledgement each, and awaiting a full queue
+/// inside the loop that drains it stopped the link for good (no more pings, no reconnect). The
+/// loop hands these to [`send`], which awaits the queue while the loop goes on polling.
+#[derive(Debug)]
+enum Out {
+    /// Subscribe to the downlink (after each ConnAck).
+    Subscribe(String),
+    /// Publish QoS 1 (the answer to a request, or the change it made).
+    Publish(String, Vec<u8>),
+    /// Acknowledge a handled downlink message.
+    Ack(Box<rumqttc::Publish>),
+}
+
+/// Hands the loop's requests and the application's envelopes to the client, the loop's first.
+/// Ends when the client's queue is gone (the event loop stopped) or the loop dropped its end.
+async fn send(
+    client: rumqttc::AsyncClient,
+    up: String,
+    mut ctl: mpsc::UnboundedReceiver<Out>,
+    mut outbox: mpsc::Receiver<Vec<u8>>,
+) {
+    let mut outbox_open = true;
+    loop {
+        let sent = tokio::select! {
+            biased;
+            o = ctl.recv() => match o {
+                Some(Out::Subscribe(topic)) => client.subscribe(topic, QoS::AtLeastOnce).await,
+                Some(Out::Publish(topic, payload)) => {
+                    client.publish(topic, QoS::AtLeastOnce, false, payload).await
+                }
+                Some(Out::Ack(p)) => client.ack(&p).await,
+                None => break,
+            },
+            e = outbox.recv(), if outbox_open => match e {
+                Some(env) => client.publish(up.clone(), QoS::AtLeastOnce, false, env).await,
+                None => {
+                    outbox_open = false;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "MQTT request not queued; the link is stopping");
+            break;
+        }
+    }
+}
+
 /// Runs the link until `shutdown`: publishes envelopes from `outbox`, handles downlink messages.
 pub async fn run(
     device: Arc<Mutex<Device>>,
     cfg: MqttConfig,
-    mut outbox: mpsc::Receiver<Vec<u8>>,
+    outbox: mpsc::Receiver<Vec<u8>>,
     events: mpsc::UnboundedSender<LinkEvent>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
@@ -51,24 +101,11 @@ pub async fn run(
         .lock()
         .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
         .response_topic();
-    let publisher = client.clone();
-    let sd = shutdown.clone();
-    let up_topic = up.clone();
-    tokio::spawn(async move {
-        loop {
-            let env = tokio::select! {
-                _ = sd.cancelled() => break,
-                e = outbox.recv() => match e { Some(e) => e, None => break },
-            };
-            if let Err(e) = publisher
-                .publish(up.clone(), QoS::AtLeastOnce, false, env)
-                .await
-            {
-                tracing::warn!(error = %e, "publish not queued");
-                break;
-            }
-        }
-    });
+    // Bounded all the same: each entry answers a downlink the broker sent, and the broker sends
+    // at most its in-flight window before it has our acknowledgements.
+    let (ctl, ctl_rx) = mpsc::unbounded_channel();
+    let sender = tokio::spawn(send(client.clone(), up.clone(), ctl_rx, outbox));
+    let up_topic = up;
     let mut backoff = Backoff::default();
     loop {
         let ev = tokio::select! {
@@ -77,7 +114,7 @@ pub async fn run(
         };
         match ev {
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                client.subscribe(down.clone(), QoS::AtLeastOnce).await?;
+                ctl.send(Out::Subscribe(down.clone()))?;
             }
             // Not at the ConnAck: until the subscription is acknowledged, a downlink published to
             // a new session is not delivered to it.
@@ -98,18 +135,9 @@ pub async fn run(
                     // The change first (phase 5 step 7), then the answer; both queued before the
                     // request is acknowledged, so a crash before this point redelivers it.
                     if let Some(env) = state_change {
-                        client
-                            .publish(up_topic.clone(), QoS::AtLeastOnce, false, env.clone())
-                            .await?;
+                        ctl.send(Out::Publish(up_topic.clone(), env.clone()))?;
                     }
-                    client
-                        .publish(
-                            resp_topic.clone(),
-                            QoS::AtLeastOnce,
-                            false,
-                            response.clone(),
-                        )
-                        .await?;
+                    ctl.send(Out::Publish(resp_topic.clone(), response.clone()))?;
                 }
                 let _ = events.send(match r {
                     Ok(e) => LinkEvent::Downlink(e),
@@ -119,7 +147,7 @@ pub async fn run(
                     },
                 });
                 // Handled (applied or refused for good) and persisted: now the broker may forget it.
-                client.ack(&p).await?;
+                ctl.send(Out::Ack(Box::new(p)))?;
             }
             Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
                 let _ = events.send(LinkEvent::Acked);
@@ -138,5 +166,6 @@ pub async fn run(
     })
     .await;
     let _ = client.disconnect().await;
+    sender.abort();
     Ok(())
 }

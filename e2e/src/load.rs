@@ -254,12 +254,16 @@ async fn publish_all(
 }
 
 /// `infra/stop.sh ARGS` or `infra/start.sh ARGS` on the brokers this test runs against (the
-/// environment's `AT_STATE_DIR` and ports).
-pub fn infra(script: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = std::process::Command::new("bash")
+/// environment's `AT_STATE_DIR` and ports). Awaited, not blocked on: a node's start takes ~20 s,
+/// and a runtime worker held that long stalls the tasks queued on it (devices missed their MQTT
+/// keep-alive and were disconnected in a CI run).
+pub async fn infra(script: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("bash")
         .arg(repo_root().join("infra").join(script))
         .args(args)
-        .output()?;
+        .kill_on_drop(true)
+        .output()
+        .await?;
     eprintln!(
         "infra/{script} {}: {}{}",
         args.join(" "),
@@ -279,38 +283,35 @@ pub fn kafka_nodes() -> usize {
 }
 
 /// The leader node id of each partition of `topic` (partition, leader, in-sync replicas).
-pub fn leaders(env: &Env, topic: &str) -> anyhow::Result<Vec<(i32, i32, usize)>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = armored_runtime::kafka::base_config(&env.kafka).create()?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    Ok(md
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions())
-        .map(|p| (p.id(), p.leader(), p.isr().len()))
-        .collect())
+pub async fn leaders(env: &Env, topic: &str) -> anyhow::Result<Vec<(i32, i32, usize)>> {
+    let topic = topic.to_string();
+    metadata(env, move |md| {
+        md.topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions())
+            .map(|p| (p.id(), p.leader(), p.isr().len()))
+            .collect()
+    })
+    .await
 }
 
 /// Waits until every partition of this test's topics and of the group offsets topic has a leader
 /// and `isr` in-sync replicas (a restarted node has caught up).
 pub async fn wait_in_sync(env: &Env, isr: usize, timeout: Duration) -> anyhow::Result<()> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = armored_runtime::kafka::base_config(&env.kafka).create()?;
     let deadline = Instant::now() + timeout;
     loop {
-        let lagging = match c.fetch_metadata(None, Duration::from_secs(10)) {
-            Ok(md) => md
-                .topics()
+        let prefix = env.kafka.topic_prefix.clone();
+        let lagging = metadata(env, move |md| {
+            md.topics()
                 .iter()
-                .filter(|t| {
-                    t.name().starts_with(&env.kafka.topic_prefix)
-                        || t.name() == "__consumer_offsets"
-                })
+                .filter(|t| t.name().starts_with(&prefix) || t.name() == "__consumer_offsets")
                 .flat_map(|t| t.partitions())
                 .filter(|p| p.leader() < 0 || p.isr().len() < isr)
-                .count(),
-            Err(_) => usize::MAX,
-        };
+                .count()
+        })
+        .await
+        .unwrap_or(usize::MAX);
         if lagging == 0 {
             return Ok(());
         }
@@ -320,6 +321,20 @@ pub async fn wait_in_sync(env: &Env, isr: usize, timeout: Duration) -> anyhow::R
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The cluster's metadata (at most 10 s), read off the runtime's workers, and `f` of it.
+async fn metadata<T: Send + 'static>(
+    env: &Env,
+    f: impl FnOnce(&rdkafka::metadata::Metadata) -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = armored_runtime::kafka::base_config(&env.kafka).create()?;
+    tokio::task::spawn_blocking(move || {
+        let md = c.fetch_metadata(None, Duration::from_secs(10))?;
+        Ok(f(&md))
+    })
+    .await?
 }
 
 /// Every change arrived once after de-duplication, the receiver refused none, nothing was

@@ -10,10 +10,12 @@ use crate::env::{rand_id, repo_root, Env};
 impl Env {
     /// Adds an MQTT login (infra/mqtt-user.sh) and waits until the broker accepts it.
     pub async fn add_mqtt_user(&self, user: &str, password: &str) -> anyhow::Result<()> {
-        let out = std::process::Command::new("bash")
+        let out = tokio::process::Command::new("bash")
             .arg(repo_root().join("infra/mqtt-user.sh"))
             .args(["add", user, password])
-            .output()?;
+            .kill_on_drop(true)
+            .output()
+            .await?;
         if !out.status.success() {
             bail!(
                 "mqtt-user.sh add {user}: {}",

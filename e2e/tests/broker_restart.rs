@@ -44,10 +44,10 @@ async fn the_broker_stopped_and_started_mid_run_loses_nothing() -> anyhow::Resul
         idle: Duration::from_secs(120),
     };
     let report = load::run(&env, run, |progress| async move {
-        load::infra("stop.sh", &["--kafka-node", "1"])?;
+        load::infra("stop.sh", &["--kafka-node", "1"]).await?;
         let at_stop = progress.get();
         tokio::time::sleep(Duration::from_secs(3)).await;
-        load::infra("start.sh", &["--brokers", &nodes])?;
+        load::infra("start.sh", &["--brokers", &nodes]).await?;
         eprintln!(
             "broker down and up again; {} changes arrived meanwhile (published before the stop)",
             progress.get() - at_stop

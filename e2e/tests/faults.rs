@@ -43,7 +43,7 @@ async fn sigkill_of_the_leader_of_most_sync_partitions_loses_nothing() -> anyhow
         let env = &env;
         async move {
             let mut led: BTreeMap<i32, usize> = BTreeMap::new();
-            for (_, leader, _) in load::leaders(env, &sync)? {
+            for (_, leader, _) in load::leaders(env, &sync).await? {
                 *led.entry(leader).or_default() += 1;
             }
             let (victim, count) = led
@@ -52,14 +52,14 @@ async fn sigkill_of_the_leader_of_most_sync_partitions_loses_nothing() -> anyhow
                 .map(|(l, n)| (*l, *n))
                 .ok_or_else(|| anyhow::anyhow!("no leaders for {sync}"))?;
             eprintln!("leaders of {sync}: {led:?}; killing node {victim} ({count} partitions)");
-            load::infra("stop.sh", &["--kafka-node", &victim.to_string(), "--kill"])?;
+            load::infra("stop.sh", &["--kafka-node", &victim.to_string(), "--kill"]).await?;
             // The pipeline goes on with two brokers (min.insync.replicas=2).
             let at_kill = progress.get();
             progress
                 .wait_for(at_kill + 1_000, Duration::from_secs(120))
                 .await?;
             eprintln!("1,000 more changes delivered with node {victim} dead");
-            load::infra("start.sh", &["--brokers", "3"])?;
+            load::infra("start.sh", &["--brokers", "3"]).await?;
             load::wait_in_sync(env, 3, Duration::from_secs(120)).await
         }
     })
@@ -81,8 +81,8 @@ async fn a_rolling_restart_of_all_three_brokers_loses_nothing() -> anyhow::Resul
         async move {
             for node in 1..=3 {
                 let before = progress.get();
-                load::infra("stop.sh", &["--kafka-node", &node.to_string()])?;
-                load::infra("start.sh", &["--brokers", "3"])?;
+                load::infra("stop.sh", &["--kafka-node", &node.to_string()]).await?;
+                load::infra("start.sh", &["--brokers", "3"]).await?;
                 // Rolling: the next node goes only when this one has caught up.
                 load::wait_in_sync(env, 3, Duration::from_secs(120)).await?;
                 eprintln!(

@@ -105,11 +105,16 @@ pub(crate) async fn run(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!("uplink connected to MQTT");
                 // Re-subscribing is harmless with a persistent session and needed after a broker
-                // restart without persistence.
-                client.subscribe("at/v1/up/+/+", QoS::AtLeastOnce).await?;
-                client
-                    .subscribe(crate::responses::RESPONSE_FILTER, QoS::AtLeastOnce)
-                    .await?;
+                // restart without persistence. Queued off this loop: the request queue may be full
+                // of PUBACKs that only this loop's polling drains.
+                let c = client.clone();
+                tokio::spawn(async move {
+                    for filter in ["at/v1/up/+/+", crate::responses::RESPONSE_FILTER] {
+                        if let Err(e) = c.subscribe(filter, QoS::AtLeastOnce).await {
+                            tracing::warn!(error = %e, filter, "uplink subscription not queued");
+                        }
+                    }
+                });
             }
             Ok(_) => {}
             Err(e) => {

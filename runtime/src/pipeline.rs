@@ -333,6 +333,8 @@ pub async fn run_group(
     let failure: Arc<Mutex<Option<Unacknowledged>>> = Arc::default();
     let stop = shutdown.child_token();
     let rt = tokio::runtime::Handle::current();
+    let (finished, poller_done) = tokio::sync::oneshot::channel::<()>();
+    let close_bound = spec.drain_timeout + crate::close::CLOSE_WAIT;
 
     let poller = {
         let consumer = consumer.clone();
@@ -376,11 +378,22 @@ pub async fn run_group(
                 drain(&lanes, None, spec.drain_timeout);
                 commit_done(&**consumer, &done, None, CommitMode::Sync, true);
                 consumer.unsubscribe();
+                let _ = finished.send(());
             })
             .map_err(PipelineError::Thread)?
     };
     stop.cancelled().await;
-    let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+    // The last commit goes to a group coordinator that may not answer (a broker just restarted).
+    // Not joined on a blocking task: that would hold this service, and its runtime's shutdown,
+    // for as long (a fault test's process outlived its tests by an hour so).
+    let bound = close_bound;
+    if tokio::time::timeout(bound, poller_done).await.is_err() {
+        tracing::warn!(
+            wait_ms = bound.as_millis() as u64,
+            "the consumer's last commit did not finish in time; records after the last commit are redelivered"
+        );
+    }
+    drop(poller);
     let failed = failure.lock().ok().and_then(|mut f| f.take());
     match failed {
         // A shutdown that interrupted work is not a failure: the unfinished records were not committed.
