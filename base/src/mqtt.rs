@@ -38,6 +38,15 @@ impl std::fmt::Debug for MqttConfig {
     }
 }
 
+/// The largest MQTT packet, in either direction: a delivery (an envelope of at most 256 KiB plus
+/// its capsule, `armored_schemas::limits::MAX_DELIVERY_BYTES`) wrapped in a `Downlink`, with the
+/// packet's topic and header. mosquitto's `max_packet_size` is this same value
+/// (infra/mosquitto.conf.in): the broker refuses a bigger publish from any client (it disconnects
+/// that client), so whatever it accepts fits every receiver. With a broker limit above a client's,
+/// one oversized uplink made the bridge drop its connection, and mosquitto sent it again on every
+/// reconnect.
+pub const MAX_PACKET_BYTES: usize = 264 * 1024;
+
 /// Options for a persistent-session client (clean session off, so QoS 1 messages wait for it).
 pub fn options(cfg: &MqttConfig, manual_acks: bool) -> MqttOptions {
     let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
@@ -45,7 +54,7 @@ pub fn options(cfg: &MqttConfig, manual_acks: bool) -> MqttOptions {
         .set_clean_session(false)
         .set_credentials(&cfg.username, &cfg.password)
         .set_manual_acks(manual_acks)
-        .set_max_packet_size(512 * 1024, 512 * 1024)
+        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
         .set_inflight(100);
     o
 }

@@ -46,6 +46,10 @@ pub enum Reject {
     /// A share bundle from a device enrolled without an MPC slot length.
     #[error("share bundle from a device enrolled without a slot length")]
     NoSlotLength,
+    /// Published with the retain flag: the broker would give it again to every new subscription
+    /// (each bridge restart), so the bridge drops it (acknowledged, dead-lettered).
+    #[error("retained uplink")]
+    Retained,
 }
 
 impl Refusal for Reject {
@@ -60,6 +64,7 @@ impl Refusal for Reject {
             Reject::StaleEpoch { .. } => "stale_epoch",
             Reject::ReservedAttribute(_) => "reserved_attribute",
             Reject::NoSlotLength => "no_slot_length",
+            Reject::Retained => "retained_uplink",
         }
     }
 }

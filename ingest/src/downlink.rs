@@ -161,6 +161,31 @@ impl armored_schemas::Refusal for BadReceiver {
     }
 }
 
+/// A device delivery too big for an MQTT packet: mosquitto would refuse it by disconnecting the
+/// downlink, which would then send it again, for ever.
+#[derive(Debug, thiserror::Error)]
+#[error("device delivery of {0} bytes over the MQTT packet limit")]
+struct OversizedDownlink(usize);
+
+impl armored_schemas::Refusal for OversizedDownlink {
+    fn reason(&self) -> &'static str {
+        "oversized_downlink"
+    }
+}
+
+/// Room in a packet for the fixed header, the topic (at most ~80 bytes) and the packet id.
+const PACKET_OVERHEAD: usize = 256;
+
+// The largest delivery the workers make, wrapped in a `Downlink` (a few bytes), always fits.
+const _: () = assert!(
+    armored_schemas::limits::MAX_DELIVERY_BYTES + 16 + PACKET_OVERHEAD <= mqtt::MAX_PACKET_BYTES
+);
+
+/// Whether a downlink body fits one MQTT packet the broker accepts.
+fn fits(body: &[u8]) -> bool {
+    body.len() + PACKET_OVERHEAD <= mqtt::MAX_PACKET_BYTES
+}
+
 async fn deliver(ctx: &Ctx, publisher: &Publisher, m: Inbound) -> Vec<Ack> {
     if m.header("at-receiver-kind") != Some(b"device".as_slice()) {
         return Vec::new();
@@ -179,20 +204,24 @@ async fn deliver(ctx: &Ctx, publisher: &Publisher, m: Inbound) -> Vec<Ack> {
             armored_crypto::envelope::is_valid_id(t) && armored_crypto::envelope::is_valid_id(d)
         })
         .map(|(t, d)| (t.to_string(), d.to_string()));
+    let src = armored_runtime::dlq::Source {
+        topic: &m.topic,
+        partition: m.partition,
+        offset: m.offset,
+        key: m.key.as_deref().unwrap_or_default(),
+    };
     let Some((twin, device)) = receiver else {
-        let src = armored_runtime::dlq::Source {
-            topic: &m.topic,
-            partition: m.partition,
-            offset: m.offset,
-            key: m.key.as_deref().unwrap_or_default(),
-        };
         return vec![ctx.dlq.refuse(&BadReceiver, &src, &m.payload).await];
     };
     let body = v1::Downlink {
         version: armored_schemas::WIRE_VERSION,
-        message: Some(Down::Delivery(m.payload)),
+        message: Some(Down::Delivery(m.payload.clone())),
     }
     .encode_to_vec();
+    if !fits(&body) {
+        let refusal = OversizedDownlink(body.len());
+        return vec![ctx.dlq.refuse(&refusal, &src, &m.payload).await];
+    }
     ctx.metrics.messages_out.with_label_values(&["down"]).inc();
     vec![
         publisher
@@ -224,6 +253,17 @@ async fn push_roster(ctx: &Ctx, publisher: &Publisher, twin_id: &str) {
         message: Some(Down::Roster(roster)),
     }
     .encode_to_vec();
+    if !fits(&body) {
+        // The broker would drop the downlink's connection for it; the devices keep the roster
+        // they have. Nothing to dead-letter: the roster is built here, not read from a record.
+        tracing::error!(
+            twin = twin_id,
+            bytes = body.len(),
+            "the twin's roster is over the MQTT packet limit; not pushed"
+        );
+        ctx.metrics.rosters_oversized.inc();
+        return;
+    }
     for d in devices {
         // Retained: a device that connects later gets the latest roster first.
         let _ack = publisher

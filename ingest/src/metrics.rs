@@ -24,6 +24,8 @@ pub struct Metrics {
     pub mqtt_reconnects: IntCounterVec,
     /// Roster updates pushed to devices.
     pub rosters: IntCounter,
+    /// Rosters not pushed because they are over the MQTT packet limit.
+    pub rosters_oversized: IntCounter,
     /// Consumer lag of the downlink consumer.
     pub consumer_lag: IntGauge,
 }
@@ -71,6 +73,11 @@ impl Metrics {
             rosters: register_int_counter_with_registry!(
                 "at_ingest_roster_updates_total",
                 "Twin rosters pushed to devices",
+                r
+            )?,
+            rosters_oversized: register_int_counter_with_registry!(
+                "at_ingest_rosters_oversized_total",
+                "Twin rosters over the MQTT packet limit, not pushed",
                 r
             )?,
             consumer_lag: register_int_gauge_with_registry!(

@@ -162,7 +162,16 @@ async fn lane(
                 None => break,
             },
         };
-        let ack = if publish.topic.starts_with("at/v1/resp/") {
+        let ack = if publish.retain {
+            // Only a retained message given to a new subscription (a bridge that (re)started)
+            // carries the flag; live ones arrive without it.
+            ctx.metrics.messages_in.with_label_values(&["up"]).inc();
+            Some(
+                ctx.dlq
+                    .refuse(&Reject::Retained, &source(&publish), &publish.payload)
+                    .await,
+            )
+        } else if publish.topic.starts_with("at/v1/resp/") {
             crate::responses::handle(&ctx, &publish).await
         } else {
             handle(&ctx, &registry, &mut guard, limits, &publish).await
@@ -176,6 +185,16 @@ async fn lane(
         ));
     }
 }
+/// Where a dead-lettered publish came from (an MQTT topic has no partition or offset).
+fn source(p: &Publish) -> Source<'_> {
+    Source {
+        topic: &p.topic,
+        partition: -1,
+        offset: -1,
+        key: p.topic.as_bytes(),
+    }
+}
+
 /// Checks one publish and enqueues its output (the record or a dead letter).
 /// `None` means there is nothing to wait for (a duplicate).
 async fn handle(
@@ -206,14 +225,8 @@ async fn handle(
             verdict = check_uplink(&p.topic, &p.payload, &r, now_ms(), limits);
         }
     }
-    let src = Source {
-        topic: &p.topic,
-        partition: -1,
-        offset: -1,
-        key: p.topic.as_bytes(),
-    };
     match verdict {
-        Err(reject) => Some(ctx.dlq.refuse(&reject, &src, &p.payload).await),
+        Err(reject) => Some(ctx.dlq.refuse(&reject, &source(p), &p.payload).await),
         Ok(acc) => {
             let writer = KeyId::from_slice(&acc.writer_key_id, "writer_key_id").ok()?;
             if guard.check(&acc.twin_id, writer, acc.seq).is_err() {
