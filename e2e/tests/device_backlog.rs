@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 
 /// More than the link's request queue (256) and the broker's in-flight window (1024).
 const BACKLOG: usize = 1_500;
+/// Changes the device publishes while the backlog comes in.
+const CHANGES: usize = 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_back_to_a_backlog_handles_all_of_it_and_goes_on() -> anyhow::Result<()> {
@@ -57,36 +59,43 @@ async fn a_device_back_to_a_backlog_handles_all_of_it_and_goes_on() -> anyhow::R
 
     // Back online (the link itself, not `TestDevice::start`, which drops what comes before the
     // subscription's acknowledgement): the whole backlog is refused and acknowledged, the link
-    // connects, and a change published afterwards is acknowledged.
+    // connects, and every change the device publishes meanwhile is acknowledged.
     let device = Arc::new(Mutex::new(Device::open(&dir)?));
     let (outbox, outbox_rx) = mpsc::channel(16);
     let (etx, mut erx) = mpsc::unbounded_channel();
     let stop = env.shutdown.child_token();
     let cfg = env.mqtt(&format!("{twin}/d0"), &password, &format!("dev-{twin}-d0"));
     let link = tokio::spawn(link::run(device.clone(), cfg, outbox_rx, etx, stop.clone()));
-    let (mut refused, mut connected, mut acked) = (0, false, false);
-    let mut published = false;
-    while !(refused == BACKLOG && connected && acked) {
+    // Meanwhile the device has changes of its own to send: CHANGES of them, as fast as the link
+    // takes them.
+    let writer = {
+        let device = device.clone();
+        tokio::spawn(async move {
+            for i in 0..CHANGES {
+                let env = device
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .record(&["sync"], json!({ "i": i }), now_ms())?;
+                outbox.send(env).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let (mut refused, mut connected, mut acked) = (0, false, 0);
+    while !(refused == BACKLOG && connected && acked == CHANGES) {
         match tokio::time::timeout(Duration::from_secs(30), erx.recv()).await {
             Ok(Some(LinkEvent::Rejected { .. })) => refused += 1,
             Ok(Some(LinkEvent::Connected)) => connected = true,
-            Ok(Some(LinkEvent::Acked)) => acked = true,
+            Ok(Some(LinkEvent::Acked)) => acked += 1,
             Ok(Some(_)) => {}
             Ok(None) => bail!("the link stopped after {refused} of {BACKLOG} queued downlinks"),
             Err(_) => bail!(
                 "the link is stuck: {refused} of {BACKLOG} queued downlinks handled, \
-                 connected {connected}, change acknowledged {acked}"
+                 connected {connected}, {acked} of {CHANGES} changes acknowledged"
             ),
         }
-        if refused == BACKLOG && connected && !published {
-            let env = device
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .record(&["sync"], json!({ "after": "backlog" }), now_ms())?;
-            outbox.send(env).await?;
-            published = true;
-        }
     }
+    writer.await??;
     stop.cancel();
     link.await??;
     env.stop().await;
