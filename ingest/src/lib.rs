@@ -75,6 +75,20 @@ max_in_flight = 1024
     )
 }
 
+/// The registry's lock was poisoned (a thread panicked while holding it): the bridge cannot check
+/// anything any more. The publish is answered with this failure, which stops the bridge without
+/// acknowledging it (the device sends it again to the restarted bridge), instead of dropping it.
+#[derive(Debug, thiserror::Error)]
+#[error("the registry lock is poisoned (a thread panicked while holding it)")]
+pub(crate) struct Poisoned;
+
+impl Poisoned {
+    /// The failed output that stops the bridge.
+    pub(crate) fn ack() -> kafka::Ack {
+        kafka::failed(kafka::AckError::service(Poisoned))
+    }
+}
+
 /// Shared parts of the running bridge.
 #[derive(Clone)]
 pub(crate) struct Ctx {

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::checks::{check_uplink, Limits, Reject};
 use crate::lanes::Lanes;
-use crate::Ctx;
+use crate::{Ctx, Poisoned};
 
 /// A publish on its way through a lane, with its share of `max_in_flight`.
 struct Job {
@@ -211,7 +211,9 @@ async fn handle(
         .with_label_values(&["up"])
         .inc_by(p.payload.len() as u64);
     let mut verdict = {
-        let r = ctx.registry.read().ok()?;
+        let Ok(r) = ctx.registry.read() else {
+            return Some(Poisoned::ack());
+        };
         check_uplink(&p.topic, &p.payload, &r, now_ms(), limits)
     };
     if matches!(verdict, Err(Reject::UnknownDevice)) {
@@ -221,7 +223,9 @@ async fn handle(
             .await
             .is_ok()
         {
-            let r = ctx.registry.read().ok()?;
+            let Ok(r) = ctx.registry.read() else {
+                return Some(Poisoned::ack());
+            };
             verdict = check_uplink(&p.topic, &p.payload, &r, now_ms(), limits);
         }
     }

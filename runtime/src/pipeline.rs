@@ -164,6 +164,8 @@ struct Lane {
 }
 
 type Lanes = Arc<Mutex<HashMap<(String, i32), Lane>>>;
+/// The first reason a lane stopped the pipeline (an unacknowledged output, a panicking handler).
+type Failure = Arc<Mutex<Option<PipelineError>>>;
 /// Next offset to commit per partition (everything before it is done), and whether it is committed.
 type Done = Arc<Mutex<HashMap<(String, i32), (i64, bool)>>>;
 
@@ -330,7 +332,7 @@ pub async fn run_group(
     consumer.subscribe(&topics).map_err(KafkaSetupError::from)?;
     // Closed on a thread of its own, waited for at most `close::CLOSE_WAIT` (see `close`).
     let consumer = Arc::new(BoundedClose::new(consumer));
-    let failure: Arc<Mutex<Option<Unacknowledged>>> = Arc::default();
+    let failure: Failure = Arc::default();
     let stop = shutdown.child_token();
     let rt = tokio::runtime::Handle::current();
     let (finished, poller_done) = tokio::sync::oneshot::channel::<()>();
@@ -378,6 +380,9 @@ pub async fn run_group(
                 drain(&lanes, None, spec.drain_timeout);
                 commit_done(&**consumer, &done, None, CommitMode::Sync, true);
                 consumer.unsubscribe();
+                // Stopped by itself (a lane failed): the service must stop too, not wait with
+                // `/healthz` still saying ready.
+                stop.cancel();
                 let _ = finished.send(());
             })
             .map_err(PipelineError::Thread)?
@@ -397,9 +402,7 @@ pub async fn run_group(
     let failed = failure.lock().ok().and_then(|mut f| f.take());
     match failed {
         // A shutdown that interrupted work is not a failure: the unfinished records were not committed.
-        Some(failed) if !shutdown.is_cancelled() => {
-            Err(PipelineError::OutputNotAcknowledged(Box::new(failed)))
-        }
+        Some(failed) if !shutdown.is_cancelled() => Err(failed),
         _ => Ok(()),
     }
 }
@@ -410,9 +413,10 @@ fn spawn_lane(
     key: &(String, i32),
     spec: &GroupSpec,
     handler: &Handling,
-    failure: &Arc<Mutex<Option<Unacknowledged>>>,
+    failure: &Failure,
     stop: &Shutdown,
 ) -> Lane {
+    let (panic_failure, panic_stop) = (failure.clone(), stop.clone());
     let (tx, mut rx) = mpsc::channel::<Inbound>(spec.queue_depth);
     let (acks_tx, mut acks_rx) = mpsc::channel::<(i64, Vec<Ack>)>(spec.queue_depth * 4);
     let (drained_tx, drained) = std::sync::mpsc::channel();
@@ -463,12 +467,14 @@ fn spawn_lane(
                 if let Err(e) = ack.await {
                     tracing::error!(%topic, partition, offset, error = %e, "output not acknowledged; stopping without committing past it");
                     if let Ok(mut f) = failure.lock() {
-                        f.get_or_insert(Unacknowledged {
-                            topic: topic.clone(),
-                            partition,
-                            offset,
-                            error: e,
-                        });
+                        f.get_or_insert(PipelineError::OutputNotAcknowledged(Box::new(
+                            Unacknowledged {
+                                topic: topic.clone(),
+                                partition,
+                                offset,
+                                error: e,
+                            },
+                        )));
                     }
                     stop.cancel();
                     let _ = drained_tx.send(());
@@ -482,11 +488,22 @@ fn spawn_lane(
         }
         let _ = drained_tx.send(());
     });
-    Lane {
-        tx,
-        drained,
-        tasks: [handling.abort_handle(), acknowledging.abort_handle()],
-    }
+    let tasks = [handling.abort_handle(), acknowledging.abort_handle()];
+    // A handler that panics ends its lane: the pipeline stops with an error (the service exits
+    // and is restarted; the record was not committed), instead of waiting for ever.
+    let (topic, partition) = key.clone();
+    rt.spawn(async move {
+        if let Err(e) = handling.await {
+            if e.is_panic() {
+                tracing::error!(%topic, partition, "a record handler panicked; stopping");
+                if let Ok(mut f) = panic_failure.lock() {
+                    f.get_or_insert(PipelineError::HandlerPanicked { topic, partition });
+                }
+                panic_stop.cancel();
+            }
+        }
+    });
+    Lane { tx, drained, tasks }
 }
 
 /// Why the pipeline stopped.
@@ -501,6 +518,14 @@ pub enum PipelineError {
     /// The polling thread could not start.
     #[error("cannot start the polling thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A record handler panicked (a bug): the record was not committed.
+    #[error("a record handler of {topic}[{partition}] panicked")]
+    HandlerPanicked {
+        /// The record's topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+    },
 }
 
 /// The first record whose output was never acknowledged: the pipeline stopped before committing it.
