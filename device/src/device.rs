@@ -42,6 +42,11 @@ pub struct State {
     /// per slot).
     #[serde(default)]
     pub shares: ShareState,
+    /// Phase 5: ids (hex) of the requests already answered, with their `expires_at_ms`: a
+    /// redelivered or replayed request is refused, not run again (a replayed `set` would roll the
+    /// state back). Kept until the request expires; bounded by `MAX_OPEN_REQUESTS`.
+    #[serde(default)]
+    pub seen_requests: BTreeMap<String, u64>,
 }
 
 /// What handling a downlink message did.

@@ -30,6 +30,13 @@ pub enum DeviceError {
     /// Phase 3+: the point cannot be shared.
     #[error("share refused: {0}")]
     ShareRefused(&'static str),
+    /// Phase 5: this request was answered already (a redelivery or a replay).
+    #[error("request {0} answered already")]
+    RequestSeen(String),
+    /// Phase 5: the request's lifetime or issue time is out of bounds, or too many requests are
+    /// open at once.
+    #[error("request refused: {0}")]
+    RequestRefused(&'static str),
 }
 
 impl Refusal for DeviceError {
@@ -43,6 +50,8 @@ impl Refusal for DeviceError {
             DeviceError::BadDelta => "bad_delta",
             DeviceError::SlotAlreadyShared(_) => "slot_already_shared",
             DeviceError::ShareRefused(_) => "share_refused",
+            DeviceError::RequestSeen(_) => "duplicate_request",
+            DeviceError::RequestRefused(_) => "request_refused",
         }
     }
 }

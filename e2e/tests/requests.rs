@@ -469,3 +469,103 @@ async fn bad_requests_and_responses_are_dead_lettered() -> anyhow::Result<()> {
     env.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replayed_set_is_refused_and_a_request_living_too_long_is_refused() -> anyhow::Result<()>
+{
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let _ingest = env.start_ingest().await?;
+    let _worker = env.start_worker(&rand_id("reenc"));
+    let owner_dir = env.dir.join("owner");
+    let owner = Owner::init(&owner_dir, &rand_id("alice"), &ctl).await?;
+    let twin = rand_id("valve");
+    let mut d1 = env.device(&owner, &ctl, &twin, "d1").await?;
+    let me = Requester::open(&owner_dir)?;
+    let reg = ctl.registry().await?;
+    let consumer = responses_from_now(&ctl)?;
+
+    // x = 1, then x = 2; both answered.
+    let mut captured = Vec::new();
+    for x in [1, 2] {
+        let (envl, id, key) = seal(
+            &reg,
+            &me,
+            &ask(&twin, json!({"op": "set", "field": "x", "value": x})),
+            now_ms(),
+        )?;
+        ctl.send(&ctl.topics.requests(), &twin, &envl).await?;
+        let a: Answer = wait_answer(&consumer, &reg, &id, &key, WAIT, |_| {}).await?;
+        assert_eq!(a.response["ok"], json!(true), "set x = {x}");
+        captured.push(envl);
+    }
+    // Whoever captured the first request writes it to the log again: the device refuses it, and
+    // x stays 2 (running it again would roll the state back to 1).
+    ctl.send(&ctl.topics.requests(), &twin, &captured[0])
+        .await?;
+    let seen = d1
+        .collect_until(WAIT, |e| {
+            e.iter().any(|x| {
+                matches!(x, LinkEvent::Rejected { reason, .. } if *reason == "duplicate_request")
+            })
+        })
+        .await;
+    assert!(
+        seen.iter().any(
+            |x| matches!(x, LinkEvent::Rejected { reason, .. } if *reason == "duplicate_request")
+        ),
+        "the replay was not refused as a duplicate: {:?}",
+        kinds(&seen)
+    );
+    let x = d1
+        .device
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .state()
+        .fields
+        .get("x")
+        .cloned();
+    assert_eq!(x, Some(json!(2)), "the replayed set rolled the state back");
+
+    // A request that asks to live 48 h (the cap is 24 h): refused by the device.
+    let (long, _, _) = seal(
+        &reg,
+        &me,
+        &Ask {
+            ttl: Duration::from_secs(48 * 3600),
+            ..ask(&twin, json!({"op": "read"}))
+        },
+        now_ms(),
+    )?;
+    ctl.send(&ctl.topics.requests(), &twin, &long).await?;
+    let seen = d1
+        .collect_until(WAIT, |e| {
+            e.iter().any(
+                |x| matches!(x, LinkEvent::Rejected { reason, .. } if *reason == "request_refused"),
+            )
+        })
+        .await;
+    assert!(
+        seen.iter().any(
+            |x| matches!(x, LinkEvent::Rejected { reason, .. } if *reason == "request_refused")
+        ),
+        "a 48 h request was not refused: {:?}",
+        kinds(&seen)
+    );
+    env.stop().await;
+    Ok(())
+}
+
+/// What each link event was, without its bytes.
+fn kinds(events: &[LinkEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e {
+            LinkEvent::Downlink(Event::Request { op, ok, .. }) => format!("request {op} ok={ok}"),
+            LinkEvent::Downlink(ev) => format!("{:?}", std::mem::discriminant(ev)),
+            LinkEvent::Rejected { reason, .. } => format!("rejected {reason}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}

@@ -24,6 +24,15 @@ use super::{Device, DeviceError, Event};
 /// Attributes of the state change a `set` produces.
 const SET_ATTRIBUTES: &[&str] = &["sync"];
 
+/// The longest a request may live (`expires_at_ms - issued_at_ms`): how long a device remembers
+/// its id, so that a replay is refused, is bounded by it. `atctl request` asks for 60 s.
+pub const MAX_REQUEST_LIFETIME_MS: u64 = 24 * 3_600_000;
+/// How far ahead of the device's clock a request's `issued_at_ms` may be.
+pub const MAX_REQUEST_SKEW_MS: u64 = 5 * 60_000;
+/// Requests answered and not yet expired that a device remembers; beyond it new requests are
+/// refused until some expire (a flood from an authorized requester cannot grow the state file).
+pub const MAX_OPEN_REQUESTS: usize = 10_000;
+
 /// Whether a delivery carries a request (its plain header has `req`); undecodable deliveries are
 /// left to the state-change path, which reports them.
 pub(super) fn is_request_delivery(bytes: &[u8]) -> bool {
@@ -52,6 +61,7 @@ impl Device {
             }
             .into());
         }
+        self.remember_request(&req, now_ms)?;
         let (op, answer, state_change) = match authorize_requester(&req, &self.trust, now_ms) {
             Ok(_) => self.process(&req, now_ms)?,
             Err(e) => (
@@ -81,6 +91,30 @@ impl Device {
             response,
             state_change,
         })
+    }
+
+    /// Refuses a request seen before, one whose lifetime is over the cap or issued in the future,
+    /// and any while [`MAX_OPEN_REQUESTS`] are open; otherwise remembers its id until it expires
+    /// (persisted with the state, before the answer leaves).
+    fn remember_request(&mut self, req: &Request, now_ms: u64) -> Result<(), DeviceError> {
+        let expires = req.header.expires_at_ms;
+        if req.issued_at_ms > now_ms.saturating_add(MAX_REQUEST_SKEW_MS) {
+            return Err(DeviceError::RequestRefused("issued in the future"));
+        }
+        if expires.saturating_sub(req.issued_at_ms) > MAX_REQUEST_LIFETIME_MS {
+            return Err(DeviceError::RequestRefused("lifetime over 24 h"));
+        }
+        let seen = &mut self.state.seen_requests;
+        seen.retain(|_, exp| *exp >= now_ms);
+        let id = hex::encode(req.request_id);
+        if seen.contains_key(&id) {
+            return Err(DeviceError::RequestSeen(id));
+        }
+        if seen.len() >= MAX_OPEN_REQUESTS {
+            return Err(DeviceError::RequestRefused("too many open requests"));
+        }
+        seen.insert(id, expires);
+        Ok(())
     }
 
     /// Runs one authorized request: (op, answer, state change to publish).
