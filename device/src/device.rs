@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 
 use armored_crypto::envelope::{seal_state_change, Receiver, StateChangeInput, TrustStore, Writer};
 use armored_crypto::epoch::{epoch_of, EpochKeyManager};
-use armored_crypto::identity::{verify_enrollment, verify_owner_identity};
+use armored_crypto::identity::verify_owner_identity;
 use armored_crypto::keyfile::{load_pre_key, load_signing_key};
 use armored_crypto::replay::ReplayGuard;
 use armored_crypto::sig::SigningKey;
-use armored_crypto::tokens::verify_revocation;
 use armored_crypto::{Error as CryptoError, KeyId};
 use armored_schemas::v1::{self, downlink::Message as Down};
 use armored_schemas::{decode_strict, limits::MAX_DELIVERY_BYTES};
@@ -21,6 +20,7 @@ pub use crate::error::DeviceError;
 use crate::files::{write_json, Card, Paths};
 
 mod requests;
+mod roster;
 mod shares;
 
 pub use shares::ShareState;
@@ -96,6 +96,8 @@ pub struct Device {
     pub(crate) share_keys: EpochKeyManager,
     guard: ReplayGuard,
     pub(crate) state: State,
+    /// Every roster item (enrollment, revocation) verified so far, as kept in `roster.pb`.
+    roster: v1::TwinRoster,
 }
 
 impl std::fmt::Debug for Device {
@@ -127,7 +129,7 @@ impl Device {
             let b = hex::decode(&state.replay).map_err(|e| DeviceError::State(e.to_string()))?;
             ReplayGuard::from_bytes(&b)?
         };
-        Ok(Self {
+        let mut device = Self {
             dir: dir.to_path_buf(),
             epochs: EpochKeyManager::new(owner.pre.clone(), &card.twin_id)?,
             share_keys: EpochKeyManager::new(owner.pre.clone(), &card.twin_id)?,
@@ -137,7 +139,10 @@ impl Device {
             trust,
             guard,
             state,
-        })
+            roster: v1::TwinRoster::default(),
+        };
+        device.restore_roster(&p.roster)?;
+        Ok(device)
     }
 
     /// The public card.
@@ -205,6 +210,26 @@ impl Device {
     /// Phase 4: handles one downlink message (a delivery or the twin's roster).
     pub fn handle_downlink(&mut self, bytes: &[u8], now_ms: u64) -> Result<Event, DeviceError> {
         let r = self.handle_inner(bytes, now_ms);
+        self.count_and_persist(r)
+    }
+
+    /// Like [`Device::handle_downlink`], but a delivery refused only because its writer is not in
+    /// the roster yet (`unknown_signer`) is left alone: `None`, nothing counted or changed. It may
+    /// come from a sibling enrolled while this device was offline, whose deliveries were queued
+    /// before the retained roster that names it; the link holds it until the next roster.
+    pub fn handle_downlink_or_hold(
+        &mut self,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Option<Result<Event, DeviceError>> {
+        let r = self.handle_inner(bytes, now_ms);
+        if matches!(&r, Err(e) if e.reason() == "unknown_signer") {
+            return None;
+        }
+        Some(self.count_and_persist(r))
+    }
+
+    fn count_and_persist(&mut self, r: Result<Event, DeviceError>) -> Result<Event, DeviceError> {
         let label = match &r {
             Ok(Event::Applied { .. }) => "applied".to_string(),
             Ok(Event::Duplicate) => "duplicate".to_string(),
@@ -233,29 +258,6 @@ impl Device {
             }
             .into()),
         }
-    }
-
-    fn apply_roster(&mut self, r: &v1::TwinRoster) -> Result<Event, DeviceError> {
-        if r.twin_id != self.card.twin_id {
-            return Err(CryptoError::Mismatch("roster of another twin").into());
-        }
-        let owner = *self.trust.owner();
-        let mut n = 0;
-        for e in &r.enrollments {
-            // Each enrollment must be signed by the owner we pinned; others are ignored.
-            if let Ok(e) = verify_enrollment(e, &owner) {
-                if e.twin_id == self.card.twin_id {
-                    self.trust.add_device(&e.twin_id, e.sig);
-                    n += 1;
-                }
-            }
-        }
-        for rv in &r.revocations {
-            if let Ok(v) = verify_revocation(rv, &owner) {
-                self.trust.revocations.apply(&v);
-            }
-        }
-        Ok(Event::Roster { devices: n })
     }
 
     fn apply_delivery(&mut self, bytes: &[u8], now_ms: u64) -> Result<Event, DeviceError> {

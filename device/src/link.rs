@@ -84,6 +84,77 @@ async fn send(
     }
 }
 
+/// How long a delivery from a writer not in the roster yet waits for the next roster.
+const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// At most this many wait; beyond, deliveries are handled (refused) at once.
+const MAX_HELD: usize = 512;
+
+/// Sleeps until `at`, or for ever if there is nothing to wait for.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the loop does with a handled downlink message.
+struct Report {
+    ctl: mpsc::UnboundedSender<Out>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    up: String,
+    resp: String,
+}
+
+impl Report {
+    /// Queues what a request asks to publish, tells the application, and acknowledges `p`.
+    fn report(
+        &self,
+        r: Result<Event, crate::DeviceError>,
+        p: rumqttc::Publish,
+    ) -> anyhow::Result<()> {
+        if let Ok(Event::Request {
+            response,
+            state_change,
+            ..
+        }) = &r
+        {
+            // The change first (phase 5 step 7), then the answer; both queued before the
+            // request is acknowledged, so a crash before this point redelivers it.
+            if let Some(env) = state_change {
+                self.ctl.send(Out::Publish(self.up.clone(), env.clone()))?;
+            }
+            self.ctl
+                .send(Out::Publish(self.resp.clone(), response.clone()))?;
+        }
+        let _ = self.events.send(match r {
+            Ok(e) => LinkEvent::Downlink(e),
+            Err(e) => LinkEvent::Rejected {
+                reason: e.reason(),
+                detail: e.to_string(),
+            },
+        });
+        // Handled (applied or refused for good) and persisted: now the broker may forget it.
+        self.ctl.send(Out::Ack(Box::new(p)))?;
+        Ok(())
+    }
+
+    /// Handles the held deliveries for good (after a roster, or after [`HOLD_WAIT`]).
+    fn release(
+        &self,
+        device: &Mutex<Device>,
+        held: &mut Vec<rumqttc::Publish>,
+    ) -> anyhow::Result<()> {
+        for p in held.drain(..) {
+            let r = device
+                .lock()
+                .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
+                .handle_downlink(&p.payload, now_ms());
+            self.report(r, p)?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs the link until `shutdown`: publishes envelopes from `outbox`, handles downlink messages.
 pub async fn run(
     device: Arc<Mutex<Device>>,
@@ -105,52 +176,64 @@ pub async fn run(
     // at most its in-flight window before it has our acknowledgements.
     let (ctl, ctl_rx) = mpsc::unbounded_channel();
     let sender = tokio::spawn(send(client.clone(), up.clone(), ctl_rx, outbox));
-    let up_topic = up;
+    let out = Report {
+        ctl,
+        events,
+        up,
+        resp: resp_topic,
+    };
+    // Deliveries from writers not in the roster yet, waiting (unacknowledged) for the next roster.
+    let mut held: Vec<rumqttc::Publish> = Vec::new();
+    let mut held_since: Option<tokio::time::Instant> = None;
     let mut backoff = Backoff::default();
     loop {
+        let release_at = held_since.map(|t| t + HOLD_WAIT);
         let ev = tokio::select! {
             _ = shutdown.cancelled() => break,
+            // No roster came in time: what is held is handled for good (refused, most likely).
+            _ = sleep_until_some(release_at) => {
+                out.release(&device, &mut held)?;
+                held_since = None;
+                continue;
+            }
             ev = mqtt::poll(&mut eventloop, &mut backoff) => ev,
         };
         match ev {
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                ctl.send(Out::Subscribe(down.clone()))?;
+                out.ctl.send(Out::Subscribe(down.clone()))?;
             }
             // Not at the ConnAck: until the subscription is acknowledged, a downlink published to
             // a new session is not delivered to it.
             Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
-                let _ = events.send(LinkEvent::Connected);
+                let _ = out.events.send(LinkEvent::Connected);
             }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                let r = device
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
-                    .handle_downlink(&p.payload, now_ms());
-                if let Ok(Event::Request {
-                    response,
-                    state_change,
-                    ..
-                }) = &r
-                {
-                    // The change first (phase 5 step 7), then the answer; both queued before the
-                    // request is acknowledged, so a crash before this point redelivers it.
-                    if let Some(env) = state_change {
-                        ctl.send(Out::Publish(up_topic.clone(), env.clone()))?;
+                let held_full = held.len() >= MAX_HELD;
+                let r = {
+                    let mut d = device
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("device lock poisoned"))?;
+                    if held_full {
+                        Some(d.handle_downlink(&p.payload, now_ms()))
+                    } else {
+                        d.handle_downlink_or_hold(&p.payload, now_ms())
                     }
-                    ctl.send(Out::Publish(resp_topic.clone(), response.clone()))?;
+                };
+                let Some(r) = r else {
+                    // Not acknowledged: a crash meanwhile has the broker send it again.
+                    held_since.get_or_insert_with(tokio::time::Instant::now);
+                    held.push(p);
+                    continue;
+                };
+                let roster = matches!(r, Ok(Event::Roster { .. }));
+                out.report(r, p)?;
+                if roster && !held.is_empty() {
+                    out.release(&device, &mut held)?;
+                    held_since = None;
                 }
-                let _ = events.send(match r {
-                    Ok(e) => LinkEvent::Downlink(e),
-                    Err(e) => LinkEvent::Rejected {
-                        reason: e.reason(),
-                        detail: e.to_string(),
-                    },
-                });
-                // Handled (applied or refused for good) and persisted: now the broker may forget it.
-                ctl.send(Out::Ack(Box::new(p)))?;
             }
             Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
-                let _ = events.send(LinkEvent::Acked);
+                let _ = out.events.send(LinkEvent::Acked);
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "device MQTT connection error; retrying"),

@@ -86,6 +86,11 @@ async fn writes_with_valid_expired_revoked_and_forged_tokens() -> anyhow::Result
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // It is kept on disk: the device opened again (a restart) honours it before any roster.
+    assert!(
+        armored_device::Device::open(&d1.dir)?.write_token_revoked(&revoked_id),
+        "a restarted device forgot the revocation"
+    );
 
     // Four writes, in this order on the twin's partition.
     let reg = ctl.registry().await?;

@@ -1,0 +1,75 @@
+//! A device restarted while a sibling wrote (the hardening issue, item 6). A restarted device used
+//! to trust only the owner and itself until the retained roster came again; its persistent
+//! session's queued deliveries arrive before that, so the sibling's change was refused as
+//! `unknown_signer`, acknowledged, and lost for good. Now the device keeps its roster on disk (and
+//! holds a delivery from a writer it does not know yet until the next roster).
+
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use armored_e2e::{rand_id, Env, TestDevice};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_device_applies_what_a_sibling_wrote_meanwhile() -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let ingest = env.start_ingest().await?;
+    let _worker = env.start_worker(&rand_id("reenc"));
+    let owner = env.owner(&ctl).await?;
+    let twin = rand_id("boiler");
+    let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
+    let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
+    d2.wait_roster(2, WAIT).await;
+    let (dir, password) = (d2.dir.clone(), d2.password.clone());
+    // The device process ends: everything it had in memory is gone.
+    drop(d2.stop().await);
+
+    // Meanwhile d1 writes; the bridge hands the delivery for d2 to the broker, which queues it.
+    let out_before = ingest
+        .metric("at_ingest_messages_out_total{path=\"down\"}")
+        .await?;
+    d1.publish(&["sync"], json!({ "written": "while d2 was away" }))
+        .await?;
+    ingest
+        .wait_metric(
+            "at_ingest_messages_out_total{path=\"down\"}",
+            out_before + 1.0,
+            WAIT,
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A new process opens the device again: it applies d1's change.
+    let d2 = TestDevice::start(&env, &dir, &password).await?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (value, refused) = {
+            let d = d2.device.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+            (
+                d.state().fields.get("written").cloned(),
+                d.state()
+                    .counters
+                    .get("rejected_unknown_signer")
+                    .copied()
+                    .unwrap_or(0),
+            )
+        };
+        if value == Some(json!("while d2 was away")) {
+            ensure!(
+                refused == 0,
+                "{refused} deliveries refused as unknown_signer"
+            );
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "d2 never applied d1's change ({refused} refused as unknown_signer)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.stop().await;
+    Ok(())
+}
