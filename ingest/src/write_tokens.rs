@@ -12,6 +12,11 @@ use armored_schemas::decode_strict;
 use armored_schemas::limits::MAX_CONTROL_BYTES;
 use armored_schemas::v1::{control_record::Record, ControlRecord};
 
+/// Token records kept while their twin's owner is unknown: a flood of tokens for twins nobody owns
+/// cannot grow the bridge's memory. Beyond it a new one is dropped (with a warning): its twin's
+/// devices then learn its revocation only from the owner's next roster push after a restart.
+const MAX_PENDING: usize = 4_096;
+
 /// What the bridge knows of write tokens.
 #[derive(Debug, Default)]
 pub(crate) struct WriteTokens {
@@ -29,7 +34,14 @@ impl WriteTokens {
         match rec.record? {
             Record::WriteToken(t) => {
                 if !self.learn(&t, registry) {
-                    self.pending.push(t);
+                    if self.pending.len() < MAX_PENDING {
+                        self.pending.push(t);
+                    } else {
+                        tracing::warn!(
+                            max = MAX_PENDING,
+                            "write token of an unknown twin dropped: too many wait already"
+                        );
+                    }
                 }
                 None
             }

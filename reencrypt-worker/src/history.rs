@@ -49,7 +49,18 @@ pub enum ReplayError {
     /// A blocking task panicked or was cancelled.
     #[error("replay task: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The matching records are more than a replay holds in memory ([`MAX_REPLAY_BYTES`]): the
+    /// replay fails with this reason instead of growing the worker without bound (ask for a later
+    /// `from_epoch`).
+    #[error("history over {MAX_REPLAY_BYTES} bytes after {matched} matching records")]
+    TooLarge {
+        /// Records matched when the budget ran out.
+        matched: usize,
+    },
 }
+
+/// The bytes of matching records one replay holds (they are sorted by time before delivery).
+pub const MAX_REPLAY_BYTES: usize = 512 << 20;
 
 /// An admitted request: what to replay.
 #[derive(Clone, Debug)]
@@ -109,6 +120,7 @@ fn scan(ctx: &Ctx, p: &Progress, a: &Job) -> Result<Vec<Match>, ReplayError> {
     )?;
     p.total.fetch_add(reader.total(), Ordering::Relaxed);
     let mut out = Vec::new();
+    let mut held = 0usize;
     for rec in reader {
         let rec = match rec {
             Ok(rec) => rec,
@@ -125,6 +137,10 @@ fn scan(ctx: &Ctx, p: &Progress, a: &Job) -> Result<Vec<Match>, ReplayError> {
         ctx.metrics.replay.scanned.inc();
         if admits(ctx, &rec.payload, a.owner_pre, a.from_epoch, node_key) {
             p.matched.fetch_add(1, Ordering::Relaxed);
+            held += rec.payload.len();
+            if held > MAX_REPLAY_BYTES {
+                return Err(ReplayError::TooLarge { matched: out.len() });
+            }
             out.push(Match {
                 ts: rec.timestamp_ms.unwrap_or_default(),
                 partition: rec.partition,

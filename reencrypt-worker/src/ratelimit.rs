@@ -16,7 +16,9 @@ pub struct RequestConfig {
     pub rate_per_s: f64,
     /// Requests a twin may send at once (bucket size).
     pub burst: u32,
-    /// Twins whose buckets are kept (bounded memory; cleared when full).
+    /// Twins whose buckets are kept (bounded memory). When full, only buckets that have refilled
+    /// completely are forgotten (forgetting one is the same as keeping it); if none has, a
+    /// request for a new twin is refused (`limiter_full`) until some refill.
     pub max_twins: usize,
 }
 
@@ -34,7 +36,26 @@ impl Default for RequestConfig {
 #[derive(Debug)]
 pub struct RateLimiter {
     cfg: RequestConfig,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    by_twin: HashMap<String, (f64, Instant)>,
+    /// The last sweep for full buckets: at most one a second, so that a flood of new twins
+    /// cannot make every request walk the whole map.
+    swept: Option<Instant>,
+}
+
+/// Whether a request may go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// A token was taken.
+    Admitted,
+    /// The twin's bucket is empty.
+    Limited,
+    /// The twin has no bucket and there is no room for one (every kept bucket is in use).
+    Full,
 }
 
 impl RateLimiter {
@@ -47,25 +68,36 @@ impl RateLimiter {
     }
 
     /// Takes one token of `twin`'s bucket if there is one.
-    pub fn admit(&self, twin: &str, now: Instant) -> bool {
+    pub fn admit(&self, twin: &str, now: Instant) -> Admission {
         let Ok(mut b) = self.buckets.lock() else {
-            return false;
+            return Admission::Full;
         };
         let burst = f64::from(self.cfg.burst.max(1));
-        if b.len() >= self.cfg.max_twins.max(1) && !b.contains_key(twin) {
-            // Forgetting buckets only ever lets a twin start full again: safe, and bounded.
-            b.clear();
+        let rate = self.cfg.rate_per_s.max(0.0);
+        let refilled = |(tokens, last): &(f64, Instant)| {
+            (tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst)
+        };
+        if b.by_twin.len() >= self.cfg.max_twins.max(1) && !b.by_twin.contains_key(twin) {
+            // Clearing them all (as before) let a flood of other twins' requests hand a limited
+            // twin a full bucket again. A full bucket is the same as none: only those go.
+            if b.swept
+                .is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1)
+            {
+                b.swept = Some(now);
+                b.by_twin.retain(|_, v| refilled(v) < burst);
+            }
+            if b.by_twin.len() >= self.cfg.max_twins.max(1) {
+                return Admission::Full;
+            }
         }
-        let (tokens, last) = b.entry(twin.to_owned()).or_insert((burst, now));
-        let refill =
-            now.saturating_duration_since(*last).as_secs_f64() * self.cfg.rate_per_s.max(0.0);
-        *tokens = (*tokens + refill).min(burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
+        let bucket = b.by_twin.entry(twin.to_owned()).or_insert((burst, now));
+        bucket.0 = refilled(bucket);
+        bucket.1 = now;
+        if bucket.0 >= 1.0 {
+            bucket.0 -= 1.0;
+            Admission::Admitted
         } else {
-            false
+            Admission::Limited
         }
     }
 }
@@ -111,12 +143,43 @@ mod tests {
             max_twins: 10,
         });
         let t0 = Instant::now();
-        assert!((0..3).all(|_| l.admit("a", t0)));
-        assert!(!l.admit("a", t0));
+        let ok = |twin, t| l.admit(twin, t) == Admission::Admitted;
+        assert!((0..3).all(|_| ok("a", t0)));
+        assert!(!ok("a", t0));
         // Another twin has its own bucket.
-        assert!(l.admit("b", t0));
+        assert!(ok("b", t0));
         // Half a second refills one token at 2/s.
-        assert!(l.admit("a", t0 + Duration::from_millis(500)));
-        assert!(!l.admit("a", t0 + Duration::from_millis(500)));
+        assert!(ok("a", t0 + Duration::from_millis(500)));
+        assert!(!ok("a", t0 + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_flood_of_other_twins_does_not_refill_a_limited_twin() {
+        let l = RateLimiter::new(RequestConfig {
+            rate_per_s: 0.001,
+            burst: 2,
+            max_twins: 100,
+        });
+        let t0 = Instant::now();
+        assert_eq!(l.admit("victim", t0), Admission::Admitted);
+        assert_eq!(l.admit("victim", t0), Admission::Admitted);
+        assert_eq!(l.admit("victim", t0), Admission::Limited);
+        // 1,000 other twins, each using a token: the map fills up; nothing in it is full again.
+        let mut full = 0;
+        for i in 0..1_000 {
+            if l.admit(&format!("other-{i}"), t0) == Admission::Full {
+                full += 1;
+            }
+        }
+        assert_eq!(
+            full,
+            1_000 - 99,
+            "new twins are refused once every kept bucket is in use"
+        );
+        // Before: the map was cleared when full, and the victim started again with a full bucket.
+        assert_eq!(l.admit("victim", t0), Admission::Limited);
+        // Buckets that refilled completely make room (one sweep a second at most).
+        let later = t0 + Duration::from_secs(3_000);
+        assert_eq!(l.admit("newcomer", later), Admission::Admitted);
     }
 }

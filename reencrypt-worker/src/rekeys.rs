@@ -53,7 +53,14 @@ pub enum Refused {
     /// A revocation for a re-key of another owner.
     #[error("revocation of another owner's re-key")]
     ForeignRevocation,
+    /// [`MAX_PENDING`] uploads already wait for their owner: a flood of uploads naming unknown
+    /// owners cannot grow the worker's memory (the owner uploads again once registered).
+    #[error("too many re-key uploads wait for their owner")]
+    PendingFull,
 }
+
+/// Uploads kept while their owner is not in the registry yet.
+pub const MAX_PENDING: usize = 4_096;
 
 impl Refusal for Refused {
     fn reason(&self) -> &'static str {
@@ -62,6 +69,7 @@ impl Refusal for Refused {
             Refused::UnknownOwner => "unknown_owner",
             Refused::WrongTopic => "wrong_topic",
             Refused::ForeignRevocation => "foreign_revocation",
+            Refused::PendingFull => "pending_full",
         }
     }
 }
@@ -171,6 +179,9 @@ impl ReKeyStore {
                 .map_err(CryptoError::from)?;
         let kid = KeyId::from_slice(&claimed.owner_sig_key_id, "owner_sig_key_id")?;
         let Some(owner) = registry.owner_by_sig_key(&kid) else {
+            if self.pending.len() >= MAX_PENDING {
+                return Err(Refused::PendingFull);
+            }
             self.pending.push((received, b));
             return Ok(Change::Pending);
         };
@@ -275,5 +286,53 @@ impl ReKeyStore {
         if let Err(e) = write {
             tracing::warn!(error = %e, path = %path.display(), "could not persist revocations");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use armored_crypto::kpcpre::{Policy, ReKey, SecretKey};
+    use armored_crypto::sig::SigningKey;
+    use armored_crypto::tokens::{issue_rekey_upload, ReKeyUploadInput, ReceiverKind};
+    use prost::Message;
+    use rand_core::OsRng;
+
+    /// A re-key upload record signed by an owner no registry knows.
+    fn stranger_upload() -> Vec<u8> {
+        let owner = SecretKey::generate(&mut OsRng);
+        let rk = ReKey::generate(
+            &owner,
+            &Policy::parse("sync").unwrap_or_else(|e| panic!("{e}")),
+            SecretKey::generate(&mut OsRng).public(),
+            &mut OsRng,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let input = ReKeyUploadInput {
+            receiver_kind: ReceiverKind::Service,
+            receiver_id: "svc",
+            not_after_ms: None,
+            history_from_epoch: None,
+        };
+        let signed = issue_rekey_upload(&SigningKey::generate(&mut OsRng), &rk, &input);
+        v1::ControlRecord {
+            version: armored_schemas::WIRE_VERSION,
+            record: Some(Record::RekeyUpload(signed)),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn uploads_of_unknown_owners_wait_in_bounded_numbers() {
+        let mut store = ReKeyStore::default();
+        let registry = Registry::default();
+        let upload = stranger_upload();
+        for _ in 0..MAX_PENDING {
+            let r = store.apply(&upload, &registry, 0, Instant::now());
+            assert!(matches!(r, Ok(Change::Pending)), "{r:?}");
+        }
+        let r = store.apply(&upload, &registry, 0, Instant::now());
+        assert!(matches!(r, Err(Refused::PendingFull)), "{r:?}");
+        assert_eq!(store.pending(), MAX_PENDING);
     }
 }

@@ -23,7 +23,7 @@ use armored_runtime::pipeline::Inbound;
 use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::ctx::Ctx;
-pub use crate::ratelimit::{RateLimiter, RequestConfig, RequestMetrics};
+pub use crate::ratelimit::{Admission, RateLimiter, RequestConfig, RequestMetrics};
 use crate::route::{route, Dest};
 
 /// Why a request is refused before routing (dead-letter reasons).
@@ -49,6 +49,9 @@ pub enum RequestReject {
     /// The twin's bucket is empty.
     #[error("twin over its request rate limit")]
     RateLimited,
+    /// The rate limiter keeps as many twins as it may and all of them are in use.
+    #[error("the request rate limiter is full")]
+    LimiterFull,
 }
 
 impl Refusal for RequestReject {
@@ -59,6 +62,7 @@ impl Refusal for RequestReject {
             RequestReject::NoExpiry => "no_expiry",
             RequestReject::Expired { .. } => "expired",
             RequestReject::RateLimited => "rate_limited",
+            RequestReject::LimiterFull => "limiter_full",
         }
     }
 }
@@ -124,8 +128,10 @@ pub fn admit(
             });
         }
         // Last, so that refused requests never use up a twin's budget.
-        if !limiter.admit(&h.twin_id, Instant::now()) {
-            return Err(RequestReject::RateLimited);
+        match limiter.admit(&h.twin_id, Instant::now()) {
+            Admission::Admitted => {}
+            Admission::Limited => return Err(RequestReject::RateLimited),
+            Admission::Full => return Err(RequestReject::LimiterFull),
         }
         Ok(())
     };
@@ -154,7 +160,7 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
         now_ms(),
     ) {
         counter(match e.reason() {
-            r @ ("rate_limited" | "expired") => r,
+            r @ ("rate_limited" | "limiter_full" | "expired") => r,
             _ => "refused",
         });
         return vec![ctx.dlq.refuse(&e, &src, &m.payload).await];

@@ -6,6 +6,7 @@ use prometheus::IntCounterVec;
 use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::kafka::{enqueue, Ack};
+use armored_base::log_limit::LogLimit;
 
 /// Where a dead letter came from.
 #[derive(Clone, Debug)]
@@ -27,7 +28,13 @@ pub struct DeadLetters {
     topic: String,
     counter: IntCounterVec,
     service: &'static str,
+    /// Dead letters come from hostile input: the log gets a few a second, the counter and the
+    /// topic get every one.
+    log_limit: std::sync::Arc<LogLimit>,
 }
+
+/// Dead letters logged per second and service.
+const LOGGED_PER_SECOND: u32 = 10;
 
 impl std::fmt::Debug for DeadLetters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,6 +55,7 @@ impl DeadLetters {
             topic,
             counter,
             service,
+            log_limit: std::sync::Arc::new(LogLimit::new(LOGGED_PER_SECOND)),
         }
     }
 
@@ -77,15 +85,18 @@ impl DeadLetters {
     ) -> Ack {
         let detail = detail.as_str();
         self.counter.with_label_values(&[reason]).inc();
-        tracing::warn!(
-            service = self.service,
-            reason,
-            detail,
-            topic = src.topic,
-            partition = src.partition,
-            offset = src.offset,
-            "dead letter"
-        );
+        if let Some(suppressed) = self.log_limit.admit(std::time::Instant::now()) {
+            tracing::warn!(
+                service = self.service,
+                reason,
+                detail,
+                topic = src.topic,
+                partition = src.partition,
+                offset = src.offset,
+                suppressed,
+                "dead letter"
+            );
+        }
         let partition = src.partition.to_string();
         let offset = src.offset.to_string();
         let headers = OwnedHeaders::new()
