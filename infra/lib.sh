@@ -52,13 +52,37 @@ AT_MOSQUITTO_BIN="$(command -v mosquitto 2>/dev/null || echo /usr/sbin/mosquitto
 
 at_mqtt_running() { at_pid_alive "$AT_MQTT_PIDFILE" mosquitto; }
 
+# at_mosq PASSWORD CLIENT ARGS...: runs mosquitto_sub or mosquitto_pub (CLIENT) for at most 5 s with
+# PASSWORD in a private options file, never on its command line (which every user sees in `ps`):
+# mosquitto's clients read default options from $XDG_CONFIG_HOME/<client>.
+at_mosq() {
+  local pass="$1" client="$2" dir rc=0
+  shift 2
+  dir="$(mktemp -d)"
+  (umask 077 && printf -- '-P %s\n' "$pass" >"$dir/$client")
+  XDG_CONFIG_HOME="$dir" timeout 5 "$client" "$@" || rc=$?
+  rm -rf "$dir"
+  return "$rc"
+}
+
+# at_mqtt_merge_hashed FILE: hashes FILE's "USER:PASSWORD" lines in place (mosquitto_passwd -U; FILE
+# must be private) and puts them into the password file, replacing entries of the same names.
+# (mosquitto_passwd -b would take the password as an argument, visible in `ps`.)
+at_mqtt_merge_hashed() {
+  local plain="$1"
+  mosquitto_passwd -U "$plain"
+  awk -F: 'NR == FNR { batch[$1] = 1; next } !($1 in batch)' "$plain" "$AT_MQTT_PASSWD_FILE" >"$plain.merged"
+  cat "$plain" >>"$plain.merged"
+  mv -f "$plain.merged" "$AT_MQTT_PASSWD_FILE"
+}
+
 # at_mqtt_connect_ok USER PASSWORD [TLS]: true when USER can connect (and subscribe to its own
 # downlink, a topic every user may subscribe to). Uses a throwaway clean-session client id, so it
 # never touches the user's persistent session. Takes ~10 ms.
 at_mqtt_connect_ok() {
   local user="$1" pass="$2" port="$AT_MQTT_PORT" tls=()
   if [ "${3:-}" = tls ]; then port="$AT_MQTT_TLS_PORT"; tls=(--cafile "$AT_MQTT_CA"); fi
-  timeout 5 mosquitto_sub -h "$AT_MQTT_HOST" -p "$port" "${tls[@]}" -u "$user" -P "$pass" \
+  at_mosq "$pass" mosquitto_sub -h "$AT_MQTT_HOST" -p "$port" "${tls[@]}" -u "$user" \
     -i "at-probe-$$-$RANDOM" -t "at/v1/down/$user" -E -q 0 >/dev/null 2>&1
 }
 
@@ -76,11 +100,11 @@ at_mqtt_healthy() {
   at_mqtt_connect_ok at-ingest "$ingest" tls || return 1
   # A $-topic: a raw reader subscribed to # does not see it (MQTT wildcards skip $ topics).
   nonce="probe-$$-$RANDOM"
-  timeout 5 mosquitto_pub -h "$AT_MQTT_HOST" -p "$AT_MQTT_PORT" -u at-admin -P "$admin" \
+  at_mosq "$admin" mosquitto_pub -h "$AT_MQTT_HOST" -p "$AT_MQTT_PORT" -u at-admin \
     -t '$at/health/probe' -r -q 1 -m "$nonce" >/dev/null 2>&1 || return 1
-  got="$(timeout 5 mosquitto_sub -h "$AT_MQTT_HOST" -p "$AT_MQTT_TLS_PORT" --cafile "$AT_MQTT_CA" \
-    -u at-admin -P "$admin" -t '$at/health/probe' -C 1 -W 3 2>/dev/null)" || true
-  timeout 5 mosquitto_pub -h "$AT_MQTT_HOST" -p "$AT_MQTT_PORT" -u at-admin -P "$admin" \
+  got="$(at_mosq "$admin" mosquitto_sub -h "$AT_MQTT_HOST" -p "$AT_MQTT_TLS_PORT" --cafile "$AT_MQTT_CA" \
+    -u at-admin -t '$at/health/probe' -C 1 -W 3 2>/dev/null)" || true
+  at_mosq "$admin" mosquitto_pub -h "$AT_MQTT_HOST" -p "$AT_MQTT_PORT" -u at-admin \
     -t '$at/health/probe' -r -q 1 -n >/dev/null 2>&1 || true
   [ "$got" = "$nonce" ]
 }

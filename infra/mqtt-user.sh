@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Manages mosquitto users (the password file $AT_STATE_DIR/mosquitto/passwd).
 # Usage:
-#   infra/mqtt-user.sh add USER [PASSWORD]   add or change USER (PASSWORD read from stdin if omitted)
+#   infra/mqtt-user.sh add USER              add or change USER (its password read from stdin)
 #   infra/mqtt-user.sh add-batch             add many: lines "USER PASSWORD" on stdin, one reload
 #   infra/mqtt-user.sh remove USER           remove USER
 #   infra/mqtt-user.sh list                  list usernames
 # A device's username is {twin}/{device} (both [a-z0-9-]{1,32}); the ACL then lets it publish on
 # at/v1/up/{twin}/{device} and at/v1/resp/{twin}/{device} and subscribe to at/v1/down/{twin}/{device}.
 # Other names ([A-Za-z0-9_.-], no '/') are service users with only what infra/mosquitto.acl grants them.
+# Passwords never appear on a command line (this script's or mosquitto_passwd's): every user of the
+# machine can read command lines in `ps`.
 #
 # If mosquitto runs, it is sent SIGHUP to reload the file, and the script waits (up to 5 s) until the
 # change is in effect: `add` returns once the user can connect, `remove` once a sentinel user changed in
@@ -61,12 +63,17 @@ wait_until() {
 
 case "$cmd" in
   add)
-    [ $# -ge 1 ] && [ $# -le 2 ] || usage
+    [ $# -le 1 ] || at_die "the password goes on standard input, never as an argument (command lines show in ps): printf '%s\\n' PASSWORD | infra/mqtt-user.sh add USER"
+    [ $# -eq 1 ] || usage
     user="$1"
-    if [ $# -eq 2 ]; then pass="$2"; else IFS= read -r pass || true; fi
+    IFS= read -r pass || true
     check_user "$user"
     check_password "$pass"
-    mosquitto_passwd -b "$AT_MQTT_PASSWD_FILE" "$user" "$pass"
+    # Hashed from a private file (mosquitto_passwd -b would take it as an argument).
+    plain="$(mktemp "$AT_MQTT_DIR/one.XXXXXX")"
+    trap 'rm -f "$plain" "$plain.merged"' EXIT
+    printf '%s:%s\n' "$user" "$pass" >"$plain"
+    at_mqtt_merge_hashed "$plain"
     at_mqtt_reload
     wait_until add "$user" "$pass"
     at_log "added $user"
@@ -94,10 +101,7 @@ case "$cmd" in
     done
     n="${#seen[@]}"
     if [ "$n" -gt 0 ]; then
-      mosquitto_passwd -U "$plain"
-      awk -F: 'NR == FNR { batch[$1] = 1; next } !($1 in batch)' "$plain" "$AT_MQTT_PASSWD_FILE" >"$plain.merged"
-      cat "$plain" >>"$plain.merged"
-      mv -f "$plain.merged" "$AT_MQTT_PASSWD_FILE"
+      at_mqtt_merge_hashed "$plain"
       at_mqtt_reload
       wait_until add "$last_user" "$last_pass"
     fi
@@ -117,7 +121,10 @@ case "$cmd" in
     # rewrite gives the sentinel user at-reload-probe a fresh random password: once it can log in
     # with it, mosquitto has re-read the whole file, USER's removal included.
     probe_pass="$(openssl rand -hex 16)"
-    mosquitto_passwd -b "$AT_MQTT_PASSWD_FILE" at-reload-probe "$probe_pass"
+    plain="$(mktemp "$AT_MQTT_DIR/one.XXXXXX")"
+    trap 'rm -f "$plain" "$plain.merged"' EXIT
+    printf 'at-reload-probe:%s\n' "$probe_pass" >"$plain"
+    at_mqtt_merge_hashed "$plain"
     at_mqtt_reload
     wait_until add at-reload-probe "$probe_pass"
     at_log "removed $user"

@@ -124,7 +124,10 @@ users_changed=0
 [ -e "$AT_MQTT_PASSWD_FILE" ] || : >"$AT_MQTT_PASSWD_FILE"
 for user in at-ingest at-admin; do
   if ! grep -q "^$user:" "$AT_MQTT_PASSWD_FILE"; then
-    mosquitto_passwd -b "$AT_MQTT_PASSWD_FILE" "$user" "$(cat "$AT_SECRETS_DIR/$user.password")"
+    plain="$(umask 077 && mktemp "$AT_MQTT_DIR/one.XXXXXX")"
+    printf '%s:%s\n' "$user" "$(cat "$AT_SECRETS_DIR/$user.password")" >"$plain"
+    at_mqtt_merge_hashed "$plain"
+    rm -f "$plain"
     users_changed=1
   fi
 done

@@ -10,12 +10,20 @@ use crate::env::{rand_id, repo_root, Env};
 impl Env {
     /// Adds an MQTT login (infra/mqtt-user.sh) and waits until the broker accepts it.
     pub async fn add_mqtt_user(&self, user: &str, password: &str) -> anyhow::Result<()> {
-        let out = tokio::process::Command::new("bash")
+        // The password on stdin: never on a command line.
+        let mut child = tokio::process::Command::new("bash")
             .arg(repo_root().join("infra/mqtt-user.sh"))
-            .args(["add", user, password])
+            .args(["add", user])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
-            .output()
-            .await?;
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            stdin.write_all(format!("{password}\n").as_bytes()).await?;
+        }
+        let out = child.wait_with_output().await?;
         if !out.status.success() {
             bail!(
                 "mqtt-user.sh add {user}: {}",

@@ -184,3 +184,29 @@ pub fn broker_pids(state_dir: &Path) -> Vec<(String, u32)> {
 pub fn brokers_cpu_ms(pids: &[(String, u32)]) -> f64 {
     pids.iter().filter_map(|(_, p)| cpu_ms(*p)).sum()
 }
+
+/// Adds MQTT logins (`infra/mqtt-user.sh add-batch`, one reload of the broker's password file):
+/// the passwords go on its standard input, never on a command line.
+pub fn add_mqtt_users<'a>(
+    infra_dir: &Path,
+    users: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("bash")
+        .arg(infra_dir.join("mqtt-user.sh"))
+        .arg("add-batch")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("running infra/mqtt-user.sh")?;
+    {
+        let mut stdin = child.stdin.take().context("mqtt-user.sh stdin")?;
+        for (user, password) in users {
+            writeln!(stdin, "{user} {password}")?;
+        }
+    }
+    if !child.wait()?.success() {
+        bail!("infra/mqtt-user.sh add-batch failed");
+    }
+    Ok(())
+}

@@ -179,7 +179,7 @@ pub async fn run(args: OwnerArgs, connect: &Connect) -> anyhow::Result<()> {
                 card.twin_id, card.device_id, card.twin_id
             );
             println!(
-                "give it an MQTT login: infra/mqtt-user.sh add {}/{} <password>",
+                "give it an MQTT login: infra/mqtt-user.sh add {}/{} (the password on standard input)",
                 card.twin_id, card.device_id
             );
         }

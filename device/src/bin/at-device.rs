@@ -13,6 +13,40 @@ use armored_device::{pin_owner, setup_with_slot_len, Device};
 use clap::{Parser, Subcommand};
 use rand_core::RngCore;
 
+/// The MQTT password of user {twin}/{device}: never an argument (a command line is visible to
+/// every user of the machine in `ps`).
+#[derive(clap::Args, Debug)]
+struct Login {
+    /// A file holding the MQTT password (`-`: read it from standard input); or set
+    /// AT_DEVICE_PASSWORD.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+impl Login {
+    fn password(&self) -> anyhow::Result<String> {
+        let text = match &self.password_file {
+            Some(p) if p.as_os_str() == "-" => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the MQTT password from standard input")?;
+                line
+            }
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("reading the MQTT password from {}", p.display()))?,
+            None => std::env::var("AT_DEVICE_PASSWORD").map_err(|_| {
+                anyhow::anyhow!(
+                    "no MQTT password: give --password-file FILE (or -) or set AT_DEVICE_PASSWORD"
+                )
+            })?,
+        };
+        let password = text.trim_end_matches(['\r', '\n']).to_owned();
+        anyhow::ensure!(!password.is_empty(), "the MQTT password is empty");
+        Ok(password)
+    }
+}
+
 /// A simulated ArmoredTwins device.
 #[derive(Parser, Debug)]
 #[command(version)]
@@ -49,9 +83,8 @@ enum Cmd {
     Run {
         #[arg(long)]
         dir: PathBuf,
-        /// MQTT password of user {twin}/{device}.
-        #[arg(long, env = "AT_DEVICE_PASSWORD")]
-        password: String,
+        #[command(flatten)]
+        login: Login,
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         #[arg(long, default_value_t = 1883)]
@@ -74,9 +107,8 @@ enum Cmd {
     Share {
         #[arg(long)]
         dir: PathBuf,
-        /// MQTT password of user {twin}/{device}.
-        #[arg(long, env = "AT_DEVICE_PASSWORD")]
-        password: String,
+        #[command(flatten)]
+        login: Login,
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         #[arg(long, default_value_t = 1883)]
@@ -137,7 +169,7 @@ async fn run_cli() -> anyhow::Result<()> {
         }
         Cmd::Share {
             dir,
-            password,
+            login,
             host,
             port,
             slots,
@@ -145,6 +177,7 @@ async fn run_cli() -> anyhow::Result<()> {
             seed,
             ack_timeout_ms,
         } => {
+            let password = login.password()?;
             let mqtt = |id: &str| MqttConfig {
                 host,
                 port,
@@ -161,7 +194,7 @@ async fn run_cli() -> anyhow::Result<()> {
         }
         Cmd::Run {
             dir,
-            password,
+            login,
             host,
             port,
             count,
@@ -169,6 +202,7 @@ async fn run_cli() -> anyhow::Result<()> {
             attrs,
             linger_ms,
         } => {
+            let password = login.password()?;
             let device = Device::open(&dir)?;
             let id = format!("{}/{}", device.card().twin_id, device.card().device_id);
             let device = Arc::new(Mutex::new(device));

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use armored_client::kafka::Ctl;
 use armored_client::owner::Owner;
 use armored_client::service::Service as ServiceDir;
@@ -99,23 +98,12 @@ pub async fn setup(cfg: &BenchConfig, ctl: &Ctl, dir: &Path, n: usize) -> anyhow
         .try_collect()
         .await?;
     // One reload of mosquitto's password file for all of them.
-    let mut child = std::process::Command::new("bash")
-        .arg(cfg.infra_dir.join("mqtt-user.sh"))
-        .arg("add-batch")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .context("running infra/mqtt-user.sh")?;
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().context("mqtt-user.sh stdin")?;
-        for p in &phones {
-            writeln!(stdin, "{} {}", p.user, p.password)?;
-        }
-    }
-    if !child.wait()?.success() {
-        bail!("infra/mqtt-user.sh add-batch failed");
-    }
+    crate::procs::add_mqtt_users(
+        &cfg.infra_dir,
+        phones
+            .iter()
+            .map(|p| (p.user.as_str(), p.password.as_str())),
+    )?;
     Ok(Parties {
         nodes,
         node_dirs,

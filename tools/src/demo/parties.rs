@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use armored_base::mqtt::MqttConfig;
 use armored_base::time::now_ms;
 use armored_base::Shutdown;
@@ -116,17 +116,7 @@ pub async fn start_device_with(
     }
     let password = format!("pw-{}", rid());
     let user = format!("{twin}/{name}");
-    let out = std::process::Command::new("bash")
-        .arg(cfg.infra_dir.join("mqtt-user.sh"))
-        .args(["add", &user, &password])
-        .output()
-        .context("running infra/mqtt-user.sh")?;
-    if !out.status.success() {
-        bail!(
-            "mqtt-user.sh add {user}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    crate::procs::add_mqtt_users(&cfg.infra_dir, [(user.as_str(), password.as_str())])?;
     let device = Arc::new(Mutex::new(Device::open(&dir)?));
     let (tx, rx) = mpsc::channel(64);
     let (etx, mut erx) = mpsc::unbounded_channel();
