@@ -204,7 +204,14 @@ impl Device {
         self.state.next_seq = seq + 1;
         self.state.applied += 1;
         self.persist()?;
+        // After the state: a crash in between loses this change, but never reuses its seq.
+        crate::outbox::keep(&self.dir, &env)?;
         Ok(env)
+    }
+
+    /// The directory the device lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Phase 4: handles one downlink message (a delivery or the twin's roster).
@@ -238,7 +245,12 @@ impl Device {
             Err(e) => format!("rejected_{}", e.reason()),
         };
         *self.state.counters.entry(label).or_default() += 1;
-        self.persist()?;
+        // Only what changed the state is written (and synced) before the broker may forget it:
+        // a duplicate (the echo of the device's own change is one) or a refusal changes nothing
+        // but counters, which go with the next write.
+        if matches!(r, Ok(Event::Applied { .. } | Event::Request { .. })) {
+            self.persist()?;
+        }
         r
     }
 

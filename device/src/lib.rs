@@ -17,6 +17,7 @@ mod device;
 mod error;
 mod files;
 pub mod link;
+pub mod outbox;
 pub mod sim;
 
 pub use device::ShareState;

@@ -13,7 +13,8 @@ use armored_base::Shutdown;
 use rumqttc::{Event as MqttEvent, Packet, QoS};
 use tokio::sync::mpsc;
 
-use crate::{Device, Event};
+use crate::{outbox, Device, Event};
+use std::path::PathBuf;
 
 /// What the link reports to the embedding application.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,14 +50,29 @@ enum Out {
     Ack(Box<rumqttc::Publish>),
 }
 
-/// Hands the loop's requests and the application's envelopes to the client, the loop's first.
-/// Ends when the client's queue is gone (the event loop stopped) or the loop dropped its end.
+/// Which outbox entry each publish queued so far, in queue order (`None`: not an envelope of the
+/// outbox, e.g. an answer to a request). The poll loop pairs them with packet ids as the client
+/// sends them, and removes an entry when its PUBACK comes.
+type Tags = Arc<Mutex<std::collections::VecDeque<Option<PathBuf>>>>;
+
+/// Hands the loop's requests and the application's envelopes to the client, the loop's first;
+/// first of all the envelopes a previous run left in the outbox (`resend`). Ends when the client's
+/// queue is gone (the event loop stopped) or the loop dropped its end.
 async fn send(
     client: rumqttc::AsyncClient,
-    up: String,
+    uplink: Uplink,
     mut ctl: mpsc::UnboundedReceiver<Out>,
     mut outbox: mpsc::Receiver<Vec<u8>>,
+    resend: Vec<(PathBuf, Vec<u8>)>,
 ) {
+    for (path, env) in resend {
+        uplink.tag(Some(path));
+        let topic = uplink.topic.clone();
+        if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, env).await {
+            tracing::warn!(error = %e, "MQTT request not queued; the link is stopping");
+            return;
+        }
+    }
     let mut outbox_open = true;
     loop {
         let sent = tokio::select! {
@@ -64,13 +80,17 @@ async fn send(
             o = ctl.recv() => match o {
                 Some(Out::Subscribe(topic)) => client.subscribe(topic, QoS::AtLeastOnce).await,
                 Some(Out::Publish(topic, payload)) => {
+                    uplink.tag_publish(&topic, &payload);
                     client.publish(topic, QoS::AtLeastOnce, false, payload).await
                 }
                 Some(Out::Ack(p)) => client.ack(&p).await,
                 None => break,
             },
             e = outbox.recv(), if outbox_open => match e {
-                Some(env) => client.publish(up.clone(), QoS::AtLeastOnce, false, env).await,
+                Some(env) => {
+                    uplink.tag_publish(&uplink.topic, &env);
+                    client.publish(uplink.topic.clone(), QoS::AtLeastOnce, false, env).await
+                }
                 None => {
                     outbox_open = false;
                     continue;
@@ -81,6 +101,30 @@ async fn send(
             tracing::warn!(error = %e, "MQTT request not queued; the link is stopping");
             break;
         }
+    }
+}
+
+/// The uplink topic, the device's directory (its outbox) and the tags of queued publishes.
+#[derive(Clone)]
+struct Uplink {
+    topic: String,
+    device_dir: PathBuf,
+    tags: Tags,
+}
+
+impl Uplink {
+    fn tag(&self, t: Option<PathBuf>) {
+        if let Ok(mut tags) = self.tags.lock() {
+            tags.push_back(t);
+        }
+    }
+
+    /// Tags a publish: an envelope on the uplink waits in the outbox (if it is there at all).
+    fn tag_publish(&self, topic: &str, payload: &[u8]) {
+        let path = (topic == self.topic)
+            .then(|| outbox::path_of(&self.device_dir, payload))
+            .filter(|p| p.exists());
+        self.tag(path);
     }
 }
 
@@ -175,7 +219,26 @@ pub async fn run(
     // Bounded all the same: each entry answers a downlink the broker sent, and the broker sends
     // at most its in-flight window before it has our acknowledgements.
     let (ctl, ctl_rx) = mpsc::unbounded_channel();
-    let sender = tokio::spawn(send(client.clone(), up.clone(), ctl_rx, outbox));
+    let device_dir = device
+        .lock()
+        .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
+        .dir()
+        .to_path_buf();
+    let resend = outbox::pending(&device_dir)?;
+    if !resend.is_empty() {
+        tracing::info!(
+            envelopes = resend.len(),
+            "publishing what the outbox kept from a previous run"
+        );
+    }
+    let uplink = Uplink {
+        topic: up.clone(),
+        device_dir,
+        tags: Tags::default(),
+    };
+    // Packet id → the outbox entry its PUBACK settles.
+    let mut in_flight: std::collections::HashMap<u16, Option<PathBuf>> = Default::default();
+    let sender = tokio::spawn(send(client.clone(), uplink.clone(), ctl_rx, outbox, resend));
     let out = Report {
         ctl,
         events,
@@ -232,7 +295,19 @@ pub async fn run(
                     held_since = None;
                 }
             }
-            Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
+            // A publish leaves: pair its packet id with the next tag (a resend after a reconnect
+            // keeps its id and is already paired).
+            Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                if let std::collections::hash_map::Entry::Vacant(slot) = in_flight.entry(pkid) {
+                    if let Some(tag) = uplink.tags.lock().ok().and_then(|mut t| t.pop_front()) {
+                        slot.insert(tag);
+                    }
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
+                if let Some(Some(path)) = in_flight.remove(&ack.pkid) {
+                    outbox::done(&path);
+                }
                 let _ = out.events.send(LinkEvent::Acked);
             }
             Ok(_) => {}

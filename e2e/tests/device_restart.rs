@@ -2,7 +2,8 @@
 //! to trust only the owner and itself until the retained roster came again; its persistent
 //! session's queued deliveries arrive before that, so the sibling's change was refused as
 //! `unknown_signer`, acknowledged, and lost for good. Now the device keeps its roster on disk (and
-//! holds a delivery from a writer it does not know yet until the next roster).
+//! holds a delivery from a writer it does not know yet until the next roster). Also: what a device
+//! sealed before a crash is published when it comes back (its outbox on disk).
 
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,68 @@ async fn a_restarted_device_applies_what_a_sibling_wrote_meanwhile() -> anyhow::
         ensure!(
             Instant::now() < deadline,
             "d2 never applied d1's change ({refused} refused as unknown_signer)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.stop().await;
+    Ok(())
+}
+
+/// A device that seals changes and crashes before they leave (they were only in a channel in
+/// memory) publishes them when it comes back: they wait in its outbox on disk until the broker's
+/// PUBACK (the hardening issue, item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_sealed_before_a_crash_are_published_when_the_device_comes_back(
+) -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let _ingest = env.start_ingest().await?;
+    let _worker = env.start_worker(&rand_id("reenc"));
+    let owner = env.owner(&ctl).await?;
+    let twin = rand_id("kettle");
+    let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
+    let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
+    d2.wait_roster(2, WAIT).await;
+    let (dir, password) = (d1.dir.clone(), d1.password.clone());
+    let device = d1.stop().await;
+    // Sealed and recorded in the state, then the process dies before publishing anything.
+    for i in 0..3 {
+        device.lock().map_err(|_| anyhow::anyhow!("lock"))?.record(
+            &["sync"],
+            json!({ "before_crash": i }),
+            armored_base::time::now_ms(),
+        )?;
+    }
+    drop(device);
+    ensure!(
+        armored_device::outbox::pending(&dir)?.len() == 3,
+        "the three envelopes wait in the outbox"
+    );
+
+    let _d1 = TestDevice::start(&env, &dir, &password).await?;
+    let seen = d2
+        .collect_until(WAIT, |e| {
+            armored_e2e::applied(e)
+                .iter()
+                .filter(|(_, d)| d.get("before_crash").is_some())
+                .count()
+                == 3
+        })
+        .await;
+    let got = armored_e2e::applied(&seen)
+        .iter()
+        .filter(|(_, d)| d.get("before_crash").is_some())
+        .count();
+    ensure!(
+        got == 3,
+        "d2 applied {got} of the 3 changes sealed before the crash"
+    );
+    // And once the broker has them, the outbox is empty.
+    let deadline = Instant::now() + WAIT;
+    while !armored_device::outbox::pending(&dir)?.is_empty() {
+        ensure!(
+            Instant::now() < deadline,
+            "the outbox kept acknowledged envelopes"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

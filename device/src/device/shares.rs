@@ -70,6 +70,9 @@ impl Device {
         self.state.shares.next_item = item_id + 1;
         self.state.shares.last_slot = Some(slot);
         self.persist()?;
+        for env in &out {
+            crate::outbox::keep(&self.dir, env)?;
+        }
         Ok(out)
     }
 }
