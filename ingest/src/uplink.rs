@@ -25,9 +25,11 @@ use armored_crypto::KeyId;
 use armored_runtime::dlq::Source;
 use armored_runtime::follower::Follower;
 use armored_runtime::http::Health;
-use armored_runtime::kafka::{enqueue, Ack};
+use armored_runtime::kafka::{enqueue, Ack, AckError};
+use futures::future::{BoxFuture, FutureExt, Shared};
 use rdkafka::message::{Header, OwnedHeaders};
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeReasonCode};
+use std::collections::HashMap;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::checks::{check_uplink, Limits, Reject};
@@ -153,6 +155,7 @@ async fn lane(
 ) {
     // A device's publishes all come through this lane, so its (twin, writer) window lives here.
     let mut guard = ReplayGuard::new();
+    let mut settling = Settling::default();
     loop {
         let Job { publish, permit } = tokio::select! {
             biased;
@@ -174,7 +177,7 @@ async fn lane(
         } else if publish.topic.starts_with("at/v1/resp/") {
             crate::responses::handle(&ctx, &publish).await
         } else {
-            handle(&ctx, &registry, &mut guard, limits, &publish).await
+            handle(&ctx, &registry, &mut guard, &mut settling, limits, &publish).await
         };
         tokio::spawn(finish(
             client.clone(),
@@ -195,12 +198,53 @@ fn source(p: &Publish) -> Source<'_> {
     }
 }
 
+/// Kafka writes of a lane's device not acknowledged yet, by (twin, writer, seq). A QoS 1 redelivery
+/// of one of them (the device did not get our PUBACK in time and sent it again) is a duplicate for
+/// the replay guard; it is acknowledged to the device only once the original's write is, never
+/// before: a PUBACK for the copy while the original's write then failed would lose the change.
+#[derive(Default)]
+struct Settling(HashMap<(String, KeyId, u64), Write>);
+
+/// A Kafka write's outcome, awaited by the original and by its copies.
+type Write = Shared<BoxFuture<'static, Result<(), String>>>;
+
+impl Settling {
+    /// Tracks `ack`, the write of (twin, writer, seq); returns what acknowledges the original.
+    fn track(&mut self, key: (String, KeyId, u64), ack: Ack) -> Ack {
+        // Settled writes go: the map holds only what is in flight for this device.
+        self.0.retain(|_, w| w.peek().is_none());
+        let shared = ack.map(|r| r.map_err(|e| e.to_string())).boxed().shared();
+        self.0.insert(key, shared.clone());
+        settled(shared)
+    }
+
+    /// What acknowledges a copy of (twin, writer, seq): the original's write if it is still in
+    /// flight, nothing otherwise (it was acknowledged: a failed write stops the bridge).
+    fn copy_of(&self, key: &(String, KeyId, u64)) -> Option<Ack> {
+        self.0
+            .get(key)
+            .filter(|w| w.peek().is_none())
+            .map(|w| settled(w.clone()))
+    }
+}
+
+/// The original write's outcome as an acknowledgement of its own.
+fn settled(w: Write) -> Ack {
+    async move { w.await.map_err(|e| AckError::service(WriteFailed(e))) }.boxed()
+}
+
+/// The original's Kafka write failed (its error, as text: a copy's acknowledgement shares it).
+#[derive(Debug, thiserror::Error)]
+#[error("the original's Kafka write failed: {0}")]
+struct WriteFailed(String);
+
 /// Checks one publish and enqueues its output (the record or a dead letter).
 /// `None` means there is nothing to wait for (a duplicate).
 async fn handle(
     ctx: &Ctx,
     registry: &Follower,
     guard: &mut ReplayGuard,
+    settling: &mut Settling,
     limits: Limits,
     p: &Publish,
 ) -> Option<Ack> {
@@ -233,9 +277,10 @@ async fn handle(
         Err(reject) => Some(ctx.dlq.refuse(&reject, &source(p), &p.payload).await),
         Ok(acc) => {
             let writer = KeyId::from_slice(&acc.writer_key_id, "writer_key_id").ok()?;
+            let key = (acc.twin_id.clone(), writer, acc.seq);
             if guard.check(&acc.twin_id, writer, acc.seq).is_err() {
                 m.duplicates.inc();
-                return None;
+                return settling.copy_of(&key);
             }
             let ingest_ms = now_ms().to_string();
             let headers = OwnedHeaders::new().insert(Header {
@@ -243,16 +288,15 @@ async fn handle(
                 value: Some(&ingest_ms),
             });
             m.messages_out.with_label_values(&["up"]).inc();
-            Some(
-                enqueue(
-                    &ctx.producer,
-                    &ctx.topics.sync(),
-                    acc.twin_id.as_bytes(),
-                    &p.payload,
-                    Some(headers),
-                )
-                .await,
+            let ack = enqueue(
+                &ctx.producer,
+                &ctx.topics.sync(),
+                acc.twin_id.as_bytes(),
+                &p.payload,
+                Some(headers),
             )
+            .await;
+            Some(settling.track(key, ack))
         }
     }
 }
@@ -283,5 +327,51 @@ async fn finish(
     drop(permit);
     if let Err(e) = client.ack(&p).await {
         tracing::warn!(error = %e, "PUBACK not sent; the device will redeliver");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> (String, KeyId, u64) {
+        ("twin".into(), KeyId::derive(b"test", b"writer"), 7)
+    }
+
+    #[tokio::test]
+    async fn a_copy_is_acknowledged_only_when_the_original_write_is() {
+        let mut s = Settling::default();
+        let (done, write) = tokio::sync::oneshot::channel::<Result<(), AckError>>();
+        let original = s.track(
+            key(),
+            async move { write.await.unwrap_or(Err(AckError::NotHandled)) }.boxed(),
+        );
+        let mut copy = s.copy_of(&key()).expect("the original is in flight");
+        // The copy waits for the original's write…
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut copy)
+                .await
+                .is_err(),
+            "acknowledged before the original's write"
+        );
+        let _ = done.send(Ok(()));
+        // …and both settle with it.
+        assert!(copy.await.is_ok());
+        assert!(original.await.is_ok());
+        // Settled: a later copy is acknowledged at once.
+        assert!(s.copy_of(&key()).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_copy_of_a_failed_write_is_not_acknowledged() {
+        let mut s = Settling::default();
+        let (done, write) = tokio::sync::oneshot::channel::<Result<(), AckError>>();
+        let _original = s.track(
+            key(),
+            async move { write.await.unwrap_or(Err(AckError::NotHandled)) }.boxed(),
+        );
+        let copy = s.copy_of(&key()).expect("in flight");
+        let _ = done.send(Err(AckError::NotHandled));
+        assert!(copy.await.is_err());
     }
 }
