@@ -37,8 +37,9 @@ trap cleanup EXIT
 
 export AT__KAFKA__BROKERS="$AT_KAFKA_BROKERS"
 echo "== starting at-ingest and two at-reencrypt workers (logs in $run_dir) =="
-AT__MQTT__PASSWORD="$AT_MQTT_INGEST_PASSWORD" AT__MQTT__PORT="$AT_MQTT_PORT" \
-  "$bin/at-ingest" >"$run_dir/ingest.log" 2>&1 &
+# The bridge and the devices connect over TLS (the broker's TLS listener, infra/'s test CA).
+AT__MQTT__PASSWORD="$AT_MQTT_INGEST_PASSWORD" AT__MQTT__PORT="$AT_MQTT_TLS_PORT" \
+  AT__MQTT__CA_FILE="$AT_MQTT_CA" "$bin/at-ingest" >"$run_dir/ingest.log" 2>&1 &
 pids+=($!)
 for i in 1 2; do
   AT__WORKER__METRICS_ADDR="127.0.0.1:$((9101 + i * 10))" AT__WORKER__STATE_DIR="$run_dir/worker-$i" \

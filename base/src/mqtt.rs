@@ -23,6 +23,10 @@ pub struct MqttConfig {
     pub client_id: String,
     /// Keep-alive in seconds.
     pub keep_alive_s: u64,
+    /// The CA (PEM file) of the broker's TLS listener: set, the client connects over TLS and
+    /// checks the broker's certificate against it (`port` is then the TLS listener's).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 impl std::fmt::Debug for MqttConfig {
@@ -34,6 +38,7 @@ impl std::fmt::Debug for MqttConfig {
             .field("password", &"<redacted>")
             .field("client_id", &self.client_id)
             .field("keep_alive_s", &self.keep_alive_s)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -47,8 +52,23 @@ impl std::fmt::Debug for MqttConfig {
 /// reconnect.
 pub const MAX_PACKET_BYTES: usize = 264 * 1024;
 
-/// Options for a persistent-session client (clean session off, so QoS 1 messages wait for it).
-pub fn options(cfg: &MqttConfig, manual_acks: bool) -> MqttOptions {
+/// Why the MQTT client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The CA file could not be read.
+    #[error("reading the MQTT CA file {0}: {1}")]
+    CaFile(String, #[source] std::io::Error),
+    /// The CA file holds no usable certificate.
+    #[error("the MQTT CA file {0} holds no usable certificate")]
+    NoCertificate(String),
+    /// rustls refused the configuration.
+    #[error("TLS set-up: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Options for a persistent-session client (clean session off, so QoS 1 messages wait for it),
+/// over TLS when `cfg.ca_file` is set.
+pub fn options(cfg: &MqttConfig, manual_acks: bool) -> Result<MqttOptions, SetupError> {
     let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
         .set_clean_session(false)
@@ -56,12 +76,43 @@ pub fn options(cfg: &MqttConfig, manual_acks: bool) -> MqttOptions {
         .set_manual_acks(manual_acks)
         .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
         .set_inflight(100);
-    o
+    if let Some(ca) = &cfg.ca_file {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(tls_config(ca)?)),
+        ));
+    }
+    Ok(o)
+}
+
+/// A rustls client that trusts only the CA in `ca_file` (the broker's certificate must name the
+/// host the client dials: infra/'s names 127.0.0.1 and localhost).
+fn tls_config(ca_file: &str) -> Result<rustls::ClientConfig, SetupError> {
+    let pem = std::fs::read(ca_file).map_err(|e| SetupError::CaFile(ca_file.into(), e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| SetupError::CaFile(ca_file.into(), e))?;
+        roots.add(cert)?;
+    }
+    if roots.is_empty() {
+        return Err(SetupError::NoCertificate(ca_file.into()));
+    }
+    // ring: rustls marks it deprecated for lacking post-quantum key exchange, which its
+    // alternative (aws-lc-rs) has at the price of a C build with cmake on every fresh machine.
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Connects (lazily: the event loop connects on its first poll).
-pub fn connect(cfg: &MqttConfig, manual_acks: bool, capacity: usize) -> (AsyncClient, EventLoop) {
-    AsyncClient::new(options(cfg, manual_acks), capacity)
+pub fn connect(
+    cfg: &MqttConfig,
+    manual_acks: bool,
+    capacity: usize,
+) -> Result<(AsyncClient, EventLoop), SetupError> {
+    Ok(AsyncClient::new(options(cfg, manual_acks)?, capacity))
 }
 
 /// Exponential backoff with full jitter: 100 ms · 2^attempt, capped at 10 s.

@@ -211,7 +211,7 @@ pub async fn run(
         .lock()
         .map_err(|_| anyhow::anyhow!("device lock poisoned"))?
         .topics();
-    let (client, mut eventloop) = mqtt::connect(&cfg, true, 256);
+    let (client, mut eventloop) = mqtt::connect(&cfg, true, 256)?;
     let resp_topic = device
         .lock()
         .map_err(|_| anyhow::anyhow!("device lock poisoned"))?

@@ -136,7 +136,29 @@ impl Env {
             password: password.into(),
             client_id: client_id.into(),
             keep_alive_s: 10,
+            ca_file: None,
         }
+    }
+
+    /// MQTT settings for `user` over the broker's TLS listener (`AT_MQTT_TLS_PORT`), trusting
+    /// only infra/'s test CA (`AT_MQTT_CA`).
+    pub fn mqtt_tls(
+        &self,
+        user: &str,
+        password: &str,
+        client_id: &str,
+    ) -> anyhow::Result<MqttConfig> {
+        let port = std::env::var("AT_MQTT_TLS_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(8883);
+        let ca = std::env::var("AT_MQTT_CA")
+            .context("AT_MQTT_CA (source infra/env.sh): the broker's TLS CA")?;
+        Ok(MqttConfig {
+            port,
+            ca_file: Some(ca),
+            ..self.mqtt(user, password, client_id)
+        })
     }
 
     /// Stops every service and device of this test (then dropping it deletes its topics).

@@ -44,7 +44,9 @@ impl Env {
 
 /// Whether `cfg` can log in to the MQTT broker.
 pub async fn mqtt_login_ok(cfg: &MqttConfig) -> bool {
-    let mut o = armored_base::mqtt::options(cfg, false);
+    let Ok(mut o) = armored_base::mqtt::options(cfg, false) else {
+        return false;
+    };
     o.set_clean_session(true);
     let (client, mut el) = rumqttc::AsyncClient::new(o, 10);
     let r = tokio::time::timeout(Duration::from_secs(3), async {

@@ -115,7 +115,11 @@ impl Env {
     /// Starts a bridge and waits until it is ready: subscribed to the uplink, so that no publish
     /// made after this is missed.
     pub async fn start_ingest(&self) -> anyhow::Result<Running> {
-        let cfg = self.ingest_config();
+        self.start_ingest_with(self.ingest_config()).await
+    }
+
+    /// [`Env::start_ingest`] with a configuration of the caller's.
+    pub async fn start_ingest_with(&self, cfg: at_ingest::Config) -> anyhow::Result<Running> {
         let ingest = self.spawn(cfg.ingest.metrics_addr, |sd| at_ingest::run(cfg, sd));
         ingest.wait_healthy(Duration::from_secs(30)).await?;
         Ok(ingest)

@@ -169,7 +169,7 @@ async fn bad_input_is_dead_lettered_counted_and_good_traffic_flows() -> anyhow::
         let mut o = armored_base::mqtt::options(
             &env.mqtt(&format!("{twin}/d1"), &d1.password, &rand_id("acl")),
             false,
-        );
+        )?;
         o.set_clean_session(true);
         let (c, mut el) = rumqttc::AsyncClient::new(o, 10);
         let foreign =

@@ -45,7 +45,7 @@ async fn raw_publish(
     retain: bool,
     payload: Vec<u8>,
 ) -> anyhow::Result<bool> {
-    let mut o = mqtt::options(&env.mqtt(user, password, &rand_id("raw")), false);
+    let mut o = mqtt::options(&env.mqtt(user, password, &rand_id("raw")), false)?;
     o.set_clean_session(true)
         .set_max_packet_size(2 << 20, 2 << 20);
     let (client, mut events) = rumqttc::AsyncClient::new(o, 10);

@@ -310,7 +310,7 @@ async fn publish_as(
     topic: &str,
     payload: Vec<u8>,
 ) -> anyhow::Result<()> {
-    let mut o = armored_base::mqtt::options(&env.mqtt(user, password, &rand_id("raw")), false);
+    let mut o = armored_base::mqtt::options(&env.mqtt(user, password, &rand_id("raw")), false)?;
     o.set_clean_session(true);
     let (c, mut el) = rumqttc::AsyncClient::new(o, 10);
     c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)

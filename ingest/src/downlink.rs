@@ -65,7 +65,7 @@ pub(crate) async fn start(
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
     let mut mcfg = ctx.cfg.mqtt.clone();
     mcfg.client_id = format!("{}-down", mcfg.client_id);
-    let (client, mut eventloop) = mqtt::connect(&mcfg, false, 1024);
+    let (client, mut eventloop) = mqtt::connect(&mcfg, false, 1024)?;
     let publisher = Publisher {
         client: client.clone(),
         pubacks: Arc::default(),

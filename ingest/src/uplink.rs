@@ -52,7 +52,7 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let mut mcfg = ctx.cfg.mqtt.clone();
     mcfg.client_id = format!("{}-up", mcfg.client_id);
-    let (client, mut eventloop) = mqtt::connect(&mcfg, true, 1024);
+    let (client, mut eventloop) = mqtt::connect(&mcfg, true, 1024)?;
     client.subscribe("at/v1/up/+/+", QoS::AtLeastOnce).await?;
     client
         .subscribe(crate::responses::RESPONSE_FILTER, QoS::AtLeastOnce)

@@ -89,6 +89,10 @@ enum Cmd {
         host: String,
         #[arg(long, default_value_t = 1883)]
         port: u16,
+        /// The broker's TLS CA (PEM): set, the device connects over TLS (give `--port` of the TLS
+        /// listener, 8883 in infra/).
+        #[arg(long, env = "AT_MQTT_CA")]
+        ca_file: Option<String>,
         /// State changes to publish.
         #[arg(long, default_value_t = 0)]
         count: u64,
@@ -113,6 +117,10 @@ enum Cmd {
         host: String,
         #[arg(long, default_value_t = 1883)]
         port: u16,
+        /// The broker's TLS CA (PEM): set, the device connects over TLS (give `--port` of the TLS
+        /// listener, 8883 in infra/).
+        #[arg(long, env = "AT_MQTT_CA")]
+        ca_file: Option<String>,
         /// Global slots FROM..TO (TO excluded).
         #[arg(long, conflicts_with = "recent")]
         slots: Option<String>,
@@ -172,6 +180,7 @@ async fn run_cli() -> anyhow::Result<()> {
             login,
             host,
             port,
+            ca_file,
             slots,
             recent,
             seed,
@@ -185,6 +194,7 @@ async fn run_cli() -> anyhow::Result<()> {
                 password,
                 client_id: format!("dev-{}", id.replace('/', "-")),
                 keep_alive_s: 30,
+                ca_file: ca_file.clone(),
             };
             share(&dir, mqtt, slots.as_deref(), recent, seed, ack_timeout_ms).await?;
         }
@@ -197,6 +207,7 @@ async fn run_cli() -> anyhow::Result<()> {
             login,
             host,
             port,
+            ca_file,
             count,
             every_ms,
             attrs,
@@ -213,6 +224,7 @@ async fn run_cli() -> anyhow::Result<()> {
                 password,
                 client_id: format!("dev-{}", id.replace('/', "-")),
                 keep_alive_s: 30,
+                ca_file: ca_file.clone(),
             };
             let shutdown = armored_base::shutdown::on_signals();
             let (out_tx, out_rx) = tokio::sync::mpsc::channel(64);

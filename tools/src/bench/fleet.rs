@@ -136,6 +136,7 @@ async fn one(
         password: p.password.clone(),
         client_id: p.client_id(),
         keep_alive_s: 30,
+        ca_file: None,
     };
     let task = tokio::spawn(link(device.clone(), cfg, rx, etx, stop.clone()));
     let wait = |d: u64| Instant::now() + Duration::from_secs(d);

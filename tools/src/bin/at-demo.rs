@@ -25,6 +25,12 @@ struct Args {
     mqtt_host: String,
     #[arg(long, env = "AT_MQTT_PORT", default_value_t = 1883)]
     mqtt_port: u16,
+    /// The broker's TLS listener: the demo's devices connect there when a CA is given.
+    #[arg(long, env = "AT_MQTT_TLS_PORT", default_value_t = 8883)]
+    mqtt_tls_port: u16,
+    /// The broker's TLS CA (PEM; infra/env.sh sets AT_MQTT_CA): the devices use TLS with it.
+    #[arg(long, env = "AT_MQTT_CA")]
+    mqtt_ca: Option<String>,
     /// Password of the all-access MQTT user (plays the raw eavesdropper).
     #[arg(long, env = "AT_MQTT_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: String,
@@ -55,6 +61,7 @@ async fn demo() -> anyhow::Result<()> {
         dir: a.dir.unwrap_or_else(|| default_dir(&state)),
         mqtt_host: a.mqtt_host,
         mqtt_port: a.mqtt_port,
+        mqtt_tls: a.mqtt_ca.map(|ca| (a.mqtt_tls_port, ca)),
         admin_password: a.admin_password,
         infra_dir: a.infra_dir,
         phones: a.phones,

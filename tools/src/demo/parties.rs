@@ -25,6 +25,8 @@ pub struct DemoConfig {
     pub mqtt_host: String,
     /// MQTT port.
     pub mqtt_port: u16,
+    /// The broker's TLS listener (port, CA file): set, the demo's devices connect over TLS.
+    pub mqtt_tls: Option<(u16, String)>,
     /// Password of the all-access MQTT user (the raw eavesdropper).
     pub admin_password: String,
     /// infra/ directory (mqtt-user.sh).
@@ -123,11 +125,12 @@ pub async fn start_device_with(
     let stop = shutdown.child_token();
     let mqtt = MqttConfig {
         host: cfg.mqtt_host.clone(),
-        port: cfg.mqtt_port,
+        port: cfg.mqtt_tls.as_ref().map_or(cfg.mqtt_port, |(p, _)| *p),
         username: user.clone(),
         password,
         client_id: format!("demo-{twin}-{name}"),
         keep_alive_s: 30,
+        ca_file: cfg.mqtt_tls.as_ref().map(|(_, ca)| ca.clone()),
     };
     // mosquitto reloads its password file asynchronously: the link retries until it is in.
     tokio::spawn(link(device.clone(), mqtt, rx, etx, stop.clone()));
