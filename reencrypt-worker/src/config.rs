@@ -26,7 +26,8 @@ pub struct WorkerConfig {
     pub metrics_addr: SocketAddr,
     /// Consumer group (all replicas share it).
     pub group: String,
-    /// Where revoked re-key ids are persisted (empty: not persisted).
+    /// Where revoked re-key ids are persisted (default `at-reencrypt-state`, relative to the working
+    /// directory; empty: not persisted, which a warning at start says).
     pub state_dir: String,
     /// ReEnc cache entries.
     pub cache_entries: usize,
@@ -41,7 +42,7 @@ pub fn defaults() -> String {
 [worker]
 metrics_addr = "127.0.0.1:9102"
 group = "reencrypt"
-state_dir = ""
+state_dir = "at-reencrypt-state"
 cache_entries = 100000
 max_envelope_bytes = {max}
 

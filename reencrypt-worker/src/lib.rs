@@ -55,7 +55,10 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let _ = std::fs::create_dir_all(&dir);
         dir.join("revoked-rekeys.txt")
     });
-    let store = Arc::new(RwLock::new(ReKeyStore::new(state_file)));
+    if state_file.is_none() {
+        tracing::warn!("worker.state_dir is empty: revoked re-key ids are not persisted");
+    }
+    let store = Arc::new(RwLock::new(ReKeyStore::new(state_file)?));
     let cache = Arc::new(Cache::new(cfg.worker.cache_entries));
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
 

@@ -59,6 +59,17 @@ pub enum Refused {
     PendingFull,
 }
 
+/// The revocation state file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// Not readable.
+    #[error("reading {0}: {1}")]
+    Read(PathBuf, #[source] std::io::Error),
+    /// A line that is not `{rk id hex} {owner id}`.
+    #[error("{0}, line {1}: not '<re-key id, 32 hex digits> <owner id>'; fix or remove the file (the re-key topic holds every revocation)")]
+    Corrupt(PathBuf, usize),
+}
+
 /// Uploads kept while their owner is not in the registry yet.
 pub const MAX_PENDING: usize = 4_096;
 
@@ -86,28 +97,33 @@ pub struct ReKeyStore {
 }
 
 impl ReKeyStore {
-    /// A store that persists revocations to `state_file` (and reloads them from it).
-    pub fn new(state_file: Option<PathBuf>) -> Self {
+    /// A store that persists revocations to `state_file` (and reloads them from it). A file that
+    /// cannot be read or holds a line that is not `{rk id hex} {owner id}` is an error: starting
+    /// without the revocations it holds would be worse than not starting.
+    pub fn new(state_file: Option<PathBuf>) -> Result<Self, StateFileError> {
         let mut s = Self {
             state_file,
             ..Self::default()
         };
-        if let Some(text) = s
-            .state_file
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-        {
-            for line in text.lines() {
-                if let Some((id, owner)) = line.split_once(' ') {
-                    if let Ok(b) = hex::decode(id) {
-                        if let Ok(k) = <[u8; 16]>::try_from(b.as_slice()) {
-                            s.revoked.insert(k, owner.to_string());
-                        }
-                    }
-                }
-            }
+        let Some(path) = s.state_file.clone() else {
+            return Ok(s);
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(s),
+            Err(e) => return Err(StateFileError::Read(path, e)),
+        };
+        for (i, line) in text.lines().enumerate() {
+            let parsed = line.split_once(' ').and_then(|(id, owner)| {
+                let k = <[u8; 16]>::try_from(hex::decode(id).ok()?.as_slice()).ok()?;
+                (!owner.is_empty()).then(|| (k, owner.to_string()))
+            });
+            let Some((k, owner)) = parsed else {
+                return Err(StateFileError::Corrupt(path, i + 1));
+            };
+            s.revoked.insert(k, owner);
         }
-        s
+        Ok(s)
     }
 
     /// Usable re-keys whose delegator is the owner PRE key `owner_pre`.
@@ -282,7 +298,13 @@ impl ReKeyStore {
             .collect();
         lines.sort();
         let tmp = path.with_extension("tmp");
-        let write = std::fs::write(&tmp, lines.concat()).and_then(|_| std::fs::rename(&tmp, path));
+        let write = std::fs::File::create(&tmp)
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(lines.concat().as_bytes())?;
+                f.sync_all()
+            })
+            .and_then(|_| std::fs::rename(&tmp, path));
         if let Err(e) = write {
             tracing::warn!(error = %e, path = %path.display(), "could not persist revocations");
         }
@@ -320,6 +342,24 @@ mod tests {
             record: Some(Record::RekeyUpload(signed)),
         }
         .encode_to_vec()
+    }
+
+    #[test]
+    fn a_corrupt_revocation_file_is_an_error_not_an_empty_set() {
+        let dir = std::env::temp_dir().join(format!("at-rekeys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("revoked-rekeys.txt");
+        let id = "00112233445566778899aabbccddeeff";
+        std::fs::write(&path, format!("{id} alice\n")).unwrap_or_else(|e| panic!("{e}"));
+        let s = ReKeyStore::new(Some(path.clone())).unwrap_or_else(|e| panic!("{e}"));
+        let mut k = [0u8; 16];
+        hex::decode_to_slice(id, &mut k).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.is_revoked(&k));
+        std::fs::write(&path, format!("{id} alice\nnot a line\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = ReKeyStore::new(Some(path));
+        assert!(matches!(r, Err(StateFileError::Corrupt(_, 2))), "{r:?}");
+        std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
