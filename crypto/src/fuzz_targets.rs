@@ -434,8 +434,12 @@ pub fn capsule_header(data: &[u8]) -> bool {
 pub fn points(data: &[u8]) -> bool {
     let (m, b) = mode(data);
     let back: Option<Vec<u8>> = match m % 5 {
-        0 => G1::from_bytes(b, "fuzz").ok().map(|p| p.to_bytes().to_vec()),
-        1 => G2::from_bytes(b, "fuzz").ok().map(|p| p.to_bytes().to_vec()),
+        0 => G1::from_bytes(b, "fuzz")
+            .ok()
+            .map(|p| p.to_bytes().to_vec()),
+        1 => G2::from_bytes(b, "fuzz")
+            .ok()
+            .map(|p| p.to_bytes().to_vec()),
         2 => Gt::from_bytes_unchecked_subgroup(b, "fuzz")
             .ok()
             .map(|p| p.to_bytes().to_vec()),
@@ -692,7 +696,10 @@ fn check_job(j: &crate::mpcjob::SignedJob, signed: &[u8]) {
     let body = signed_body(signed, MAX_JOB_BYTES);
     assert_canonical(&j.job, &body, "MpcJob");
     let hash: [u8; 32] = Sha256::digest(&body).into();
-    assert_eq!(j.job_hash, hash, "job hash is not the hash of the signed body");
+    assert_eq!(
+        j.job_hash, hash,
+        "job hash is not the hash of the signed body"
+    );
 }
 
 /// The persisted layouts read back at start-up (revocation set, duplicate guard): byte 0 selects
@@ -715,7 +722,11 @@ pub fn local_state(data: &[u8]) -> bool {
         };
         let enc = g.to_bytes();
         let back = crate::replay::ReplayGuard::from_bytes(&enc).expect("re-encoded guard decodes");
-        assert_eq!(back.to_bytes(), enc, "duplicate guard changes through its encoding");
+        assert_eq!(
+            back.to_bytes(),
+            enc,
+            "duplicate guard changes through its encoding"
+        );
     }
     true
 }
