@@ -734,10 +734,13 @@ pub fn local_state(data: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Seeds
 
+/// Inputs per target name.
+pub type Seeds = Vec<(&'static str, Vec<Vec<u8>>)>;
+
 /// Small valid inputs for every target, made by the real encoders with the fixture's keys
 /// (deterministic). `fuzz/corpus/<target>/` holds them; the ignored test `write_seed_corpus`
 /// rewrites it.
-pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+pub fn seeds() -> Seeds {
     let f = fixture();
     let mut r = rng(5);
     let with = |m: u8, b: &[u8]| [&[m][..], b].concat();
@@ -1022,7 +1025,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
 }
 
 /// Inputs that once broke a target (regression seeds), kept next to the generated seeds.
-pub fn regressions() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+pub fn regressions() -> Seeds {
     Vec::new()
 }
 
@@ -1155,7 +1158,7 @@ mod tests {
     }
 
     fn seeds_cached() -> &'static [(&'static str, Vec<Vec<u8>>)] {
-        static S: OnceLock<Vec<(&'static str, Vec<Vec<u8>>)>> = OnceLock::new();
+        static S: OnceLock<Seeds> = OnceLock::new();
         S.get_or_init(seeds)
     }
 }
