@@ -69,6 +69,10 @@ pub mod encoding;
 pub mod envelope;
 pub mod epoch;
 pub mod error;
+// Fuzz entry points (issue 16): for `fuzz/` and the crate's own tests only.
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod group;
 pub mod history;
 pub mod hpke;

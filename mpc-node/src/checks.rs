@@ -245,8 +245,12 @@ pub fn admit(
         ));
     }
 
-    let window_end_ms = (job.window_start_slot + u64::from(job.window_slots))
-        .checked_mul(slot_len)
+    // The window's end, in slots then ms, both from signed but untrusted job fields: a window
+    // past u64::MAX is refused here (the node's gather adds slots to first_slot without checks).
+    let window_end_ms = job
+        .window_start_slot
+        .checked_add(u64::from(job.window_slots))
+        .and_then(|end| end.checked_mul(slot_len))
         .ok_or_else(|| reject("bad_parameters", "window out of range"))?;
     let params = ContactTracingParams {
         reference: reference.twin_id.clone(),
