@@ -195,6 +195,20 @@ impl TestDevice {
         seen
     }
 
+    /// Waits (at most `timeout`) until this device has applied a change whose delta is `delta`;
+    /// fails saying `what` otherwise.
+    pub async fn wait_applied(
+        &mut self,
+        delta: &serde_json::Value,
+        timeout: Duration,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let has = |e: &[LinkEvent]| applied(e).iter().any(|(_, d)| d == delta);
+        let seen = self.collect_until(timeout, has).await;
+        anyhow::ensure!(has(&seen), "{what}: {delta} not applied within {timeout:?}");
+        Ok(())
+    }
+
     /// Waits (at most `timeout`) until the twin's roster names `devices` devices: from then on this
     /// device accepts their changes.
     pub async fn wait_roster(&mut self, devices: usize, timeout: Duration) -> Vec<LinkEvent> {

@@ -11,7 +11,7 @@ use armored_client::owner::control;
 use armored_crypto::domain::SigDomain;
 use armored_crypto::kpcpre::{Policy, ReKey, SecretKey};
 use armored_crypto::tokens::ReceiverKind;
-use armored_e2e::{applied, rand_id, Env};
+use armored_e2e::{rand_id, Env};
 use armored_runtime::kafka::send;
 use armored_schemas::v1::{self, control_record};
 use prost::Message;
@@ -86,19 +86,12 @@ async fn a_signed_rekey_with_a_15000_deep_policy_is_refused_and_the_worker_keeps
     // And it still delivers: d1's change reaches d2.
     d1.publish(&["sync"], json!({ "after": "deep policy" }))
         .await?;
-    let seen = d2
-        .collect_until(WAIT, |e| {
-            applied(e)
-                .iter()
-                .any(|(_, d)| *d == json!({ "after": "deep policy" }))
-        })
-        .await;
-    assert!(
-        applied(&seen)
-            .iter()
-            .any(|(_, d)| *d == json!({ "after": "deep policy" })),
-        "d2 did not get d1's change after the hostile re-key: {seen:?}"
-    );
+    d2.wait_applied(
+        &json!({ "after": "deep policy" }),
+        WAIT,
+        "d2, after the hostile re-key",
+    )
+    .await?;
     env.stop().await;
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use armored_base::mqtt;
 use armored_base::time::now_ms;
-use armored_e2e::{applied, rand_id, repo_root, Env, TestDevice};
+use armored_e2e::{rand_id, repo_root, Env, TestDevice};
 use armored_runtime::kafka::enqueue;
 use rdkafka::message::{Header, OwnedHeaders};
 use rumqttc::QoS;
@@ -164,18 +164,10 @@ async fn oversized_and_retained_mqtt_messages_stop_nothing() -> anyhow::Result<(
 /// d1 writes a change; d2 applies it (the whole path, downlink included, still moves).
 async fn deliver_one(d1: &TestDevice, d2: &mut TestDevice) -> anyhow::Result<()> {
     d1.publish(&["sync"], json!({ "still": "flowing" })).await?;
-    let seen = d2
-        .collect_until(WAIT, |e| {
-            applied(e)
-                .iter()
-                .any(|(_, d)| *d == json!({ "still": "flowing" }))
-        })
-        .await;
-    ensure!(
-        applied(&seen)
-            .iter()
-            .any(|(_, d)| *d == json!({ "still": "flowing" })),
-        "d2 did not get d1's change after the oversized delivery: {seen:?}"
-    );
-    Ok(())
+    d2.wait_applied(
+        &json!({ "still": "flowing" }),
+        WAIT,
+        "d2, after the oversized delivery",
+    )
+    .await
 }

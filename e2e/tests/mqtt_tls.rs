@@ -9,7 +9,7 @@ use anyhow::{bail, ensure};
 use armored_base::time::now_ms;
 use armored_device::link::{self, LinkEvent};
 use armored_device::{Device, Event};
-use armored_e2e::{applied, mqtt_login_ok, rand_id, Env};
+use armored_e2e::{mqtt_login_ok, rand_id, Env};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -64,19 +64,12 @@ async fn the_bridge_and_a_device_over_tls_carry_changes_both_ways() -> anyhow::R
             }
         }
     }
-    let seen = d1
-        .collect_until(WAIT, |e| {
-            applied(e)
-                .iter()
-                .any(|(_, d)| *d == json!({ "from": "d2" }))
-        })
-        .await;
-    ensure!(
-        applied(&seen)
-            .iter()
-            .any(|(_, d)| *d == json!({ "from": "d2" })),
-        "d1 did not get d2's change sent over TLS"
-    );
+    d1.wait_applied(
+        &json!({ "from": "d2" }),
+        WAIT,
+        "d1, d2's change sent over TLS",
+    )
+    .await?;
 
     // A client that trusts another CA never logs in: the broker's certificate does not verify.
     let other_ca = env.dir.join("other-ca.pem");
