@@ -439,3 +439,63 @@ async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
     env.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_request_runs_once_and_a_stale_one_is_refused() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.ctl()?;
+    let worker = env.start_worker(&rand_id("reenc"));
+    let owner = env.owner(&ctl).await?;
+    let twin = rand_id("bike");
+    let _d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
+    let device_rk = owner.ledger()?[0].rk_id.clone();
+    worker.wait_metric("at_reencrypt_rekeys", 1.0, WAIT).await?;
+    let topic = ctl.topics.control();
+
+    let first = request_replay(&owner, &ctl, &device_rk, 0).await?;
+    let s = replay::watch_replay(&ctl, &first, WAIT, |_| {}).await?;
+    assert_eq!(s.map(|s| s.state), Some("done".to_string()));
+    // Whoever captured it appends the same signed request again: refused, not run again.
+    let captured = env
+        .records(&topic)?
+        .into_iter()
+        .find(|(k, _)| k == first.as_bytes())
+        .map(|(_, p)| p)
+        .ok_or_else(|| anyhow::anyhow!("the request on {topic}"))?;
+    ctl.send(&topic, "again", &captured).await?;
+    let d = env
+        .wait_dead_letter(WAIT, |d| d.key == b"again" && d.source_topic == topic)
+        .await?;
+    assert_eq!(d.reason, "duplicate_request");
+    // A request signed two days ago: refused as stale.
+    let rk: [u8; 16] = hex::decode(&device_rk)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("rk id"))?;
+    let (_, old) = armored_crypto::history::issue_replay_request(
+        owner.signing_key(),
+        &rk,
+        0,
+        now_ms() - 2 * 86_400_000,
+        &mut OsRng,
+    );
+    ctl.send(
+        &topic,
+        "old",
+        &control(control_record::Record::ReplayRequest(old)),
+    )
+    .await?;
+    let d = env
+        .wait_dead_letter(WAIT, |d| d.key == b"old" && d.source_topic == topic)
+        .await?;
+    assert_eq!(d.reason, "stale_request");
+    assert_eq!(
+        worker
+            .metric("at_reencrypt_replays_total{outcome=\"done\"}")
+            .await?,
+        1.0,
+        "the history was replayed once"
+    );
+    env.stop().await;
+    Ok(())
+}

@@ -31,6 +31,8 @@ pub(crate) struct Ctx {
     pub(crate) reg_follower: Follower,
     pub(crate) rk_follower: Follower,
     pub(crate) shutdown: Shutdown,
+    /// Replay requests finished or running (each runs once).
+    pub(crate) replays: crate::replay_seen::SeenReplays,
 }
 
 impl Ctx {

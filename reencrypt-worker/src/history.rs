@@ -66,6 +66,8 @@ pub const MAX_REPLAY_BYTES: usize = 512 << 20;
 #[derive(Clone, Debug)]
 pub(crate) struct Job {
     pub request_id: String,
+    /// When the owner says it asked (bounds how long the worker remembers it).
+    pub issued_at_ms: u64,
     pub rk_id: [u8; 16],
     pub from_epoch: u64,
     pub owner_pre: KeyId,

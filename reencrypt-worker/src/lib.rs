@@ -13,6 +13,7 @@ pub mod ratelimit;
 pub mod reencrypt;
 pub mod rekeys;
 pub mod replay;
+pub mod replay_seen;
 pub mod requests;
 pub mod route;
 
@@ -58,6 +59,10 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     if state_file.is_none() {
         tracing::warn!("worker.state_dir is empty: revoked re-key ids are not persisted");
     }
+    let replays_file = state_file
+        .as_ref()
+        .map(|f| f.with_file_name("replays-done.txt"));
+    let replays = replay_seen::SeenReplays::open(replays_file)?;
     let store = Arc::new(RwLock::new(ReKeyStore::new(state_file)?));
     let cache = Arc::new(Cache::new(cfg.worker.cache_entries));
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
@@ -124,6 +129,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         reg_follower,
         rk_follower,
         shutdown: shutdown.clone(),
+        replays,
     });
 
     // Dead letters of the control topics, and re-keys whose owner appeared later.

@@ -45,6 +45,7 @@ pub use armored_schemas::replay::{REQUEST_HEADER, STATUS_HEADER};
 
 use crate::ctx::Ctx;
 use crate::history::{scan_and_deliver, Job, Progress, ReplayError};
+use crate::replay_seen::NotAgain;
 
 /// Why a replay request was refused (dead-letter reasons).
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,12 @@ pub enum ReplayRefused {
     /// The re-key belongs to another owner.
     #[error("replay request for another owner's re-key")]
     ForeignRekey,
+    /// Issued more than a day ago, or ahead of the worker's clock.
+    #[error("replay request issued too long ago or in the future")]
+    Stale,
+    /// This request ran already (or is running): a copy appended again.
+    #[error("replay request already run")]
+    Duplicate,
 }
 
 impl Refusal for ReplayRefused {
@@ -78,6 +85,8 @@ impl Refusal for ReplayRefused {
             ReplayRefused::UnknownRekey => "unknown_rekey",
             ReplayRefused::Revoked => "revoked",
             ReplayRefused::ForeignRekey => "foreign_rekey",
+            ReplayRefused::Stale => "stale_request",
+            ReplayRefused::Duplicate => "duplicate_request",
         }
     }
 }
@@ -156,8 +165,17 @@ fn check(ctx: &Ctx, payload: &[u8]) -> Result<Job, ReplayRefused> {
     if grant.owner_id != owner.owner_id {
         return Err(ReplayRefused::ForeignRekey);
     }
+    let request_id = hex::encode(&r.request_id);
+    // Last: from here on the request counts as running.
+    ctx.replays
+        .admit(&request_id, r.issued_at_ms, armored_base::time::now_ms())
+        .map_err(|e| match e {
+            NotAgain::Stale => ReplayRefused::Stale,
+            NotAgain::Duplicate => ReplayRefused::Duplicate,
+        })?;
     Ok(Job {
-        request_id: hex::encode(&r.request_id),
+        request_id,
+        issued_at_ms: r.issued_at_ms,
         rk_id,
         from_epoch: r.from_epoch,
         owner_pre: owner.pre.key_id(),
@@ -172,6 +190,13 @@ async fn run(ctx: Arc<Ctx>, a: Job) -> Result<(), ReplayError> {
     let progress = Arc::new(Progress::default());
     let r = replay(&ctx, &a, &progress).await;
     m.in_flight.dec();
+    // Finished (done, or stopped by a revocation) runs never again; a failed one may be redone.
+    ctx.replays.ended(
+        &a.request_id,
+        a.issued_at_ms,
+        r.is_ok(),
+        armored_base::time::now_ms(),
+    );
     let (state, detail) = match &r {
         Ok(true) => ("done", String::new()),
         Ok(false) => ("revoked", String::new()),
