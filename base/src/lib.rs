@@ -4,6 +4,7 @@
 //! service plumbing lives in `armored-runtime`.
 #![forbid(unsafe_code)]
 
+pub mod files;
 pub mod log_limit;
 pub mod mqtt;
 pub mod shutdown;

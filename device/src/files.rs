@@ -123,55 +123,9 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), DeviceE
     write_private(path, &text)
 }
 
-/// Replaces `path` with `bytes`, readable by this user only (0600): written to a temporary file,
-/// synced, renamed over `path`, and the directory synced, so that a crash or a power loss leaves
-/// the old file or the new one, never a torn or missing one (a lost seq file would reuse a seq,
-/// which receivers drop as a duplicate). The state holds the twin's plaintext.
+/// Replaces `path` with `bytes` durably and privately (`armored_base::files::write_private`): the
+/// state holds the twin's plaintext, and a lost seq file would reuse a seq.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DeviceError> {
-    use std::io::Write;
-    let io = |e| DeviceError::Io(path.display().to_string(), e);
-    let tmp = path.with_extension("tmp");
-    // A leftover temporary file keeps its mode when truncated: start from none.
-    let _ = std::fs::remove_file(&tmp);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp).map_err(io)?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        // Directories cannot be opened for syncing everywhere; where they can, the rename is made
-        // durable.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn private_files_are_replaced_whole_and_readable_by_their_user_only() -> anyhow::Result<()> {
-        let dir = std::env::temp_dir().join(format!("at-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join("state.json");
-        // A file left world-readable by an earlier version is replaced by a private one.
-        std::fs::write(&path, b"old")?;
-        write_private(&path, b"new")?;
-        assert_eq!(std::fs::read(&path)?, b"new");
-        assert!(!path.with_extension("tmp").exists());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "mode {mode:o}");
-        }
-        std::fs::remove_dir_all(&dir)?;
-        Ok(())
-    }
+    armored_base::files::write_private(path, bytes)
+        .map_err(|e| DeviceError::Io(path.display().to_string(), e))
 }

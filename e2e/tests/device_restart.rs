@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use armored_e2e::{rand_id, Env, TestDevice};
+use armored_e2e::{Env, Pair, TestDevice};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -16,14 +16,7 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_device_applies_what_a_sibling_wrote_meanwhile() -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
-    let ingest = env.start_ingest().await?;
-    let _worker = env.start_worker(&rand_id("reenc"));
-    let owner = env.owner(&ctl).await?;
-    let twin = rand_id("boiler");
-    let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
-    let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
-    d2.wait_roster(2, WAIT).await;
+    let Pair { ingest, d1, d2, .. } = env.pair("boiler").await?;
     let (dir, password) = (d2.dir.clone(), d2.password.clone());
     // The device process ends: everything it had in memory is gone.
     drop(d2.stop().await);
@@ -82,14 +75,7 @@ async fn a_restarted_device_applies_what_a_sibling_wrote_meanwhile() -> anyhow::
 async fn changes_sealed_before_a_crash_are_published_when_the_device_comes_back(
 ) -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
-    let _ingest = env.start_ingest().await?;
-    let _worker = env.start_worker(&rand_id("reenc"));
-    let owner = env.owner(&ctl).await?;
-    let twin = rand_id("kettle");
-    let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
-    let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
-    d2.wait_roster(2, WAIT).await;
+    let Pair { d1, mut d2, .. } = env.pair("kettle").await?;
     let (dir, password) = (d1.dir.clone(), d1.password.clone());
     let device = d1.stop().await;
     // Sealed and recorded in the state, then the process dies before publishing anything.

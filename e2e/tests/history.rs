@@ -15,7 +15,7 @@ use armored_crypto::domain::SigDomain;
 use armored_crypto::sig::SigningKey;
 use armored_device::link::LinkEvent;
 use armored_device::Device;
-use armored_e2e::{applied, consume, rand_id, Env, TestDevice, SERIAL};
+use armored_e2e::{applied, consume, rand_id, Env, Running, TestDevice, SERIAL};
 use armored_schemas::v1::{self, control_record};
 use armored_schemas::{decode_strict, limits::MAX_DELIVERY_BYTES, WIRE_VERSION};
 use prost::Message;
@@ -185,10 +185,8 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_replay_requests_are_dead_lettered_and_counted() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
-    let env = Env::new().await?;
+/// A worker, an owner and an enrolled device whose re-key (its id, returned) the worker holds.
+async fn replay_cast(env: &Env) -> anyhow::Result<(Ctl, Running, Owner, String)> {
     let ctl = env.ctl()?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
@@ -196,6 +194,14 @@ async fn bad_replay_requests_are_dead_lettered_and_counted() -> anyhow::Result<(
     let _d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
     let device_rk = owner.ledger()?[0].rk_id.clone();
     worker.wait_metric("at_reencrypt_rekeys", 1.0, WAIT).await?;
+    Ok((ctl, worker, owner, device_rk))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_replay_requests_are_dead_lettered_and_counted() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let (ctl, worker, owner, device_rk) = replay_cast(&env).await?;
     let topic = ctl.topics.control();
     let body = |signer: &[u8], rk: &[u8]| v1::ReplayRequest {
         version: WIRE_VERSION,
@@ -444,13 +450,7 @@ async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
 async fn a_replay_request_runs_once_and_a_stale_one_is_refused() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
-    let worker = env.start_worker(&rand_id("reenc"));
-    let owner = env.owner(&ctl).await?;
-    let twin = rand_id("bike");
-    let _d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
-    let device_rk = owner.ledger()?[0].rk_id.clone();
-    worker.wait_metric("at_reencrypt_rekeys", 1.0, WAIT).await?;
+    let (ctl, worker, owner, device_rk) = replay_cast(&env).await?;
     let topic = ctl.topics.control();
 
     let first = request_replay(&owner, &ctl, &device_rk, 0).await?;

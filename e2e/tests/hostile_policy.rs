@@ -11,7 +11,7 @@ use armored_client::owner::control;
 use armored_crypto::domain::SigDomain;
 use armored_crypto::kpcpre::{Policy, ReKey, SecretKey};
 use armored_crypto::tokens::ReceiverKind;
-use armored_e2e::{rand_id, Env};
+use armored_e2e::{Env, Pair};
 use armored_runtime::kafka::send;
 use armored_schemas::v1::{self, control_record};
 use prost::Message;
@@ -24,14 +24,14 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn a_signed_rekey_with_a_15000_deep_policy_is_refused_and_the_worker_keeps_serving(
 ) -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
-    let _ingest = env.start_ingest().await?;
-    let worker = env.start_worker(&rand_id("reenc"));
-    let owner = env.owner(&ctl).await?;
-    let twin = rand_id("deep");
-    let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
-    let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
-    d2.wait_roster(2, WAIT).await;
+    let Pair {
+        ctl,
+        worker,
+        owner,
+        d1,
+        mut d2,
+        ..
+    } = env.pair("deep").await?;
 
     // A real re-key whose policy text is swapped for the hostile one, then signed by the owner:
     // everything but the policy is valid, and the signature covers the hostile text.

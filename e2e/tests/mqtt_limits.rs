@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use armored_base::mqtt;
 use armored_base::time::now_ms;
-use armored_e2e::{rand_id, repo_root, Env, TestDevice};
+use armored_e2e::{rand_id, repo_root, Env, Pair, TestDevice};
 use armored_runtime::kafka::enqueue;
 use rdkafka::message::{Header, OwnedHeaders};
 use rumqttc::QoS;
@@ -70,14 +70,14 @@ async fn raw_publish(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oversized_and_retained_mqtt_messages_stop_nothing() -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
-    let ingest = env.start_ingest().await?;
-    let _worker = env.start_worker(&rand_id("reenc"));
-    let owner = env.owner(&ctl).await?;
-    let twin = rand_id("limits");
-    let d1 = env.device(&owner, &ctl, &twin, "d1").await?;
-    let mut d2 = env.device(&owner, &ctl, &twin, "d2").await?;
-    d2.wait_roster(2, WAIT).await;
+    let Pair {
+        ctl,
+        ingest,
+        twin,
+        d1,
+        mut d2,
+        ..
+    } = env.pair("limits").await?;
     let sync = env.topics.sync();
     let d1_user = format!("{twin}/d1");
     let d1_up = format!("at/v1/up/{twin}/d1");

@@ -297,15 +297,7 @@ impl ReKeyStore {
             .map(|(k, o)| format!("{} {o}\n", hex::encode(k)))
             .collect();
         lines.sort();
-        let tmp = path.with_extension("tmp");
-        let write = std::fs::File::create(&tmp)
-            .and_then(|mut f| {
-                use std::io::Write;
-                f.write_all(lines.concat().as_bytes())?;
-                f.sync_all()
-            })
-            .and_then(|_| std::fs::rename(&tmp, path));
-        if let Err(e) = write {
+        if let Err(e) = armored_base::files::write_private(path, lines.concat().as_bytes()) {
             tracing::warn!(error = %e, path = %path.display(), "could not persist revocations");
         }
     }

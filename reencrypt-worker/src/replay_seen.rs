@@ -99,15 +99,7 @@ impl SeenReplays {
                 .iter()
                 .map(|(id, at)| format!("{id} {at}\n"))
                 .collect();
-            let tmp = path.with_extension("tmp");
-            let write = std::fs::File::create(&tmp)
-                .and_then(|mut f| {
-                    use std::io::Write;
-                    f.write_all(text.as_bytes())?;
-                    f.sync_all()
-                })
-                .and_then(|_| std::fs::rename(&tmp, path));
-            if let Err(e) = write {
+            if let Err(e) = armored_base::files::write_private(path, text.as_bytes()) {
                 tracing::warn!(error = %e, path = %path.display(), "could not persist finished replays");
             }
         }

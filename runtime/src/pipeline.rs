@@ -391,10 +391,12 @@ pub async fn run_group(
     // The last commit goes to a group coordinator that may not answer (a broker just restarted).
     // Not joined on a blocking task: that would hold this service, and its runtime's shutdown,
     // for as long (a fault test's process outlived its tests by an hour so).
-    let bound = close_bound;
-    if tokio::time::timeout(bound, poller_done).await.is_err() {
+    if tokio::time::timeout(close_bound, poller_done)
+        .await
+        .is_err()
+    {
         tracing::warn!(
-            wait_ms = bound.as_millis() as u64,
+            wait_ms = close_bound.as_millis() as u64,
             "the consumer's last commit did not finish in time; records after the last commit are redelivered"
         );
     }
