@@ -33,6 +33,10 @@ export AT_MQTT_URL="mqtt://$AT_MQTT_HOST:$AT_MQTT_PORT"
 export AT_MQTT_TLS_URL="mqtts://$AT_MQTT_HOST:$AT_MQTT_TLS_PORT"
 export AT_MQTT_INGEST_USER="at-ingest"
 export AT_MQTT_ADMIN_USER="at-admin"
+# Kafka principals (SASL/SCRAM-SHA-256), each with only what infra/kafka-acls.tsv grants it; their
+# passwords are $AT_SECRETS_DIR/kafka-<principal>.password. The super user at-kafka (brokers, infra/
+# scripts, tests' raw readers) signs in with PLAIN.
+export AT_KAFKA_PRINCIPALS="at-ingest at-reencrypt at-mpc-node-1 at-mpc-node-2 at-mpc-node-3 at-client"
 
 # Files (layout of the state dir; start.sh creates them).
 export AT_SECRETS_DIR="$AT_STATE_DIR/secrets"
@@ -42,6 +46,9 @@ export AT_MQTT_PASSWD_FILE="$AT_MQTT_DIR/passwd"
 export AT_MQTT_ACL_FILE="$AT_MQTT_DIR/acl"
 export AT_MQTT_TLS_DIR="$AT_MQTT_DIR/tls"
 export AT_MQTT_CA="$AT_MQTT_TLS_DIR/ca.crt"                 # trust anchor for the TLS listener
+# Kafka: SASL over TLS with the same test CA; the super user's client settings for infra/ scripts.
+export AT_KAFKA_CA="$AT_MQTT_TLS_DIR/ca.crt"
+export AT_KAFKA_ADMIN_PROPERTIES="$AT_SECRETS_DIR/kafka-admin.properties"
 export AT_KAFKA_DIR="$AT_STATE_DIR/kafka"                    # kafka/<N>-node/node-<i>/{data,server.properties,kafka.log,kafka.pid}
 
 # Apache Kafka: the version pinned in infra/kafka/pom.xml, installed by install.sh into a versioned
@@ -49,6 +56,9 @@ export AT_KAFKA_DIR="$AT_STATE_DIR/kafka"                    # kafka/<N>-node/no
 AT_KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$AT_INFRA_DIR/kafka/pom.xml")"
 export AT_KAFKA_VERSION
 export AT_KAFKA_HOME="${AT_KAFKA_HOME:-$HOME/.cache/armoredtwins/kafka-$AT_KAFKA_VERSION}"
+# The scripts' admin client (infra/kafka/KafkaAdmin.java), compiled by install.sh per version of its source.
+AT_KAFKA_ADMIN_DIR="$AT_KAFKA_HOME/admin-$(sha256sum "$AT_INFRA_DIR/kafka/KafkaAdmin.java" 2>/dev/null | cut -c1-16)"
+export AT_KAFKA_ADMIN_DIR
 export AT_KAFKA_HEAP="${AT_KAFKA_HEAP:-512m}"
 
 # Generated once by start.sh (0600); exported only when they exist.

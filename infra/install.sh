@@ -16,6 +16,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto-clients mosquitto)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || need_apt+=(libcurl4-openssl-dev)
+dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
@@ -44,7 +45,7 @@ if ! [[ "${java_major:-0}" =~ ^[0-9]+$ ]] || [ "$java_major" -lt 17 ]; then
   exit 1
 fi
 
-stamp="$(cat "$AT_INFRA_DIR/kafka/pom.xml" "$AT_INFRA_DIR/kafka/KafkaAdmin.java" | sha256sum | cut -c1-16)"
+stamp="$(cat "$AT_INFRA_DIR/kafka/pom.xml" | sha256sum | cut -c1-16)"
 if [ "$(cat "$AT_KAFKA_HOME/.stamp" 2>/dev/null)" != "$stamp" ]; then
   # One install at a time: a second install.sh waits here, then finds the stamp and skips.
   mkdir -p "$(dirname "$AT_KAFKA_HOME")"
@@ -56,7 +57,7 @@ if [ "$(cat "$AT_KAFKA_HOME/.stamp" 2>/dev/null)" != "$stamp" ]; then
   t0=$(date +%s)
   tmp="$AT_KAFKA_HOME.tmp"
   rm -rf "$tmp"
-  mkdir -p "$tmp/admin"
+  mkdir -p "$tmp"
   if ! out="$(mvn -B -q --strict-checksums -f "$AT_INFRA_DIR/kafka/pom.xml" \
     dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$tmp/libs" 2>&1)"; then
@@ -67,11 +68,19 @@ if [ "$(cat "$AT_KAFKA_HOME/.stamp" 2>/dev/null)" != "$stamp" ]; then
   fi
   ls "$tmp/libs"/kafka_2.13-"$AT_KAFKA_VERSION".jar >/dev/null 2>&1 \
     || { echo "infra/install: ERROR: kafka_2.13-$AT_KAFKA_VERSION.jar missing after Maven" >&2; exit 1; }
-  javac -nowarn -d "$tmp/admin" -cp "$tmp/libs/*" "$AT_INFRA_DIR/kafka/KafkaAdmin.java"
   cp "$AT_INFRA_DIR/kafka/log4j2.properties" "$tmp/log4j2.properties"
   echo "$stamp" >"$tmp/.stamp"
   rm -rf "$AT_KAFKA_HOME"
   mv "$tmp" "$AT_KAFKA_HOME"
   echo "infra/install: Kafka installed in $(($(date +%s) - t0)) s ($(du -sh "$AT_KAFKA_HOME" | cut -f1))"
+fi
+# The admin tool, compiled per version of its source (AT_KAFKA_ADMIN_DIR, infra/env.sh): checkouts of
+# different versions share the Kafka install without recompiling each other's tool.
+if [ ! -r "$AT_KAFKA_ADMIN_DIR/KafkaAdmin.class" ]; then
+  rm -rf "$AT_KAFKA_ADMIN_DIR.tmp"
+  mkdir -p "$AT_KAFKA_ADMIN_DIR.tmp"
+  javac -nowarn -d "$AT_KAFKA_ADMIN_DIR.tmp" -cp "$AT_KAFKA_HOME/libs/*" "$AT_INFRA_DIR/kafka/KafkaAdmin.java"
+  rm -rf "$AT_KAFKA_ADMIN_DIR"
+  mv "$AT_KAFKA_ADMIN_DIR.tmp" "$AT_KAFKA_ADMIN_DIR"
 fi
 echo "infra/install: ok (mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), Apache Kafka $AT_KAFKA_VERSION on Java $java_major in $AT_KAFKA_HOME)"

@@ -61,14 +61,15 @@ if at_mqtt_running && at_mqtt_sync_acl; then
   at_mqtt_reload
   sleep 0.1
 fi
-if at_mqtt_running && [ "$with_prometheus" = 0 ] && at_mqtt_healthy && at_kafka_healthy "$brokers"; then
+if at_mqtt_running && [ "$with_prometheus" = 0 ] && at_mqtt_healthy && at_kafka_healthy "$brokers" \
+  && at_kafka_principals >/dev/null; then
   at_log "already running and healthy: mosquitto pid $(cat "$AT_MQTT_PIDFILE") ($AT_MQTT_URL, $AT_MQTT_TLS_URL)," \
     "Kafka $brokers node(s) ($AT_KAFKA_BROKERS) [$(($(at_now_ms) - t0)) ms]"
   exit 0
 fi
 
 bash "$AT_INFRA_DIR/install.sh"
-[ -r "$AT_KAFKA_HOME/admin/KafkaAdmin.class" ] || at_die "Kafka missing in $AT_KAFKA_HOME after infra/install.sh (see its output above)"
+[ -r "$AT_KAFKA_ADMIN_DIR/KafkaAdmin.class" ] || at_die "Kafka missing in $AT_KAFKA_HOME after infra/install.sh (see its output above)"
 command -v mosquitto_passwd >/dev/null 2>&1 || at_die "mosquitto-clients missing after infra/install.sh"
 
 umask 077
@@ -86,6 +87,25 @@ for user in at-ingest at-admin; do
     at_log "generated the MQTT password of $user in $f"
   fi
 done
+# Kafka: the super user at-kafka and one principal per service and tool (infra/kafka-acls.tsv).
+for user in at-kafka $AT_KAFKA_PRINCIPALS; do
+  f="$AT_SECRETS_DIR/kafka-$user.password"
+  if [ ! -s "$f" ]; then
+    openssl rand -hex 24 >"$f"
+    chmod 600 "$f"
+    at_log "generated the Kafka password of $user in $f"
+  fi
+done
+# The super user's client settings, for the admin tool (infra/kafka/KafkaAdmin.java).
+{
+  echo "security.protocol=SASL_SSL"
+  echo "sasl.mechanism=PLAIN"
+  echo "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"at-kafka\" password=\"$(cat "$AT_SECRETS_DIR/kafka-at-kafka.password")\";"
+  echo "ssl.truststore.type=PEM"
+  echo "ssl.truststore.location=$AT_KAFKA_CA"
+} >"$AT_KAFKA_ADMIN_PROPERTIES.tmp"
+chmod 600 "$AT_KAFKA_ADMIN_PROPERTIES.tmp"
+mv -f "$AT_KAFKA_ADMIN_PROPERTIES.tmp" "$AT_KAFKA_ADMIN_PROPERTIES"
 # Re-source so that this shell has the generated passwords too (then the shape asked for again).
 source "$AT_INFRA_DIR/env.sh"
 at_kafka_set_shape "$brokers"
@@ -110,6 +130,11 @@ if [ ! -s "$AT_MQTT_TLS_DIR/ca.crt" ] || [ ! -s "$AT_MQTT_TLS_DIR/server.crt" ] 
     chmod 600 ca.key server.key
     chmod 644 ca.crt server.crt
   ) || at_die "openssl failed to generate the test certificates in $AT_MQTT_TLS_DIR"
+fi
+
+# Kafka's keystore: the same server key and certificate (PEM, key first).
+if [ ! -s "$AT_MQTT_TLS_DIR/kafka.pem" ] || [ "$AT_MQTT_TLS_DIR/server.crt" -nt "$AT_MQTT_TLS_DIR/kafka.pem" ]; then
+  (umask 077 && cat "$AT_MQTT_TLS_DIR/server.key" "$AT_MQTT_TLS_DIR/server.crt" >"$AT_MQTT_TLS_DIR/kafka.pem")
 fi
 
 sed -e "s|@USER@|$(id -un)|" -e "s|@PASSWD_FILE@|$AT_MQTT_PASSWD_FILE|" -e "s|@ACL_FILE@|$AT_MQTT_ACL_FILE|" \
@@ -230,6 +255,10 @@ while :; do
   fi
   sleep 0.1
 done
+
+at_kafka_principals >/dev/null || fail "setting Kafka's principals and ACLs failed" \
+  "$(at_kafka_node_dir "$brokers" "${to_start[0]:-1}")/kafka.log"
+at_log "Kafka principals ($AT_KAFKA_PRINCIPALS) and their ACLs (infra/kafka-acls.tsv) in place"
 
 at_log "mosquitto pid $(cat "$AT_MQTT_PIDFILE"): $AT_MQTT_URL and $AT_MQTT_TLS_URL (CA $AT_MQTT_CA)"
 for ((i = 1; i <= brokers; i++)); do

@@ -46,7 +46,8 @@ impl Ctl {
         if let Some(p) = topic_prefix {
             kafka.topic_prefix = p.to_string();
         }
-        Self::with_config(kafka)
+        // Unless [kafka.sasl] is configured: the tool's principal of the local brokers (infra/).
+        Self::with_config(kafka.or_local_principal("at-client"))
     }
 
     /// A client for an explicit configuration.

@@ -35,6 +35,22 @@ pub fn free_addr() -> std::net::SocketAddr {
         .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
+/// Grants infra/kafka-acls.tsv on the topics under `prefix` (infra/kafka-acl.sh: one JVM, ~1.5 s).
+async fn grant_acls(prefix: &str) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("bash")
+        .arg(repo_root().join("infra/kafka-acl.sh"))
+        .arg(prefix)
+        .output()
+        .await
+        .context("running infra/kafka-acl.sh")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "infra/kafka-acl.sh {prefix}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 fn state_dir() -> PathBuf {
     std::env::var_os("AT_STATE_DIR")
         .map(PathBuf::from)
@@ -96,11 +112,15 @@ impl Env {
             linger_ms: 0,
             fetch_wait_max_ms: 5,
             connect_timeout_ms: 10_000,
-        };
+            sasl: None,
+        }
+        // The test itself (creating and deleting topics, reading them raw) is the super user.
+        .as_local_principal("at-kafka")?;
         armored_runtime::kafka::wait_for_broker(&kafka)
             .context("the Kafka-protocol broker is not running: infra/start.sh")?;
         let topics = Topics::new(&prefix);
         create_topics(&kafka, &topics.all()).await?;
+        grant_acls(&prefix).await?;
         let dir = std::env::temp_dir().join(rand_id("at-e2e"));
         std::fs::create_dir_all(&dir)?;
         Ok(Self {
@@ -117,9 +137,14 @@ impl Env {
         })
     }
 
-    /// An `atctl` client on this test's topics.
+    /// An `atctl` client on this test's topics, signed in as the tool's principal `at-client`.
     pub fn ctl(&self) -> anyhow::Result<Ctl> {
-        Ok(Ctl::with_config(self.kafka.clone())?)
+        Ok(Ctl::with_config(self.kafka_as("at-client")?)?)
+    }
+
+    /// This test's Kafka settings signed in as `principal` (infra/kafka-acls.tsv).
+    pub fn kafka_as(&self, principal: &str) -> anyhow::Result<KafkaConfig> {
+        Ok(self.kafka.as_local_principal(principal)?)
     }
 
     /// A new owner (`alice-…`) in `owner/` of the test's directory, registered on its topics.

@@ -62,7 +62,7 @@ impl Env {
         dirs: &[PathBuf; 3],
     ) -> anyhow::Result<at_mpc_node::Config> {
         Ok(at_mpc_node::Config::for_node(
-            self.kafka.clone(),
+            self.kafka_as(&format!("at-mpc-node-{index}"))?,
             index,
             dirs,
             free_addr(),

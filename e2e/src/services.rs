@@ -81,16 +81,29 @@ impl Running {
 }
 
 impl Env {
+    /// This test's Kafka settings as a service's `principal`; if infra/ has no such principal,
+    /// plaintext (logged here; the broker then refuses the service's first connection).
+    pub fn service_kafka(&self, principal: &str) -> armored_runtime::config::KafkaConfig {
+        self.kafka_as(principal).unwrap_or_else(|e| {
+            tracing::error!(error = format!("{e:#}"), "no Kafka principal {principal}");
+            armored_runtime::config::KafkaConfig {
+                sasl: None,
+                ..self.kafka.clone()
+            }
+        })
+    }
+
     /// A bridge's configuration on this test's topics and broker, `/metrics` on a free port.
     pub fn ingest_config(&self) -> at_ingest::Config {
         at_ingest::Config {
-            kafka: self.kafka.clone(),
+            kafka: self.service_kafka("at-ingest"),
             mqtt: self.mqtt("at-ingest", &self.ingest_password, &rand_id("ingest")),
             ingest: at_ingest::IngestConfig {
                 metrics_addr: free_addr(),
                 max_envelope_bytes: armored_schemas::limits::MAX_ENVELOPE_BYTES,
                 skew_ms: 300_000,
-                downlink_group: rand_id("down"),
+                // Its principal may use groups `ingest…` only (infra/kafka-acls.tsv).
+                downlink_group: rand_id("ingest-down"),
                 max_in_flight: 1024,
             },
         }
@@ -100,10 +113,15 @@ impl Env {
     /// free port, its state in a directory of its own.
     pub fn worker_config(&self, group: &str) -> at_reencrypt::Config {
         at_reencrypt::Config {
-            kafka: self.kafka.clone(),
+            kafka: self.service_kafka("at-reencrypt"),
             worker: at_reencrypt::WorkerConfig {
                 metrics_addr: free_addr(),
-                group: group.into(),
+                // Its principal may use groups `reenc…` only (infra/kafka-acls.tsv).
+                group: if group.starts_with("reenc") {
+                    group.into()
+                } else {
+                    format!("reenc-{group}")
+                },
                 state_dir: self.dir.join(rand_id("worker")).display().to_string(),
                 cache_entries: 10_000,
                 max_envelope_bytes: armored_schemas::limits::MAX_ENVELOPE_BYTES,

@@ -8,6 +8,13 @@
 //                                    idempotent; a different partition count is an error; prints a table
 //   delete  BOOTSTRAP PREFIX         delete every topic whose name starts with PREFIX (not empty)
 //   leaders BOOTSTRAP TOPIC          one line per partition: partition, leader id, ISR ids
+//   users   BOOTSTRAP FILE           create or update the SCRAM-SHA-256 credentials of FILE's
+//                                    "USER PASSWORD" lines (a private file: never on a command line)
+//   grant   BOOTSTRAP TSV PREFIX     create the ACLs of TSV (infra/kafka-acls.tsv) for the topics under
+//                                    PREFIX; idempotent
+//
+// The client's security settings (SASL over TLS as the super user) come from the properties file named
+// by AT_KAFKA_ADMIN_PROPERTIES (written by infra/start.sh, mode 0600), when set.
 //
 // Exit codes: 0 done, 1 the broker refused or did not answer, 2 usage.
 import java.nio.file.Files;
@@ -29,7 +36,18 @@ import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.acl.AccessControlEntry;
+import org.apache.kafka.common.acl.AclBinding;
+import org.apache.kafka.common.acl.AclOperation;
+import org.apache.kafka.common.acl.AclPermissionType;
 import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.resource.PatternType;
+import org.apache.kafka.common.resource.ResourcePattern;
+import org.apache.kafka.common.resource.ResourceType;
+import org.apache.kafka.clients.admin.ScramCredentialInfo;
+import org.apache.kafka.clients.admin.ScramMechanism;
+import org.apache.kafka.clients.admin.UserScramCredentialAlteration;
+import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
 
 public final class KafkaAdmin {
     private static final long TIMEOUT_S = 15;
@@ -39,6 +57,14 @@ public final class KafkaAdmin {
             usage();
         }
         Properties props = new Properties();
+        String secure = System.getenv("AT_KAFKA_ADMIN_PROPERTIES");
+        if (secure != null && !secure.isEmpty()) {
+            try (var in = Files.newBufferedReader(Path.of(secure))) {
+                props.load(in);
+            } catch (Exception e) {
+                fail("cannot read AT_KAFKA_ADMIN_PROPERTIES " + secure + ": " + e);
+            }
+        }
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, args[1]);
         props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "5000");
         props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "10000");
@@ -57,6 +83,14 @@ public final class KafkaAdmin {
                 case "leaders" -> {
                     if (args.length != 3) usage();
                     leaders(admin, args[2]);
+                }
+                case "users" -> {
+                    if (args.length != 3) usage();
+                    users(admin, Path.of(args[2]));
+                }
+                case "grant" -> {
+                    if (args.length != 4) usage();
+                    grant(admin, Path.of(args[2]), args[3]);
                 }
                 default -> usage();
             }
@@ -156,6 +190,53 @@ public final class KafkaAdmin {
         }
     }
 
+    private static void users(Admin admin, Path file) throws Exception {
+        List<UserScramCredentialAlteration> upserts = new ArrayList<>();
+        for (String line : Files.readAllLines(file)) {
+            String[] cols = line.strip().split("\\s+");
+            if (cols.length == 1 && cols[0].isEmpty()) continue;
+            if (cols.length != 2) fail(file + ": expected lines 'USER PASSWORD'");
+            upserts.add(new UserScramCredentialUpsertion(cols[0],
+                new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192), cols[1]));
+        }
+        admin.alterUserScramCredentials(upserts).all().get(TIMEOUT_S, TimeUnit.SECONDS);
+        System.out.println("SCRAM credentials set for " + upserts.size() + " users");
+    }
+
+    private static void grant(Admin admin, Path tsv, String prefix) throws Exception {
+        if (!prefix.matches("[A-Za-z0-9._-]{0,100}")) {
+            fail("bad prefix '" + prefix + "': Kafka topic names allow only [A-Za-z0-9._-]");
+        }
+        List<AclBinding> acls = new ArrayList<>();
+        for (String line : Files.readAllLines(tsv)) {
+            String t = line.strip();
+            if (t.isEmpty() || t.startsWith("#")) continue;
+            String[] cols = line.split("\t");
+            if (cols.length != 4) fail(tsv + ": bad line '" + line + "'");
+            ResourcePattern resource = switch (cols[1]) {
+                case "topic" -> new ResourcePattern(ResourceType.TOPIC, prefix + cols[2], PatternType.LITERAL);
+                case "group" -> new ResourcePattern(ResourceType.GROUP, cols[2], PatternType.PREFIXED);
+                default -> {
+                    fail(tsv + ": unknown resource '" + cols[1] + "'");
+                    yield null;
+                }
+            };
+            for (String op : cols[3].split(",")) {
+                AclOperation operation;
+                try {
+                    operation = AclOperation.valueOf(op.strip());
+                } catch (IllegalArgumentException e) {
+                    fail(tsv + ": unknown operation '" + op + "'");
+                    return;
+                }
+                acls.add(new AclBinding(resource,
+                    new AccessControlEntry("User:" + cols[0], "*", operation, AclPermissionType.ALLOW)));
+            }
+        }
+        admin.createAcls(acls).all().get(TIMEOUT_S, TimeUnit.SECONDS);
+        System.out.println(acls.size() + " ACLs in place for prefix '" + prefix + "'");
+    }
+
     private static int intArg(String[] args, int i) {
         if (args.length <= i) usage();
         try {
@@ -168,7 +249,8 @@ public final class KafkaAdmin {
 
     private static void usage() {
         System.err.println("usage: KafkaAdmin health BOOTSTRAP NODES | topics BOOTSTRAP TSV PREFIX RF"
-            + " | delete BOOTSTRAP PREFIX | leaders BOOTSTRAP TOPIC");
+            + " | delete BOOTSTRAP PREFIX | leaders BOOTSTRAP TOPIC | users BOOTSTRAP FILE"
+            + " | grant BOOTSTRAP TSV PREFIX");
         System.exit(2);
     }
 

@@ -20,7 +20,9 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cfg: at_ingest::Config =
+    let mut cfg: at_ingest::Config =
         armored_runtime::config::load(&at_ingest::defaults(), args.config.as_deref())?;
+    // Unless [kafka.sasl] is configured: the bridge's principal of the local brokers (infra/).
+    cfg.kafka = cfg.kafka.or_local_principal("at-ingest");
     at_ingest::run(cfg, armored_base::shutdown::on_signals()).await
 }

@@ -28,5 +28,9 @@ async fn run() -> anyhow::Result<()> {
     if let Some(j) = args.index {
         cfg.node.index = j;
     }
+    // Unless [kafka.sasl] is configured: node j's principal of the local brokers (infra/).
+    cfg.kafka = cfg
+        .kafka
+        .or_local_principal(&format!("at-mpc-node-{}", cfg.node.index));
     at_mpc_node::run(cfg, armored_base::shutdown::on_signals()).await
 }

@@ -20,7 +20,9 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cfg: at_reencrypt::Config =
+    let mut cfg: at_reencrypt::Config =
         armored_runtime::config::load(&at_reencrypt::defaults(), args.config.as_deref())?;
+    // Unless [kafka.sasl] is configured: the workers' principal of the local brokers (infra/).
+    cfg.kafka = cfg.kafka.or_local_principal("at-reencrypt");
     at_reencrypt::run(cfg, armored_base::shutdown::on_signals()).await
 }

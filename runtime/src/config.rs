@@ -101,6 +101,114 @@ pub struct KafkaConfig {
     pub fetch_wait_max_ms: u32,
     /// How long to wait for the broker at start before failing with a clear message.
     pub connect_timeout_ms: u64,
+    /// Sign-in over TLS (SASL_SSL); `None` talks plaintext, to a broker without security (the
+    /// brokers of infra/ refuse that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSasl>,
+}
+
+/// A Kafka principal's credentials and the CA its brokers' certificates chain to.
+#[derive(Clone, Serialize, Deserialize, zeroize::ZeroizeOnDrop)]
+pub struct KafkaSasl {
+    /// `SCRAM-SHA-256` (every service and tool) or `PLAIN` (infra/'s super user `at-kafka`).
+    #[serde(default = "scram")]
+    #[zeroize(skip)]
+    pub mechanism: String,
+    /// The principal (`User:<username>` in the broker's ACLs, infra/kafka-acls.tsv).
+    #[zeroize(skip)]
+    pub username: String,
+    /// Its password (redacted when a configuration is printed).
+    pub password: String,
+    /// PEM file of the CA that signed the brokers' certificates (infra/: `$AT_KAFKA_CA`).
+    #[zeroize(skip)]
+    pub ca_file: String,
+}
+
+fn scram() -> String {
+    "SCRAM-SHA-256".into()
+}
+
+impl std::fmt::Debug for KafkaSasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSasl")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// A principal of the local brokers of infra/ could not be signed in as.
+#[derive(Debug, thiserror::Error)]
+#[error("Kafka principal {principal}: cannot read {path} ({source}); run infra/start.sh, or set [kafka.sasl]")]
+pub struct LocalPrincipalError {
+    /// The principal asked for.
+    pub principal: String,
+    /// The file that could not be read.
+    pub path: std::path::PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+impl KafkaConfig {
+    /// This configuration signed in as `principal` of the local brokers that infra/start.sh runs:
+    /// its password from `$AT_SECRETS_DIR/kafka-<principal>.password`, the CA `$AT_KAFKA_CA`
+    /// (infra/env.sh; both default to the default state dir). `at-kafka` is the super user (PLAIN).
+    pub fn as_local_principal(&self, principal: &str) -> Result<Self, LocalPrincipalError> {
+        let state = std::env::var_os("AT_STATE_DIR")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| Path::new(&h).join(".cache/armoredtwins/run"))
+            })
+            .unwrap_or_else(|| "armoredtwins-run".into());
+        let secrets = std::env::var_os("AT_SECRETS_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| state.join("secrets"));
+        let ca = std::env::var_os("AT_KAFKA_CA")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| state.join("mosquitto/tls/ca.crt"));
+        let path = secrets.join(format!("kafka-{principal}.password"));
+        let password = std::fs::read_to_string(&path)
+            .and_then(|p| {
+                let p = p.trim().to_string();
+                if p.is_empty() {
+                    Err(std::io::Error::other("empty"))
+                } else {
+                    Ok(p)
+                }
+            })
+            .map_err(|source| LocalPrincipalError {
+                principal: principal.into(),
+                path: path.clone(),
+                source,
+            })?;
+        let mechanism = if principal == "at-kafka" {
+            "PLAIN".into()
+        } else {
+            scram()
+        };
+        Ok(Self {
+            sasl: Some(KafkaSasl {
+                mechanism,
+                username: principal.into(),
+                password,
+                ca_file: ca.display().to_string(),
+            }),
+            ..self.clone()
+        })
+    }
+
+    /// For a binary's start: the configured sign-in, or else `principal` of the local brokers
+    /// when infra/ has its password, or else plaintext (which infra/'s brokers refuse with a
+    /// clear error at the first connection).
+    pub fn or_local_principal(self, principal: &str) -> Self {
+        if self.sasl.is_some() {
+            return self;
+        }
+        self.as_local_principal(principal).unwrap_or(self)
+    }
 }
 
 /// The `[kafka]` defaults, in TOML, for services to splice into their own defaults.

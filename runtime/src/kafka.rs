@@ -45,6 +45,13 @@ pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
         // partitions of a group stopped being fetched until the next refresh.
         .set("topic.metadata.refresh.interval.ms", "10000")
         .set("log_level", "4");
+    if let Some(s) = &cfg.sasl {
+        c.set("security.protocol", "SASL_SSL")
+            .set("sasl.mechanisms", &s.mechanism)
+            .set("sasl.username", &s.username)
+            .set("sasl.password", &s.password)
+            .set("ssl.ca.location", &s.ca_file);
+    }
     c
 }
 

@@ -71,12 +71,21 @@ impl Assignment {
     ) -> Result<Vec<Span>, KafkaSetupError> {
         let ids: Vec<i32> = match partitions {
             Some(p) => p.to_vec(),
-            None => consumer
-                .fetch_metadata(Some(topic), timeout)?
-                .topics()
-                .iter()
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect(),
+            None => {
+                let md = consumer.fetch_metadata(Some(topic), timeout)?;
+                // A topic this principal may not read shows no partitions: say so instead of
+                // reading it as empty.
+                if let Some(e) = md.topics().iter().find_map(|t| t.error()) {
+                    let code = RDKafkaErrorCode::from(e);
+                    if code == RDKafkaErrorCode::TopicAuthorizationFailed {
+                        return Err(KafkaError::MetadataFetch(code).into());
+                    }
+                }
+                md.topics()
+                    .iter()
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect()
+            }
         };
         let mut spans = Vec::with_capacity(ids.len());
         let mut times = TopicPartitionList::new();

@@ -124,10 +124,15 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
         linger_ms: 1,
         fetch_wait_max_ms: 5,
         connect_timeout_ms: 10_000,
-    };
+        sasl: None,
+    }
+    // The run itself (topics, raw reads) is the super user; its services and its owner their
+    // own principals.
+    .as_local_principal("at-kafka")?;
     let topics = Topics::new(&kafka.topic_prefix);
     create_topics(&kafka, &topics.all()).await?;
-    let ctl = Ctl::with_config(kafka.clone())?;
+    procs::grant_kafka_acls(&cfg.infra_dir, &kafka.topic_prefix)?;
+    let ctl = Ctl::with_config(kafka.as_local_principal("at-client")?)?;
 
     // The window: `points` slots that ended before the upload starts (the bridge's skew bound is
     // widened so that a long upload is not refused as stale; the nodes' cut-off is set after it).
@@ -159,7 +164,7 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
         ingest_addr,
         &dir.join("ingest.log"),
     )?];
-    let group = format!("bench-reencrypt-{}", rid());
+    let group = format!("reencrypt-bench-{}", rid());
     let mut workers = Vec::new();
     for i in 0..cfg.workers {
         let addr = free_addr()?;

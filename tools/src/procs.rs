@@ -210,3 +210,20 @@ pub fn add_mqtt_users<'a>(
     }
     Ok(())
 }
+
+/// Grants the Kafka principals infra/kafka-acls.tsv on the topics under `prefix`
+/// (`infra/kafka-acl.sh`; one JVM, ~1.5 s).
+pub fn grant_kafka_acls(infra_dir: &Path, prefix: &str) -> anyhow::Result<()> {
+    let out = Command::new("bash")
+        .arg(infra_dir.join("kafka-acl.sh"))
+        .arg(prefix)
+        .output()
+        .context("running infra/kafka-acl.sh")?;
+    if !out.status.success() {
+        bail!(
+            "infra/kafka-acl.sh {prefix} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -11,13 +11,15 @@ use super::{rid, BenchConfig};
 
 /// The run's brokers, topic prefix and session timeout (a stopped member is noticed fast), over
 /// a service's own Kafka defaults.
-fn kafka(defaults: KafkaConfig, run: &KafkaConfig) -> KafkaConfig {
-    KafkaConfig {
+/// Signed in as `principal` of the local brokers (infra/kafka-acls.tsv).
+fn kafka(defaults: KafkaConfig, run: &KafkaConfig, principal: &str) -> anyhow::Result<KafkaConfig> {
+    Ok(KafkaConfig {
         brokers: run.brokers.clone(),
         topic_prefix: run.topic_prefix.clone(),
         session_timeout_ms: run.session_timeout_ms,
         ..defaults
     }
+    .as_local_principal(principal)?)
 }
 
 /// The bridge: MQTT client `client_id`, and a clock-skew bound of six hours, so that a long
@@ -29,14 +31,14 @@ pub fn ingest(
     metrics: SocketAddr,
 ) -> anyhow::Result<at_ingest::Config> {
     let mut c: at_ingest::Config = from_defaults(&at_ingest::defaults())?;
-    c.kafka = kafka(c.kafka, run);
+    c.kafka = kafka(c.kafka, run, "at-ingest")?;
     c.mqtt.host = cfg.mqtt_host.clone();
     c.mqtt.port = cfg.mqtt_port;
     c.mqtt.password = cfg.ingest_password.clone();
     c.mqtt.client_id = client_id.to_string();
     c.ingest.metrics_addr = metrics;
     c.ingest.skew_ms = 6 * 3_600_000;
-    c.ingest.downlink_group = format!("bench-down-{}", rid());
+    c.ingest.downlink_group = format!("ingest-bench-down-{}", rid());
     Ok(c)
 }
 
@@ -48,7 +50,7 @@ pub fn worker(
     metrics: SocketAddr,
 ) -> anyhow::Result<at_reencrypt::Config> {
     let mut c: at_reencrypt::Config = from_defaults(&at_reencrypt::defaults())?;
-    c.kafka = kafka(c.kafka, run);
+    c.kafka = kafka(c.kafka, run, "at-reencrypt")?;
     c.worker.metrics_addr = metrics;
     c.worker.group = group.to_string();
     c.worker.state_dir = state_dir.display().to_string();
@@ -65,7 +67,12 @@ pub fn node(
     cutoff_skew_ms: u64,
 ) -> anyhow::Result<at_mpc_node::Config> {
     let defaults: at_mpc_node::Config = from_defaults(&at_mpc_node::defaults())?;
-    let mut c = at_mpc_node::Config::for_node(kafka(defaults.kafka, run), j, dirs, metrics)?;
+    let mut c = at_mpc_node::Config::for_node(
+        kafka(defaults.kafka, run, &format!("at-mpc-node-{j}"))?,
+        j,
+        dirs,
+        metrics,
+    )?;
     c.node.cutoff_skew_ms = cutoff_skew_ms;
     c.node.round_timeout_ms = 60_000;
     Ok(c)

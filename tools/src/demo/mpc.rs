@@ -46,7 +46,8 @@ fn start_nodes(ctl: &Ctl, dirs: &[PathBuf; 3], log_dir: &Path) -> anyhow::Result
     let mut nodes = Vec::new();
     for (j, dir) in (1..=3u32).zip(dirs) {
         let metrics = SocketAddr::from(([127, 0, 0, 1], 9131 + 10 * (j as u16 - 1)));
-        let mut cfg = at_mpc_node::Config::for_node(ctl.kafka.clone(), j, dirs, metrics)?;
+        let kafka = ctl.kafka.as_local_principal(&format!("at-mpc-node-{j}"))?;
+        let mut cfg = at_mpc_node::Config::for_node(kafka, j, dirs, metrics)?;
         cfg.node.cutoff_skew_ms = CUTOFF_SKEW_MS;
         nodes.push(Service::start(
             bin_dir,
@@ -151,11 +152,13 @@ pub async fn run(
     let uploaded = Instant::now();
     let want = twins.len() * window as usize;
     let deadline = uploaded + Duration::from_millis(CUTOFF_SKEW_MS);
+    // The nodes' share topics are closed to the tool's principal: an operator's view.
+    let operator = Ctl::with_config(ctl.kafka.as_local_principal("at-kafka")?)?;
     loop {
         let mut have = usize::MAX;
         for j in 1..=3 {
             // Only this run's shares count (a persistent broker keeps earlier runs' records).
-            let records = armored_client::kafka::read_topic(ctl, &ctl.topics.mpc_shares(j))?;
+            let records = armored_client::kafka::read_topic(&operator, &ctl.topics.mpc_shares(j))?;
             let ours = records
                 .iter()
                 .filter_map(|r| {

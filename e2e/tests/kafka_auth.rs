@@ -1,0 +1,122 @@
+//! Kafka refuses what its ACLs do not grant (hardening issue, item 4): a client without credentials,
+//! with a wrong password, or signed in as another service cannot write a record the pipeline would
+//! trust; each refused record is then looked for on its topic and is not there.
+
+use std::time::Duration;
+
+use armored_e2e::Env;
+use armored_runtime::config::KafkaConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// Sends one record as `kafka`'s principal, giving up after a few seconds.
+async fn send(kafka: &KafkaConfig, topic: &str) -> Result<(), KafkaError> {
+    let p: FutureProducer = armored_runtime::kafka::base_config(kafka)
+        .set("message.timeout.ms", "8000")
+        .set("acks", "all")
+        .create()?;
+    p.send(
+        FutureRecord::to(topic).key("forged").payload(b"forged record"),
+        Duration::from_secs(8),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|(e, _)| e)
+}
+
+fn code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
+    e.rdkafka_error_code()
+}
+
+/// `topic` holds no record (read to its end as the super user).
+fn empty(env: &Env, topic: &str) -> anyhow::Result<()> {
+    let n = env.located(topic)?.len();
+    anyhow::ensure!(n == 0, "{n} refused record(s) reached {topic}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_credentials_or_with_a_wrong_password_is_refused() -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let sync = env.topics.sync();
+
+    // Plaintext to a SASL_SSL listener: no connection ever comes up.
+    let anonymous = KafkaConfig {
+        sasl: None,
+        ..env.kafka.clone()
+    };
+    let e = send(&anonymous, &sync)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a client without credentials wrote to {sync}"))?;
+    println!("without credentials: {e}");
+
+    // The bridge's principal with a wrong password: authentication fails.
+    let mut wrong = env.kafka_as("at-ingest")?;
+    if let Some(s) = wrong.sasl.as_mut() {
+        s.password = "not-the-password".into();
+    }
+    let e = send(&wrong, &sync)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a wrong password wrote to {sync}"))?;
+    println!("wrong password: {e}");
+
+    // The right password does write (so the two refusals above are about credentials).
+    let ingest = env.kafka_as("at-ingest")?;
+    send(&ingest, &env.topics.sync()).await?;
+    let n = env.located(&sync)?.len();
+    anyhow::ensure!(n == 1, "{n} records on {sync}, expected only the bridge's");
+    env.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_services_credentials_do_not_open_its_topics() -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let t = &env.topics;
+    // (principal, topic it must not write): an MPC node forging state changes past the bridge's
+    // checks; the owners' tool forging a peer message (it would abort an MPC attempt), a delivery,
+    // a node's share or an output share; the bridge forging a delivery.
+    let forgeries = [
+        ("at-mpc-node-1", t.sync()),
+        ("at-client", t.mpc_peer()),
+        ("at-client", t.deliver()),
+        ("at-client", t.mpc_shares(1)),
+        ("at-client", t.mpc_results()),
+        ("at-ingest", t.deliver()),
+        ("at-reencrypt", t.sync()),
+    ];
+    for (principal, topic) in &forgeries {
+        let kafka = env.kafka_as(principal)?;
+        match send(&kafka, topic).await {
+            Ok(()) => anyhow::bail!("{principal} wrote to {topic}"),
+            Err(e) => anyhow::ensure!(
+                code(&e) == Some(RDKafkaErrorCode::TopicAuthorizationFailed),
+                "{principal} → {topic}: expected TOPIC_AUTHORIZATION_FAILED, got {e}"
+            ),
+        }
+        empty(&env, topic)?;
+    }
+
+    // Reading is closed the same way: node 2 cannot read node 1's shares, the owners' tool no
+    // node's shares (records put there by the super user).
+    let super_user = armored_client::kafka::Ctl::with_config(env.kafka.clone())?;
+    super_user.send(&t.mpc_shares(1), "k", b"share").await?;
+    for principal in ["at-mpc-node-2", "at-client"] {
+        let kafka = env.kafka_as(principal)?;
+        let read =
+            armored_runtime::reader::read_to_end(&kafka, &t.mpc_shares(1), Duration::from_secs(8));
+        anyhow::ensure!(
+            read.is_err(),
+            "{principal} read node 1's share topic: {:?}",
+            read.map(|r| r.len())
+        );
+    }
+    // …while node 1 can.
+    let node1 = env.kafka_as("at-mpc-node-1")?;
+    let got = armored_runtime::reader::read_to_end(&node1, &t.mpc_shares(1), Duration::from_secs(8))?;
+    anyhow::ensure!(got.len() == 1, "node 1 read {} records", got.len());
+    env.stop().await;
+    Ok(())
+}
