@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Kafka.
     pub kafka: KafkaConfig,
-    /// MQTT (the bridge's own user).
+    /// MQTT (the bridge's own user U: it connects as `U-up` and `U-down`, one user per connection;
+    /// `client_id` is not used).
     pub mqtt: MqttConfig,
     /// Bridge settings.
     pub ingest: IngestConfig,
@@ -73,6 +74,21 @@ max_in_flight = 1024
         kafka = armored_runtime::config::KAFKA_DEFAULTS,
         max = armored_schemas::limits::MAX_ENVELOPE_BYTES,
     )
+}
+
+/// The login of one of the bridge's two MQTT connections (`part` is `up` or `down`): the
+/// configured user U connects as `U-up` and `U-down`, each a user of its own with the same
+/// password. The broker binds client ids to usernames (infra/mosquitto.conf.in,
+/// `use_username_as_clientid`): one user = one session, so the two connections cannot share a user,
+/// and nobody else can take over their sessions. The client id is set to the same name (the broker
+/// replaces whatever is sent with the username anyway); `mqtt.client_id` is not used.
+pub(crate) fn connection(mqtt: &MqttConfig, part: &str) -> MqttConfig {
+    let user = format!("{}-{part}", mqtt.username);
+    MqttConfig {
+        client_id: user.clone(),
+        username: user,
+        ..mqtt.clone()
+    }
 }
 
 /// The registry's lock was poisoned (a thread panicked while holding it): the bridge cannot check
