@@ -196,3 +196,27 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     tracing::info!("at-ingest stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_connection_logs_in_as_a_user_of_its_own() {
+        let mqtt = MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            username: "at-ingest".into(),
+            password: "pw".into(),
+            client_id: "ignored".into(),
+            keep_alive_s: 30,
+            ca_file: None,
+        };
+        for part in ["up", "down"] {
+            let c = connection(&mqtt, part);
+            assert_eq!(c.username, format!("at-ingest-{part}"));
+            assert_eq!(c.client_id, c.username);
+            assert_eq!(c.password, "pw");
+        }
+    }
+}
