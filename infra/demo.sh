@@ -37,7 +37,8 @@ trap cleanup EXIT
 
 export AT__KAFKA__BROKERS="$AT_KAFKA_BROKERS"
 echo "== starting at-ingest and two at-reencrypt workers (logs in $run_dir) =="
-# The bridge and the devices connect over TLS (the broker's TLS listener, infra/'s test CA).
+# The bridge and the devices connect over TLS (the broker's TLS listener, infra/'s test CA). The bridge
+# (user at-ingest) logs in as at-ingest-up and at-ingest-down, users infra/start.sh creates.
 AT__MQTT__PASSWORD="$AT_MQTT_INGEST_PASSWORD" AT__MQTT__PORT="$AT_MQTT_TLS_PORT" \
   AT__MQTT__CA_FILE="$AT_MQTT_CA" "$bin/at-ingest" >"$run_dir/ingest.log" 2>&1 &
 pids+=($!)

@@ -48,6 +48,8 @@ at_port_owner() {
 
 AT_MQTT_PIDFILE="$AT_MQTT_DIR/mosquitto.pid"
 AT_MQTT_LOG="$AT_MQTT_DIR/mosquitto.log"
+# "USER ROLE" lines: users with the grants of the service user at-ROLE (infra/mqtt-user.sh).
+AT_MQTT_ROLES_FILE="$AT_MQTT_DIR/roles"
 AT_MOSQUITTO_BIN="$(command -v mosquitto 2>/dev/null || echo /usr/sbin/mosquitto)"
 
 at_mqtt_running() { at_pid_alive "$AT_MQTT_PIDFILE" mosquitto; }
@@ -77,44 +79,98 @@ at_mqtt_merge_hashed() {
 }
 
 # at_mqtt_connect_ok USER PASSWORD [TLS]: true when USER can connect (and subscribe to its own
-# downlink, a topic every user may subscribe to). Uses a throwaway clean-session client id, so it
-# never touches the user's persistent session. Takes ~10 ms.
+# downlink, a topic every user may subscribe to). Takes ~10 ms. The broker binds client ids to users
+# (use_username_as_clientid): this login IS USER's session, so it takes over a live connection of
+# USER and, being clean, wipes USER's queued messages. Only for probe users nobody else uses
+# (at-probe, at-reload-probe), never for a bridge, an admin client or a device.
 at_mqtt_connect_ok() {
   local user="$1" pass="$2" port="$AT_MQTT_PORT" tls=()
   if [ "${3:-}" = tls ]; then port="$AT_MQTT_TLS_PORT"; tls=(--cafile "$AT_MQTT_CA"); fi
   at_mosq "$pass" mosquitto_sub -h "$AT_MQTT_HOST" -p "$port" "${tls[@]}" -u "$user" \
-    -i "at-probe-$$-$RANDOM" -t "at/v1/down/$user" -E -q 0 >/dev/null 2>&1
+    -i "$user" -t "at/v1/down/$user" -E -q 0 >/dev/null 2>&1
 }
 
-# at_mqtt_healthy: both listeners accept the bridge's and the admin's credentials, and a message
-# published by the admin comes back to a subscriber (retained, so there is no subscribe/publish race;
-# it is cleared again).
+# at_mqtt_healthy: both listeners accept the health probe's login (at-probe, a user of its own: a
+# probe as the bridge or the admin would take over their live sessions), and a message it publishes
+# comes back to it (retained, so there is no subscribe/publish race; it is cleared again). Two
+# probes at the same moment (two status.sh) may take over each other's login: one then reports
+# unhealthy once.
 at_mqtt_healthy() {
   at_mqtt_running || return 1
   # (No bare TCP probe of the ports: mosquitto logs each as a failed client, the TLS one as an SSL
   # error; the connections below prove both listeners.)
-  local ingest admin nonce got
-  ingest="$(cat "$AT_SECRETS_DIR/at-ingest.password" 2>/dev/null)" || return 1
-  admin="$(cat "$AT_SECRETS_DIR/at-admin.password" 2>/dev/null)" || return 1
-  at_mqtt_connect_ok at-ingest "$ingest" || return 1
-  at_mqtt_connect_ok at-ingest "$ingest" tls || return 1
+  local probe nonce got
+  probe="$(cat "$AT_SECRETS_DIR/at-probe.password" 2>/dev/null)" || return 1
+  at_mqtt_connect_ok at-probe "$probe" || return 1
+  at_mqtt_connect_ok at-probe "$probe" tls || return 1
   # A $-topic: a raw reader subscribed to # does not see it (MQTT wildcards skip $ topics).
   nonce="probe-$$-$RANDOM"
-  at_mosq "$admin" mosquitto_pub -h "$AT_MQTT_HOST" -p "$AT_MQTT_PORT" -u at-admin \
+  at_mosq "$probe" mosquitto_pub -h "$AT_MQTT_HOST" -p "$AT_MQTT_PORT" -u at-probe -i at-probe \
     -t '$at/health/probe' -r -q 1 -m "$nonce" >/dev/null 2>&1 || return 1
-  got="$(at_mosq "$admin" mosquitto_sub -h "$AT_MQTT_HOST" -p "$AT_MQTT_TLS_PORT" --cafile "$AT_MQTT_CA" \
-    -u at-admin -t '$at/health/probe' -C 1 -W 3 2>/dev/null)" || true
-  at_mosq "$admin" mosquitto_pub -h "$AT_MQTT_HOST" -p "$AT_MQTT_PORT" -u at-admin \
+  got="$(at_mosq "$probe" mosquitto_sub -h "$AT_MQTT_HOST" -p "$AT_MQTT_TLS_PORT" --cafile "$AT_MQTT_CA" \
+    -u at-probe -i at-probe -t '$at/health/probe' -C 1 -W 3 2>/dev/null)" || true
+  at_mosq "$probe" mosquitto_pub -h "$AT_MQTT_HOST" -p "$AT_MQTT_PORT" -u at-probe -i at-probe \
     -t '$at/health/probe' -r -q 1 -n >/dev/null 2>&1 || true
   [ "$got" = "$nonce" ]
 }
 
-# at_mqtt_sync_acl: installs infra/mosquitto.acl as the broker's ACL when it differs; true if it did.
-at_mqtt_sync_acl() {
-  cmp -s "$AT_INFRA_DIR/mosquitto.acl" "$AT_MQTT_ACL_FILE" && return 1
-  (umask 077 && cp "$AT_INFRA_DIR/mosquitto.acl" "$AT_MQTT_ACL_FILE.tmp")
-  mv -f "$AT_MQTT_ACL_FILE.tmp" "$AT_MQTT_ACL_FILE"
+# The service users infra/start.sh creates (each with its password in $AT_SECRETS_DIR, the bridge's
+# two logins sharing secrets/at-ingest.password). mqtt-user.sh refuses to remove them or give them a
+# role.
+AT_MQTT_SERVICE_USERS="at-ingest-up at-ingest-down at-admin at-probe at-reload-probe"
+
+# at_mqtt_lock: takes the lock (fd 8, until the shell exits or at_mqtt_unlock) that serializes the
+# writers of the password file, the roles file and the live ACL.
+at_mqtt_lock() {
+  exec 8>"$AT_MQTT_DIR/passwd.lock"
+  flock 8
 }
+at_mqtt_unlock() { exec 8>&-; }
+
+# at_mqtt_render_acl: prints the broker's ACL: infra/mosquitto.acl, then for each "USER ROLE" line of
+# $AT_MQTT_ROLES_FILE (infra/mqtt-user.sh add-role/add-bridge) a `user USER` block with the topic
+# lines of the service user at-ROLE in infra/mosquitto.acl. (mosquitto's acl_file grants per exact
+# username only: users sharing a role, e.g. one bridge user per test, each need their own block.)
+at_mqtt_render_acl() {
+  cat "$AT_INFRA_DIR/mosquitto.acl"
+  [ -s "$AT_MQTT_ROLES_FILE" ] || return 0
+  printf '\n# ---- Generated from %s by infra/mqtt-user.sh: users with the grants of a service user.\n' \
+    "$AT_MQTT_ROLES_FILE"
+  # As mosquitto reads it: a topic line belongs to the last `user` line above it.
+  awk 'NR == FNR {
+         if ($1 == "user") cur = $2
+         else if ($1 == "topic" && cur != "") grants[cur] = grants[cur] $0 "\n"
+         next
+       }
+       NF == 2 && (("at-" $2) in grants) { printf "user %s\n%s", $1, grants["at-" $2] }' \
+    "$AT_INFRA_DIR/mosquitto.acl" "$AT_MQTT_ROLES_FILE"
+}
+
+# at_mqtt_sync_acl: installs the rendered ACL (at_mqtt_render_acl) as the broker's when it differs;
+# true if it did. The caller holds at_mqtt_lock.
+at_mqtt_sync_acl() {
+  local tmp
+  tmp="$(mktemp "$AT_MQTT_DIR/acl.XXXXXX")"
+  at_mqtt_render_acl >"$tmp"
+  if cmp -s "$tmp" "$AT_MQTT_ACL_FILE"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  chmod 600 "$tmp"
+  mv -f "$tmp" "$AT_MQTT_ACL_FILE"
+}
+
+# at_mqtt_render_conf: prints infra/mosquitto.conf.in with its @VARIABLES@ filled in.
+at_mqtt_render_conf() {
+  sed -e "s|@USER@|$(id -un)|" -e "s|@PASSWD_FILE@|$AT_MQTT_PASSWD_FILE|" -e "s|@ACL_FILE@|$AT_MQTT_ACL_FILE|" \
+    -e "s|@DATA_DIR@|$AT_MQTT_DIR/data|" -e "s|@MQTT_PORT@|$AT_MQTT_PORT|" \
+    -e "s|@MQTT_TLS_PORT@|$AT_MQTT_TLS_PORT|" -e "s|@TLS_DIR@|$AT_MQTT_TLS_DIR|" \
+    "$AT_INFRA_DIR/mosquitto.conf.in"
+}
+
+# at_mqtt_conf_current: the running broker's configuration file is what infra/mosquitto.conf.in
+# renders to now (some options, use_username_as_clientid among them, are not re-read on SIGHUP).
+at_mqtt_conf_current() { [ -e "$AT_MQTT_CONF" ] && cmp -s <(at_mqtt_render_conf) "$AT_MQTT_CONF"; }
 
 # at_mqtt_reload: SIGHUP makes mosquitto re-read the password file and the ACL (not the listeners).
 at_mqtt_reload() {

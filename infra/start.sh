@@ -56,10 +56,20 @@ at_kafka_set_shape "$brokers"
 
 # ---------------------------------------------------------------------------------------------
 # Fast path: both already running and healthy.
-if at_mqtt_running && at_mqtt_sync_acl; then
-  at_log "infra/mosquitto.acl changed: installed it, reloading mosquitto (pid $(cat "$AT_MQTT_PIDFILE"))"
-  at_mqtt_reload
-  sleep 0.1
+if at_mqtt_running && ! at_mqtt_conf_current; then
+  # Options like use_username_as_clientid are not re-read on SIGHUP: a restart (sessions and queues
+  # persist: mosquitto writes them on SIGTERM).
+  at_log "infra/mosquitto.conf.in changed: restarting mosquitto (pid $(cat "$AT_MQTT_PIDFILE"))"
+  at_stop_pidfile "$AT_MQTT_PIDFILE" mosquitto 10
+fi
+if at_mqtt_running; then
+  at_mqtt_lock
+  if at_mqtt_sync_acl; then
+    at_log "infra/mosquitto.acl changed: installed it, reloading mosquitto (pid $(cat "$AT_MQTT_PIDFILE"))"
+    at_mqtt_reload
+    sleep 0.1
+  fi
+  at_mqtt_unlock
 fi
 if at_mqtt_running && [ "$with_prometheus" = 0 ] && at_mqtt_healthy && at_kafka_healthy "$brokers" \
   && at_kafka_principals >/dev/null; then
@@ -79,7 +89,7 @@ chmod 700 "$AT_STATE_DIR" "$AT_SECRETS_DIR" "$AT_MQTT_DIR" "$AT_MQTT_TLS_DIR" "$
 # ---------------------------------------------------------------------------------------------
 # Secrets, TLS, mosquitto config (each created once, kept afterwards)
 
-for user in at-ingest at-admin; do
+for user in at-ingest at-admin at-probe; do
   f="$AT_SECRETS_DIR/$user.password"
   if [ ! -s "$f" ]; then
     openssl rand -hex 24 >"$f"
@@ -137,25 +147,32 @@ if [ ! -s "$AT_MQTT_TLS_DIR/kafka.pem" ] || [ "$AT_MQTT_TLS_DIR/server.crt" -nt 
   (umask 077 && cat "$AT_MQTT_TLS_DIR/server.key" "$AT_MQTT_TLS_DIR/server.crt" >"$AT_MQTT_TLS_DIR/kafka.pem")
 fi
 
-sed -e "s|@USER@|$(id -un)|" -e "s|@PASSWD_FILE@|$AT_MQTT_PASSWD_FILE|" -e "s|@ACL_FILE@|$AT_MQTT_ACL_FILE|" \
-  -e "s|@DATA_DIR@|$AT_MQTT_DIR/data|" -e "s|@MQTT_PORT@|$AT_MQTT_PORT|" \
-  -e "s|@MQTT_TLS_PORT@|$AT_MQTT_TLS_PORT|" -e "s|@TLS_DIR@|$AT_MQTT_TLS_DIR|" \
-  "$AT_INFRA_DIR/mosquitto.conf.in" >"$AT_MQTT_CONF.tmp"
+at_mqtt_render_conf >"$AT_MQTT_CONF.tmp"
 mv -f "$AT_MQTT_CONF.tmp" "$AT_MQTT_CONF"
+# The ACL, users and roles under mqtt-user.sh's lock (it may run meanwhile, e.g. a test adding users).
+at_mqtt_lock
 acl_changed=0
 if at_mqtt_sync_acl; then acl_changed=1; fi
-# The service users: added once (device users added later by infra/mqtt-user.sh are kept).
+# The service users: added once (device users added later by infra/mqtt-user.sh are kept). The
+# bridge's configured user at-ingest connects as at-ingest-up and at-ingest-down (one session each:
+# client ids are bound to users), both with at-ingest's password.
 users_changed=0
 [ -e "$AT_MQTT_PASSWD_FILE" ] || : >"$AT_MQTT_PASSWD_FILE"
-for user in at-ingest at-admin; do
+for user in at-ingest-up at-ingest-down at-admin at-probe; do
   if ! grep -q "^$user:" "$AT_MQTT_PASSWD_FILE"; then
     plain="$(umask 077 && mktemp "$AT_MQTT_DIR/one.XXXXXX")"
-    printf '%s:%s\n' "$user" "$(cat "$AT_SECRETS_DIR/$user.password")" >"$plain"
+    case "$user" in at-ingest-*) secret=at-ingest ;; *) secret="$user" ;; esac
+    printf '%s:%s\n' "$user" "$(cat "$AT_SECRETS_DIR/$secret.password")" >"$plain"
     at_mqtt_merge_hashed "$plain"
     rm -f "$plain"
     users_changed=1
   fi
 done
+# The bridge's single login of before (one user for both connections) has no grants any more.
+if grep -q "^at-ingest:" "$AT_MQTT_PASSWD_FILE"; then
+  mosquitto_passwd -D "$AT_MQTT_PASSWD_FILE" at-ingest
+  users_changed=1
+fi
 chmod 600 "$AT_MQTT_PASSWD_FILE" "$AT_MQTT_ACL_FILE" "$AT_MQTT_CONF"
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +204,9 @@ if at_mqtt_running; then
     at_log "mosquitto runs (pid $(cat "$AT_MQTT_PIDFILE")): reloading its ACL and password file"
     at_mqtt_reload
   fi
+  at_mqtt_unlock
 else
+  at_mqtt_unlock
   if [ "$fresh" = 1 ] && [ -e "$AT_MQTT_DIR/data/mosquitto.db" ]; then
     # Persistent sessions queue every uplink for each offline subscriber (e.g. a bridge client id
     # used by an earlier demo): a fresh start must not hand a new bridge that backlog.
@@ -249,7 +268,7 @@ while :; do
   fi
   [ "$mqtt_ok" = 1 ] && [ "$kafka_ok" = 1 ] && break
   if [ "$(at_now_ms)" -ge "$deadline" ]; then
-    [ "$mqtt_ok" = 1 ] || fail "mosquitto not healthy after ${HEALTH_TIMEOUT_S}s (MQTT round trip as at-admin failed)" "$AT_MQTT_LOG"
+    [ "$mqtt_ok" = 1 ] || fail "mosquitto not healthy after ${HEALTH_TIMEOUT_S}s (MQTT round trip as at-probe failed)" "$AT_MQTT_LOG"
     fail "Kafka not healthy after ${HEALTH_TIMEOUT_S}s (no $brokers-broker metadata or no probe topic on $AT_KAFKA_BROKERS)" \
       "$(at_kafka_node_dir "$brokers" "${to_start[0]:-1}")/kafka.log"
   fi

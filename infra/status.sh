@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Health check: prints whether mosquitto and Kafka run and serve, and exits 0 only when both do.
-#   mosquitto: both listeners accept at-ingest's credentials and a message published by at-admin
-#              comes back to a subscriber (over TLS, checked against AT_MQTT_CA);
+#   mosquitto: both listeners accept the probe user at-probe (never a real user: client ids are
+#              bound to users, a probe as one would take over its session), and a message it
+#              publishes comes back to it subscribed over TLS (checked against AT_MQTT_CA);
 #   Kafka:     every node of the running shape (1 or 3 nodes) runs, the metadata lists all of them,
 #              and a replicated probe topic is created and deleted through Kafka's Admin API.
 # Usage: infra/status.sh      (takes ~2 s, mostly the admin client's JVM starting)

@@ -1,5 +1,5 @@
-//! One test's world ([`Env`]): the brokers' addresses and passwords (from `infra/env.sh`'s
-//! variables or its state dir), a random topic prefix with its topics created, a scratch
+//! One test's world ([`Env`]): the brokers' addresses (from `infra/env.sh`'s variables), a random
+//! topic prefix with its topics created, a scratch
 //! directory, and the shutdown token of everything the test starts. Dropping it cleans up.
 
 use std::path::{Path, PathBuf};
@@ -51,31 +51,6 @@ async fn grant_acls(prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn state_dir() -> PathBuf {
-    std::env::var_os("AT_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/armoredtwins/run")
-        })
-}
-
-fn secret(name: &str, env: &str) -> anyhow::Result<String> {
-    if let Ok(v) = std::env::var(env) {
-        return Ok(v);
-    }
-    let p = state_dir().join("secrets").join(format!("{name}.password"));
-    Ok(std::fs::read_to_string(&p)
-        .with_context(|| {
-            format!(
-                "{} missing: start the brokers with infra/start.sh",
-                p.display()
-            )
-        })?
-        .trim()
-        .to_string())
-}
-
 /// One test's world: its topics, its directory, broker addresses.
 pub struct Env {
     /// Kafka settings with this test's prefix.
@@ -84,10 +59,6 @@ pub struct Env {
     pub topics: Topics,
     /// MQTT port.
     pub mqtt_port: u16,
-    /// The bridge's MQTT password.
-    pub ingest_password: String,
-    /// The all-access MQTT user's password (plays a raw eavesdropper).
-    pub admin_password: String,
     /// Scratch directory.
     pub dir: PathBuf,
     /// Stops everything this test started.
@@ -130,8 +101,6 @@ impl Env {
                 .ok()
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(1883),
-            ingest_password: secret("at-ingest", "AT_MQTT_INGEST_PASSWORD")?,
-            admin_password: secret("at-admin", "AT_MQTT_ADMIN_PASSWORD")?,
             dir,
             shutdown: Shutdown::new(),
         })

@@ -93,11 +93,12 @@ impl Env {
         })
     }
 
-    /// A bridge's configuration on this test's topics and broker, `/metrics` on a free port.
-    pub fn ingest_config(&self) -> at_ingest::Config {
-        at_ingest::Config {
+    /// A bridge's configuration on this test's topics and broker, `/metrics` on a free port, with
+    /// MQTT users of its own ([`Env::bridge_login`]).
+    pub async fn ingest_config(&self) -> anyhow::Result<at_ingest::Config> {
+        Ok(at_ingest::Config {
             kafka: self.service_kafka("at-ingest"),
-            mqtt: self.mqtt("at-ingest", &self.ingest_password, &rand_id("ingest")),
+            mqtt: self.bridge_login().await?,
             ingest: at_ingest::IngestConfig {
                 metrics_addr: free_addr(),
                 max_envelope_bytes: armored_schemas::limits::MAX_ENVELOPE_BYTES,
@@ -106,7 +107,7 @@ impl Env {
                 downlink_group: rand_id("ingest-down"),
                 max_in_flight: 1024,
             },
-        }
+        })
     }
 
     /// A worker's configuration in consumer group `group` on this test's topics, `/metrics` on a
@@ -133,7 +134,7 @@ impl Env {
     /// Starts a bridge and waits until it is ready: subscribed to the uplink, so that no publish
     /// made after this is missed.
     pub async fn start_ingest(&self) -> anyhow::Result<Running> {
-        self.start_ingest_with(self.ingest_config()).await
+        self.start_ingest_with(self.ingest_config().await?).await
     }
 
     /// [`Env::start_ingest`] with a configuration of the caller's.

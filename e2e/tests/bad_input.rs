@@ -162,12 +162,16 @@ async fn bad_input_is_dead_lettered_counted_and_good_traffic_flows() -> anyhow::
         .count();
     assert_eq!(reserved, 2, "req and a share bundle with sync");
 
-    // The broker itself: a wrong password is refused; a publish outside the ACL never reaches Kafka.
+    // The broker itself: a wrong password is refused (a refused login takes over no session); a
+    // publish outside the ACL never reaches Kafka. The publisher is a device login of its own: a
+    // login as d1 would take over d1's live session (client ids are bound to users,
+    // tests/session_takeover.rs).
     assert!(!mqtt_login_ok(&env.mqtt(&format!("{twin}/d1"), "wrong", &rand_id("p"))).await);
+    env.add_mqtt_user(&format!("{twin}/eve"), "eve-pw").await?;
     let sync_before = env.records(&env.topics.sync())?.len();
     {
         let mut o = armored_base::mqtt::options(
-            &env.mqtt(&format!("{twin}/d1"), &d1.password, &rand_id("acl")),
+            &env.mqtt(&format!("{twin}/eve"), "eve-pw", &rand_id("acl")),
             false,
         )?;
         o.set_clean_session(true);

@@ -35,7 +35,7 @@ async fn a_device_back_to_a_backlog_handles_all_of_it_and_goes_on() -> anyhow::R
     drop(dev.stop().await);
 
     // The backlog: junk the device must refuse, each one acknowledged all the same.
-    let admin = env.mqtt("at-admin", &env.admin_password, &rand_id("admin"));
+    let admin = env.admin_login().await?;
     let (client, mut events) = mqtt::connect(&admin, false, 64)?;
     let topic = format!("at/v1/down/{twin}/d0");
     let publisher = tokio::spawn(async move {

@@ -81,12 +81,17 @@ async fn oversized_and_retained_mqtt_messages_stop_nothing() -> anyhow::Result<(
     let sync = env.topics.sync();
     let d1_user = format!("{twin}/d1");
     let d1_up = format!("at/v1/up/{twin}/d1");
+    // The raw publishes below log in as d1 on its own uplink. One user = one session (client ids
+    // are bound to users): d1's link is stopped meanwhile, or it would take its session back and
+    // drop the raw client (the broker's refusal would then prove nothing), and started again after.
+    let (d1_dir, d1_password) = (d1.dir.clone(), d1.password.clone());
+    let d1_device = d1.stop().await;
 
     // 1. 600 KB on d1's own uplink: the broker refuses it (no PUBACK; the client is dropped).
     let acked = raw_publish(
         &env,
         &d1_user,
-        &d1.password,
+        &d1_password,
         &d1_up,
         false,
         vec![7; 600_000],
@@ -111,14 +116,13 @@ async fn oversized_and_retained_mqtt_messages_stop_nothing() -> anyhow::Result<(
 
     // 2. A valid change of d1, published retained: the live bridge ingests it (live copies carry
     // no retain flag); a bridge started afterwards gets the retained copy and drops it.
-    let change = d1
-        .device
+    let change = d1_device
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .record(&["sync"], json!({ "retained": 1 }), now_ms())?;
     let retained_case = async {
         ensure!(
-            raw_publish(&env, &d1_user, &d1.password, &d1_up, true, change).await?,
+            raw_publish(&env, &d1_user, &d1_password, &d1_up, true, change).await?,
             "the broker did not acknowledge the retained publish"
         );
         let second = env.start_ingest().await?;
@@ -136,8 +140,10 @@ async fn oversized_and_retained_mqtt_messages_stop_nothing() -> anyhow::Result<(
     }
     .await;
     // Clear the retained message whatever happened: a later test's bridge would get it too.
-    raw_publish(&env, &d1_user, &d1.password, &d1_up, true, Vec::new()).await?;
+    raw_publish(&env, &d1_user, &d1_password, &d1_up, true, Vec::new()).await?;
     retained_case?;
+    drop(d1_device);
+    let d1 = TestDevice::start(&env, &d1_dir, &d1_password).await?;
 
     // 3. A device delivery over the packet limit, written to the delivery topic directly: the
     // downlink dead-letters it and goes on delivering.

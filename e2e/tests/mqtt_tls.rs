@@ -19,8 +19,8 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn the_bridge_and_a_device_over_tls_carry_changes_both_ways() -> anyhow::Result<()> {
     let env = Env::new().await?;
     let ctl = env.ctl()?;
-    let mut cfg = env.ingest_config();
-    cfg.mqtt = env.mqtt_tls("at-ingest", &env.ingest_password, &rand_id("ingest"))?;
+    let mut cfg = env.ingest_config().await?;
+    cfg.mqtt = env.mqtt_tls(&cfg.mqtt.username, &cfg.mqtt.password, &cfg.mqtt.client_id)?;
     let _ingest = env.start_ingest_with(cfg).await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
@@ -72,9 +72,11 @@ async fn the_bridge_and_a_device_over_tls_carry_changes_both_ways() -> anyhow::R
     .await?;
 
     // A client that trusts another CA never logs in: the broker's certificate does not verify.
+    // (Valid credentials of a user of its own, so only the CA can make it fail.)
     let other_ca = env.dir.join("other-ca.pem");
     std::fs::write(&other_ca, OTHER_CA)?;
-    let mut wrong = env.mqtt_tls("at-ingest", &env.ingest_password, &rand_id("wrong-ca"))?;
+    let admin = env.admin_login().await?;
+    let mut wrong = env.mqtt_tls(&admin.username, &admin.password, &admin.client_id)?;
     wrong.ca_file = Some(other_ca.display().to_string());
     ensure!(
         !mqtt_login_ok(&wrong).await,

@@ -398,12 +398,18 @@ async fn bad_requests_and_responses_are_dead_lettered() -> anyhow::Result<()> {
         2.0
     );
 
-    // Responses: garbage, and a well-formed one that claims to come from d2 on d1's topic.
+    // Responses: garbage, and a well-formed one that claims to come from d2 on d1's topic. The raw
+    // publishes log in as d1, then d2: one user = one session (client ids are bound to users), so
+    // each device's link is stopped first (it would take its session back and drop the raw client)
+    // and d2 is started again to answer the request below.
     let user = format!("{twin}/d1");
+    let (d1_password, d2_dir, d2_password) =
+        (d1.password.clone(), d2.dir.clone(), d2.password.clone());
+    drop(d1.stop().await);
     publish_as(
         &env,
         &user,
-        &d1.password,
+        &d1_password,
         &format!("at/v1/resp/{twin}/d1"),
         b"garbage".to_vec(),
     )
@@ -422,7 +428,7 @@ async fn bad_requests_and_responses_are_dead_lettered() -> anyhow::Result<()> {
     publish_as(
         &env,
         &user,
-        &d1.password,
+        &d1_password,
         &format!("at/v1/resp/{twin}/d1"),
         claim.clone(),
     )
@@ -440,14 +446,16 @@ async fn bad_requests_and_responses_are_dead_lettered() -> anyhow::Result<()> {
         ..decode_strict::<v1::ResponseEnvelope>("ResponseEnvelope", &claim, 1 << 16)?
     }
     .encode_to_vec();
+    drop(d2.stop().await);
     publish_as(
         &env,
         &format!("{twin}/d2"),
-        &d2.password,
+        &d2_password,
         &format!("at/v1/resp/{twin}/d2"),
         forged,
     )
     .await?;
+    let _d2 = TestDevice::start(&env, &d2_dir, &d2_password).await?;
     ctl.send(&ctl.topics.requests(), &twin, &envl).await?;
     let mut refused = Vec::new();
     let a = wait_answer(&consumer, &reg, &id, &key, WAIT, |e| {

@@ -63,8 +63,7 @@ pub(crate) async fn start(
     mut rosters: tokio::sync::mpsc::UnboundedReceiver<String>,
     shutdown: Shutdown,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
-    let mut mcfg = ctx.cfg.mqtt.clone();
-    mcfg.client_id = format!("{}-down", mcfg.client_id);
+    let mcfg = crate::connection(&ctx.cfg.mqtt, "down");
     let (client, mut eventloop) = mqtt::connect(&mcfg, false, 1024)?;
     let publisher = Publisher {
         client: client.clone(),

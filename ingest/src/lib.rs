@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Kafka.
     pub kafka: KafkaConfig,
-    /// MQTT (the bridge's own user).
+    /// MQTT (the bridge's own user U: it connects as `U-up` and `U-down`, one user per connection;
+    /// `client_id` is not used).
     pub mqtt: MqttConfig,
     /// Bridge settings.
     pub ingest: IngestConfig,
@@ -73,6 +74,21 @@ max_in_flight = 1024
         kafka = armored_runtime::config::KAFKA_DEFAULTS,
         max = armored_schemas::limits::MAX_ENVELOPE_BYTES,
     )
+}
+
+/// The login of one of the bridge's two MQTT connections (`part` is `up` or `down`): the
+/// configured user U connects as `U-up` and `U-down`, each a user of its own with the same
+/// password. The broker binds client ids to usernames (infra/mosquitto.conf.in,
+/// `use_username_as_clientid`): one user = one session, so the two connections cannot share a user,
+/// and nobody else can take over their sessions. The client id is set to the same name (the broker
+/// replaces whatever is sent with the username anyway); `mqtt.client_id` is not used.
+pub(crate) fn connection(mqtt: &MqttConfig, part: &str) -> MqttConfig {
+    let user = format!("{}-{part}", mqtt.username);
+    MqttConfig {
+        client_id: user.clone(),
+        username: user,
+        ..mqtt.clone()
+    }
 }
 
 /// The registry's lock was poisoned (a thread panicked while holding it): the bridge cannot check
@@ -179,4 +195,28 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     down??;
     tracing::info!("at-ingest stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_connection_logs_in_as_a_user_of_its_own() {
+        let mqtt = MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            username: "at-ingest".into(),
+            password: "pw".into(),
+            client_id: "ignored".into(),
+            keep_alive_s: 30,
+            ca_file: None,
+        };
+        for part in ["up", "down"] {
+            let c = connection(&mqtt, part);
+            assert_eq!(c.username, format!("at-ingest-{part}"));
+            assert_eq!(c.client_id, c.username);
+            assert_eq!(c.password, "pw");
+        }
+    }
 }

@@ -50,8 +50,7 @@ pub(crate) async fn run(
     health: Health,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let mut mcfg = ctx.cfg.mqtt.clone();
-    mcfg.client_id = format!("{}-up", mcfg.client_id);
+    let mcfg = crate::connection(&ctx.cfg.mqtt, "up");
     let (client, mut eventloop) = mqtt::connect(&mcfg, true, 1024)?;
     client.subscribe("at/v1/up/+/+", QoS::AtLeastOnce).await?;
     client

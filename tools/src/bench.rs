@@ -154,11 +154,14 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
         std::env::var("AT_BENCH_LOG").unwrap_or_else(|_| "warn,at_mpc_node=info".into()),
     )];
     let ingest_addr = free_addr()?;
-    let ingest_client = format!("bench-ingest-{}", rid());
+    // The bridge's users of its own (bench-ingest-…-up/-down, the bridge's password): with client
+    // ids bound to users, a bridge as at-ingest would take over a running demo's bridge sessions.
+    let ingest_user = format!("bench-ingest-{}", rid());
+    procs::add_mqtt_bridge(&cfg.infra_dir, &ingest_user, &cfg.ingest_password)?;
     let mut ingest = vec![Service::start(
         &cfg.bin_dir,
         "at-ingest",
-        &configs::ingest(cfg, &kafka, &ingest_client, ingest_addr)?,
+        &configs::ingest(cfg, &kafka, &ingest_user, ingest_addr)?,
         &dir.join("ingest.toml"),
         &log_filter,
         ingest_addr,
@@ -262,11 +265,8 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
     let mut logins: Vec<(String, String, String)> = ["up", "down"]
         .iter()
         .map(|s| {
-            (
-                "at-ingest".to_string(),
-                cfg.ingest_password.clone(),
-                format!("{ingest_client}-{s}"),
-            )
+            let user = format!("{ingest_user}-{s}");
+            (user.clone(), cfg.ingest_password.clone(), user)
         })
         .collect();
     logins.extend(

@@ -24,7 +24,8 @@ use armored_client::service::{Outcome, Service};
 pub use parties::{default_dir, DemoConfig};
 use parties::{rid, start_device, step, Dev};
 
-/// Collects every payload published under `at/v1/#`, as an eavesdropper with full broker access.
+/// Collects every payload published under `at/v1/#`, as an eavesdropper with full broker access
+/// (at-admin: client ids are bound to users, so this is at-admin's one session while the demo runs).
 fn eavesdrop(cfg: &DemoConfig, shutdown: &Shutdown) -> Arc<Mutex<Vec<Vec<u8>>>> {
     let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let mut o =

@@ -191,22 +191,42 @@ pub fn add_mqtt_users<'a>(
     infra_dir: &Path,
     users: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> anyhow::Result<()> {
+    mqtt_user(
+        infra_dir,
+        &["add-batch"],
+        users.into_iter().map(|(u, p)| format!("{u} {p}")),
+    )
+}
+
+/// Adds a bridge's MQTT users `{name}-up` and `{name}-down` with the bridge's grants
+/// (`infra/mqtt-user.sh add-bridge`): a bridge configured with user `name` and `password`. The
+/// broker binds client ids to users, so a bridge that runs beside another needs users of its own.
+pub fn add_mqtt_bridge(infra_dir: &Path, name: &str, password: &str) -> anyhow::Result<()> {
+    mqtt_user(infra_dir, &["add-bridge", name], [password.to_string()])
+}
+
+/// Runs `infra/mqtt-user.sh ARGS` with `lines` on its standard input.
+fn mqtt_user(
+    infra_dir: &Path,
+    args: &[&str],
+    lines: impl IntoIterator<Item = String>,
+) -> anyhow::Result<()> {
     use std::io::Write;
     let mut child = Command::new("bash")
         .arg(infra_dir.join("mqtt-user.sh"))
-        .arg("add-batch")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .context("running infra/mqtt-user.sh")?;
     {
         let mut stdin = child.stdin.take().context("mqtt-user.sh stdin")?;
-        for (user, password) in users {
-            writeln!(stdin, "{user} {password}")?;
+        for line in lines {
+            writeln!(stdin, "{line}")?;
         }
     }
     if !child.wait()?.success() {
-        bail!("infra/mqtt-user.sh add-batch failed");
+        bail!("infra/mqtt-user.sh {} failed", args.join(" "));
     }
     Ok(())
 }

@@ -22,12 +22,13 @@ fn kafka(defaults: KafkaConfig, run: &KafkaConfig, principal: &str) -> anyhow::R
     .as_local_principal(principal)?)
 }
 
-/// The bridge: MQTT client `client_id`, and a clock-skew bound of six hours, so that a long
+/// The bridge: MQTT user `user` (its connections log in as `{user}-up` and `{user}-down`), and a
+/// clock-skew bound of six hours, so that a long
 /// upload of shares for slots that already ended is not refused as stale.
 pub fn ingest(
     cfg: &BenchConfig,
     run: &KafkaConfig,
-    client_id: &str,
+    user: &str,
     metrics: SocketAddr,
 ) -> anyhow::Result<at_ingest::Config> {
     let mut c: at_ingest::Config = from_defaults(&at_ingest::defaults())?;
@@ -35,7 +36,8 @@ pub fn ingest(
     c.mqtt.host = cfg.mqtt_host.clone();
     c.mqtt.port = cfg.mqtt_port;
     c.mqtt.password = cfg.ingest_password.clone();
-    c.mqtt.client_id = client_id.to_string();
+    c.mqtt.username = user.to_string();
+    c.mqtt.client_id = user.to_string();
     c.ingest.metrics_addr = metrics;
     c.ingest.skew_ms = 6 * 3_600_000;
     c.ingest.downlink_group = format!("ingest-bench-down-{}", rid());
