@@ -111,6 +111,12 @@ impl Env {
         Ok(Ctl::with_config(self.kafka_as("at-client")?)?)
     }
 
+    /// A client signed in as the super user, for a test that plays an insider: it writes where
+    /// only a service's principal may (a forged delivery, a peer message).
+    pub fn insider_ctl(&self) -> anyhow::Result<Ctl> {
+        Ok(Ctl::with_config(self.kafka.clone())?)
+    }
+
     /// This test's Kafka settings signed in as `principal` (infra/kafka-acls.tsv).
     pub fn kafka_as(&self, principal: &str) -> anyhow::Result<KafkaConfig> {
         Ok(self.kafka.as_local_principal(principal)?)

@@ -16,7 +16,9 @@ async fn send(kafka: &KafkaConfig, topic: &str) -> Result<(), KafkaError> {
         .set("acks", "all")
         .create()?;
     p.send(
-        FutureRecord::to(topic).key("forged").payload(b"forged record"),
+        FutureRecord::to(topic)
+            .key("forged")
+            .payload(b"forged record"),
         Duration::from_secs(8),
     )
     .await
@@ -115,7 +117,8 @@ async fn another_services_credentials_do_not_open_its_topics() -> anyhow::Result
     }
     // …while node 1 can.
     let node1 = env.kafka_as("at-mpc-node-1")?;
-    let got = armored_runtime::reader::read_to_end(&node1, &t.mpc_shares(1), Duration::from_secs(8))?;
+    let got =
+        armored_runtime::reader::read_to_end(&node1, &t.mpc_shares(1), Duration::from_secs(8))?;
     anyhow::ensure!(got.len() == 1, "node 1 read {} records", got.len());
     env.stop().await;
     Ok(())

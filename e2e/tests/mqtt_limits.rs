@@ -71,7 +71,6 @@ async fn raw_publish(
 async fn oversized_and_retained_mqtt_messages_stop_nothing() -> anyhow::Result<()> {
     let env = Env::new().await?;
     let Pair {
-        ctl,
         ingest,
         twin,
         d1,
@@ -151,8 +150,9 @@ async fn oversized_and_retained_mqtt_messages_stop_nothing() -> anyhow::Result<(
         key: "at-receiver-kind",
         value: Some("device"),
     });
+    // (Only the workers' principal may write deliveries: the test plays one.)
     enqueue(
-        &ctl.producer,
+        &env.insider_ctl()?.producer,
         &env.topics.deliver(),
         format!("{twin}/d2").as_bytes(),
         &vec![1u8; mqtt::MAX_PACKET_BYTES],

@@ -98,6 +98,7 @@ async fn outcome_of(ctl: &Ctl, ha: &Path, job_id: &str, attempt: u32) -> anyhow:
 async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     let env = Env::new().await?;
     let ctl = env.ctl()?;
+    let insider = env.insider_ctl()?;
     let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
@@ -312,7 +313,8 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
         )?;
         m.attempt = 2; // the replay is rewritten into attempt 2
                        // Partition 0 carries what is sent to node 1.
-        send_to_partition(&ctl, &env.topics.mpc_peer(), 0, &m.encode_to_vec()).await?;
+                       // (Only the nodes' principals may write peer messages: the test plays a node.)
+        send_to_partition(&insider, &env.topics.mpc_peer(), 0, &m.encode_to_vec()).await?;
         submit_job(&ctl, &k, &j, 2).await?;
         let o = outcome_all(&ctl, &ha, job_id).await?;
         let reasons = failed_reasons(&o);

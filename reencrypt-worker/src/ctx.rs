@@ -49,6 +49,7 @@ impl Ctx {
             cache: &self.cache,
             metrics: &self.metrics.route,
             now_ms: now_ms(),
+            state_changes: true,
         }
     }
 }

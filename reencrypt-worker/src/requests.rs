@@ -24,7 +24,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::ctx::Ctx;
 pub use crate::ratelimit::{Admission, RateLimiter, RequestConfig, RequestMetrics};
-use crate::route::{route, Dest};
+use crate::route::{route, Dest, Routing};
 
 /// Why a request is refused before routing (dead-letter reasons).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -170,7 +170,12 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
     let routed = tokio::task::spawn_blocking(move || {
         let reg = c.registry.read().map_err(|_| Poisoned("registry"))?;
         let store = c.store.read().map_err(|_| Poisoned("re-key store"))?;
-        Ok::<_, Poisoned>(route(&payload, c.routing(&reg, &store)))
+        // Requests were screened above (their own attribute rules), not as state changes.
+        let r = Routing {
+            state_changes: false,
+            ..c.routing(&reg, &store)
+        };
+        Ok::<_, Poisoned>(route(&payload, r))
     })
     .await;
     let outputs = match routed {

@@ -29,6 +29,13 @@ pub enum RouteError {
     /// The capsule is for a PRE key other than the twin owner's.
     #[error("capsule is not for the twin owner's key")]
     ForeignCapsule,
+    /// The header names an enrolled device of the twin but another writer key.
+    #[error("writer key is not that of the enrolled device {0}")]
+    WriterMismatch(String),
+    /// Attributes only the bridge's edge admits in this form (`req`, another twin's attribute,
+    /// a share bundle's markers outside a device's share bundle).
+    #[error("reserved attribute: {0}")]
+    ReservedAttribute(&'static str),
 }
 
 impl Refusal for RouteError {
@@ -38,6 +45,8 @@ impl Refusal for RouteError {
             RouteError::Crypto(e) => e.reason(),
             RouteError::UnknownTwin => "unknown_twin",
             RouteError::ForeignCapsule => "foreign_capsule",
+            RouteError::WriterMismatch(_) => "writer_mismatch",
+            RouteError::ReservedAttribute(_) => "reserved_attribute",
         }
     }
 }
@@ -57,6 +66,9 @@ pub struct Routing<'a> {
     pub metrics: &'a RouteMetrics,
     /// Now (re-key expiry).
     pub now_ms: u64,
+    /// The records are state changes from `at.sync.v1`: their writer and attributes are checked
+    /// again (`check_writer`).
+    pub state_changes: bool,
 }
 
 /// One envelope decoded, with the re-keys that will re-encrypt it.
@@ -112,6 +124,9 @@ fn prepare(payload: &[u8], r: Routing<'_>) -> Result<Option<Prepared>, RouteErro
     if opened.c1.header().owner_key_id != owner.pre.key_id() {
         return Err(RouteError::ForeignCapsule);
     }
+    if r.state_changes {
+        check_writer(&opened.header, attrs.as_slice(), r.registry)?;
+    }
     let matching: Vec<_> = r
         .store
         .for_owner(&owner.pre.key_id())
@@ -132,6 +147,55 @@ fn prepare(payload: &[u8], r: Routing<'_>) -> Result<Option<Prepared>, RouteErro
         matching,
         needs_check,
     }))
+}
+
+/// Defence in depth: the bridge's edge rules again, for records that reached `at.sync.v1` without
+/// it (any Kafka client with WRITE on the topic: services write there directly, under their own id
+/// and key, with a write token that only receivers can see). A header naming an enrolled device of
+/// the twin must carry that device's key id; `req` and another twin's attribute are never admitted;
+/// only an enrolled device may send a share bundle (`mpc-share` with exactly one `node-j`, j in
+/// 1..=3, and `location`). The header is not authenticated here (the signature is inside the
+/// ciphertext): receivers and nodes verify it; this keeps a direct writer from routing what the
+/// bridge would have refused, e.g. to the nodes.
+fn check_writer(
+    h: &armored_schemas::v1::EnvelopeHeader,
+    attrs: &[String],
+    reg: &Registry,
+) -> Result<(), RouteError> {
+    let twin_attr = format!("twin:{}", h.twin_id);
+    if attrs.iter().any(|a| a == "req") {
+        return Err(RouteError::ReservedAttribute("req"));
+    }
+    if attrs
+        .iter()
+        .any(|a| a.starts_with("twin:") && *a != twin_attr)
+    {
+        return Err(RouteError::ReservedAttribute("twin:<other>"));
+    }
+    // None: the header names no device of the twin (a service's write).
+    let device = reg
+        .device(&h.twin_id, &h.device_id)
+        .map(|d| d.enrollment.sig.key_id().0.as_slice() == h.writer_key_id.as_slice());
+    if device == Some(false) {
+        return Err(RouteError::WriterMismatch(h.device_id.clone()));
+    }
+    let nodes = attrs.iter().filter(|a| a.starts_with("node-")).count();
+    let share = attrs.iter().any(|a| a == "mpc-share");
+    if share || nodes > 0 {
+        let form = share
+            && nodes == 1
+            && attrs.iter().any(|a| a == "location")
+            && attrs.iter().all(|a| {
+                matches!(
+                    a.as_str(),
+                    "location" | "mpc-share" | "node-1" | "node-2" | "node-3"
+                ) || *a == twin_attr
+            });
+        if !form || device != Some(true) {
+            return Err(RouteError::ReservedAttribute("mpc-share/node-j"));
+        }
+    }
+    Ok(())
 }
 
 /// ReEnc for every matching re-key (reencrypt.rs).

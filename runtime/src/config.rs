@@ -159,8 +159,7 @@ impl KafkaConfig {
         let state = std::env::var_os("AT_STATE_DIR")
             .map(std::path::PathBuf::from)
             .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(|h| Path::new(&h).join(".cache/armoredtwins/run"))
+                std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/armoredtwins/run"))
             })
             .unwrap_or_else(|| "armoredtwins-run".into());
         let secrets = std::env::var_os("AT_SECRETS_DIR")
@@ -292,6 +291,27 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_kafka_password_never_reaches_debug_or_the_start_up_log() {
+        let mut t: T = from_defaults(&format!("mqtt_password = \"x\"\n{KAFKA_DEFAULTS}")).unwrap();
+        t.kafka.sasl = Some(KafkaSasl {
+            mechanism: scram(),
+            username: "at-ingest".into(),
+            password: "s3cret-kafka".into(),
+            ca_file: "/ca.crt".into(),
+        });
+        let debug = format!("{:?}", t.kafka);
+        assert!(
+            debug.contains("at-ingest") && !debug.contains("s3cret-kafka"),
+            "{debug}"
+        );
+        let shown = redacted_json(&t);
+        assert!(
+            shown.contains("at-ingest") && !shown.contains("s3cret-kafka"),
+            "{shown}"
+        );
     }
 
     #[test]
