@@ -89,22 +89,19 @@ chmod 700 "$AT_STATE_DIR" "$AT_SECRETS_DIR" "$AT_MQTT_DIR" "$AT_MQTT_TLS_DIR" "$
 # ---------------------------------------------------------------------------------------------
 # Secrets, TLS, mosquitto config (each created once, kept afterwards)
 
+# new_secret FILE WHAT: a random password in FILE (0600), unless it has one.
+new_secret() {
+  [ -s "$1" ] && return 0
+  openssl rand -hex 24 >"$1"
+  chmod 600 "$1"
+  at_log "generated $2 in $1"
+}
 for user in at-ingest at-admin at-probe; do
-  f="$AT_SECRETS_DIR/$user.password"
-  if [ ! -s "$f" ]; then
-    openssl rand -hex 24 >"$f"
-    chmod 600 "$f"
-    at_log "generated the MQTT password of $user in $f"
-  fi
+  new_secret "$AT_SECRETS_DIR/$user.password" "the MQTT password of $user"
 done
 # Kafka: the super user at-kafka and one principal per service and tool (infra/kafka-acls.tsv).
 for user in at-kafka $AT_KAFKA_PRINCIPALS; do
-  f="$AT_SECRETS_DIR/kafka-$user.password"
-  if [ ! -s "$f" ]; then
-    openssl rand -hex 24 >"$f"
-    chmod 600 "$f"
-    at_log "generated the Kafka password of $user in $f"
-  fi
+  new_secret "$AT_SECRETS_DIR/kafka-$user.password" "the Kafka password of $user"
 done
 # The super user's client settings, for the admin tool (infra/kafka/KafkaAdmin.java).
 {
