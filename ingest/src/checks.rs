@@ -3,7 +3,7 @@
 //! its topic, so the header's ids must equal the topic's; the device must be enrolled; the epoch must
 //! be near now; reserved attributes only where allowed; size capped. No signature is checked here.
 
-use armored_crypto::envelope::{decode_envelope, twin_attribute};
+use armored_crypto::envelope::decode_envelope;
 use armored_crypto::epoch::epoch_of;
 use armored_crypto::registry::Registry;
 use armored_crypto::Error as CryptoError;
@@ -101,42 +101,10 @@ pub fn parse_up_topic(topic: &str) -> Option<(&str, &str)> {
         .then_some((twin, device))
 }
 
-/// Attribute rules of the uplink path: `req` never (requests come from requesters over Kafka);
-/// `mpc-share` and `node-*` only together, as a share bundle: exactly `location`, `mpc-share`,
-/// one `node-j` (j in 1..=3) and the twin attribute (so never `sync`); exactly one twin attribute,
-/// the topic's.
+/// Attribute rules of the uplink path ([`armored_crypto::ids::uplink_attribute_rules`]): `Ok(true)`
+/// for a share bundle.
 pub fn check_uplink_attributes(attrs: &[String], twin_id: &str) -> Result<bool, Reject> {
-    let twin_attr = twin_attribute(twin_id);
-    if attrs.iter().any(|a| a == "req") {
-        return Err(Reject::ReservedAttribute("req"));
-    }
-    if attrs
-        .iter()
-        .filter(|a| a.starts_with("twin:"))
-        .any(|a| *a != twin_attr)
-    {
-        return Err(Reject::ReservedAttribute("twin:<other>"));
-    }
-    let nodes: Vec<&String> = attrs.iter().filter(|a| a.starts_with("node-")).collect();
-    let share = attrs.iter().any(|a| a == "mpc-share");
-    if !share && nodes.is_empty() {
-        return Ok(false);
-    }
-    if !share || nodes.len() != 1 || !matches!(nodes[0].as_str(), "node-1" | "node-2" | "node-3") {
-        return Err(Reject::ReservedAttribute("mpc-share/node-j"));
-    }
-    if attrs.iter().any(|a| a == "sync") {
-        return Err(Reject::ReservedAttribute("sync in a share bundle"));
-    }
-    // Nothing else rides along: an extra attribute could match some other re-key's policy.
-    let allowed =
-        |a: &String| a == "location" || a == "mpc-share" || *a == twin_attr || a == nodes[0];
-    if attrs.len() != 4 || !attrs.iter().all(allowed) {
-        return Err(Reject::ReservedAttribute(
-            "a share bundle carries exactly location, mpc-share, node-j, twin",
-        ));
-    }
-    Ok(true)
+    armored_crypto::ids::uplink_attribute_rules(attrs, twin_id).map_err(Reject::ReservedAttribute)
 }
 
 /// Applies every uplink check.

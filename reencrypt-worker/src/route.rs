@@ -162,16 +162,8 @@ fn check_writer(
     attrs: &[String],
     reg: &Registry,
 ) -> Result<(), RouteError> {
-    let twin_attr = format!("twin:{}", h.twin_id);
-    if attrs.iter().any(|a| a == "req") {
-        return Err(RouteError::ReservedAttribute("req"));
-    }
-    if attrs
-        .iter()
-        .any(|a| a.starts_with("twin:") && *a != twin_attr)
-    {
-        return Err(RouteError::ReservedAttribute("twin:<other>"));
-    }
+    let share = armored_crypto::ids::uplink_attribute_rules(attrs, &h.twin_id)
+        .map_err(RouteError::ReservedAttribute)?;
     // None: the header names no device of the twin (a service's write).
     let device = reg
         .device(&h.twin_id, &h.device_id)
@@ -179,21 +171,8 @@ fn check_writer(
     if device == Some(false) {
         return Err(RouteError::WriterMismatch(h.device_id.clone()));
     }
-    let nodes = attrs.iter().filter(|a| a.starts_with("node-")).count();
-    let share = attrs.iter().any(|a| a == "mpc-share");
-    if share || nodes > 0 {
-        let form = share
-            && nodes == 1
-            && attrs.iter().any(|a| a == "location")
-            && attrs.iter().all(|a| {
-                matches!(
-                    a.as_str(),
-                    "location" | "mpc-share" | "node-1" | "node-2" | "node-3"
-                ) || *a == twin_attr
-            });
-        if !form || device != Some(true) {
-            return Err(RouteError::ReservedAttribute("mpc-share/node-j"));
-        }
+    if share && device != Some(true) {
+        return Err(RouteError::ReservedAttribute("mpc-share/node-j"));
     }
     Ok(())
 }
