@@ -6,7 +6,9 @@ pub mod registry;
 pub mod request;
 pub mod service;
 
-use armored_client::kafka::Ctl;
+use std::path::Path;
+
+use armored_client::kafka::{service_principal, Ctl, OWNER_PRINCIPAL};
 
 /// How to reach the cluster (the global flags); commands connect only when they need to.
 #[derive(Debug)]
@@ -18,11 +20,23 @@ pub struct Connect {
 }
 
 impl Connect {
-    /// Connects to the cluster.
-    pub fn ctl(&self) -> anyhow::Result<Ctl> {
+    /// Connects to the cluster as an owner's tool.
+    pub fn owner(&self) -> anyhow::Result<Ctl> {
+        self.as_principal(OWNER_PRINCIPAL)
+    }
+
+    /// Connects to the cluster as the service of directory `dir` (its own principal).
+    pub fn service(&self, dir: &Path) -> anyhow::Result<Ctl> {
+        let id = armored_client::service::Service::open(dir)?.id;
+        self.as_principal(&service_principal(&id))
+    }
+
+    /// Connects to the cluster as `principal` (unless `[kafka.sasl]` says otherwise).
+    pub fn as_principal(&self, principal: &str) -> anyhow::Result<Ctl> {
         Ok(Ctl::connect(
             self.brokers.as_deref(),
             self.topic_prefix.as_deref(),
+            principal,
         )?)
     }
 }

@@ -144,6 +144,21 @@ pub enum KafkaError {
     /// A thread holding the registry panicked.
     #[error("registry lock poisoned")]
     Poisoned,
+    /// The brokers refuse this principal what it asked for (its ACLs): retrying will not help.
+    #[error(transparent)]
+    Refused(Box<AclRefusal>),
+}
+
+/// What the brokers refused to whom.
+#[derive(Debug, thiserror::Error)]
+#[error("Kafka refuses {principal} ({what}): {source}; a service's principal is signed up by infra/kafka-acl.sh --service ID PREFIX")]
+pub struct AclRefusal {
+    /// The principal signed in as (or "no principal").
+    pub principal: String,
+    /// What was asked.
+    pub what: String,
+    /// The broker's answer.
+    pub source: rdkafka::error::KafkaError,
 }
 
 /// Result alias of the client library.

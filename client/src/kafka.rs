@@ -16,6 +16,39 @@ struct Wrapper {
     kafka: KafkaConfig,
 }
 
+/// The local brokers' principal (infra/) of an owner's tool.
+pub const OWNER_PRINCIPAL: &str = "at-owner";
+
+/// The local brokers' principal of service `id` (`infra/kafka-acl.sh --service ID PREFIX` signs it
+/// up): only its own consumer group `svc-<id>`, no registry, re-key or token writes.
+pub fn service_principal(id: &str) -> String {
+    format!("at-service-{id}")
+}
+
+/// Whether the brokers refused this client by its ACLs or its credentials (final, unlike the
+/// transient errors a consumer logs and retries).
+pub fn is_refusal(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::GroupAuthorizationFailed
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::SaslAuthenticationFailed
+                | C::Authentication
+        )
+    )
+}
+
+/// The principal `kafka` signs in as, for messages.
+pub fn principal_of(kafka: &KafkaConfig) -> String {
+    kafka
+        .sasl
+        .as_ref()
+        .map_or_else(|| "no principal".into(), |s| s.username.clone())
+}
+
 /// A connected `atctl`: configuration, topics, producer.
 #[derive(Clone)]
 pub struct Ctl {
@@ -35,8 +68,13 @@ impl std::fmt::Debug for Ctl {
 
 impl Ctl {
     /// Loads `[kafka]` from defaults, `AT_CONFIG` and the environment, applies the overrides, and
-    /// checks that the broker answers.
-    pub fn connect(brokers: Option<&str>, topic_prefix: Option<&str>) -> Result<Self> {
+    /// checks that the broker answers. Unless `[kafka.sasl]` is configured, signs in as `principal`
+    /// of the local brokers ([`OWNER_PRINCIPAL`] or [`service_principal`]).
+    pub fn connect(
+        brokers: Option<&str>,
+        topic_prefix: Option<&str>,
+        principal: &str,
+    ) -> Result<Self> {
         let mut kafka = armored_runtime::config::load::<Wrapper>(KAFKA_DEFAULTS, None)
             .map_err(KafkaError::from)?
             .kafka;
@@ -46,8 +84,17 @@ impl Ctl {
         if let Some(p) = topic_prefix {
             kafka.topic_prefix = p.to_string();
         }
-        // Unless [kafka.sasl] is configured: the tool's principal of the local brokers (infra/).
-        Self::with_config(kafka.or_local_principal("at-client"))
+        if kafka.sasl.is_none() {
+            match kafka.as_local_principal(principal) {
+                Ok(signed_in) => kafka = signed_in,
+                // Plaintext, for a cluster without authentication; infra/'s brokers refuse it.
+                Err(e) => tracing::warn!(
+                    "{e}; connecting without authentication (a service's principal is signed up by \
+                     infra/kafka-acl.sh --service ID PREFIX)"
+                ),
+            }
+        }
+        Self::with_config(kafka)
     }
 
     /// A client for an explicit configuration.

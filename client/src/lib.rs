@@ -25,4 +25,4 @@ pub mod request;
 pub mod service;
 pub mod when;
 
-pub use error::{ClientError, KafkaError};
+pub use error::{AclRefusal, ClientError, KafkaError};

@@ -35,6 +35,8 @@ const DEFAULT_EPOCH_LEN_MS: u64 = 3_600_000;
 pub struct Requester {
     /// Owner or party id.
     pub id: String,
+    /// The local brokers' principal it signs in as (an owner's tool or the service's own).
+    pub principal: String,
     sig: SigningKey,
 }
 
@@ -49,8 +51,9 @@ impl Requester {
     pub fn open(dir: &Path) -> Result<Self> {
         let sig = load_signing_key(&dir.join("sig.key"))
             .map_err(key(format!("no signing key in {}", dir.display())))?;
-        let id = if let Ok(b) = std::fs::read(dir.join("owner.identity")) {
-            verify_owner_identity(&b, None)?.owner_id.clone()
+        let (id, principal) = if let Ok(b) = std::fs::read(dir.join("owner.identity")) {
+            let id = verify_owner_identity(&b, None)?.owner_id.clone();
+            (id, crate::kafka::OWNER_PRINCIPAL.to_string())
         } else {
             let b = std::fs::read(dir.join("identity")).map_err(|source| ClientError::Io {
                 what: format!(
@@ -59,11 +62,13 @@ impl Requester {
                 ),
                 source,
             })?;
-            verify_pinned_identity(&b, &fingerprint(&b))?
+            let id = verify_pinned_identity(&b, &fingerprint(&b))?
                 .party_id
-                .clone()
+                .clone();
+            let principal = crate::kafka::service_principal(&id);
+            (id, principal)
         };
-        Ok(Self { id, sig })
+        Ok(Self { id, principal, sig })
     }
 
     /// The signing key (a service writing with a token uses the same one).

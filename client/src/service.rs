@@ -190,6 +190,16 @@ impl Service {
             };
             let m = match m {
                 Ok(m) => m,
+                Err(e) if crate::kafka::is_refusal(&e) => {
+                    return Err(crate::error::KafkaError::Refused(Box::new(
+                        crate::error::AclRefusal {
+                            principal: crate::kafka::principal_of(&ctl.kafka),
+                            what: format!("group svc-{} on {}", self.id, ctl.topics.deliver()),
+                            source: e,
+                        },
+                    ))
+                    .into())
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
                     continue;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use armored_base::mqtt::MqttConfig;
 use armored_base::Shutdown;
-use armored_client::kafka::Ctl;
+use armored_client::kafka::{service_principal, Ctl, OWNER_PRINCIPAL};
 use armored_client::owner::Owner;
 use armored_runtime::config::KafkaConfig;
 use armored_runtime::kafka::{create_topics, Topics};
@@ -35,17 +35,19 @@ pub fn free_addr() -> std::net::SocketAddr {
         .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
-/// Grants infra/kafka-acls.tsv on the topics under `prefix` (infra/kafka-acl.sh: one JVM, ~1.5 s).
-async fn grant_acls(prefix: &str) -> anyhow::Result<()> {
+/// infra/kafka-acl.sh with `args` (one JVM, ~1.5 s): `[prefix]` grants infra/kafka-acls.tsv on the
+/// topics under it, `["--service", id, prefix]` signs a service's principal up.
+async fn run_kafka_acl(args: &[&str]) -> anyhow::Result<()> {
     let out = tokio::process::Command::new("bash")
         .arg(repo_root().join("infra/kafka-acl.sh"))
-        .arg(prefix)
+        .args(args)
         .output()
         .await
         .context("running infra/kafka-acl.sh")?;
     anyhow::ensure!(
         out.status.success(),
-        "infra/kafka-acl.sh {prefix}: {}",
+        "infra/kafka-acl.sh {}: {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(())
@@ -63,6 +65,8 @@ pub struct Env {
     pub dir: PathBuf,
     /// Stops everything this test started.
     pub shutdown: Shutdown,
+    /// The services whose principals are signed up on this test's topics.
+    signed_up: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Env {
@@ -91,7 +95,7 @@ impl Env {
             .context("the Kafka-protocol broker is not running: infra/start.sh")?;
         let topics = Topics::new(&prefix);
         create_topics(&kafka, &topics.all()).await?;
-        grant_acls(&prefix).await?;
+        run_kafka_acl(&[&prefix]).await?;
         let dir = std::env::temp_dir().join(rand_id("at-e2e"));
         std::fs::create_dir_all(&dir)?;
         Ok(Self {
@@ -103,12 +107,32 @@ impl Env {
                 .unwrap_or(1883),
             dir,
             shutdown: Shutdown::new(),
+            signed_up: Default::default(),
         })
     }
 
-    /// An `atctl` client on this test's topics, signed in as the tool's principal `at-client`.
-    pub fn ctl(&self) -> anyhow::Result<Ctl> {
-        Ok(Ctl::with_config(self.kafka_as("at-client")?)?)
+    /// An owner's `atctl` client on this test's topics (principal `at-owner`).
+    pub fn owner_ctl(&self) -> anyhow::Result<Ctl> {
+        Ok(Ctl::with_config(self.kafka_as(OWNER_PRINCIPAL)?)?)
+    }
+
+    /// Service `id`'s `atctl` client on this test's topics: its own principal `at-service-<id>`,
+    /// signed up first (infra/kafka-acl.sh --service; one JVM, ~1.5 s).
+    pub async fn service_ctl(&self, id: &str) -> anyhow::Result<Ctl> {
+        let known = self.signed_up.lock().is_ok_and(|s| s.contains(id));
+        if !known {
+            run_kafka_acl(&["--service", id, &self.kafka.topic_prefix]).await?;
+            if let Ok(mut s) = self.signed_up.lock() {
+                s.insert(id.to_string());
+            }
+        }
+        Ok(Ctl::with_config(self.kafka_as(&service_principal(id))?)?)
+    }
+
+    /// A client signed in as the bridge's principal `at-ingest`: it writes to at.sync.v1 what the
+    /// bridge would, or what a compromised bridge could (the workers' own checks are under test).
+    pub fn bridge_ctl(&self) -> anyhow::Result<Ctl> {
+        Ok(Ctl::with_config(self.kafka_as("at-ingest")?)?)
     }
 
     /// A client signed in as the super user, for a test that plays an insider: it writes where

@@ -89,7 +89,7 @@ where
     F: FnOnce(Progress) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let ingest = env.start_ingest().await?;
     let group = rand_id("reenc");
     let workers = [env.start_worker(&group), env.start_worker(&group)];
@@ -117,11 +117,11 @@ where
     let progress = Progress::default();
     let seen: Arc<std::sync::Mutex<BTreeSet<(String, String, u64)>>> = Arc::default();
     let receiver = {
-        let ctl = env.ctl()?;
+        let mut svc = Service::open(&svc_dir)?;
+        let ctl = env.service_ctl(&svc.id).await?;
         let progress = progress.clone();
         let seen = seen.clone();
         let stop = env.shutdown.child_token();
-        let mut svc = Service::open(&svc_dir)?;
         tokio::spawn(async move {
             // Its idle limit is longer than the stall check below, which reports where things stand.
             let idle = load.idle + Duration::from_secs(30);

@@ -33,7 +33,7 @@ impl Env {
     /// Starts a bridge and a worker, makes an owner and a twin named after `prefix`, and connects
     /// its devices d1 and d2 (returned once d2's roster names both).
     pub async fn pair(&self, prefix: &str) -> anyhow::Result<Pair> {
-        let ctl = self.ctl()?;
+        let ctl = self.owner_ctl()?;
         let ingest = self.start_ingest().await?;
         let worker = self.start_worker(&rand_id("reenc"));
         let owner = self.owner(&ctl).await?;

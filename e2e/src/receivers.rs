@@ -29,17 +29,12 @@ pub async fn consume(
     idle: Duration,
 ) -> anyhow::Result<Vec<Received>> {
     let mut got = Vec::new();
-    svc.consume(
-        &env.ctl()?,
-        max,
-        Some(idle),
-        env.shutdown.child_token(),
-        |o| {
-            if let Outcome::Received(r) = o {
-                got.push(r.clone());
-            }
-        },
-    )
+    let ctl = env.service_ctl(&svc.id).await?;
+    svc.consume(&ctl, max, Some(idle), env.shutdown.child_token(), |o| {
+        if let Outcome::Received(r) = o {
+            got.push(r.clone());
+        }
+    })
     .await?;
     Ok(got)
 }

@@ -75,7 +75,7 @@ fn forged(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_dead_lettered_counted_and_good_traffic_flows() -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let ingest = env.start_ingest().await?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
@@ -289,9 +289,10 @@ async fn bad_input_is_dead_lettered_counted_and_good_traffic_flows() -> anyhow::
         .await?;
 
     // --- Data that only an insider could write to the log (at-reencrypt, then the receiver) ---
+    let bridge = env.bridge_ctl()?;
     send(
-        &ctl.producer,
-        &ctl.topics.sync(),
+        &bridge.producer,
+        &bridge.topics.sync(),
         twin.as_bytes(),
         b"\x08\x01garbage",
     )
@@ -316,12 +317,22 @@ async fn bad_input_is_dead_lettered_counted_and_good_traffic_flows() -> anyhow::
     let impostor = SigningKey::generate(&mut OsRng);
     let bad_sig = forged(&owner, &twin, &d1_sig, &impostor, false)?;
     let bad_hdr = forged(&owner, &twin, &d1_sig, &d1_sig, true)?;
-    send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &bad_sig)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &bad_hdr)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    send(
+        &bridge.producer,
+        &bridge.topics.sync(),
+        twin.as_bytes(),
+        &bad_sig,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    send(
+        &bridge.producer,
+        &bridge.topics.sync(),
+        twin.as_bytes(),
+        &bad_hdr,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let seen = d2
         .collect_until(WAIT, |e| {
             rejected(e, "bad_signature") && rejected(e, "mismatch")
@@ -353,9 +364,14 @@ async fn bad_input_is_dead_lettered_counted_and_good_traffic_flows() -> anyhow::
         vec![json!({"good": 1})],
         "good traffic flows after bad input"
     );
-    send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &ok)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    send(
+        &bridge.producer,
+        &bridge.topics.sync(),
+        twin.as_bytes(),
+        &ok,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let seen = d2
         .collect_until(WAIT, |e| {
             e.iter()

@@ -26,7 +26,7 @@ const CHANGES: usize = 1_000;
 async fn a_device_back_to_a_backlog_handles_all_of_it_and_goes_on() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("backlog");
     let dev = env.device(&owner, &ctl, &twin, "d0").await?;

@@ -1,4 +1,4 @@
-//! A Kafka client that may write `at.sync.v1` (atctl's principal: services write there directly)
+//! A Kafka client that may write `at.sync.v1` (a service's principal: services write there directly)
 //! skips the bridge; the worker re-checks the bridge's edge rules on what it reads (hardening issue,
 //! item 4, defence in depth): a header naming an enrolled device with another writer key, and a
 //! share bundle from anyone but an enrolled device, are dead-lettered before any re-encryption, and
@@ -21,6 +21,7 @@ const WAIT: Duration = Duration::from_secs(15);
 async fn a_direct_writer_cannot_route_what_the_bridge_would_refuse() -> anyhow::Result<()> {
     let env = Env::new().await?;
     let mut p = env.pair("direct").await?;
+    let direct = env.service_ctl(&armored_e2e::rand_id("writer")).await?;
     let stranger = SigningKey::generate(&mut OsRng);
     let d1_key = load_signing_key(&p.d1.dir.join("sig.key"))?;
     // (writer key, device id in the header, attributes, the worker's reason)
@@ -53,7 +54,7 @@ async fn a_direct_writer_cannot_route_what_the_bridge_would_refuse() -> anyhow::
             ..Default::default()
         };
         let forged = seal_state_change(key, writer, &input, &mut OsRng)?;
-        p.ctl.send(&p.ctl.topics.sync(), &p.twin, &forged).await?;
+        direct.send(&direct.topics.sync(), &p.twin, &forged).await?;
         let d = env
             .wait_dead_letter(WAIT, |d| d.payload == forged)
             .await

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use armored_e2e::{rand_id, Env};
 use armored_runtime::kafka::send;
-use armored_runtime::pipeline::{run_group, GroupSpec, Handler, PipelineError};
+use armored_runtime::pipeline::{run_group, GroupMetrics, GroupSpec, Handler, PipelineError};
 use futures::FutureExt;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_record_handler_stops_the_pipeline_with_an_error() -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.bridge_ctl()?;
     let topic = env.topics.sync();
     for payload in [b"fine".as_slice(), b"boom", b"fine"] {
         send(&ctl.producer, &topic, b"k", payload)
@@ -36,8 +36,17 @@ async fn a_panicking_record_handler_stops_the_pipeline_with_an_error() -> anyhow
         queue_depth: 16,
         drain_timeout: Duration::from_secs(2),
     };
-    let lag = IntGauge::new("lag", "lag")?;
-    let run = run_group(&env.kafka, spec, lag, handler, env.shutdown.child_token());
+    let metrics = GroupMetrics {
+        lag: IntGauge::new("lag", "lag")?,
+        consumer_restarts: IntCounter::new("restarts", "restarts")?,
+    };
+    let run = run_group(
+        &env.kafka,
+        spec,
+        metrics,
+        handler,
+        env.shutdown.child_token(),
+    );
     let r = tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .map_err(|_| anyhow::anyhow!("the pipeline still runs 60 s after its handler panicked"))?;

@@ -27,9 +27,10 @@ const HOUR: u64 = 3_600_000;
 /// Routed records, delivered back to the writing device through its own re-key.
 const DEVICE_DELIVERIES: &str = "at_reencrypt_deliveries_total{kind=\"device\"}";
 
-/// Records a change at `at_ms` and writes it to at.sync.v1 as the bridge would.
+/// Records a change at `at_ms` and writes it to at.sync.v1 as the bridge would (`bridge` is signed
+/// in as its principal).
 async fn store(
-    ctl: &Ctl,
+    bridge: &Ctl,
     d: &mut Device,
     attrs: &[&str],
     delta: serde_json::Value,
@@ -37,14 +38,15 @@ async fn store(
 ) -> anyhow::Result<()> {
     let env = d.record(attrs, delta, at_ms)?;
     let (up, _) = d.topics();
-    Ok(ctl.send(&ctl.topics.sync(), &up, &env).await?)
+    Ok(bridge.send(&bridge.topics.sync(), &up, &env).await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
+    let bridge = env.bridge_ctl()?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
@@ -54,7 +56,7 @@ async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Resul
     let e = now / HOUR;
     for (i, back) in [3u64, 2, 1, 0].iter().enumerate() {
         store(
-            &ctl,
+            &bridge,
             &mut d1,
             &["sync"],
             json!({ "n": i }),
@@ -119,14 +121,15 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
 ) -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
+    let bridge = env.bridge_ctl()?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
     let now = now_ms();
     store(
-        &ctl,
+        &bridge,
         &mut d1,
         &["sync", "location"],
         json!({"lat": 1}),
@@ -134,14 +137,21 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
     )
     .await?;
     store(
-        &ctl,
+        &bridge,
         &mut d1,
         &["sync", "health"],
         json!({"pulse": 60}),
         now - HOUR,
     )
     .await?;
-    store(&ctl, &mut d1, &["sync", "location"], json!({"lat": 2}), now).await?;
+    store(
+        &bridge,
+        &mut d1,
+        &["sync", "location"],
+        json!({"lat": 2}),
+        now,
+    )
+    .await?;
     worker.wait_metric(DEVICE_DELIVERIES, 3.0, WAIT).await?;
 
     // A grant without history sees nothing of the past...
@@ -187,7 +197,7 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
 
 /// A worker, an owner and an enrolled device whose re-key (its id, returned) the worker holds.
 async fn replay_cast(env: &Env) -> anyhow::Result<(Ctl, Running, Owner, String)> {
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
@@ -297,7 +307,7 @@ async fn bad_replay_requests_are_dead_lettered_and_counted() -> anyhow::Result<(
 async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let _ingest = env.start_ingest().await?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
@@ -350,7 +360,9 @@ async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<
     let mut stale = Device::open(&env.dir.join(format!("{twin}-d1")))?;
     let (up, _) = stale.topics();
     let forged_later = stale.record(&["sync"], json!({"mode": "stolen"}), now_ms())?;
-    ctl.send(&ctl.topics.sync(), &up, &forged_later).await?;
+    env.bridge_ctl()?
+        .send(&ctl.topics.sync(), &up, &forged_later)
+        .await?;
     let seen = d2
         .collect_until(WAIT, |e| {
             e.iter().any(|x| matches!(x, LinkEvent::Rejected { .. }))
@@ -383,7 +395,8 @@ async fn a_replacement_device_rebuilds_the_old_device_state() -> anyhow::Result<
 async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
+    let bridge = env.bridge_ctl()?;
     let worker = env.start_worker(&rand_id("reenc"));
     let original = env.owner(&ctl).await?;
     let twin = rand_id("bike");
@@ -406,7 +419,7 @@ async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
     let rk = owner.grant(&ctl, &party, "sync", None).await?;
     worker.wait_metric("at_reencrypt_rekeys", 2.0, WAIT).await?;
     store(
-        &ctl,
+        &bridge,
         &mut d1,
         &["sync"],
         json!({"after": "restore"}),
@@ -424,7 +437,7 @@ async fn a_restored_owner_grants_and_revokes() -> anyhow::Result<()> {
         .wait_metric("at_reencrypt_revocations_total", 1.0, WAIT)
         .await?;
     store(
-        &ctl,
+        &bridge,
         &mut d1,
         &["sync"],
         json!({"after": "revoke"}),

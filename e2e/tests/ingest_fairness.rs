@@ -23,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_slow_device_does_not_stall_the_others() -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let ingest = env.start_ingest().await?;
     let owner = env.owner(&ctl).await?;
 

@@ -1,6 +1,8 @@
 //! Kafka refuses what its ACLs do not grant (hardening issue, item 4): a client without credentials,
 //! with a wrong password, or signed in as another service cannot write a record the pipeline would
-//! trust; each refused record is then looked for on its topic and is not there.
+//! trust; each refused record is then looked for on its topic and is not there. Owners and each
+//! service have principals of their own: a service cannot write what owners write, nor join
+//! another service's consumer group.
 
 use std::time::Duration;
 
@@ -78,14 +80,14 @@ async fn another_services_credentials_do_not_open_its_topics() -> anyhow::Result
     let env = Env::new().await?;
     let t = &env.topics;
     // (principal, topic it must not write): an MPC node forging state changes past the bridge's
-    // checks; the owners' tool forging a peer message (it would abort an MPC attempt), a delivery,
+    // checks; an owner's tool forging a peer message (it would abort an MPC attempt), a delivery,
     // a node's share or an output share; the bridge forging a delivery.
     let forgeries = [
         ("at-mpc-node-1", t.sync()),
-        ("at-client", t.mpc_peer()),
-        ("at-client", t.deliver()),
-        ("at-client", t.mpc_shares(1)),
-        ("at-client", t.mpc_results()),
+        ("at-owner", t.mpc_peer()),
+        ("at-owner", t.deliver()),
+        ("at-owner", t.mpc_shares(1)),
+        ("at-owner", t.mpc_results()),
         ("at-ingest", t.deliver()),
         ("at-reencrypt", t.sync()),
     ];
@@ -101,11 +103,11 @@ async fn another_services_credentials_do_not_open_its_topics() -> anyhow::Result
         empty(&env, topic)?;
     }
 
-    // Reading is closed the same way: node 2 cannot read node 1's shares, the owners' tool no
+    // Reading is closed the same way: node 2 cannot read node 1's shares, an owner's tool no
     // node's shares (records put there by the super user).
     let super_user = armored_client::kafka::Ctl::with_config(env.kafka.clone())?;
     super_user.send(&t.mpc_shares(1), "k", b"share").await?;
-    for principal in ["at-mpc-node-2", "at-client"] {
+    for principal in ["at-mpc-node-2", "at-owner"] {
         let kafka = env.kafka_as(principal)?;
         let read =
             armored_runtime::reader::read_to_end(&kafka, &t.mpc_shares(1), Duration::from_secs(8));
@@ -120,6 +122,126 @@ async fn another_services_credentials_do_not_open_its_topics() -> anyhow::Result
     let got =
         armored_runtime::reader::read_to_end(&node1, &t.mpc_shares(1), Duration::from_secs(8))?;
     anyhow::ensure!(got.len() == 1, "node 1 read {} records", got.len());
+    env.stop().await;
+    Ok(())
+}
+
+/// Polls a consumer of `topic` in `group` as `kafka`'s principal until the broker answers with an
+/// error (or `wait` passes: `None`).
+fn group_error(
+    kafka: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    wait: Duration,
+) -> anyhow::Result<Option<KafkaError>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = armored_runtime::kafka::base_config(kafka)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()?;
+    c.subscribe(&[topic])?;
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if let Some(Err(e)) = c.poll(Duration::from_millis(200)) {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_and_each_service_sign_in_as_principals_of_their_own() -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let t = &env.topics;
+    let a = armored_e2e::rand_id("svc-a");
+    let b = armored_e2e::rand_id("svc-b");
+    let a_ctl = env.service_ctl(&a).await?;
+    env.service_ctl(&b).await?;
+    let a_kafka = a_ctl.kafka.clone();
+    let b_kafka = env.kafka_as(&armored_client::kafka::service_principal(&b))?;
+
+    // A service may not write what only owners, workers or nodes write; an owner's tool no state
+    // change.
+    let forgeries = [
+        (a_kafka.clone(), t.registry()),
+        (a_kafka.clone(), t.rekeys()),
+        (a_kafka.clone(), t.tokens()),
+        (a_kafka.clone(), t.control()),
+        (a_kafka.clone(), t.deliver()),
+        (a_kafka.clone(), t.mpc_peer()),
+        (env.kafka_as("at-owner")?, t.sync()),
+    ];
+    for (kafka, topic) in &forgeries {
+        let who = armored_client::kafka::principal_of(kafka);
+        match send(kafka, topic).await {
+            Ok(()) => anyhow::bail!("{who} wrote to {topic}"),
+            Err(e) => anyhow::ensure!(
+                code(&e) == Some(RDKafkaErrorCode::TopicAuthorizationFailed),
+                "{who} → {topic}: expected TOPIC_AUTHORIZATION_FAILED, got {e}"
+            ),
+        }
+        empty(&env, topic)?;
+    }
+    // A service may write its own changes (so the refusals above are the ACLs').
+    send(&a_kafka, &t.sync()).await?;
+    anyhow::ensure!(env.located(&t.sync())?.len() == 1, "service {a}'s change");
+
+    // Service A cannot join service B's group (it would commit offsets past B's deliveries, which
+    // B would then never read), while B's own principal may.
+    let e = group_error(
+        &a_kafka,
+        &format!("svc-{b}"),
+        &t.deliver(),
+        Duration::from_secs(15),
+    )?
+    .ok_or_else(|| anyhow::anyhow!("service {a} joined service {b}'s group"))?;
+    anyhow::ensure!(
+        code(&e) == Some(RDKafkaErrorCode::GroupAuthorizationFailed),
+        "expected GROUP_AUTHORIZATION_FAILED, got {e}"
+    );
+    let own = group_error(
+        &b_kafka,
+        &format!("svc-{b}"),
+        &t.deliver(),
+        Duration::from_secs(5),
+    )?;
+    anyhow::ensure!(own.is_none(), "service {b} in its own group: {own:?}");
+    // A service consuming with the wrong principal stops with a typed error, instead of waiting
+    // for deliveries that cannot come.
+    let b_dir = env.dir.join("svc-b");
+    armored_client::service::Service::init(
+        &b_dir,
+        &b,
+        armored_crypto::identity::PartyKind::Service,
+    )?;
+    let mut svc_b = armored_client::service::Service::open(&b_dir)?;
+    let r = svc_b
+        .consume(
+            &a_ctl,
+            None,
+            Some(Duration::from_secs(20)),
+            env.shutdown.child_token(),
+            |_| {},
+        )
+        .await;
+    anyhow::ensure!(
+        matches!(
+            r,
+            Err(armored_client::ClientError::Kafka(
+                armored_client::KafkaError::Refused(_)
+            ))
+        ),
+        "service {b} consuming as {a}'s principal: {r:?}"
+    );
+
+    // An owner's tool reads no deliveries.
+    let read = armored_runtime::reader::read_to_end(
+        &env.kafka_as("at-owner")?,
+        &t.deliver(),
+        Duration::from_secs(8),
+    );
+    anyhow::ensure!(read.is_err(), "at-owner read the deliveries");
     env.stop().await;
     Ok(())
 }

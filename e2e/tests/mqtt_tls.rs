@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_bridge_and_a_device_over_tls_carry_changes_both_ways() -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let mut cfg = env.ingest_config().await?;
     cfg.mqtt = env.mqtt_tls(&cfg.mqtt.username, &cfg.mqtt.password, &cfg.mqtt.client_id)?;
     let _ingest = env.start_ingest_with(cfg).await?;

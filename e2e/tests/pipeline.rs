@@ -13,7 +13,7 @@ use serde_json::json;
 async fn protocol_1_phases_1_3_4_6_and_revocation() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
 
@@ -101,7 +101,8 @@ async fn protocol_1_phases_1_3_4_6_and_revocation() -> anyhow::Result<()> {
 async fn policy_routing_delivers_exactly_when_the_policy_is_satisfied() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
+    let bridge = env.bridge_ctl()?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
@@ -140,7 +141,7 @@ async fn policy_routing_delivers_exactly_when_the_policy_is_satisfied() -> anyho
             json!({"set": i}),
             armored_base::time::now_ms(),
         )?;
-        armored_runtime::kafka::send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &e)
+        armored_runtime::kafka::send(&bridge.producer, &bridge.topics.sync(), twin.as_bytes(), &e)
             .await
             .map_err(anyhow::Error::msg)?;
     }
@@ -168,7 +169,8 @@ async fn share_bundles_reach_only_node_j_and_node_keys_nothing_else() -> anyhow:
     use armored_crypto::keyfile::load_pre_key;
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
+    let bridge = env.bridge_ctl()?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("phone");
@@ -197,14 +199,19 @@ async fn share_bundles_reach_only_node_j_and_node_keys_nothing_else() -> anyhow:
     for j in 1..=3 {
         let node = format!("node-{j}");
         let e = d1.record(&["mpc-share", &node, "location"], json!({"share": j}), now)?;
-        armored_runtime::kafka::send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &e)
+        armored_runtime::kafka::send(&bridge.producer, &bridge.topics.sync(), twin.as_bytes(), &e)
             .await
             .map_err(anyhow::Error::msg)?;
     }
     let plain = d1.record(&["sync", "location"], json!({"plain": 1}), now)?;
-    armored_runtime::kafka::send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), &plain)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    armored_runtime::kafka::send(
+        &bridge.producer,
+        &bridge.topics.sync(),
+        twin.as_bytes(),
+        &plain,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
 
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let deliveries = loop {

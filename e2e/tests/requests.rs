@@ -68,7 +68,7 @@ fn served(dev: &TestDevice) -> u64 {
 async fn request_round_trip_read_set_and_routing() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let ingest = env.start_ingest().await?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner_dir = env.dir.join("owner");
@@ -184,7 +184,7 @@ async fn request_round_trip_read_set_and_routing() -> anyhow::Result<()> {
 async fn expired_and_rate_limited_requests_are_dead_lettered() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let _ingest = env.start_ingest().await?;
     // Two requests per twin, then (practically) never again.
     let worker = env.start_worker_with(
@@ -268,7 +268,7 @@ async fn expired_and_rate_limited_requests_are_dead_lettered() -> anyhow::Result
 async fn offline_device_gets_its_request_on_reconnect() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner_dir = env.dir.join("owner");
@@ -333,7 +333,7 @@ async fn publish_as(
 async fn bad_requests_and_responses_are_dead_lettered() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let ingest = env.start_ingest().await?;
     let worker = env.start_worker(&rand_id("reenc"));
     let owner_dir = env.dir.join("owner");
@@ -483,7 +483,7 @@ async fn a_replayed_set_is_refused_and_a_request_living_too_long_is_refused() ->
 {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner_dir = env.dir.join("owner");

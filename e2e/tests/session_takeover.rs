@@ -101,7 +101,7 @@ impl Attacker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_device_user_cannot_take_over_the_bridges_sessions() -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let cfg = env.ingest_config().await?;
     // The bridge connects as `{bridge}-up` and `{bridge}-down`, its client ids the same.
     let bridge = cfg.mqtt.username.clone();

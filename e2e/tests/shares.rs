@@ -45,7 +45,7 @@ async fn trust_from_registry(ctl: &Ctl, owner: &Owner, twin: &str) -> anyhow::Re
 async fn device_shares_reach_each_node_and_combine_to_the_simulated_points() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
@@ -192,7 +192,8 @@ fn share_as(
 async fn forged_and_injected_shares_never_open() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
+    let bridge = env.bridge_ctl()?;
     let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
@@ -229,8 +230,8 @@ async fn forged_and_injected_shares_never_open() -> anyhow::Result<()> {
     //    stranger's key: the worker re-checks the edge's rule and dead-letters it.
     let injected = forged_share(&owner, &twin, slot + 1, &stranger, &stranger, 102)?;
     armored_runtime::kafka::send(
-        &ctl.producer,
-        &ctl.topics.sync(),
+        &bridge.producer,
+        &bridge.topics.sync(),
         twin.as_bytes(),
         &injected,
     )
@@ -303,7 +304,8 @@ async fn forged_and_injected_shares_never_open() -> anyhow::Result<()> {
 async fn the_node_stores_only_shares_of_the_enrolled_device() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
+    let bridge = env.bridge_ctl()?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("phone");
@@ -351,7 +353,7 @@ async fn the_node_stores_only_shares_of_the_enrolled_device() -> anyhow::Result<
         genuine[0].clone(),
     ];
     for r in &records {
-        armored_runtime::kafka::send(&ctl.producer, &ctl.topics.sync(), twin.as_bytes(), r)
+        armored_runtime::kafka::send(&bridge.producer, &bridge.topics.sync(), twin.as_bytes(), r)
             .await
             .map_err(anyhow::Error::msg)?;
     }
@@ -418,7 +420,7 @@ async fn the_node_stores_only_shares_of_the_enrolled_device() -> anyhow::Result<
 async fn process_token_and_its_revocation_on_the_token_topic() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let owner = env.owner(&ctl).await?;
     let rx_id = Service::init(&env.dir.join("svc"), &rand_id("svc"), PartyKind::Service)?;
     let ha_dir = env.dir.join("ha");

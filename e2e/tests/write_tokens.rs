@@ -25,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn writes_with_valid_expired_revoked_and_forged_tokens() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
     let owner = env.owner(&ctl).await?;
@@ -56,6 +56,8 @@ async fn writes_with_valid_expired_revoked_and_forged_tokens() -> anyhow::Result
         armored_client::owner::write_tokens::issue(&owner, &ctl, &identity, &twin, now, now + hour)
             .await?;
     let writer = Requester::open(&svc_dir)?;
+    // The service writes and asks as its own principal.
+    let svc_ctl = env.service_ctl(&writer.id).await?;
     let forged_token = issue_write_token_for(
         &SigningKey::generate(&mut OsRng),
         &twin,
@@ -111,7 +113,7 @@ async fn writes_with_valid_expired_revoked_and_forged_tokens() -> anyhow::Result
             check_token: check,
         };
         let (envl, _) = seal(&reg, &svc_dir, &w, now_ms())?;
-        ctl.send(&ctl.topics.sync(), &twin, &envl).await?;
+        svc_ctl.send(&svc_ctl.topics.sync(), &twin, &envl).await?;
     }
     // The service's own check refuses the bad tokens before sending.
     for bad in [&expired_token, &forged_token] {
@@ -182,9 +184,9 @@ async fn writes_with_valid_expired_revoked_and_forged_tokens() -> anyhow::Result
         wait: WAIT,
         write_token: Some(token.clone()),
     };
-    let a = request(&ctl, &writer, &ask(&valid_token)).await?;
+    let a = request(&svc_ctl, &writer, &ask(&valid_token)).await?;
     assert_eq!(a.response, json!({"ok": true, "state": {"target": 0}}));
-    let r = request(&ctl, &writer, &ask(&revoked_token)).await?;
+    let r = request(&svc_ctl, &writer, &ask(&revoked_token)).await?;
     assert_eq!(r.response["reason"], json!("revoked"), "{r:?}");
     env.stop().await;
     Ok(())

@@ -11,7 +11,11 @@
 //   users   BOOTSTRAP FILE           create or update the SCRAM-SHA-256 credentials of FILE's
 //                                    "USER PASSWORD" lines (a private file: never on a command line)
 //   grant   BOOTSTRAP TSV PREFIX     create the ACLs of TSV (infra/kafka-acls.tsv) for the topics under
-//                                    PREFIX; idempotent
+//                                    PREFIX, except its {service} template rows; idempotent
+//   service BOOTSTRAP TSV PREFIX ID PASSWORD_FILE
+//                                    the service principal at-service-ID: its SCRAM credential (the
+//                                    password read from PASSWORD_FILE) and TSV's {service} rows for ID
+//                                    on the topics under PREFIX; idempotent
 //
 // The client's security settings (SASL over TLS as the super user) come from the properties file named
 // by AT_KAFKA_ADMIN_PROPERTIES (written by infra/start.sh, mode 0600), when set.
@@ -90,7 +94,11 @@ public final class KafkaAdmin {
                 }
                 case "grant" -> {
                     if (args.length != 4) usage();
-                    grant(admin, Path.of(args[2]), args[3]);
+                    grant(admin, Path.of(args[2]), args[3], null);
+                }
+                case "service" -> {
+                    if (args.length != 6) usage();
+                    service(admin, Path.of(args[2]), args[3], args[4], Path.of(args[5]));
                 }
                 default -> usage();
             }
@@ -203,7 +211,23 @@ public final class KafkaAdmin {
         System.out.println("SCRAM credentials set for " + upserts.size() + " users");
     }
 
-    private static void grant(Admin admin, Path tsv, String prefix) throws Exception {
+    private static final String SERVICE = "{service}";
+
+    private static void service(Admin admin, Path tsv, String prefix, String id, Path passwordFile)
+            throws Exception {
+        if (!id.matches("[A-Za-z0-9._-]{1,100}")) {
+            fail("bad service id '" + id + "': [A-Za-z0-9._-], at most 100");
+        }
+        String password = Files.readString(passwordFile).strip();
+        if (password.isEmpty()) fail(passwordFile + " is empty");
+        admin.alterUserScramCredentials(List.of(new UserScramCredentialUpsertion("at-service-" + id,
+            new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192), password)))
+            .all().get(TIMEOUT_S, TimeUnit.SECONDS);
+        grant(admin, tsv, prefix, id);
+    }
+
+    // service == null: every row but the {service} templates; otherwise only those, for that id.
+    private static void grant(Admin admin, Path tsv, String prefix, String service) throws Exception {
         if (!prefix.matches("[A-Za-z0-9._-]{0,100}")) {
             fail("bad prefix '" + prefix + "': Kafka topic names allow only [A-Za-z0-9._-]");
         }
@@ -211,11 +235,16 @@ public final class KafkaAdmin {
         for (String line : Files.readAllLines(tsv)) {
             String t = line.strip();
             if (t.isEmpty() || t.startsWith("#")) continue;
-            String[] cols = line.split("\t");
+            if (line.contains(SERVICE) != (service != null)) continue;
+            String[] cols = (service == null ? line : line.replace(SERVICE, service)).split("\t");
             if (cols.length != 4) fail(tsv + ": bad line '" + line + "'");
+            // A group name ending in * is a prefix of the group ids allowed; otherwise one group id.
+            boolean groupPrefix = cols[2].endsWith("*");
+            String group = groupPrefix ? cols[2].substring(0, cols[2].length() - 1) : cols[2];
             ResourcePattern resource = switch (cols[1]) {
                 case "topic" -> new ResourcePattern(ResourceType.TOPIC, prefix + cols[2], PatternType.LITERAL);
-                case "group" -> new ResourcePattern(ResourceType.GROUP, cols[2], PatternType.PREFIXED);
+                case "group" -> new ResourcePattern(ResourceType.GROUP, group,
+                    groupPrefix ? PatternType.PREFIXED : PatternType.LITERAL);
                 default -> {
                     fail(tsv + ": unknown resource '" + cols[1] + "'");
                     yield null;
@@ -234,7 +263,8 @@ public final class KafkaAdmin {
             }
         }
         admin.createAcls(acls).all().get(TIMEOUT_S, TimeUnit.SECONDS);
-        System.out.println(acls.size() + " ACLs in place for prefix '" + prefix + "'");
+        System.out.println(acls.size() + " ACLs in place for prefix '" + prefix + "'"
+            + (service == null ? "" : " and service '" + service + "'"));
     }
 
     private static int intArg(String[] args, int i) {
@@ -250,7 +280,7 @@ public final class KafkaAdmin {
     private static void usage() {
         System.err.println("usage: KafkaAdmin health BOOTSTRAP NODES | topics BOOTSTRAP TSV PREFIX RF"
             + " | delete BOOTSTRAP PREFIX | leaders BOOTSTRAP TOPIC | users BOOTSTRAP FILE"
-            + " | grant BOOTSTRAP TSV PREFIX");
+            + " | grant BOOTSTRAP TSV PREFIX | service BOOTSTRAP TSV PREFIX ID PASSWORD_FILE");
         System.exit(2);
     }
 

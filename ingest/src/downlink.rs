@@ -141,9 +141,12 @@ pub(crate) async fn start(
         drain_timeout: Duration::from_secs(10),
     };
     let kafka = ctx.cfg.kafka.clone();
-    let lag = ctx.metrics.consumer_lag.clone();
+    let metrics = armored_runtime::pipeline::GroupMetrics {
+        lag: ctx.metrics.consumer_lag.clone(),
+        consumer_restarts: ctx.metrics.consumer_restarts.clone(),
+    };
     Ok(tokio::spawn(async move {
-        let r = run_group(&kafka, spec, lag, handler, shutdown).await;
+        let r = run_group(&kafka, spec, metrics, handler, shutdown).await;
         let _ = events.await;
         Ok(r?)
     }))

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub rosters_oversized: IntCounter,
     /// Consumer lag of the downlink consumer.
     pub consumer_lag: IntGauge,
+    /// Consumers replaced because their group coordinator stayed lost.
+    pub consumer_restarts: IntCounter,
 }
 
 impl Metrics {
@@ -83,6 +85,11 @@ impl Metrics {
             consumer_lag: register_int_gauge_with_registry!(
                 "at_ingest_consumer_lag",
                 "Downlink consumer lag (records)",
+                r
+            )?,
+            consumer_restarts: register_int_counter_with_registry!(
+                "at_ingest_consumer_restarts_total",
+                "Consumers replaced because their group coordinator stayed lost",
                 r
             )?,
             registry: r,

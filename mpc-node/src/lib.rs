@@ -191,8 +191,13 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         tokens = ctx.tokens.read().map(|t| t.len()).unwrap_or(0),
         "at-mpc-node ready"
     );
-    let lag = ctx.metrics.consumer_lag.clone();
-    armored_runtime::service::consume("mpc-node", &base, &cfg.kafka, spec, lag, handler, shutdown)
-        .await?;
+    let metrics = armored_runtime::pipeline::GroupMetrics {
+        lag: ctx.metrics.consumer_lag.clone(),
+        consumer_restarts: ctx.metrics.consumer_restarts.clone(),
+    };
+    armored_runtime::service::consume(
+        "mpc-node", &base, &cfg.kafka, spec, metrics, handler, shutdown,
+    )
+    .await?;
     Ok(())
 }

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// Consumer lag on at.mpc.jobs.v1.
     pub consumer_lag: IntGauge,
+    /// Consumers replaced because their group coordinator stayed lost.
+    pub consumer_restarts: IntCounter,
 }
 
 impl Metrics {
@@ -98,6 +100,11 @@ impl Metrics {
             consumer_lag: register_int_gauge_with_registry!(
                 "at_mpc_consumer_lag",
                 "Consumer lag on at.mpc.jobs.v1",
+                r
+            )?,
+            consumer_restarts: register_int_counter_with_registry!(
+                "at_mpc_consumer_restarts_total",
+                "Consumers replaced because their group coordinator stayed lost",
                 r
             )?,
             registry: r,

@@ -97,7 +97,7 @@ async fn outcome_of(ctl: &Ctl, ha: &Path, job_id: &str, attempt: u32) -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
     let insider = env.insider_ctl()?;
     let _ingest = env.start_ingest().await?;
     let _worker = env.start_worker(&rand_id("reenc"));
@@ -110,14 +110,14 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     } = env.mpc_nodes(&owner, &ctl).await?;
     let nodes_arr = node_ids.clone();
     let ha = env.dir.join("health");
-    let ha_identity = std::fs::read(Service::init(&ha, &rand_id("health"), PartyKind::Service)?)?;
+    let ha_id = rand_id("health");
+    let ha_identity = std::fs::read(Service::init(&ha, &ha_id, PartyKind::Service)?)?;
     owner.trust(&ctl, &ha_identity).await?;
+    // The health authority submits and collects as its own principal.
+    let ha_ctl = env.service_ctl(&ha_id).await?;
     let other = env.dir.join("other-svc");
-    let other_identity = std::fs::read(Service::init(
-        &other,
-        &rand_id("other"),
-        PartyKind::Service,
-    )?)?;
+    let other_id = rand_id("other");
+    let other_identity = std::fs::read(Service::init(&other, &other_id, PartyKind::Service)?)?;
     owner.trust(&ctl, &other_identity).await?;
 
     // Phones: a patient and four users on a small map (contacts are likely).
@@ -184,9 +184,9 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     };
 
     // 1. The job completes and equals the cleartext computation.
-    let (key, job) = build_job(&ctl, &ha, &request("ok")).await?;
-    submit_job(&ctl, &key, &job, 1).await?;
-    let o = collect(&ctl, &ha, "ok", Duration::from_secs(60)).await?;
+    let (key, job) = build_job(&ha_ctl, &ha, &request("ok")).await?;
+    submit_job(&ha_ctl, &key, &job, 1).await?;
+    let o = collect(&ha_ctl, &ha, "ok", Duration::from_secs(60)).await?;
     let Outcome::Completed { counts, total, .. } = o else {
         anyhow::bail!("job failed: {o:?}")
     };
@@ -201,10 +201,10 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
         users
     );
     // Idempotent by job id: the same attempt again is skipped, a different body is refused.
-    submit_job(&ctl, &key, &job, 1).await?;
+    submit_job(&ha_ctl, &key, &job, 1).await?;
     let mut changed = job.clone();
     changed.distance = DISTANCE + 1;
-    submit_job(&ctl, &key, &changed, 1).await?;
+    submit_job(&ha_ctl, &key, &changed, 1).await?;
 
     let all = |reason: &str| {
         vec![
@@ -220,20 +220,20 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     // 2. Parameters outside the grant: distance, window alignment, undesignated reference.
     let mut r = request("far");
     r.distance = DISTANCE + 5;
-    let (k, j) = build_job(&ctl, &ha, &r).await?;
-    submit_job(&ctl, &k, &j, 1).await?;
+    let (k, j) = build_job(&ha_ctl, &ha, &r).await?;
+    submit_job(&ha_ctl, &k, &j, 1).await?;
     expect_fail(
-        &outcome_all(&ctl, &ha, "far").await?,
+        &outcome_all(&ha_ctl, &ha, "far").await?,
         "parameters_not_granted",
     );
 
     let mut r = request("unaligned");
     r.window_start_slot = start + 1;
     r.designation = armored_client::mpc::designate::designate(&ha, &patient, start + 1, WINDOW)?;
-    let (k, j) = build_job(&ctl, &ha, &r).await?;
-    submit_job(&ctl, &k, &j, 1).await?;
+    let (k, j) = build_job(&ha_ctl, &ha, &r).await?;
+    submit_job(&ha_ctl, &k, &j, 1).await?;
     expect_fail(
-        &outcome_all(&ctl, &ha, "unaligned").await?,
+        &outcome_all(&ha_ctl, &ha, "unaligned").await?,
         "window_not_granted",
     );
 
@@ -242,46 +242,56 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     r.participants = std::iter::once(patient.clone())
         .chain(users[1..].iter().cloned())
         .collect();
-    let (k, j) = build_job(&ctl, &ha, &r).await?;
-    submit_job(&ctl, &k, &j, 1).await?;
+    let (k, j) = build_job(&ha_ctl, &ha, &r).await?;
+    submit_job(&ha_ctl, &k, &j, 1).await?;
     expect_fail(
-        &outcome_all(&ctl, &ha, "other-ref").await?,
+        &outcome_all(&ha_ctl, &ha, "other-ref").await?,
         "reference_not_designated",
     );
 
     // 3. Tokens: missing, wrong receiver, wrong function, expired, revoked.
-    let (k, mut j) = build_job(&ctl, &ha, &request("missing")).await?;
+    let (k, mut j) = build_job(&ha_ctl, &ha, &request("missing")).await?;
     j.participants[1].token_id = vec![7; 16];
-    submit_job(&ctl, &k, &j, 1).await?;
-    expect_fail(&outcome_all(&ctl, &ha, "missing").await?, "missing_token");
+    submit_job(&ha_ctl, &k, &j, 1).await?;
+    expect_fail(
+        &outcome_all(&ha_ctl, &ha, "missing").await?,
+        "missing_token",
+    );
 
     // Another service presenting the health authority's tokens.
-    let (_, mut j) = build_job(&ctl, &ha, &request("thief")).await?;
+    let (_, mut j) = build_job(&ha_ctl, &ha, &request("thief")).await?;
     let ok = Service::open(&other)?;
     j.service_id = ok.id.clone();
     let other_key = armored_crypto::keyfile::load_signing_key(&other.join("sig.key"))?;
-    submit_job(&ctl, &other_key, &j, 1).await?;
+    let other_ctl = env.service_ctl(&other_id).await?;
+    submit_job(&other_ctl, &other_key, &j, 1).await?;
     // The thief cannot read the results, so read the failures with the health authority's view
     // of the same job (the nodes sign failures regardless of who asked).
-    let failures = wait_failures(&ctl, &j, &other_key).await?;
+    let failures = wait_failures(&ha_ctl, &j, &other_key).await?;
     assert_eq!(failures, all("wrong_receiver"));
 
     let (_, short) = owner
         .process_token(&ctl, &token_req(DISTANCE, now_ms() + 1_500, 4))
         .await?;
     let short_id = peek_token_id(&short)?;
-    let (k, mut j) = build_job(&ctl, &ha, &request("expired")).await?;
+    let (k, mut j) = build_job(&ha_ctl, &ha, &request("expired")).await?;
     j.participants[0].token_id = short_id;
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    submit_job(&ctl, &k, &j, 1).await?;
-    expect_fail(&outcome_all(&ctl, &ha, "expired").await?, "expired_token");
+    submit_job(&ha_ctl, &k, &j, 1).await?;
+    expect_fail(
+        &outcome_all(&ha_ctl, &ha, "expired").await?,
+        "expired_token",
+    );
 
-    let (k, j) = build_job(&ctl, &ha, &request("revoked")).await?;
+    let (k, j) = build_job(&ha_ctl, &ha, &request("revoked")).await?;
     owner
         .revoke_process_token(&ctl, &hex::encode(&j.participants[2].token_id))
         .await?;
-    submit_job(&ctl, &k, &j, 1).await?;
-    expect_fail(&outcome_all(&ctl, &ha, "revoked").await?, "revoked_token");
+    submit_job(&ha_ctl, &k, &j, 1).await?;
+    expect_fail(
+        &outcome_all(&ha_ctl, &ha, "revoked").await?,
+        "revoked_token",
+    );
     // A new token for the rest of the test.
     owner
         .process_token(&ctl, &token_req(DISTANCE, now_ms() + 3_600_000, 4))
@@ -290,7 +300,7 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     // 4. A forged peer message (not from node 2's key) and a replayed one (from another attempt)
     // waiting in node 1's inbox fail the attempt cleanly.
     for (job_id, replay) in [("forged", false), ("replayed", true)] {
-        let (k, j) = build_job(&ctl, &ha, &request(job_id)).await?;
+        let (k, j) = build_job(&ha_ctl, &ha, &request(job_id)).await?;
         let hash = verify_job(&sign_job(&k, &j), k.verifying_key())?.job_hash;
         let node1 = load_hpke_key(&node_dirs[0].join("hpke.key"))?;
         let node2 = load_hpke_key(&node_dirs[1].join("hpke.key"))?;
@@ -315,8 +325,8 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
                        // Partition 0 carries what is sent to node 1.
                        // (Only the nodes' principals may write peer messages: the test plays a node.)
         send_to_partition(&insider, &env.topics.mpc_peer(), 0, &m.encode_to_vec()).await?;
-        submit_job(&ctl, &k, &j, 2).await?;
-        let o = outcome_all(&ctl, &ha, job_id).await?;
+        submit_job(&ha_ctl, &k, &j, 2).await?;
+        let o = outcome_all(&ha_ctl, &ha, job_id).await?;
         let reasons = failed_reasons(&o);
         assert!(
             reasons.contains(&(1, "peer_message_rejected".to_string())),
@@ -329,8 +339,8 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
             "{o:?}"
         );
         // A retry with fresh seeds completes.
-        submit_job(&ctl, &k, &j, 3).await?;
-        let o = outcome_of(&ctl, &ha, job_id, 3).await?;
+        submit_job(&ha_ctl, &k, &j, 3).await?;
+        let o = outcome_of(&ha_ctl, &ha, job_id, 3).await?;
         assert!(
             matches!(o, Outcome::Completed { attempt: 3, ref counts, .. } if counts.iter().map(|(_, c)| *c).collect::<Vec<_>>() == expected),
             "{o:?}"
@@ -338,15 +348,18 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     }
 
     // 5. Budget: four jobs per (participant, window); "ok", "forged", "replayed" were charged.
-    let (k, j) = build_job(&ctl, &ha, &request("fourth")).await?;
-    submit_job(&ctl, &k, &j, 1).await?;
+    let (k, j) = build_job(&ha_ctl, &ha, &request("fourth")).await?;
+    submit_job(&ha_ctl, &k, &j, 1).await?;
     assert!(matches!(
-        outcome_all(&ctl, &ha, "fourth").await?,
+        outcome_all(&ha_ctl, &ha, "fourth").await?,
         Outcome::Completed { .. }
     ));
-    let (k, j) = build_job(&ctl, &ha, &request("fifth")).await?;
-    submit_job(&ctl, &k, &j, 1).await?;
-    expect_fail(&outcome_all(&ctl, &ha, "fifth").await?, "budget_exhausted");
+    let (k, j) = build_job(&ha_ctl, &ha, &request("fifth")).await?;
+    submit_job(&ha_ctl, &k, &j, 1).await?;
+    expect_fail(
+        &outcome_all(&ha_ctl, &ha, "fifth").await?,
+        "budget_exhausted",
+    );
 
     // 6. A node killed mid-job: the attempt fails or completes, never a wrong result; after the
     // restart a new attempt completes. (Budgets survive the restart: a new window is used.)
@@ -356,9 +369,9 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     r.window_slots = 5;
     r.designation = armored_client::mpc::designate::designate(&ha, &patient, start2, 5)?;
     let expected2 = contacts(&sim, &patient, &users, start2..start2 + 5);
-    let (k, j) = build_job(&ctl, &ha, &r).await?;
+    let (k, j) = build_job(&ha_ctl, &ha, &r).await?;
     let state = nodes[2].dir.join("state").join("node-state.json");
-    submit_job(&ctl, &k, &j, 1).await?;
+    submit_job(&ha_ctl, &k, &j, 1).await?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"killed\""))
         && Instant::now() < deadline
@@ -367,7 +380,7 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     }
     nodes[2].restart()?;
     healthy(&nodes).await?;
-    let o = outcome_all(&ctl, &ha, "killed").await?;
+    let o = outcome_all(&ha_ctl, &ha, "killed").await?;
     match &o {
         Outcome::Completed { counts, .. } => {
             assert_eq!(
@@ -377,8 +390,8 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
         }
         Outcome::Failed { failures, .. } => assert!(!failures.is_empty()),
     }
-    submit_job(&ctl, &k, &j, 2).await?;
-    let o = outcome_of(&ctl, &ha, "killed", 2).await?;
+    submit_job(&ha_ctl, &k, &j, 2).await?;
+    let o = outcome_of(&ha_ctl, &ha, "killed", 2).await?;
     let Outcome::Completed {
         attempt: 2, counts, ..
     } = o
@@ -458,10 +471,10 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     r.window_slots = 5;
     r.nodes = nodes3;
     r.designation = armored_client::mpc::designate::designate(&ha, &patient, start3, 5)?;
-    let (k, j) = build_job(&ctl, &ha, &r).await?;
-    submit_job(&ctl, &k, &j, 1).await?;
+    let (k, j) = build_job(&ha_ctl, &ha, &r).await?;
+    submit_job(&ha_ctl, &k, &j, 1).await?;
     let expected3 = contacts(&sim, &patient, &users, slots3.clone());
-    let o = outcome_all(&ctl, &ha, "replaced").await?;
+    let o = outcome_all(&ha_ctl, &ha, "replaced").await?;
     let Outcome::Completed { counts, .. } = o else {
         anyhow::bail!("job on the replaced node: {o:?}")
     };

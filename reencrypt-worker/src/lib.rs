@@ -174,9 +174,20 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         rekeys = ctx.store.read().map(|s| s.len()).unwrap_or(0),
         "at-reencrypt ready"
     );
-    let lag = ctx.metrics.consumer_lag.clone();
-    armored_runtime::service::consume("reencrypt", &base, &cfg.kafka, spec, lag, handler, shutdown)
-        .await?;
+    let metrics = armored_runtime::pipeline::GroupMetrics {
+        lag: ctx.metrics.consumer_lag.clone(),
+        consumer_restarts: ctx.metrics.consumer_restarts.clone(),
+    };
+    armored_runtime::service::consume(
+        "reencrypt",
+        &base,
+        &cfg.kafka,
+        spec,
+        metrics,
+        handler,
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 

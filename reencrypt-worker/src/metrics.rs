@@ -31,6 +31,8 @@ pub struct Metrics {
     pub revocations: IntCounter,
     /// Consumer lag (records) on at.sync.v1.
     pub consumer_lag: IntGauge,
+    /// Consumers replaced because their group coordinator stayed lost.
+    pub consumer_restarts: IntCounter,
     /// History replays (replay.rs).
     pub replay: ReplayMetrics,
 }
@@ -112,6 +114,11 @@ impl Metrics {
             consumer_lag: register_int_gauge_with_registry!(
                 "at_reencrypt_consumer_lag",
                 "Consumer lag on at.sync.v1",
+                r
+            )?,
+            consumer_restarts: register_int_counter_with_registry!(
+                "at_reencrypt_consumer_restarts_total",
+                "Consumers replaced because their group coordinator stayed lost",
                 r
             )?,
             replay: ReplayMetrics {

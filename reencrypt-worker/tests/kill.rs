@@ -47,7 +47,8 @@ async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let ctl = env.ctl()?;
+    let ctl = env.owner_ctl()?;
+    let bridge = env.bridge_ctl()?;
     let owner = env.owner(&ctl).await?;
     let svc_dir = env.dir.join("svc");
     let id = Service::init(&svc_dir, &rand_id("svc"), PartyKind::Service)?;
@@ -72,8 +73,8 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
         let e = dev.record(&["sync"], json!({"i": i}), now)?;
         acks.push(
             armored_runtime::kafka::enqueue(
-                &ctl.producer,
-                &ctl.topics.sync(),
+                &bridge.producer,
+                &bridge.topics.sync(),
                 twin.as_bytes(),
                 &e,
                 None,
@@ -125,10 +126,11 @@ async fn a_worker_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
     let survivor_addr = survivor.1;
 
     let mut svc = Service::open(&svc_dir)?;
+    let svc_ctl = env.service_ctl(&svc.id).await?;
     let mut seen = BTreeSet::new();
     let stats = svc
         .consume(
-            &ctl,
+            &svc_ctl,
             Some(MESSAGES as u64),
             Some(Duration::from_secs(40)),
             env.shutdown.child_token(),

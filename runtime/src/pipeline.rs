@@ -12,16 +12,21 @@
 //! committed synchronously before they are given up. If an output is never
 //! acknowledged the pipeline stops without storing its offset, so the message is processed again
 //! after a restart: receivers de-duplicate by (twin, writer key, seq).
+//!
+//! A consumer whose group coordinator stays lost is replaced (see [`coordinator_lost`]): seen on a
+//! broker restart, librdkafka (2.12) kept one request to the coordinator queued for minutes and
+//! never reconnected, so no commit went through and the group stood still.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Headers, Message};
-use rdkafka::statistics::Statistics;
+use rdkafka::statistics::{ConsumerGroup, Statistics};
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
@@ -204,12 +209,31 @@ fn commit_done<C: Consumer<X>, X: ConsumerContext>(
     }
 }
 
-/// Consumer context: drains revoked partitions and reports lag.
+/// A group's metrics.
+#[derive(Clone, Debug)]
+pub struct GroupMetrics {
+    /// Records behind the group's end offsets (librdkafka's statistics, every 5 s).
+    pub lag: IntGauge,
+    /// Consumers replaced because their group coordinator stayed lost ([`coordinator_lost`]).
+    pub consumer_restarts: IntCounter,
+}
+
+/// Whether a consumer group's state says its coordinator is lost for good: not `up` for at least
+/// `timeout_ms`. A group is `up` in normal work and through rebalances; it is in `query-coord` /
+/// `wait-coord` only while it looks for its coordinator, which takes a second when brokers answer.
+pub fn coordinator_lost(cgrp: Option<&ConsumerGroup>, timeout_ms: i64) -> bool {
+    cgrp.is_some_and(|g| g.state != "up" && g.stateage >= timeout_ms)
+}
+
+/// Consumer context: drains revoked partitions, reports lag, watches the coordinator. One per
+/// consumer: a replaced consumer's close drains and commits only its own lanes.
 pub struct GroupContext {
     lanes: Lanes,
     done: Done,
     lag: IntGauge,
     drain_timeout: Duration,
+    coordinator_timeout_ms: i64,
+    coordinator_lost: AtomicBool,
 }
 
 impl std::fmt::Debug for GroupContext {
@@ -228,6 +252,8 @@ impl ClientContext for GroupContext {
             .map(|p| p.consumer_lag)
             .sum();
         self.lag.set(lag);
+        let lost = coordinator_lost(s.cgrp.as_ref(), self.coordinator_timeout_ms);
+        self.coordinator_lost.store(lost, Ordering::Relaxed);
     }
 }
 
@@ -299,23 +325,28 @@ fn drain(lanes: &Lanes, which: Option<&[(String, i32)]>, timeout: Duration) {
     }
 }
 
-/// Runs the group consumer until `shutdown`; returns an error if an output could not be
-/// acknowledged (the service should exit and be restarted: nothing was committed past it).
-pub async fn run_group(
+/// How long a group may be without its coordinator before its consumer is replaced: three
+/// session timeouts, and at least 30 s (a broker restart takes ~10 s to settle).
+fn coordinator_timeout(kafka: &KafkaConfig) -> Duration {
+    Duration::from_millis(u64::from(kafka.session_timeout_ms) * 3).max(Duration::from_secs(30))
+}
+
+type GroupConsumer = Arc<BoundedClose<BaseConsumer<GroupContext>>>;
+
+/// A subscribed consumer with lanes and marks of its own.
+fn group_consumer(
     kafka: &KafkaConfig,
-    spec: GroupSpec,
-    lag: IntGauge,
-    handler: impl Into<Handling>,
-    shutdown: Shutdown,
-) -> Result<(), PipelineError> {
-    let handler: Handling = handler.into();
-    let lanes: Lanes = Arc::default();
-    let done: Done = Arc::default();
+    spec: &GroupSpec,
+    lag: &IntGauge,
+) -> Result<GroupConsumer, KafkaSetupError> {
     let ctx = GroupContext {
-        lanes: lanes.clone(),
-        done: done.clone(),
-        lag,
+        lanes: Lanes::default(),
+        done: Done::default(),
+        lag: lag.clone(),
         drain_timeout: spec.drain_timeout,
+        coordinator_timeout_ms: i64::try_from(coordinator_timeout(kafka).as_millis())
+            .unwrap_or(i64::MAX),
+        coordinator_lost: AtomicBool::new(false),
     };
     let consumer: BaseConsumer<GroupContext> = base_config(kafka)
         .set("group.id", &spec.group)
@@ -326,12 +357,24 @@ pub async fn run_group(
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
         .set("statistics.interval.ms", "5000")
-        .create_with_context(ctx)
-        .map_err(KafkaSetupError::from)?;
+        .create_with_context(ctx)?;
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(KafkaSetupError::from)?;
+    consumer.subscribe(&topics)?;
     // Closed on a thread of its own, waited for at most `close::CLOSE_WAIT` (see `close`).
-    let consumer = Arc::new(BoundedClose::new(consumer));
+    Ok(Arc::new(BoundedClose::new(consumer)))
+}
+
+/// Runs the group consumer until `shutdown`; returns an error if an output could not be
+/// acknowledged (the service should exit and be restarted: nothing was committed past it).
+pub async fn run_group(
+    kafka: &KafkaConfig,
+    spec: GroupSpec,
+    metrics: GroupMetrics,
+    handler: impl Into<Handling>,
+    shutdown: Shutdown,
+) -> Result<(), PipelineError> {
+    let handler: Handling = handler.into();
+    let mut consumer = group_consumer(kafka, &spec, &metrics.lag)?;
     let failure: Failure = Arc::default();
     let stop = shutdown.child_token();
     let rt = tokio::runtime::Handle::current();
@@ -339,16 +382,21 @@ pub async fn run_group(
     let close_bound = spec.drain_timeout + crate::close::CLOSE_WAIT;
 
     let poller = {
-        let consumer = consumer.clone();
         let failure = failure.clone();
         let stop = stop.clone();
+        let kafka = kafka.clone();
         std::thread::Builder::new()
             .name(format!("poll-{}", spec.group))
             .spawn(move || {
                 let mut last_commit = std::time::Instant::now();
                 while !stop.is_cancelled() {
+                    if consumer.context().coordinator_lost.load(Ordering::Relaxed) {
+                        consumer = replace(consumer, &kafka, &spec, &metrics);
+                        continue;
+                    }
+                    let ctx = consumer.context().clone();
                     if last_commit.elapsed() >= Duration::from_secs(1) {
-                        commit_done(&**consumer, &done, None, CommitMode::Async, false);
+                        commit_done(&**consumer, &ctx.done, None, CommitMode::Async, false);
                         last_commit = std::time::Instant::now();
                     }
                     let Some(r) = consumer.poll(Duration::from_millis(100)) else {
@@ -364,10 +412,10 @@ pub async fn run_group(
                     tracing::trace!(partition = m.partition, offset = m.offset, "polled");
                     let key = (m.topic.clone(), m.partition);
                     let tx = {
-                        let Ok(mut map) = lanes.lock() else { break };
+                        let Ok(mut map) = ctx.lanes.lock() else { break };
                         map.entry(key.clone())
                             .or_insert_with(|| {
-                                spawn_lane(&rt, &done, &key, &spec, &handler, &failure, &stop)
+                                spawn_lane(&rt, &ctx.done, &key, &spec, &handler, &failure, &stop)
                             })
                             .tx
                             .clone()
@@ -377,8 +425,9 @@ pub async fn run_group(
                         break;
                     }
                 }
-                drain(&lanes, None, spec.drain_timeout);
-                commit_done(&**consumer, &done, None, CommitMode::Sync, true);
+                let ctx = consumer.context().clone();
+                drain(&ctx.lanes, None, spec.drain_timeout);
+                commit_done(&**consumer, &ctx.done, None, CommitMode::Sync, true);
                 consumer.unsubscribe();
                 // Stopped by itself (a lane failed): the service must stop too, not wait with
                 // `/healthz` still saying ready.
@@ -407,6 +456,41 @@ pub async fn run_group(
         Some(failed) if !shutdown.is_cancelled() => Err(failed),
         _ => Ok(()),
     }
+}
+
+/// Replaces a consumer whose coordinator is lost: its lanes finish what they hold (their outputs
+/// are acknowledged), its marks are dropped (no commit can reach a lost coordinator; the records
+/// after the group's last commit are redelivered, and receivers de-duplicate), and a new consumer
+/// joins the group. Keeps the old one if no new one can be made (it is tried again at the next
+/// statistics report).
+fn replace(
+    old: GroupConsumer,
+    kafka: &KafkaConfig,
+    spec: &GroupSpec,
+    metrics: &GroupMetrics,
+) -> GroupConsumer {
+    let ctx = old.context().clone();
+    ctx.coordinator_lost.store(false, Ordering::Relaxed);
+    let new = match group_consumer(kafka, spec, &metrics.lag) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(group = %spec.group, error = %e, "cannot replace the consumer whose coordinator is lost");
+            return old;
+        }
+    };
+    tracing::warn!(
+        group = %spec.group,
+        timeout_s = coordinator_timeout(kafka).as_secs(),
+        "the group coordinator has been lost for longer than the timeout: replacing the consumer (records after the last commit are redelivered)"
+    );
+    drain(&ctx.lanes, None, spec.drain_timeout);
+    if let Ok(mut marks) = ctx.done.lock() {
+        marks.clear();
+    }
+    metrics.consumer_restarts.inc();
+    // Dropped here: closed on a thread of its own (its revocation drains only its own, empty, lanes).
+    drop(old);
+    new
 }
 
 fn spawn_lane(
@@ -543,4 +627,48 @@ pub struct Unacknowledged {
     /// Why its output failed.
     #[source]
     pub error: AckError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(state: &str, age_ms: i64) -> ConsumerGroup {
+        ConsumerGroup {
+            state: state.into(),
+            stateage: age_ms,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_group_that_stays_without_its_coordinator_is_lost() {
+        let t = 30_000;
+        // Working (also for hours, and through rebalances): never replaced.
+        assert!(!coordinator_lost(Some(&group("up", 10 * t)), t));
+        // Looking for its coordinator: replaced only after the timeout.
+        assert!(!coordinator_lost(Some(&group("wait-coord", t - 1)), t));
+        assert!(coordinator_lost(Some(&group("wait-coord", t)), t));
+        assert!(coordinator_lost(Some(&group("query-coord", 3 * t)), t));
+        // No group statistics (a consumer before its first report).
+        assert!(!coordinator_lost(None, t));
+    }
+
+    #[test]
+    fn the_timeout_is_three_sessions_and_at_least_30_s() {
+        let kafka = |ms| KafkaConfig {
+            brokers: String::new(),
+            topic_prefix: String::new(),
+            session_timeout_ms: ms,
+            linger_ms: 0,
+            fetch_wait_max_ms: 0,
+            connect_timeout_ms: 0,
+            sasl: None,
+        };
+        assert_eq!(coordinator_timeout(&kafka(6_000)), Duration::from_secs(30));
+        assert_eq!(
+            coordinator_timeout(&kafka(45_000)),
+            Duration::from_secs(135)
+        );
+    }
 }

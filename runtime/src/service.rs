@@ -64,12 +64,12 @@ pub async fn consume(
     base: &Base,
     kafka: &KafkaConfig,
     spec: crate::pipeline::GroupSpec,
-    lag: prometheus::IntGauge,
+    metrics: crate::pipeline::GroupMetrics,
     handler: impl Into<crate::pipeline::Handling>,
     shutdown: Shutdown,
 ) -> Result<(), crate::pipeline::PipelineError> {
     base.health.set(true);
-    let r = crate::pipeline::run_group(kafka, spec, lag, handler, shutdown).await;
+    let r = crate::pipeline::run_group(kafka, spec, metrics, handler, shutdown).await;
     kafka::flush(&base.producer);
     r?;
     tracing::info!(service = name, "stopped");

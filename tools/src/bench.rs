@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use armored_base::time::now_ms;
 use armored_base::Shutdown;
-use armored_client::kafka::Ctl;
+use armored_client::kafka::{Ctl, OWNER_PRINCIPAL};
 use armored_client::mpc::{build_job, Collector, JobRequest, Outcome, Submission};
 use armored_device::sim::Sim;
 use armored_runtime::config::KafkaConfig;
@@ -132,7 +132,7 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
     let topics = Topics::new(&kafka.topic_prefix);
     create_topics(&kafka, &topics.all()).await?;
     procs::grant_kafka_acls(&cfg.infra_dir, &kafka.topic_prefix)?;
-    let ctl = Ctl::with_config(kafka.as_local_principal("at-client")?)?;
+    let ctl = Ctl::with_config(kafka.as_local_principal(OWNER_PRINCIPAL)?)?;
 
     // The window: `points` slots that ended before the upload starts (the bridge's skew bound is
     // widened so that a long upload is not refused as stale; the nodes' cut-off is set after it).
@@ -320,16 +320,19 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
         nodes: parties.nodes.clone(),
         designation,
     };
-    let (key, job) = build_job(&ctl, &parties.ha, &req).await?;
+    // The health authority is a service: its own principal submits and collects.
+    let ha_id = armored_client::service::Service::open(&parties.ha)?.id;
+    let ha_ctl = procs::service_ctl(&cfg.infra_dir, &ctl, &ha_id).await?;
+    let (key, job) = build_job(&ha_ctl, &parties.ha, &req).await?;
     let cutoff = window_end_ms + cutoff_skew_ms;
     tokio::time::sleep(Duration::from_millis(cutoff.saturating_sub(now_ms()))).await;
     // The receiver's side is ready before the job goes out (its registry and keys are loaded),
     // so the latency is the nodes' and the brokers'.
     let submission = Submission::sign(&key, &job, 1)?;
-    let mut collector = Collector::new(&ctl, &parties.ha, submission.job.clone(), true).await?;
+    let mut collector = Collector::new(&ha_ctl, &parties.ha, submission.job.clone(), true).await?;
     let (nodes1, self2) = (sum_cpu(&nodes).await, procs::self_cpu_ms());
     let submitted = Instant::now();
-    submission.send(&ctl).await?;
+    submission.send(&ha_ctl).await?;
     let outcome = collector.wait(Duration::from_secs(1_800)).await?;
     let seconds = submitted.elapsed().as_secs_f64();
     let self3 = procs::self_cpu_ms();

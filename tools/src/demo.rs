@@ -88,6 +88,7 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
         .grant(ctl, &party.party_id, "sync AND location", None)
         .await?;
     let mut svc = Service::open(&svc_dir)?;
+    let svc_ctl = crate::procs::service_ctl(&cfg.infra_dir, ctl, &svc.id).await?;
     // Let d2 receive the roster that tells it d1 is a device of its twin.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -116,7 +117,7 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     step(6, "Phase 6: the insurer reads what its policy admits");
     let mut svc_got = Vec::new();
     svc.consume(
-        ctl,
+        &svc_ctl,
         Some(3),
         Some(Duration::from_secs(20)),
         shutdown.child_token(),
@@ -135,7 +136,7 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     let d2_late = d2.applied(1, Duration::from_secs(30)).await;
     let mut svc_late = Vec::new();
     svc.consume(
-        ctl,
+        &svc_ctl,
         Some(1),
         Some(Duration::from_secs(5)),
         shutdown.child_token(),
@@ -150,13 +151,16 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     step(8, "What a raw reader of the brokers sees");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mqtt_payloads = eve.lock().map(|v| v.clone()).unwrap_or_default();
-    let kafka_payloads: Vec<Vec<u8>> = armored_client::kafka::read_topic(ctl, &ctl.topics.sync())?
-        .into_iter()
-        .chain(armored_client::kafka::read_topic(
-            ctl,
-            &ctl.topics.deliver(),
-        )?)
-        .collect();
+    // The brokers' operator (the super user) reads every topic.
+    let operator = Ctl::with_config(ctl.kafka.as_local_principal("at-kafka")?)?;
+    let kafka_payloads: Vec<Vec<u8>> =
+        armored_client::kafka::read_topic(&operator, &ctl.topics.sync())?
+            .into_iter()
+            .chain(armored_client::kafka::read_topic(
+                &operator,
+                &ctl.topics.deliver(),
+            )?)
+            .collect();
     let secrets: Vec<String> = ["48.2082", "\"pulse\"", "16.3738", "\"fuel\"", "48.3"]
         .iter()
         .map(|s| s.to_string())
@@ -209,7 +213,7 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
         );
     }
     println!();
-    ok &= requests::run(ctl, &owner, &twin1, &svc_dir, d2.device.clone()).await?;
+    ok &= requests::run(ctl, &svc_ctl, &owner, &twin1, &svc_dir, d2.device.clone()).await?;
     // Issue 6: device replacement (M3) and owner key backup and restore (paper 5.4).
     ok &= history::run(&cfg, ctl, &owner, &tag, &shutdown).await?;
     if cfg.phones > 0 {

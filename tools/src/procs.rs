@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use armored_client::kafka::{service_principal, Ctl};
 use armored_runtime::config::write_toml;
 use armored_runtime::scrape;
 use serde::Serialize;
@@ -234,14 +235,32 @@ fn mqtt_user(
 /// Grants the Kafka principals infra/kafka-acls.tsv on the topics under `prefix`
 /// (`infra/kafka-acl.sh`; one JVM, ~1.5 s).
 pub fn grant_kafka_acls(infra_dir: &Path, prefix: &str) -> anyhow::Result<()> {
+    kafka_acl(infra_dir, &[prefix])
+}
+
+/// A client for service `id` on `base`'s brokers and topics: signs the service's own principal up
+/// (`infra/kafka-acl.sh --service`; one JVM, ~1.5 s, off the runtime's workers) and signs in as it.
+pub async fn service_ctl(infra_dir: &Path, base: &Ctl, id: &str) -> anyhow::Result<Ctl> {
+    let (infra_dir, id) = (infra_dir.to_path_buf(), id.to_string());
+    let kafka = base.kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        kafka_acl(&infra_dir, &["--service", &id, &kafka.topic_prefix])?;
+        let kafka = kafka.as_local_principal(&service_principal(&id))?;
+        Ok(Ctl::with_config(kafka)?)
+    })
+    .await?
+}
+
+fn kafka_acl(infra_dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("bash")
         .arg(infra_dir.join("kafka-acl.sh"))
-        .arg(prefix)
+        .args(args)
         .output()
         .context("running infra/kafka-acl.sh")?;
     if !out.status.success() {
         bail!(
-            "infra/kafka-acl.sh {prefix} failed: {}",
+            "infra/kafka-acl.sh {} failed: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -155,7 +155,7 @@ pub struct ProcessTokenArgs {
 /// Runs one owner command.
 pub async fn run(args: OwnerArgs, connect: &Connect) -> anyhow::Result<()> {
     let OwnerArgs { dir, cmd } = args;
-    let ctl = || connect.ctl();
+    let ctl = || connect.owner();
     match cmd {
         OwnerCmd::Init { id } => {
             let o = Owner::init(&dir, &id, &ctl()?).await?;

@@ -52,7 +52,7 @@ pub fn render(r: &Registry) -> String {
 
 /// Prints the registry as it stands.
 pub async fn run(connect: &super::Connect) -> anyhow::Result<()> {
-    let r = connect.ctl()?.registry().await?;
+    let r = connect.owner()?.registry().await?;
     print!("{}", render(&r));
     Ok(())
 }

@@ -39,7 +39,6 @@ pub async fn run(args: RequestArgs, connect: &Connect) -> anyhow::Result<()> {
         wait,
         token,
     } = args;
-    let ctl = || connect.ctl();
     let who = armored_client::request::Requester::open(&dir)?;
     let write_token = match token {
         Some(p) => Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?),
@@ -52,7 +51,9 @@ pub async fn run(args: RequestArgs, connect: &Connect) -> anyhow::Result<()> {
         wait,
         write_token,
     };
-    let answer = armored_client::request::request(&ctl()?, &who, &ask).await?;
+    let answer =
+        armored_client::request::request(&connect.as_principal(&who.principal)?, &who, &ask)
+            .await?;
     println!("{}", serde_json::to_string(&answer)?);
     Ok(())
 }

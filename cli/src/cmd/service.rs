@@ -124,7 +124,7 @@ pub enum ServiceCmd {
 /// Runs one service command.
 pub async fn run(args: ServiceArgs, connect: &Connect) -> anyhow::Result<()> {
     let ServiceArgs { dir, cmd } = args;
-    let ctl = || connect.ctl();
+    let ctl = || connect.service(&dir);
     match cmd {
         ServiceCmd::MpcSubmit {
             reference,

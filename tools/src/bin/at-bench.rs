@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use armored_client::kafka::Ctl;
+use armored_client::kafka::{Ctl, OWNER_PRINCIPAL};
 use armored_tools::bench::{run, BenchConfig};
 use clap::Parser;
 
@@ -59,7 +59,7 @@ async fn bench() -> anyhow::Result<()> {
     let a = Args::parse();
     let state = PathBuf::from(std::env::var("AT_STATE_DIR").unwrap_or_else(|_| ".".into()));
     let exe = std::env::current_exe()?;
-    let brokers = Ctl::connect(a.brokers.as_deref(), None)?
+    let brokers = Ctl::connect(a.brokers.as_deref(), None, OWNER_PRINCIPAL)?
         .kafka
         .brokers
         .clone();

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use armored_client::kafka::Ctl;
+use armored_client::kafka::{Ctl, OWNER_PRINCIPAL};
 use armored_tools::demo::{default_dir, run, DemoConfig};
 use clap::Parser;
 
@@ -56,7 +56,11 @@ async fn main() -> std::process::ExitCode {
 async fn demo() -> anyhow::Result<()> {
     let a = Args::parse();
     let state = PathBuf::from(std::env::var("AT_STATE_DIR").unwrap_or_else(|_| ".".into()));
-    let ctl = Ctl::connect(a.brokers.as_deref(), a.topic_prefix.as_deref())?;
+    let ctl = Ctl::connect(
+        a.brokers.as_deref(),
+        a.topic_prefix.as_deref(),
+        OWNER_PRINCIPAL,
+    )?;
     let cfg = DemoConfig {
         dir: a.dir.unwrap_or_else(|| default_dir(&state)),
         mqtt_host: a.mqtt_host,

@@ -161,10 +161,11 @@ pub async fn run(
     println!("    the restored owner grants the auditor 'twin:{twin} AND sync' with its history");
     let _ = history::watch_replay(ctl, &req, Duration::from_secs(60), |_| {}).await?;
     let mut auditor = Service::open(&adir)?;
+    let auditor_ctl = crate::procs::service_ctl(&cfg.infra_dir, ctl, &auditor.id).await?;
     let mut seen = Vec::new();
     auditor
         .consume(
-            ctl,
+            &auditor_ctl,
             Some(3),
             Some(Duration::from_secs(10)),
             shutdown.child_token(),

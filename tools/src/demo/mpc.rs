@@ -91,6 +91,8 @@ pub async fn run(
         PartyKind::Service,
     )?)?;
     owner.trust(ctl, &ha_identity).await?;
+    let ha_id = ServiceDir::open(&ha)?.id;
+    let ha_ctl = crate::procs::service_ctl(&cfg.infra_dir, ctl, &ha_id).await?;
     let window = cfg.points;
     let (token, _) = owner
         .process_token(
@@ -152,7 +154,7 @@ pub async fn run(
     let uploaded = Instant::now();
     let want = twins.len() * window as usize;
     let deadline = uploaded + Duration::from_millis(CUTOFF_SKEW_MS);
-    // The nodes' share topics are closed to the tool's principal: an operator's view.
+    // The nodes' share topics are closed to owners and services: an operator's view.
     let operator = Ctl::with_config(ctl.kafka.as_local_principal("at-kafka")?)?;
     loop {
         let mut have = usize::MAX;
@@ -210,13 +212,13 @@ pub async fn run(
     for n in &mut node_procs {
         n.wait_healthy(Duration::from_secs(300)).await?;
     }
-    let (key, job) = build_job(ctl, &ha, &req).await?;
+    let (key, job) = build_job(&ha_ctl, &ha, &req).await?;
     let submission = Submission::sign(&key, &job, 1)?;
-    let mut collector = Collector::new(ctl, &ha, submission.job.clone(), true).await?;
+    let mut collector = Collector::new(&ha_ctl, &ha, submission.job.clone(), true).await?;
     let submitted = Instant::now();
     let cutoff_wait_ms =
         ((start + u64::from(window)) * SLOT_MS + CUTOFF_SKEW_MS).saturating_sub(now_ms());
-    submission.send(ctl).await?;
+    submission.send(&ha_ctl).await?;
     let outcome = collector.wait(Duration::from_secs(120)).await?;
     let job_time = submitted.elapsed();
     drop(node_procs);

@@ -37,6 +37,7 @@ async fn until(
 /// Runs the steps; returns whether every expectation held.
 pub async fn run(
     ctl: &Ctl,
+    svc_ctl: &Ctl,
     owner: &Owner,
     twin: &str,
     svc_dir: &Path,
@@ -97,7 +98,7 @@ pub async fn run(
         attributes: &["sync"],
         check_token: check,
     };
-    let seq = write(ctl, svc_dir, &w(json!({"target": 21.5}), true)).await?;
+    let seq = write(svc_ctl, svc_dir, &w(json!({"target": 21.5}), true)).await?;
     let applied = until(&device, Duration::from_secs(30), |d| {
         d.state().fields.get("target") == Some(&json!(21.5))
     })
@@ -122,9 +123,9 @@ pub async fn run(
                 .unwrap_or(0)
         })
         .unwrap_or(0);
-    let reg = ctl.registry().await?;
+    let reg = svc_ctl.registry().await?;
     let (env, _) = seal(&reg, svc_dir, &w(json!({"target": 30}), false), now_ms())?;
-    ctl.send(&ctl.topics.sync(), twin, &env).await?;
+    svc_ctl.send(&svc_ctl.topics.sync(), twin, &env).await?;
     let refused = until(&device, Duration::from_secs(30), |d| {
         d.state()
             .counters
