@@ -36,7 +36,7 @@ export AT_MQTT_ADMIN_USER="at-admin"
 # Kafka principals (SASL/SCRAM-SHA-256), each with only what infra/kafka-acls.tsv grants it; their
 # passwords are $AT_SECRETS_DIR/kafka-<principal>.password. The super user at-kafka (brokers, infra/
 # scripts, tests' raw readers) signs in with PLAIN.
-export AT_KAFKA_PRINCIPALS="at-ingest at-reencrypt at-mpc-node-1 at-mpc-node-2 at-mpc-node-3 at-owner"
+export AT_KAFKA_PRINCIPALS="at-ingest at-reencrypt at-mpc-node-1 at-mpc-node-2 at-mpc-node-3 at-owner at-operator"
 
 # Files (layout of the state dir; start.sh creates them).
 export AT_SECRETS_DIR="$AT_STATE_DIR/secrets"

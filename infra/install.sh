@@ -24,6 +24,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+# Prometheus and promtool (alert rules and their unit tests: infra/check-prometheus.sh).
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "infra/install: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -34,6 +36,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [ -s /run/mosquitto/mosquitto.pid ]; then
     $SUDO kill "$(cat /run/mosquitto/mosquitto.pid)" 2>/dev/null || true
   fi
+  # Likewise the package's Prometheus service, where systemd started one on port 9090.
+  $SUDO systemctl stop prometheus >/dev/null 2>&1 || true
 fi
 
 # Kafka 4 brokers need Java 17 or newer.

@@ -9,8 +9,8 @@
 #   --fresh            start from empty storage (tests, the demo): Kafka's log and mosquitto's persisted
 #                      sessions and queued messages (users, passwords and certificates are kept); without
 #                      it both persist across restarts. Refused while either runs.
-#   --with-prometheus  also start Prometheus (only if `prometheus` is on PATH; it is not installed by
-#                      infra/install.sh) with infra/prometheus.yml on 127.0.0.1:$AT_PROMETHEUS_PORT.
+#   --with-prometheus  also start Prometheus (Debian's package, installed by infra/install.sh) with
+#                      infra/prometheus.yml and its alerts on 127.0.0.1:$AT_PROMETHEUS_PORT.
 # Idempotent: what already runs and serves is kept, a stopped node of the cluster is started again.
 # State, logs and pid files live under $AT_STATE_DIR (see infra/README.md).
 set -euo pipefail
@@ -289,8 +289,7 @@ if [ "$with_prometheus" = 1 ]; then
   prom_pidfile="$AT_STATE_DIR/prometheus/prometheus.pid"
   prom_log="$AT_STATE_DIR/prometheus/prometheus.log"
   if ! command -v prometheus >/dev/null 2>&1; then
-    at_log "--with-prometheus: prometheus is not on PATH (infra/install.sh does not install it;" \
-      "e.g. apt-get install prometheus); skipped"
+    at_log "--with-prometheus: prometheus is not on PATH (run infra/install.sh); skipped"
   elif at_pid_alive "$prom_pidfile" prometheus; then
     at_log "prometheus already runs (pid $(cat "$prom_pidfile")) on 127.0.0.1:$AT_PROMETHEUS_PORT"
   else

@@ -19,6 +19,9 @@ case "${1:-}" in
   *) echo "usage: infra/test.sh [--no-faults]" >&2; exit 2 ;;
 esac
 
+# The alert rules' unit tests and the Prometheus configuration (promtool; ~1 s).
+bash infra/check-prometheus.sh
+
 started=0
 if ! bash infra/status.sh >/dev/null 2>&1; then
   bash infra/stop.sh >/dev/null 2>&1 || true   # whatever half runs

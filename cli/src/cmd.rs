@@ -1,5 +1,6 @@
 //! One module per command group; each owns its arguments and its `run`.
 
+pub mod dlq;
 pub mod history;
 pub mod owner;
 pub mod registry;
@@ -8,7 +9,7 @@ pub mod service;
 
 use std::path::Path;
 
-use armored_client::kafka::{service_principal, Ctl, OWNER_PRINCIPAL};
+use armored_client::kafka::{service_principal, Ctl, OPERATOR_PRINCIPAL, OWNER_PRINCIPAL};
 
 /// How to reach the cluster (the global flags); commands connect only when they need to.
 #[derive(Debug)]
@@ -23,6 +24,11 @@ impl Connect {
     /// Connects to the cluster as an owner's tool.
     pub fn owner(&self) -> anyhow::Result<Ctl> {
         self.as_principal(OWNER_PRINCIPAL)
+    }
+
+    /// Connects to the cluster as an operator's tool (the dead letters).
+    pub fn operator(&self) -> anyhow::Result<Ctl> {
+        self.as_principal(OPERATOR_PRINCIPAL)
     }
 
     /// Connects to the cluster as the service of directory `dir` (its own principal).

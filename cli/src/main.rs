@@ -6,7 +6,8 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 
-/// ArmoredTwins control: owners grant and revoke, services read what they were granted.
+/// ArmoredTwins control: owners grant and revoke, services read what they were granted,
+/// operators inspect and re-drive dead letters.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -30,6 +31,8 @@ enum Cmd {
     Registry,
     /// Phase 5: send a request to a twin's devices and print the answer (JSON).
     Request(cmd::request::RequestArgs),
+    /// Dead letters (operators): list, show, count, re-drive.
+    Dlq(cmd::dlq::DlqArgs),
 }
 
 #[tokio::main]
@@ -50,5 +53,6 @@ async fn run() -> anyhow::Result<()> {
         Cmd::Service(a) => cmd::service::run(a, &connect).await,
         Cmd::Registry => cmd::registry::run(&connect).await,
         Cmd::Request(a) => cmd::request::run(a, &connect).await,
+        Cmd::Dlq(a) => cmd::dlq::run(a, &connect).await,
     }
 }

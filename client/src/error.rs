@@ -89,6 +89,9 @@ pub enum ClientError {
     /// A blocking task was cancelled or panicked.
     #[error("background task: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A dead letter that cannot be found or re-driven, or the DLQ could not be read.
+    #[error("{0}")]
+    Dlq(String),
 }
 
 /// The cause of a [`ClientError::Parse`].

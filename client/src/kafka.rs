@@ -19,6 +19,10 @@ struct Wrapper {
 /// The local brokers' principal (infra/) of an owner's tool.
 pub const OWNER_PRINCIPAL: &str = "at-owner";
 
+/// The local brokers' principal of an operator's tool (`atctl dlq`): reads the dead letters, and
+/// re-drives them to the topics records come from (never deliveries, shares or peer messages).
+pub const OPERATOR_PRINCIPAL: &str = "at-operator";
+
 /// The local brokers' principal of service `id` (`infra/kafka-acl.sh --service ID PREFIX` signs it
 /// up): only its own consumer group `svc-<id>`, no registry, re-key or token writes.
 pub fn service_principal(id: &str) -> String {
@@ -109,7 +113,20 @@ impl Ctl {
 
     /// Writes one record and waits for the broker's acknowledgement.
     pub async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<()> {
-        kafka::send(&self.producer, topic, key.as_bytes(), payload)
+        self.send_with_headers(topic, key.as_bytes(), payload, None)
+            .await
+    }
+
+    /// Writes one record with `headers` and waits for the broker's acknowledgement.
+    pub async fn send_with_headers(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: Option<rdkafka::message::OwnedHeaders>,
+    ) -> Result<()> {
+        kafka::enqueue(&self.producer, topic, key, payload, headers)
+            .await
             .await
             .map_err(|reason| {
                 KafkaError::NotAcknowledged {

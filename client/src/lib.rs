@@ -11,10 +11,12 @@
 //! - [`request`]: phase 5, a request to a twin's devices and its answer;
 //! - [`mpc`]: Protocol 2 as a requester sees it: designations, jobs, output shares, results;
 //! - [`kafka`]: the client's connection to the cluster ([`kafka::Ctl`]);
+//! - [`dlq`]: dead letters for operators: list, show, count, re-drive;
 //! - [`when`]: durations and points in time as people type them;
 //! - [`error`]: what can go wrong ([`ClientError`], [`KafkaError`]).
 #![forbid(unsafe_code)]
 
+pub mod dlq;
 pub mod error;
 mod files;
 pub mod kafka;

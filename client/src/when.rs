@@ -81,9 +81,53 @@ pub fn utc_ms(s: &str) -> Result<u64, &'static str> {
     u64::try_from(secs * 1000).map_err(|_| "times before 1970 are out of range")
 }
 
+/// A point in time `back` ago, or a Unix time in ms, or RFC 3339 UTC (`--since 1h`).
+pub fn parse_since(s: &str, now_ms: u64) -> Result<u64, String> {
+    match parse_duration(s.trim()) {
+        Ok(d) => Ok(now_ms.saturating_sub(d.as_millis() as u64)),
+        Err(_) => parse_until(s, now_ms),
+    }
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SSZ` (civil from days: the inverse of [`utc_ms`]).
+pub fn format_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatted_times_parse_back() {
+        for t in [
+            "1970-01-01T00:00:00Z",
+            "2024-02-29T12:00:00Z",
+            "2026-12-31T23:59:59Z",
+            "2100-03-01T00:00:01Z",
+        ] {
+            let ms = utc_ms(t).unwrap_or(u64::MAX);
+            assert_eq!(format_utc(ms), t);
+        }
+        assert_eq!(parse_since("1h", 7_200_000), Ok(3_600_000));
+        assert_eq!(parse_since("1970-01-02T00:00:00Z", 0), Ok(86_400_000));
+    }
 
     #[test]
     fn durations_and_times() {

@@ -349,12 +349,17 @@ impl AttemptTransport {
             self.net.metrics.bytes_sent.inc_by(bytes.len() as u64);
             let key = hex::encode(&self.key.0[..8]);
             let deadline = Instant::now() + self.round_timeout;
+            let producer = self
+                .net
+                .producer
+                .active()
+                .map_err(|_| other("no Kafka producer"))?;
             let delivery = loop {
                 let record = FutureRecord::to(&self.net.topic)
                     .partition(i32::from(to.index()) - 1)
                     .key(&key)
                     .payload(&bytes);
-                match self.net.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(d) => break d,
                     // The producer's queue is full: it drains as the broker acknowledges.
                     Err((

@@ -514,6 +514,7 @@ async fn send_to_partition(
         .partition(partition)
         .payload(payload);
     ctl.producer
+        .active()?
         .send(rec, Duration::from_secs(10))
         .await
         .map_err(|(e, _)| anyhow::anyhow!("{e}"))?;

@@ -55,19 +55,31 @@ pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// The producer of every service and tool: a librdkafka producer (it derefs to one) that keeps
-/// the settings it was made with, so that [`enqueue`] can send through a fresh producer when this
-/// one is wedged (see [`MESSAGE_TIMEOUT_MS`]).
+/// The producer of every service and tool: a librdkafka producer that keeps the settings it was
+/// made with, so that [`enqueue`] can replace it for everyone when it is wedged (see
+/// [`MESSAGE_TIMEOUT_MS`]). Clones share it, and its replacement.
 #[derive(Clone)]
 pub struct AtProducer {
-    inner: FutureProducer,
     shared: std::sync::Arc<ProducerShared>,
 }
 
 struct ProducerShared {
     cfg: KafkaConfig,
-    replacement: std::sync::Mutex<Option<AtProducer>>,
+    active: std::sync::Mutex<Generation>,
+    /// Replaced producers, kept until the process ends: dropping one would wait for (or cancel) the
+    /// records it still holds, which time out and are sent again through the active one.
+    retired: std::sync::Mutex<Vec<FutureProducer>>,
 }
+
+/// A producer and its number (0: the first, n: the n-th replacement).
+#[derive(Clone)]
+struct Generation {
+    n: u32,
+    producer: FutureProducer,
+}
+
+/// At most this many replacements per producer (then the last one stays).
+const MAX_REPLACEMENTS: u32 = 8;
 
 impl std::fmt::Debug for AtProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,34 +87,63 @@ impl std::fmt::Debug for AtProducer {
     }
 }
 
-impl std::ops::Deref for AtProducer {
-    type Target = FutureProducer;
-    fn deref(&self) -> &FutureProducer {
-        &self.inner
-    }
-}
-
 impl AtProducer {
-    /// The producer that takes over records this one could not deliver in time (made once).
-    fn replacement(&self) -> Result<AtProducer, KafkaSetupError> {
-        let mut r = self
+    fn generation(&self) -> Result<Generation, KafkaSetupError> {
+        self.shared
+            .active
+            .lock()
+            .map(|g| g.clone())
+            .map_err(|_| KafkaSetupError::Client(KafkaError::Canceled))
+    }
+
+    /// The producer sends go through now: the first one, or the one that replaced it.
+    pub fn active(&self) -> Result<FutureProducer, KafkaSetupError> {
+        Ok(self.generation()?.producer)
+    }
+
+    /// Replaces generation `wedged` (a record timed out twice through it) for every later send,
+    /// unless another record replaced it already; returns the generation to send through.
+    fn replace(&self, wedged: u32) -> Result<Generation, KafkaSetupError> {
+        let mut g = self
             .shared
-            .replacement
+            .active
             .lock()
             .map_err(|_| KafkaSetupError::Client(KafkaError::Canceled))?;
-        if let Some(p) = r.as_ref() {
-            return Ok(p.clone());
+        if g.n != wedged || g.n >= MAX_REPLACEMENTS {
+            return Ok(g.clone());
         }
-        tracing::warn!("a record timed out twice in the client: sending through a new producer");
-        let p = producer(&self.shared.cfg)?;
-        *r = Some(p.clone());
-        Ok(p)
+        tracing::warn!(
+            replacement = g.n + 1,
+            "a record timed out twice in the client: the producer is replaced for every later record"
+        );
+        let new = Generation {
+            n: g.n + 1,
+            producer: raw_producer(&self.shared.cfg)?,
+        };
+        let old = std::mem::replace(&mut *g, new);
+        if let Ok(mut r) = self.shared.retired.lock() {
+            r.push(old.producer);
+        }
+        Ok(g.clone())
     }
 }
 
 /// An idempotent producer that acknowledges only after the broker has the write.
 /// `AT_RDKAFKA_PRODUCER_DEBUG` (e.g. `eos,msg,broker`) turns on librdkafka's debug log for producers.
 pub fn producer(cfg: &KafkaConfig) -> Result<AtProducer, KafkaSetupError> {
+    Ok(AtProducer {
+        shared: std::sync::Arc::new(ProducerShared {
+            cfg: cfg.clone(),
+            active: std::sync::Mutex::new(Generation {
+                n: 0,
+                producer: raw_producer(cfg)?,
+            }),
+            retired: std::sync::Mutex::new(Vec::new()),
+        }),
+    })
+}
+
+fn raw_producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
     let mut c = base_config(cfg);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -113,13 +154,7 @@ pub fn producer(cfg: &KafkaConfig) -> Result<AtProducer, KafkaSetupError> {
     if let Ok(debug) = std::env::var("AT_RDKAFKA_PRODUCER_DEBUG") {
         c.set("debug", debug).set("log_level", "7");
     }
-    Ok(AtProducer {
-        inner: c.create()?,
-        shared: std::sync::Arc::new(ProducerShared {
-            cfg: cfg.clone(),
-            replacement: std::sync::Mutex::new(None),
-        }),
-    })
+    Ok(c.create()?)
 }
 
 /// Fails fast with a clear message when the broker does not answer.
@@ -308,8 +343,11 @@ pub fn failed(e: impl Into<AckError>) -> Ack {
 /// How long librdkafka may hold a record before it gives up on it (librdkafka's default is 5 min).
 /// Seen on a single broker's restart (librdkafka 2.12.1, Kafka 4.1.1, about one run in four): an
 /// idempotent producer never completed the records of some partitions, and records sent again
-/// through it timed out again every 30 s. [`enqueue`] sends a timed-out record again, from the
-/// second time through a fresh producer (a new producer id and partition state).
+/// through it timed out again every 30 s. [`enqueue`] sends a timed-out record again; a record that
+/// times out a second time replaces the producer for every later record (a new producer id and
+/// partition state). Before, only the timed-out records went through a new producer, and every new
+/// record still waited out two timeouts in the wedged one: a CI run delivered a few records a
+/// minute for as long as it ran.
 pub const MESSAGE_TIMEOUT_MS: u32 = 30_000;
 /// How often [`enqueue`] sends a timed-out record again before its acknowledgement fails.
 const RESENDS: u32 = 20;
@@ -325,7 +363,11 @@ pub async fn enqueue(
     payload: &[u8],
     headers: Option<OwnedHeaders>,
 ) -> Ack {
-    let first = match enqueue_once(producer, topic, key, payload, &headers).await {
+    let mut via = match producer.generation() {
+        Ok(g) => g,
+        Err(e) => return failed(e),
+    };
+    let first = match enqueue_once(&via.producer, topic, key, payload, &headers).await {
         Ok(fut) => fut,
         Err(e) => return failed(e),
     };
@@ -346,12 +388,14 @@ pub async fn enqueue(
                 {
                     resends += 1;
                     tracing::warn!(%topic, resends, "record timed out in the client; sending it again");
-                    let via = if resends == 1 {
-                        producer.clone()
+                    // Once (the broker may have been away): the same producer, or the one that
+                    // replaced it meanwhile. Twice: this one is wedged.
+                    via = if resends == 1 {
+                        producer.generation()?
                     } else {
-                        producer.replacement()?
+                        producer.replace(via.n)?
                     };
-                    fut = enqueue_once(&via, &topic, &key, &payload, &headers).await?;
+                    fut = enqueue_once(&via.producer, &topic, &key, &payload, &headers).await?;
                 }
                 Ok(Err((e, _))) => return Err(AckError::Kafka(e)),
                 Err(_) => return Err(AckError::Unacknowledged("the Kafka producer")),
@@ -362,7 +406,7 @@ pub async fn enqueue(
 
 /// One send, waiting while the local queue is full.
 async fn enqueue_once(
-    producer: &AtProducer,
+    producer: &FutureProducer,
     topic: &str,
     key: &[u8],
     payload: &[u8],
@@ -395,5 +439,49 @@ pub async fn send(
 
 /// Flushes a producer before exit.
 pub fn flush(producer: &AtProducer) {
-    let _ = producer.flush(Timeout::After(Duration::from_secs(10)));
+    if let Ok(p) = producer.active() {
+        let _ = p.flush(Timeout::After(Duration::from_secs(10)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wedged_producer_is_replaced_once_for_everyone() -> Result<(), KafkaSetupError> {
+        // librdkafka connects lazily: no broker is needed to make producers.
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            topic_prefix: String::new(),
+            session_timeout_ms: 6000,
+            linger_ms: 0,
+            fetch_wait_max_ms: 10,
+            connect_timeout_ms: 1000,
+            sasl: None,
+        };
+        let p = producer(&cfg)?;
+        let clone = p.clone();
+        assert_eq!(p.generation()?.n, 0);
+        assert_eq!(p.replace(0)?.n, 1);
+        // A second record that timed out in generation 0 sends through 1, without replacing it.
+        assert_eq!(clone.replace(0)?.n, 1);
+        assert_eq!(
+            clone.generation()?.n,
+            1,
+            "clones send through the replacement"
+        );
+        for _ in 0..2 * MAX_REPLACEMENTS {
+            let n = p.generation()?.n;
+            p.replace(n)?;
+        }
+        assert_eq!(
+            p.generation()?.n,
+            MAX_REPLACEMENTS,
+            "replacements are bounded"
+        );
+        let retired = p.shared.retired.lock().map(|r| r.len()).unwrap_or(0);
+        assert_eq!(retired as u32, MAX_REPLACEMENTS);
+        Ok(())
+    }
 }
