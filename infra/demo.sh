@@ -4,6 +4,9 @@
 # two re-encryption workers), plays Protocol 1 with `at-demo` (phases 1-4 and 6, revocation M1,
 # a raw reader's view; then device replacement M3 and owner key backup/restore), prints a summary table, and stops everything it started. Exit 0 = every
 # expectation held.
+# Prometheus (infra/start.sh --with-prometheus) scrapes the services throughout; at the end every
+# query of infra/grafana-dashboard.json is run over the demo's time range (infra/dashboard-check.py)
+# and each panel must show data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -18,11 +21,13 @@ if ! bash infra/status.sh >/dev/null 2>&1; then
   # Brokers the demo starts itself begin from an empty Kafka log, so every run shows the same
   # scenario; brokers that already run are used as they are (the demo's ids are fresh each run).
   bash infra/stop.sh >/dev/null 2>&1 || true
-  bash infra/start.sh --fresh
+  bash infra/start.sh --fresh --with-prometheus
   brokers_started=1
+else
+  bash infra/start.sh --with-prometheus
 fi
-# shellcheck source=infra/env.sh
-source infra/env.sh
+# shellcheck source=infra/lib.sh
+source infra/lib.sh
 bash infra/topics.sh >/dev/null
 
 run_dir="$AT_STATE_DIR/demo-$(date +%s)"
@@ -55,11 +60,27 @@ for url in http://127.0.0.1:9101/healthz http://127.0.0.1:9111/healthz http://12
   curl -fs "$url" >/dev/null || { echo "service at $url did not become healthy; see $run_dir"; exit 1; }
 done
 echo "   services healthy; metrics at :9101 (ingest), :9111 and :9121 (workers)"
+# Scrape targets: the bridge, the workers, and the MPC nodes at-demo starts for Protocol 2.
+at_prometheus_target at-ingest-1 127.0.0.1:9101
+at_prometheus_target at-reencrypt-1 127.0.0.1:9111
+at_prometheus_target at-reencrypt-2 127.0.0.1:9121
+for j in 1 2 3; do at_prometheus_target "at-mpc-node-$j" "127.0.0.1:$((9121 + 10 * j))" "node=$j"; done
+echo "   Prometheus scrapes them: $AT_PROMETHEUS_URL"
 echo "== the scenario =="
+started_at="$(date +%s)"
 "$bin/at-demo" --dir "$run_dir/parties"
+echo "== the dashboard (infra/grafana-dashboard.json): every panel's queries over the demo, through Prometheus =="
+sleep 6   # one more scrape of what the scenario's end changed
+python3 infra/dashboard-check.py --prometheus "$AT_PROMETHEUS_URL" --since "$started_at"
 echo "== metrics of the bridge and the two workers (excerpt; the workers share the partitions, so each counts its part) =="
 curl -fs http://127.0.0.1:9101/metrics | grep -E '^at_ingest_(messages|dead)' || true
 for port in 9111 9121; do
   curl -fs "http://127.0.0.1:$port/metrics" | grep -E '^at_reencrypt_(messages_in|deliveries|reencryptions|cache_hits)_' \
     | sed "s/^/worker :$port  /" || true
 done
+if [ "$brokers_started" = 1 ]; then
+  echo "Prometheus ran at $AT_PROMETHEUS_URL and stops with the brokers the demo started; to look around"
+  echo "afterwards, start them first: infra/start.sh --with-prometheus && infra/demo.sh"
+else
+  echo "Prometheus: $AT_PROMETHEUS_URL (alerts: $AT_PROMETHEUS_URL/alerts)"
+fi

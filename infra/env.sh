@@ -31,6 +31,11 @@ export AT_KAFKA_BROKERS                                       # librdkafka boots
 export AT_MQTT_HOST="127.0.0.1"
 export AT_MQTT_URL="mqtt://$AT_MQTT_HOST:$AT_MQTT_PORT"
 export AT_MQTT_TLS_URL="mqtts://$AT_MQTT_HOST:$AT_MQTT_TLS_PORT"
+export AT_PROMETHEUS_PORT="${AT_PROMETHEUS_PORT:-9090}"
+export AT_PROMETHEUS_URL="http://127.0.0.1:$AT_PROMETHEUS_PORT"
+# Scrape targets: one JSON file per service (file_sd; infra/prometheus.yml), written by whoever starts
+# the service (infra/demo.sh; `at_prometheus_target` in lib.sh).
+export AT_PROMETHEUS_TARGETS="$AT_STATE_DIR/prometheus/targets"
 export AT_MQTT_INGEST_USER="at-ingest"
 export AT_MQTT_ADMIN_USER="at-admin"
 # Kafka principals (SASL/SCRAM-SHA-256), each with only what infra/kafka-acls.tsv grants it; their

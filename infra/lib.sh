@@ -420,3 +420,16 @@ at_stop_pidfiles() {
     at_log "${labels[$i]} stopped (pid $pid)"
   done
 }
+
+# at_prometheus_target NAME ADDR [KEY=VALUE ...]: the scrape target file $AT_PROMETHEUS_TARGETS/NAME.json
+# for one service's /metrics at ADDR (NAME starts with its job: at-ingest-, at-reencrypt-,
+# at-mpc-node-; see infra/prometheus.yml), with extra labels. Written aside and renamed: Prometheus
+# reads it on change.
+at_prometheus_target() {
+  local name="$1" addr="$2" labels="" kv
+  shift 2
+  for kv in "$@"; do labels="${labels:+$labels, }\"${kv%%=*}\": \"${kv#*=}\""; done
+  mkdir -p "$AT_PROMETHEUS_TARGETS"
+  printf '[{"targets": ["%s"], "labels": {%s}}]\n' "$addr" "$labels" >"$AT_PROMETHEUS_TARGETS/.$name.json.tmp"
+  mv -f "$AT_PROMETHEUS_TARGETS/.$name.json.tmp" "$AT_PROMETHEUS_TARGETS/$name.json"
+}

@@ -286,19 +286,35 @@ at_log "Kafka $AT_KAFKA_VERSION, $brokers node(s): bootstrap servers $AT_KAFKA_B
 # Optional: Prometheus
 
 if [ "$with_prometheus" = 1 ]; then
-  prom_pidfile="$AT_STATE_DIR/prometheus/prometheus.pid"
-  prom_log="$AT_STATE_DIR/prometheus/prometheus.log"
+  prom_dir="$AT_STATE_DIR/prometheus"
+  prom_pidfile="$prom_dir/prometheus.pid"
+  prom_log="$prom_dir/prometheus.log"
   if ! command -v prometheus >/dev/null 2>&1; then
     at_log "--with-prometheus: prometheus is not on PATH (run infra/install.sh); skipped"
-  elif at_pid_alive "$prom_pidfile" prometheus; then
-    at_log "prometheus already runs (pid $(cat "$prom_pidfile")) on 127.0.0.1:$AT_PROMETHEUS_PORT"
   else
-    mkdir -p "$AT_STATE_DIR/prometheus/data"
-    nohup setsid prometheus --config.file="$AT_INFRA_DIR/prometheus.yml" \
-      --storage.tsdb.path="$AT_STATE_DIR/prometheus/data" \
-      --web.listen-address="127.0.0.1:$AT_PROMETHEUS_PORT" </dev/null >>"$prom_log" 2>&1 9>&- &
-    echo $! >"$prom_pidfile"
-    at_log "prometheus pid $!: http://127.0.0.1:$AT_PROMETHEUS_PORT (log $prom_log)"
+    mkdir -p "$prom_dir/data" "$AT_PROMETHEUS_TARGETS"
+    # Its own copy, so that the targets/ glob and alerts.yml resolve next to it.
+    cp "$AT_INFRA_DIR/prometheus.yml" "$AT_INFRA_DIR/alerts.yml" "$prom_dir/"
+    if at_pid_alive "$prom_pidfile" prometheus; then
+      kill -HUP "$(cat "$prom_pidfile")"
+      at_log "prometheus already runs (pid $(cat "$prom_pidfile")) on $AT_PROMETHEUS_URL: configuration reloaded"
+    else
+      if [ "$fresh" = 1 ]; then
+        rm -rf "${prom_dir:?}/data" "${AT_PROMETHEUS_TARGETS:?}"
+        mkdir -p "$prom_dir/data" "$AT_PROMETHEUS_TARGETS"
+      fi
+      nohup setsid prometheus --config.file="$prom_dir/prometheus.yml" \
+        --storage.tsdb.path="$prom_dir/data" \
+        --web.listen-address="127.0.0.1:$AT_PROMETHEUS_PORT" </dev/null >>"$prom_log" 2>&1 9>&- &
+      echo $! >"$prom_pidfile"
+      for _ in $(seq 1 100); do
+        curl -fs "$AT_PROMETHEUS_URL/-/ready" >/dev/null 2>&1 && break
+        sleep 0.1
+      done
+      curl -fs "$AT_PROMETHEUS_URL/-/ready" >/dev/null 2>&1 \
+        || at_die "prometheus did not become ready on $AT_PROMETHEUS_URL (log $prom_log)"
+      at_log "prometheus pid $(cat "$prom_pidfile"): $AT_PROMETHEUS_URL (targets $AT_PROMETHEUS_TARGETS, log $prom_log)"
+    fi
   fi
 fi
 

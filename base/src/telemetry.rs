@@ -1,14 +1,32 @@
-//! Tracing set-up: human-readable lines on stderr, filtered by `RUST_LOG` (default `info`).
+//! Tracing set-up: human-readable lines on stderr (or JSON lines with `AT_LOG_FORMAT=json`),
+//! filtered by `RUST_LOG` (default `info`).
 
-/// Installs the global subscriber once; later calls (tests) are no-ops.
+/// Installs the global subscriber once; later calls (tests) are no-ops. `AT_LOG_FORMAT=json`: one
+/// JSON object per line, with the fields of the current span (a consumed record's topic, partition
+/// and offset) and of the event (a refusal's reason), for log collectors. Neither format ever
+/// carries a secret or a plaintext value: our errors and events do not hold them.
 pub fn init(service: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"))
+    };
+    let json = std::env::var("AT_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let _ = if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init()
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init()
+    };
     tracing::debug!(service, "tracing initialised");
 }
 

@@ -139,3 +139,34 @@ async fn a_dead_letter_is_listed_shown_and_redriven_once() -> anyhow::Result<()>
     env.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_lines_when_asked() -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_atctl"))
+        .args(["--brokers", &env.kafka.brokers])
+        .args(["--topic-prefix", &env.kafka.topic_prefix])
+        .args(["dlq", "count", "--json"])
+        .env("AT_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .output()
+        .await?;
+    anyhow::ensure!(out.status.success(), "atctl failed: {:?}", out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    anyhow::ensure!(!lines.is_empty(), "no log lines at debug level");
+    for l in &lines {
+        let v: Value = serde_json::from_str(l)
+            .map_err(|e| anyhow::anyhow!("not a JSON log line ({e}): {l}"))?;
+        anyhow::ensure!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "a log line without level or fields: {l}"
+        );
+    }
+    anyhow::ensure!(
+        lines.iter().any(|l| l.contains("tracing initialised")),
+        "{stderr}"
+    );
+    env.stop().await;
+    Ok(())
+}

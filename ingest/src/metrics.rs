@@ -36,7 +36,7 @@ impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
-        Ok(Self {
+        let m = Self {
             messages_in: register_int_counter_vec_with_registry!(
                 "at_ingest_messages_in_total",
                 "Messages received",
@@ -93,6 +93,12 @@ impl Metrics {
                 r
             )?,
             registry: r,
-        })
+        };
+        // Both connections' series exist from the start, at 0: a dashboard and an alert see
+        // "no reconnects" rather than no data.
+        for client in ["up", "down"] {
+            m.mqtt_reconnects.with_label_values(&[client]);
+        }
+        Ok(m)
     }
 }

@@ -43,7 +43,7 @@ impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
-        Ok(Self {
+        let m = Self {
             jobs: register_int_counter_vec_with_registry!(
                 "at_mpc_jobs_total",
                 "Job attempts by outcome",
@@ -108,6 +108,12 @@ impl Metrics {
                 r
             )?,
             registry: r,
-        })
+        };
+        // Every outcome's series exists from the start, at 0: the first job then shows as an
+        // increase (a series born at 1 does not), and "no failures" is a value, not no data.
+        for outcome in ["completed", "failed", "skipped"] {
+            m.jobs.with_label_values(&[outcome]);
+        }
+        Ok(m)
     }
 }

@@ -77,7 +77,7 @@ impl Metrics {
                 r
             )?,
         };
-        Ok(Self {
+        let m = Self {
             messages_in: register_int_counter_with_registry!(
                 "at_reencrypt_messages_in_total",
                 "Envelopes consumed",
@@ -146,6 +146,11 @@ impl Metrics {
             },
             route,
             registry: r,
-        })
+        };
+        // Every receiver kind's series exists from the start, at 0 (see at-mpc-node's jobs).
+        for kind in ["device", "service", "mpc-node"] {
+            m.deliveries.with_label_values(&[kind]);
+        }
+        Ok(m)
     }
 }

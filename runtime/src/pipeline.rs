@@ -29,6 +29,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::statistics::{ConsumerGroup, Statistics};
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::close::BoundedClose;
 use crate::config::KafkaConfig;
@@ -512,7 +513,14 @@ fn spawn_lane(
             let results: Vec<(i64, Vec<Ack>)> = match &handler {
                 Handling::One(h) => {
                     let offset = m.offset;
-                    vec![(offset, h(m).await)]
+                    // Whatever the handler logs (a refusal's reason) names its record.
+                    let span = tracing::info_span!(
+                        "record",
+                        topic = %m.topic,
+                        partition = m.partition,
+                        offset
+                    );
+                    vec![(offset, h(m).instrument(span).await)]
                 }
                 Handling::Batch { max, handler: h } => {
                     let mut batch = vec![m];
@@ -523,7 +531,14 @@ fn spawn_lane(
                         }
                     }
                     let offsets: Vec<i64> = batch.iter().map(|m| m.offset).collect();
-                    let mut acks = h(batch).await.into_iter();
+                    let span = tracing::info_span!(
+                        "records",
+                        topic = %batch[0].topic,
+                        partition = batch[0].partition,
+                        first = offsets.first().copied().unwrap_or(-1),
+                        last = offsets.last().copied().unwrap_or(-1)
+                    );
+                    let mut acks = h(batch).instrument(span).await.into_iter();
                     offsets
                         .into_iter()
                         .map(|o| {

@@ -176,6 +176,26 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
         kafka_payloads.len(),
         leaks
     );
+    // Hostile input is the normal case: a record no device wrote, put straight into the log (as an
+    // insider could), is refused, dead-lettered and counted, and good traffic goes on.
+    let garbage = format!("\u{8}\u{1}not an envelope {tag}").into_bytes();
+    operator
+        .send(&ctl.topics.sync(), "no-such-twin", &garbage)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dead_lettered = loop {
+        let dlq = armored_client::kafka::read_topic(&operator, &ctl.topics.dlq())?;
+        if dlq.contains(&garbage) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!(
+        "    an insider writes a malformed record to at.sync.v1: dead-lettered on at.dlq.v1 (atctl dlq list): {dead_lettered}"
+    );
 
     // The summary: what each party could read of each record.
     let has = |v: &[serde_json::Value], d: &serde_json::Value| v.contains(d);
@@ -188,7 +208,7 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
         "\n{:<4} {:<22} {:<8} {:<10} {:<22} {:<12}",
         "#", "record", "writer", "d2", "insurer", "raw reader"
     );
-    let mut ok = leaks == 0;
+    let mut ok = leaks == 0 && dead_lettered;
     for (i, (writer, d)) in all.iter().enumerate() {
         let for_d2 = *writer == "d1";
         let d2_has = has(&d2_got, d) || has(&d2_late, d);

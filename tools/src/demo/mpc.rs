@@ -221,6 +221,8 @@ pub async fn run(
     submission.send(&ha_ctl).await?;
     let outcome = collector.wait(Duration::from_secs(120)).await?;
     let job_time = submitted.elapsed();
+    // A scraping Prometheus (infra/demo.sh, every 5 s) sees the nodes' final counters first.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     drop(node_procs);
     let expected = in_the_clear(&sim, DISTANCE, &twins[0], &twins[1..], slots.clone());
     let Outcome::Completed { counts, total, .. } = outcome else {
