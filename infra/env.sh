@@ -14,6 +14,8 @@ export AT_STATE_DIR="${AT_STATE_DIR:-$HOME/.cache/armoredtwins/run}"
 # 3 after `start.sh --brokers 3`).
 export AT_KAFKA_PORT="${AT_KAFKA_PORT:-9092}"
 export AT_KAFKA_CONTROLLER_PORT="${AT_KAFKA_CONTROLLER_PORT:-$((AT_KAFKA_PORT + 100))}"
+# Node i's JMX metrics in Prometheus form (the Prometheus JMX exporter, a Java agent): port + i - 1.
+export AT_KAFKA_METRICS_PORT="${AT_KAFKA_METRICS_PORT:-$((AT_KAFKA_PORT + 300))}"
 export AT_MQTT_PORT="${AT_MQTT_PORT:-1883}"
 export AT_MQTT_TLS_PORT="${AT_MQTT_TLS_PORT:-8883}"
 export AT_PROMETHEUS_PORT="${AT_PROMETHEUS_PORT:-9090}"
@@ -61,6 +63,9 @@ export AT_KAFKA_DIR="$AT_STATE_DIR/kafka"                    # kafka/<N>-node/no
 AT_KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$AT_INFRA_DIR/kafka/pom.xml")"
 export AT_KAFKA_VERSION
 export AT_KAFKA_HOME="${AT_KAFKA_HOME:-$HOME/.cache/armoredtwins/kafka-$AT_KAFKA_VERSION}"
+# The Prometheus JMX exporter's Java agent (Maven Central), loaded by every Kafka node.
+export AT_KAFKA_JMX_EXPORTER_VERSION="1.0.1"
+export AT_KAFKA_JMX_EXPORTER="$AT_KAFKA_HOME/jmx/jmx_prometheus_javaagent-$AT_KAFKA_JMX_EXPORTER_VERSION.jar"
 # The scripts' admin client (infra/kafka/KafkaAdmin.java), compiled by install.sh per version of its source.
 AT_KAFKA_ADMIN_DIR="$AT_KAFKA_HOME/admin-$(sha256sum "$AT_INFRA_DIR/kafka/KafkaAdmin.java" 2>/dev/null | cut -c1-16)"
 export AT_KAFKA_ADMIN_DIR

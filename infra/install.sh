@@ -78,6 +78,17 @@ if [ "$(cat "$AT_KAFKA_HOME/.stamp" 2>/dev/null)" != "$stamp" ]; then
   mv "$tmp" "$AT_KAFKA_HOME"
   echo "infra/install: Kafka installed in $(($(date +%s) - t0)) s ($(du -sh "$AT_KAFKA_HOME" | cut -f1))"
 fi
+# The Prometheus JMX exporter (a Java agent each Kafka node loads: its metrics on
+# AT_KAFKA_METRICS_PORT): its own folder, never on the brokers' class path.
+if [ ! -s "$AT_KAFKA_JMX_EXPORTER" ]; then
+  if ! out="$(mvn -B -q --strict-checksums -f "$AT_INFRA_DIR/kafka/pom.xml" dependency:copy \
+    -Dartifact="io.prometheus.jmx:jmx_prometheus_javaagent:$AT_KAFKA_JMX_EXPORTER_VERSION" \
+    -DoutputDirectory="$(dirname "$AT_KAFKA_JMX_EXPORTER")" 2>&1)"; then
+    echo "$out" >&2
+    echo "!! infra/install: the Prometheus JMX exporter could not be fetched from Maven Central: the" \
+      "Kafka nodes run without broker metrics" >&2
+  fi
+fi
 # The admin tool, compiled per version of its source (AT_KAFKA_ADMIN_DIR, infra/env.sh): checkouts of
 # different versions share the Kafka install without recompiling each other's tool.
 if [ ! -r "$AT_KAFKA_ADMIN_DIR/KafkaAdmin.class" ]; then

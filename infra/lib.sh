@@ -366,9 +366,15 @@ at_kafka_start_node() {
   printf '\n==== %s infra/start.sh --brokers %s (node %s)\n' "$(date -u +%FT%TZ)" "$n" "$i" >>"$dir/kafka.log"
   # setsid: its own session, so it outlives the caller's process group; 9>&-: it must not hold the
   # start/stop lock.
+  # Broker metrics for Prometheus (kafka/jmx-exporter.yml), when install.sh could fetch the agent.
+  local agent=() metrics_port=$((AT_KAFKA_METRICS_PORT + i - 1))
+  if [ -s "$AT_KAFKA_JMX_EXPORTER" ]; then
+    agent=("-javaagent:$AT_KAFKA_JMX_EXPORTER=127.0.0.1:$metrics_port:$AT_INFRA_DIR/kafka/jmx-exporter.yml")
+    at_prometheus_target "kafka-$i" "127.0.0.1:$metrics_port" "node=$i"
+  fi
   nohup setsid java -Xms128m -Xmx"$AT_KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$AT_KAFKA_HOME/log4j2.properties" \
+    -Dlog4j2.configurationFile="$AT_KAFKA_HOME/log4j2.properties" "${agent[@]}" \
     -cp "$AT_KAFKA_HOME/libs/*" kafka.Kafka "$dir/server.properties" \
     </dev/null >>"$dir/kafka.log" 2>&1 9>&- &
   echo $! >"$dir/kafka.pid"

@@ -293,6 +293,12 @@ if [ "$with_prometheus" = 1 ]; then
     at_log "--with-prometheus: prometheus is not on PATH (run infra/install.sh); skipped"
   else
     mkdir -p "$prom_dir/data" "$AT_PROMETHEUS_TARGETS"
+    # The Kafka nodes' metrics (also written when a node starts; here for nodes that already ran).
+    if [ -s "$AT_KAFKA_JMX_EXPORTER" ]; then
+      for ((i = 1; i <= brokers; i++)); do
+        at_prometheus_target "kafka-$i" "127.0.0.1:$((AT_KAFKA_METRICS_PORT + i - 1))" "node=$i"
+      done
+    fi
     # Its own copy, so that the targets/ glob and alerts.yml resolve next to it.
     cp "$AT_INFRA_DIR/prometheus.yml" "$AT_INFRA_DIR/alerts.yml" "$prom_dir/"
     if at_pid_alive "$prom_pidfile" prometheus; then
@@ -300,8 +306,10 @@ if [ "$with_prometheus" = 1 ]; then
       at_log "prometheus already runs (pid $(cat "$prom_pidfile")) on $AT_PROMETHEUS_URL: configuration reloaded"
     else
       if [ "$fresh" = 1 ]; then
-        rm -rf "${prom_dir:?}/data" "${AT_PROMETHEUS_TARGETS:?}"
-        mkdir -p "$prom_dir/data" "$AT_PROMETHEUS_TARGETS"
+        # The services' targets go (an earlier run's); the Kafka nodes' were just written.
+        rm -rf "${prom_dir:?}/data"
+        rm -f "$AT_PROMETHEUS_TARGETS"/at-*.json
+        mkdir -p "$prom_dir/data"
       fi
       nohup setsid prometheus --config.file="$prom_dir/prometheus.yml" \
         --storage.tsdb.path="$prom_dir/data" \
