@@ -13,21 +13,12 @@ import pathlib
 import sys
 import time
 import urllib.error
-import urllib.parse
-import urllib.request
+
+from prom_query import query_range
 
 # Panels whose every value is 0 in a healthy run: they must have series, not non-zero values.
 ZERO_IN_A_HEALTHY_RUN = {"Consumers replaced", "Consumer lag per group"}
 STEP_S = 5
-
-
-def query_range(base, expr, start, end):
-    q = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": STEP_S})
-    with urllib.request.urlopen(f"{base}/api/v1/query_range?{q}", timeout=30) as r:
-        body = json.load(r)
-    if body.get("status") != "success":
-        raise RuntimeError(f"{expr}: {body.get('error', body)}")
-    return body["data"]["result"]
 
 
 def main():
@@ -48,7 +39,7 @@ def main():
         series, peak = 0, 0.0
         for t in p.get("targets", []):
             try:
-                result = query_range(a.prometheus, t["expr"], a.since, until)
+                result = query_range(a.prometheus, t["expr"], a.since, until, STEP_S)
             except (urllib.error.URLError, RuntimeError, OSError) as e:
                 print(f"query of panel {p['title']!r} failed: {e}", file=sys.stderr)
                 return 2

@@ -19,17 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
+
+from prom_query import query_range
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 W, H = 560, 190
-
-
-def query_range(base, expr, start, end, step):
-    q = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
-    with urllib.request.urlopen(f"{base}/api/v1/query_range?{q}", timeout=30) as r:
-        return json.load(r)["data"]["result"]
 
 
 def legend(fmt, metric):
