@@ -2,6 +2,8 @@
 //! checker and linter; Debian's prometheus package, installed by infra/install.sh): the bridge, a
 //! worker and an MPC node, scraped while running after real traffic (a change routed, a bad record
 //! dead-lettered), so labelled series and histogram buckets are there, not only their HELP lines.
+//! The same run checks that the figures the dashboard's edge panels need are served: the end-to-end
+//! latencies and mosquitto's `$SYS` figures read by the bridge.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -47,6 +49,29 @@ async fn every_services_metrics_pass_promtool() -> anyhow::Result<()> {
     p.d1.publish(&["sync"], delta.clone()).await?;
     p.d2.wait_applied(&delta, Duration::from_secs(20), "d1's change at d2")
         .await?;
+    // The change's trip through the cloud was timed at both ends: the worker's output written to
+    // Kafka, and the bridge's delivery to d2 acknowledged by mosquitto.
+    let wait = Duration::from_secs(20);
+    p.worker
+        .wait_metric(
+            "at_reencrypt_end_to_end_seconds_count{kind=\"device\"}",
+            1.0,
+            wait,
+        )
+        .await?;
+    p.ingest
+        .wait_metric("at_ingest_end_to_end_seconds_count", 1.0, wait)
+        .await?;
+    // mosquitto's own figures through the bridge ($SYS, retained: sent on subscription, then every
+    // sys_interval): at least the bridge's two connections and the two devices are connected.
+    p.ingest
+        .wait_metric("at_mqtt_clients_connected", 4.0, wait)
+        .await?;
+    p.ingest
+        .wait_metric("at_mqtt_messages_received_total", 1.0, wait)
+        .await?;
+    anyhow::ensure!(p.ingest.metric("at_mqtt_stats_skipped_total").await? == 0.0);
+
     // A record the worker refuses, so that its dead-letter counter has a labelled series.
     env.bridge_ctl()?
         .send(&env.topics.sync(), &p.twin, b"\x08\x01garbage")

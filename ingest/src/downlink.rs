@@ -12,13 +12,15 @@ use std::time::Duration;
 use armored_base::mqtt::{self, Backoff};
 use armored_base::Shutdown;
 use armored_runtime::kafka::{failed, Ack, AckError};
+use armored_runtime::latency;
 use armored_runtime::pipeline::{run_group, GroupSpec, Handler, Inbound};
 use armored_schemas::v1::{self, downlink::Message as Down};
 use prost::Message;
-use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS, SubscribeReasonCode};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::broker_stats::{self, BrokerStats};
 use crate::Ctx;
 
 /// Matches PUBACKs to publishes: rumqttc assigns packet ids as it sends, in request order.
@@ -75,6 +77,7 @@ pub(crate) async fn start(
     let sd = shutdown.clone();
     let events = tokio::spawn(async move {
         let mut backoff = Backoff::default();
+        let mut stats = BrokerStats::default();
         loop {
             let ev = tokio::select! {
                 _ = sd.cancelled() => break,
@@ -94,6 +97,34 @@ pub(crate) async fn start(
                     if let Some(tx) = p.by_pkid.remove(&a.pkid) {
                         let _ = tx.send(());
                     }
+                }
+                Ok(Event::Incoming(Packet::Publish(m)))
+                    if broker_stats::is_broker_topic(&m.topic) =>
+                {
+                    if let Err(e) = stats.apply(&metrics, &m.topic, &m.payload) {
+                        metrics.mqtt.skipped.inc();
+                        tracing::debug!(topic = %m.topic, error = %e, "$SYS message skipped");
+                    }
+                }
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    // The broker's figures, read on this connection: the uplink's readiness
+                    // depends on its own subscriptions alone. Queued off this loop, which is what
+                    // drains the request queue.
+                    let c = client.clone();
+                    tokio::spawn(async move {
+                        for filter in broker_stats::filters() {
+                            if let Err(e) = c.subscribe(filter, QoS::AtMostOnce).await {
+                                tracing::warn!(error = %e, filter, "$SYS subscription not queued");
+                            }
+                        }
+                    });
+                }
+                Ok(Event::Incoming(Packet::SubAck(a)))
+                    if a.return_codes.contains(&SubscribeReasonCode::Failure) =>
+                {
+                    tracing::warn!(
+                        "mosquitto refused the bridge's $SYS subscription (ACL?): no at_mqtt_* figures"
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -225,11 +256,17 @@ async fn deliver(ctx: &Ctx, publisher: &Publisher, m: Inbound) -> Vec<Ack> {
         return vec![ctx.dlq.refuse(&refusal, &src, &m.payload).await];
     }
     ctx.metrics.messages_out.with_label_values(&["down"]).inc();
-    vec![
-        publisher
-            .publish(format!("at/v1/down/{twin}/{device}"), false, body)
-            .await,
-    ]
+    let ack = publisher
+        .publish(format!("at/v1/down/{twin}/{device}"), false, body)
+        .await;
+    match latency::parse_stamp(m.header(latency::INGEST_MS_HEADER)) {
+        Some(ms) => vec![latency::observe_on_ack(
+            ack,
+            ctx.metrics.end_to_end.clone(),
+            ms,
+        )],
+        None => vec![ack],
+    }
 }
 
 async fn push_roster(ctx: &Ctx, publisher: &Publisher, twin_id: &str) {

@@ -5,6 +5,7 @@
 //! enrollments and device revocations) kept as a retained message on its devices' downlink topics.
 #![forbid(unsafe_code)]
 
+mod broker_stats;
 pub mod checks;
 mod downlink;
 pub mod lanes;

@@ -1,8 +1,10 @@
 //! `at_ingest_*` metrics (DESIGN, "Observability"): bounded labels only, never twin or device ids.
 
 use prometheus::{
+    register_gauge_with_registry, register_histogram_with_registry,
     register_int_counter_vec_with_registry, register_int_counter_with_registry,
-    register_int_gauge_with_registry, IntCounter, IntCounterVec, IntGauge, Registry,
+    register_int_gauge_with_registry, Gauge, Histogram, IntCounter, IntCounterVec, IntGauge,
+    Registry,
 };
 
 /// The bridge's metrics.
@@ -30,6 +32,32 @@ pub struct Metrics {
     pub consumer_lag: IntGauge,
     /// Consumers replaced because their group coordinator stayed lost.
     pub consumer_restarts: IntCounter,
+    /// From this or another bridge receiving an uplink to mosquitto acknowledging a device's
+    /// delivery made from it: the cloud's whole part of a device-to-device sync.
+    pub end_to_end: Histogram,
+    /// mosquitto's own figures (`crate::broker_stats`).
+    pub mqtt: BrokerMetrics,
+}
+
+/// mosquitto's `$SYS` figures, as the bridge last read them.
+#[derive(Clone, Debug)]
+pub struct BrokerMetrics {
+    /// Clients connected: devices, bridges, probes and operators' clients alike.
+    pub clients_connected: IntGauge,
+    /// Persistent sessions whose client is not connected (offline devices whose messages queue).
+    pub sessions_offline: IntGauge,
+    /// Messages the broker holds (retained, queued and in flight).
+    pub stored_messages: IntGauge,
+    /// Messages the broker received, all clients.
+    pub received: IntCounter,
+    /// Messages the broker sent, all clients.
+    pub sent: IntCounter,
+    /// Messages the broker dropped (a client's queue full, or an over-limit publish).
+    pub dropped: IntCounter,
+    /// When the last `$SYS` figure arrived (Unix seconds; 0 before the first).
+    pub updated: Gauge,
+    /// `$SYS` messages skipped (not a figure the bridge reads, or not a number).
+    pub skipped: IntCounter,
 }
 
 impl Metrics {
@@ -92,6 +120,54 @@ impl Metrics {
                 "Consumers replaced because their group coordinator stayed lost",
                 r
             )?,
+            end_to_end: register_histogram_with_registry!(
+                "at_ingest_end_to_end_seconds",
+                "From a bridge receiving an uplink to a device's delivery acknowledged by mosquitto",
+                armored_runtime::latency::BUCKETS.to_vec(),
+                r
+            )?,
+            mqtt: BrokerMetrics {
+                clients_connected: register_int_gauge_with_registry!(
+                    "at_mqtt_clients_connected",
+                    "mosquitto: clients connected (devices, bridges and others)",
+                    r
+                )?,
+                sessions_offline: register_int_gauge_with_registry!(
+                    "at_mqtt_sessions_offline",
+                    "mosquitto: persistent sessions whose client is not connected",
+                    r
+                )?,
+                stored_messages: register_int_gauge_with_registry!(
+                    "at_mqtt_stored_messages",
+                    "mosquitto: messages held (retained, queued, in flight)",
+                    r
+                )?,
+                received: register_int_counter_with_registry!(
+                    "at_mqtt_messages_received_total",
+                    "mosquitto: messages received from all clients",
+                    r
+                )?,
+                sent: register_int_counter_with_registry!(
+                    "at_mqtt_messages_sent_total",
+                    "mosquitto: messages sent to all clients",
+                    r
+                )?,
+                dropped: register_int_counter_with_registry!(
+                    "at_mqtt_messages_dropped_total",
+                    "mosquitto: messages dropped (queue full or over a limit)",
+                    r
+                )?,
+                updated: register_gauge_with_registry!(
+                    "at_mqtt_stats_updated_timestamp_seconds",
+                    "When the bridge last read a mosquitto $SYS figure (0: never)",
+                    r
+                )?,
+                skipped: register_int_counter_with_registry!(
+                    "at_mqtt_stats_skipped_total",
+                    "mosquitto $SYS messages skipped (unknown or not a number)",
+                    r
+                )?,
+            },
             registry: r,
         };
         // Both connections' series exist from the start, at 0: a dashboard and an alert see

@@ -283,7 +283,7 @@ async fn handle(
             }
             let ingest_ms = now_ms().to_string();
             let headers = OwnedHeaders::new().insert(Header {
-                key: "at-ingest-ms",
+                key: armored_runtime::latency::INGEST_MS_HEADER,
                 value: Some(&ingest_ms),
             });
             m.messages_out.with_label_values(&["up"]).inc();

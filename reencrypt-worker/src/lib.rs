@@ -26,8 +26,10 @@ use armored_base::Shutdown;
 use armored_runtime::dlq::Source;
 use armored_runtime::follower::{Follower, SyncTimeout};
 use armored_runtime::kafka::{enqueue, failed, Ack, AckError};
+use armored_runtime::latency;
 use armored_runtime::pipeline::{GroupSpec, Handling, Inbound};
 use armored_schemas::Refusal;
+use rdkafka::message::Header;
 
 pub use crate::config::{defaults, Config, WorkerConfig};
 use crate::ctx::{wait_control, Ctx};
@@ -325,6 +327,7 @@ async fn produce(ctx: &Ctx, m: &Inbound, routed: Result<Vec<Output>, RouteError>
         Ok(outputs) => outputs,
         Err(e) => return vec![ctx.dlq.refuse(&e, &src, &m.payload).await],
     };
+    let stamp = latency::parse_stamp(m.header(latency::INGEST_MS_HEADER));
     let mut acks = Vec::with_capacity(outputs.len());
     for o in outputs {
         let (topic, key) = match &o.dest {
@@ -334,22 +337,34 @@ async fn produce(ctx: &Ctx, m: &Inbound, routed: Result<Vec<Output>, RouteError>
                 String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned(),
             ),
         };
-        let headers = o.headers(None);
+        let mut headers = o.headers(None);
+        if let Some(ms) = stamp {
+            // Carried on, so that the bridge can measure a device's delivery end to end.
+            headers = headers.insert(Header {
+                key: latency::INGEST_MS_HEADER,
+                value: Some(&ms.to_string()),
+            });
+        }
         ctx.metrics
             .deliveries
             .with_label_values(&[o.dest.kind()])
             .inc();
         ctx.metrics.bytes_out.inc_by(o.payload.len() as u64);
-        acks.push(
-            enqueue(
-                &ctx.producer,
-                &topic,
-                key.as_bytes(),
-                &o.payload,
-                Some(headers),
-            )
-            .await,
-        );
+        let ack = enqueue(
+            &ctx.producer,
+            &topic,
+            key.as_bytes(),
+            &o.payload,
+            Some(headers),
+        )
+        .await;
+        acks.push(match stamp {
+            Some(ms) => {
+                let h = ctx.metrics.end_to_end.with_label_values(&[o.dest.kind()]);
+                latency::observe_on_ack(ack, h, ms)
+            }
+            None => ack,
+        });
     }
     acks
 }

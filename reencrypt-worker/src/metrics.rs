@@ -1,9 +1,9 @@
 //! `at_reencrypt_*` metrics (DESIGN, "Observability").
 
 use prometheus::{
-    register_histogram_with_registry, register_int_counter_vec_with_registry,
-    register_int_counter_with_registry, register_int_gauge_with_registry, IntCounter,
-    IntCounterVec, IntGauge, Registry,
+    register_histogram_vec_with_registry, register_histogram_with_registry,
+    register_int_counter_vec_with_registry, register_int_counter_with_registry,
+    register_int_gauge_with_registry, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry,
 };
 
 use crate::route::RouteMetrics;
@@ -19,6 +19,9 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     /// Bytes produced.
     pub bytes_out: IntCounter,
+    /// From the bridge receiving an uplink to Kafka acknowledging an output made from it, by
+    /// receiver kind (live records only; history replays re-send old data).
+    pub end_to_end: HistogramVec,
     /// ReEnc, cache and check counters and the ReEnc latency histogram.
     pub route: RouteMetrics,
     /// Dead letters by reason.
@@ -94,6 +97,13 @@ impl Metrics {
                 "Bytes produced",
                 r
             )?,
+            end_to_end: register_histogram_vec_with_registry!(
+                "at_reencrypt_end_to_end_seconds",
+                "From the bridge receiving an uplink to its output written to Kafka",
+                &["kind"],
+                armored_runtime::latency::BUCKETS.to_vec(),
+                r
+            )?,
             dead_letters: register_int_counter_vec_with_registry!(
                 "at_reencrypt_dead_letters_total",
                 "Dead letters by reason",
@@ -150,6 +160,7 @@ impl Metrics {
         // Every receiver kind's series exists from the start, at 0 (see at-mpc-node's jobs).
         for kind in ["device", "service", "mpc-node"] {
             m.deliveries.with_label_values(&[kind]);
+            m.end_to_end.with_label_values(&[kind]);
         }
         Ok(m)
     }

@@ -12,6 +12,7 @@ pub mod dlq;
 pub mod follower;
 pub mod http;
 pub mod kafka;
+pub mod latency;
 pub mod pipeline;
 pub mod reader;
 pub mod registry;
