@@ -58,6 +58,36 @@ pub struct LedgerEntry {
     /// A process token (kind `process-token`; `rk_id` is then the token id) and what it grants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenInfo>,
+    /// The epochs a re-key admits (a time-windowed grant); both open when absent.
+    #[serde(default, skip_serializing_if = "EpochWindow::is_open")]
+    pub window: EpochWindow,
+}
+
+/// The epochs a grant admits: [`from_epoch`, `until_epoch`), either end open.
+///
+/// [`from_epoch`]: Self::from_epoch
+/// [`until_epoch`]: Self::until_epoch
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochWindow {
+    /// The first epoch admitted (the stored history is replayed from it when asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_epoch: Option<u64>,
+    /// The first epoch no longer admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_epoch: Option<u64>,
+}
+
+impl EpochWindow {
+    /// Admits every epoch.
+    pub fn is_open(&self) -> bool {
+        self.from_epoch.is_none() && self.until_epoch.is_none()
+    }
+
+    /// `from..until` in epochs, `..` for an open end (for listings).
+    pub fn describe(&self) -> String {
+        let end = |e: Option<u64>| e.map(|e| e.to_string()).unwrap_or_default();
+        format!("{}..{}", end(self.from_epoch), end(self.until_epoch))
+    }
 }
 
 /// An owner's management device.
@@ -186,7 +216,7 @@ impl Owner {
             &format!("{}/{}", card.twin_id, card.device_id),
             &policy,
             &pre,
-            None,
+            EpochWindow::default(),
         )
         .await
     }
@@ -239,12 +269,36 @@ impl Owner {
         policy: &str,
         history_from_epoch: Option<u64>,
     ) -> Result<String> {
+        let window = EpochWindow {
+            from_epoch: history_from_epoch,
+            until_epoch: None,
+        };
+        self.grant_window(ctl, party_id, policy, window).await
+    }
+
+    /// Phase 2, time-windowed: grants `party_id` exactly `policy` for the epochs of `window` only.
+    /// The workers re-encrypt nothing outside it, live or replayed (`ReKeyUpload.history_from_epoch`
+    /// and `until_epoch`, signed with the re-key).
+    pub async fn grant_window(
+        &self,
+        ctl: &Ctl,
+        party_id: &str,
+        policy: &str,
+        window: EpochWindow,
+    ) -> Result<String> {
+        if let (Some(f), Some(u)) = (window.from_epoch, window.until_epoch) {
+            if u <= f {
+                return Err(ClientError::Invalid(format!(
+                    "the window admits no epoch: until (epoch {u}) is not after from (epoch {f})"
+                )));
+            }
+        }
         let p = self.trusted(party_id)?;
         let kind = match p.kind {
             armored_schemas::v1::PartyKind::MpcNode => ReceiverKind::MpcNode,
             _ => ReceiverKind::Service,
         };
-        self.issue(ctl, kind, party_id, policy, &p.pre, history_from_epoch)
+        self.issue(ctl, kind, party_id, policy, &p.pre, window)
             .await
     }
 
@@ -255,7 +309,7 @@ impl Owner {
         receiver_id: &str,
         policy: &str,
         receiver: &PublicKey,
-        history_from_epoch: Option<u64>,
+        window: EpochWindow,
     ) -> Result<String> {
         let policy = Policy::parse(policy).map_err(|reason| ClientError::Policy {
             text: policy.to_string(),
@@ -269,7 +323,8 @@ impl Owner {
                 receiver_kind: kind,
                 receiver_id,
                 not_after_ms: None,
-                history_from_epoch,
+                history_from_epoch: window.from_epoch,
+                until_epoch: window.until_epoch,
             },
         );
         let rk_id = hex::encode(rk.rk_id());
@@ -295,6 +350,7 @@ impl Owner {
             receiver_key: receiver.key_id().to_string(),
             node_index: None,
             token: None,
+            window,
         });
         self.save_ledger(&ledger)?;
         Ok(rk_id)
@@ -371,7 +427,7 @@ impl Owner {
                 &p.party_id,
                 &policy,
                 &p.pre,
-                None,
+                EpochWindow::default(),
             )
             .await?;
         let mut ledger = self.ledger()?;

@@ -25,7 +25,7 @@ use rdkafka::message::{Headers, Message};
 
 use crate::error::{parse, ClientError, ParseCause, Result};
 use crate::kafka::Ctl;
-use crate::owner::{control, Owner};
+use crate::owner::{control, EpochWindow, Owner};
 use crate::when::utc_ms;
 
 /// The worker's progress record: one definition for the worker and its readers.
@@ -258,14 +258,46 @@ pub async fn grant_with_history(
     policy: &str,
     from_epoch: u64,
 ) -> Result<(String, String)> {
-    let rk = owner.grant(ctl, party, policy, Some(from_epoch)).await?;
-    let id = request_replay(owner, ctl, &rk, from_epoch).await?;
+    let window = EpochWindow {
+        from_epoch: Some(from_epoch),
+        until_epoch: None,
+    };
+    grant_window_with_history(owner, ctl, party, policy, window).await
+}
+
+/// A time-windowed grant with its history: grants `party` exactly `policy` for the epochs of
+/// `window`, then asks for a replay from its first epoch (0 when open). The workers deliver only
+/// the window's epochs, live and replayed.
+pub async fn grant_window_with_history(
+    owner: &Owner,
+    ctl: &Ctl,
+    party: &str,
+    policy: &str,
+    window: EpochWindow,
+) -> Result<(String, String)> {
+    let rk = owner.grant_window(ctl, party, policy, window).await?;
+    let id = request_replay(owner, ctl, &rk, window.from_epoch.unwrap_or(0)).await?;
     Ok((rk, id))
+}
+
+/// An `--until`: an epoch number (fewer than 13 digits), or a time ([`crate::when::parse_until`]:
+/// a duration from now, unix ms, `YYYY-MM-DDTHH:MM[:SS]Z`) turned into the first epoch that does
+/// not end by it.
+pub fn parse_until_epoch(s: &str, epoch_len_ms: u64, now_ms: u64) -> Result<u64> {
+    let t = s.trim();
+    if !t.is_empty() && t.len() < 13 && t.bytes().all(|c| c.is_ascii_digit()) {
+        return t
+            .parse()
+            .map_err(|_| ClientError::Invalid(format!("--until {t:?}: not an epoch")));
+    }
+    let ms = crate::when::parse_until(t, now_ms)
+        .map_err(|why| ClientError::Invalid(format!("--until {t:?}: {why}")))?;
+    Ok(ms / epoch_len_ms.max(1))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_from;
+    use super::{parse_from, parse_until_epoch};
 
     const H: u64 = 3_600_000;
 
@@ -292,6 +324,25 @@ mod tests {
             "@x",
         ] {
             assert!(parse_from(bad, H, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn until_takes_epochs_and_times_to_the_first_epoch_not_ending_by_it() {
+        let now = 1_795_611_600_000; // 2026-11-25T13:00:00Z, an hour boundary
+        assert_eq!(parse_until_epoch("42", H, now).ok(), Some(42));
+        assert_eq!(parse_until_epoch("2h", H, now).ok(), Some(now / H + 2));
+        assert_eq!(
+            parse_until_epoch("2026-11-25T13:30:00Z", H, now).ok(),
+            Some(now / H),
+            "the epoch 13:00-14:00 does not end by 13:30"
+        );
+        assert_eq!(
+            parse_until_epoch(&(now + H).to_string(), H, now).ok(),
+            Some(now / H + 1)
+        );
+        for bad in ["", "soon", "2026-13-01T00:00:00Z", "-2h"] {
+            assert!(parse_until_epoch(bad, H, now).is_err(), "{bad}");
         }
     }
 }

@@ -91,6 +91,7 @@ fn main() -> Result<(), Error> {
                 receiver_id: who,
                 not_after_ms: None,
                 history_from_epoch: Some(0),
+                until_epoch: None,
             },
         );
         // The cloud accepts only uploads signed by the owner's registered key.

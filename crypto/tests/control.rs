@@ -27,6 +27,7 @@ fn rk_upload(
         receiver_id: "d1",
         not_after_ms: not_after,
         history_from_epoch: None,
+        until_epoch: None,
     };
     let bytes = issue_rekey_upload(sig, &rk, &input);
     (rk, bytes)
@@ -59,6 +60,49 @@ fn a_signature_of_one_type_is_not_accepted_as_another() {
         verify_write_token(&as_wt, &vk, &none, 5),
         Err(Error::Decode(_)) | Err(Error::UnknownSigner(_)) | Err(Error::Expired { .. })
     ));
+}
+
+#[test]
+fn a_time_windowed_rekey_admits_only_its_epochs_and_an_empty_window_is_refused() {
+    let mut rng = common::rng(33);
+    let owner_pre = SecretKey::generate(&mut rng);
+    let sig = SigningKey::generate(&mut rng);
+    let none = RevocationSet::default();
+    let bob = SecretKey::generate(&mut rng);
+    let rk = ReKey::generate(
+        &owner_pre,
+        &Policy::parse("sync").unwrap(),
+        bob.public(),
+        &mut rng,
+    )
+    .unwrap();
+    let upload = |from: Option<u64>, until: Option<u64>| {
+        let input = ReKeyUploadInput {
+            receiver_kind: ReceiverKind::Service,
+            receiver_id: "svc",
+            not_after_ms: None,
+            history_from_epoch: from,
+            until_epoch: until,
+        };
+        let bytes = issue_rekey_upload(&sig, &rk, &input);
+        verify_rekey_upload(&bytes, sig.verifying_key(), owner_pre.key_id(), &none, 0)
+    };
+    let g = upload(Some(10), Some(12)).unwrap();
+    let admitted: Vec<u64> = (0..20).filter(|e| g.admits_epoch(*e)).collect();
+    assert_eq!(admitted, vec![10, 11]);
+    let open_start = upload(None, Some(3)).unwrap();
+    assert!(open_start.admits_epoch(0) && !open_start.admits_epoch(3));
+    let open = upload(None, None).unwrap();
+    assert!(open.admits_epoch(0) && open.admits_epoch(u64::MAX));
+    for (from, until) in [(12, 12), (12, 11)] {
+        assert!(matches!(
+            upload(Some(from), Some(until)),
+            Err(Error::InvalidField {
+                field: "rekey_upload.until_epoch",
+                ..
+            })
+        ));
+    }
 }
 
 #[test]

@@ -196,6 +196,7 @@ fn every_byte_of_a_signed_rekey_upload_flipped_is_an_error() {
         receiver_id: "svc-1",
         not_after_ms: None,
         history_from_epoch: Some(0),
+        until_epoch: None,
     };
     let good = issue_rekey_upload(&sig, &w.rk, &input);
     let revoked = RevocationSet::default();

@@ -234,6 +234,7 @@ async fn bad_input_is_dead_lettered_counted_and_good_traffic_flows() -> anyhow::
         receiver_id: "mallory",
         not_after_ms: None,
         history_from_epoch: None,
+        until_epoch: None,
     };
     let unsigned = issue_rekey_upload(&other_sig, &rk, &input);
     send(

@@ -1,5 +1,6 @@
 //! History replay (M3), device replacement and owner key recovery on the real brokers: a grant from
-//! a given epoch gets exactly the history from that epoch; a replay request for an existing re-key
+//! a given epoch gets exactly the history from that epoch; a time-windowed grant gets exactly its
+//! epochs, replayed and live; a replay request for an existing re-key
 //! gets what its policy admits and is refused once revoked; bad replay requests are dead-lettered
 //! and counted; a replacement device rebuilds exactly the old device's state; a restored owner
 //! grants and revokes. Needs `infra/start.sh`.
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use armored_base::time::now_ms;
 use armored_client::kafka::Ctl;
-use armored_client::owner::{control, Owner};
+use armored_client::owner::{control, EpochWindow, Owner};
 use armored_client::replay::{self, grant_with_history, request_replay};
 use armored_crypto::domain::SigDomain;
 use armored_crypto::sig::SigningKey;
@@ -112,6 +113,98 @@ async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Resul
         1.0
     );
     assert_eq!(worker.metric("at_reencrypt_replays_in_flight").await?, 0.0);
+    env.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_time_windowed_grant_admits_only_its_epochs_live_and_replayed() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.owner_ctl()?;
+    let bridge = env.bridge_ctl()?;
+    let worker = env.start_worker(&rand_id("reenc"));
+    let owner = env.owner(&ctl).await?;
+    let twin = rand_id("bike");
+    let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
+    // Four changes before any grant, in epochs e-3, e-2, e-1 and e.
+    let now = now_ms();
+    let e = now / HOUR;
+    for (n, back) in [3u64, 2, 1, 0].iter().enumerate() {
+        store(
+            &bridge,
+            &mut d1,
+            &["sync"],
+            json!({ "n": n }),
+            now - back * HOUR,
+        )
+        .await?;
+    }
+    worker.wait_metric(DEVICE_DELIVERIES, 4.0, WAIT).await?;
+
+    // The service may see epochs e-2 and e-1 only: [e-2, e).
+    let (party, mut svc) = env.service(&owner, &ctl).await?;
+    let window = EpochWindow {
+        from_epoch: Some(e - 2),
+        until_epoch: Some(e),
+    };
+    let (rk, request) =
+        replay::grant_window_with_history(&owner, &ctl, &party, "sync", window).await?;
+    let status = replay::watch_replay(&ctl, &request, WAIT, |_| {})
+        .await?
+        .expect("a progress report");
+    assert_eq!(status.state, "done", "{status:?}");
+    // e-3 is before the window, e after it.
+    assert_eq!(
+        status.delivered, 2,
+        "the history inside the window: {status:?}"
+    );
+    // Live, after the replay: a change of epoch e-1 (inside: written late, with an older time),
+    // one of e and one of e+1 (outside).
+    store(&bridge, &mut d1, &["sync"], json!({"n": 4}), now - HOUR).await?;
+    store(&bridge, &mut d1, &["sync"], json!({"n": 5}), now).await?;
+    store(&bridge, &mut d1, &["sync"], json!({"n": 6}), now + HOUR).await?;
+    worker.wait_metric(DEVICE_DELIVERIES, 7.0, WAIT).await?;
+
+    let got = consume(&env, &mut svc, Some(3), Duration::from_secs(5)).await?;
+    let mut seen: Vec<(u64, serde_json::Value)> =
+        got.iter().map(|r| (r.epoch, r.delta.clone())).collect();
+    seen.sort_by_key(|(epoch, d)| (*epoch, d.to_string()));
+    assert_eq!(
+        seen,
+        vec![
+            (e - 2, json!({"n": 1})),
+            (e - 1, json!({"n": 2})),
+            (e - 1, json!({"n": 4})),
+        ]
+    );
+    let more = consume(&env, &mut svc, Some(1), Duration::from_secs(3)).await?;
+    assert!(more.is_empty(), "outside the window: {more:?}");
+    assert_eq!(
+        worker
+            .metric("at_reencrypt_deliveries_total{kind=\"service\"}")
+            .await?,
+        3.0
+    );
+    // The owner's ledger shows the window.
+    let entry = owner
+        .ledger()?
+        .into_iter()
+        .find(|l| l.rk_id == rk)
+        .expect("the grant in the ledger");
+    assert_eq!(entry.window, window);
+    assert_eq!(entry.window.describe(), format!("{}..{}", e - 2, e));
+    // A replay of the whole history for this re-key still delivers only the window's epochs:
+    // e-2, e-1 and the late e-1 of the seven stored changes.
+    let all = request_replay(&owner, &ctl, &rk, 0).await?;
+    let status = replay::watch_replay(&ctl, &all, WAIT, |_| {})
+        .await?
+        .expect("a progress report");
+    assert_eq!(
+        (status.state.as_str(), status.delivered),
+        ("done", 3),
+        "{status:?}"
+    );
     env.stop().await;
     Ok(())
 }

@@ -53,6 +53,7 @@ async fn a_signed_rekey_with_a_15000_deep_policy_is_refused_and_the_worker_keeps
         owner_sig_key_id: owner.signing_key().key_id().0.to_vec(),
         not_after_ms: None,
         history_from_epoch: None,
+        until_epoch: None,
     };
     let upload = owner
         .signing_key()

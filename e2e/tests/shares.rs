@@ -432,8 +432,7 @@ async fn process_token_and_its_revocation_on_the_token_topic() -> anyhow::Result
         function: armored_client::owner::CONTACT_TRACING.into(),
         distance: 25,
         slot_len_ms: SLOT_MS,
-        window_alignment: 50,
-        min_window_slots: 50,
+        window_slots: 50,
         max_jobs_per_window: 2,
         not_after_ms: now_ms() + 3_600_000,
         policy: None,
@@ -474,9 +473,10 @@ async fn process_token_and_its_revocation_on_the_token_topic() -> anyhow::Result
             f.function.as_str(),
             f.distance,
             f.slot_len_ms,
-            f.window_alignment
+            f.window_alignment,
+            f.min_window_slots
         ),
-        ("contact-tracing/v1", 25, SLOT_MS, 50)
+        ("contact-tracing/v1", 25, SLOT_MS, 50, 50)
     );
     let ha_bytes = std::fs::read(&ha_id)?;
     let ha = armored_crypto::identity::verify_pinned_identity(

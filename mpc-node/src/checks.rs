@@ -1,8 +1,15 @@
 //! Job admission (Protocol 2 phase 6+ step 2; envelope.md, "Tokens"): for the reference twin and
 //! every participant, the owner's process token must exist, be unexpired and unrevoked, name this
 //! job's service as its receiver, and grant `contact-tracing/v1` with exactly the job's distance,
-//! an aligned window of at least the minimum size, and a designator whose signed statement names
-//! the reference twin for this window. Every node runs the same checks on the same records, so a
+//! one of the grant's windows, and a designator whose signed statement names the reference twin for
+//! this window.
+//!
+//! Windows cannot be differenced: a grant's windows are tiles of exactly its window length L
+//! (`min_window_slots` on the wire), starting on multiples of L (and of `window_alignment`), so
+//! any two admitted windows are the same or disjoint and the budget of a window is the budget of
+//! each of its slots. (With windows of any length above a minimum, jobs over [s, s+50) and
+//! [s, s+51) differed by one slot's contact.) A job's window and its size (participants × slots,
+//! what every node allocates) are bounded by the node's configuration. Every node runs the same checks on the same records, so a
 //! job that fails one fails on every node with the same reason.
 
 use std::collections::HashSet;
@@ -73,6 +80,10 @@ pub struct Deployment {
     pub max_participants: usize,
     /// Clock-skew bound added to the window's end.
     pub cutoff_skew_ms: u64,
+    /// Longest window, in slots.
+    pub max_window_slots: u32,
+    /// Largest (participants + 1) × window slots: the inputs every node allocates for a job.
+    pub max_job_inputs: u64,
 }
 
 /// Checks a verified job at `now_ms`.
@@ -111,6 +122,25 @@ pub fn admit(
             format!(
                 "1 to {max_participants} participants (got {})",
                 job.participants.len()
+            ),
+        ));
+    }
+    if job.window_slots > deployment.max_window_slots {
+        return Err(reject(
+            "window_too_long",
+            format!(
+                "{} slots, over this deployment's {}",
+                job.window_slots, deployment.max_window_slots
+            ),
+        ));
+    }
+    let inputs = (job.participants.len() as u64 + 1).saturating_mul(u64::from(job.window_slots));
+    if inputs > deployment.max_job_inputs {
+        return Err(reject(
+            "job_too_large",
+            format!(
+                "(participants + 1) × slots = {inputs}, over this deployment's {}",
+                deployment.max_job_inputs
             ),
         ));
     }
@@ -181,15 +211,14 @@ pub fn admit(
                 ),
             ));
         }
-        if g.window_alignment == 0
-            || job.window_start_slot % u64::from(g.window_alignment) != 0
-            || job.window_slots < g.min_window_slots
-        {
+        if !is_granted_window(g, job.window_start_slot, job.window_slots) {
             return Err(reject(
                 "window_not_granted",
                 format!(
-                    "{who}: window must start on a multiple of {} slots and span at least {}",
-                    g.window_alignment, g.min_window_slots
+                    "{who}: the grant's windows are exactly {len} slots, starting on multiples \
+                     of {len} and of {}",
+                    g.window_alignment,
+                    len = g.min_window_slots,
                 ),
             ));
         }
@@ -281,4 +310,68 @@ pub fn admissible(a: &Admission, attributes: &[String], owner: &KeyId) -> bool {
     *owner == a.owner_sig_key_id
         && AttributeSet::new(attributes.iter().map(String::as_str))
             .is_ok_and(|s| a.policy.is_satisfied(&s))
+}
+
+/// Whether [start, start + slots) is one of the grant's windows: exactly its length L, starting on
+/// a multiple of L and of its alignment. Two such windows are the same or disjoint.
+pub fn is_granted_window(g: &v1::FunctionGrant, start: u64, slots: u32) -> bool {
+    let len = g.min_window_slots;
+    len > 0
+        && g.window_alignment > 0
+        && slots == len
+        && start % u64::from(len) == 0
+        && start % u64::from(g.window_alignment) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(alignment: u32, len: u32) -> v1::FunctionGrant {
+        v1::FunctionGrant {
+            window_alignment: alignment,
+            min_window_slots: len,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_grants_tiles_are_windows() {
+        let g = grant(50, 50);
+        assert!(is_granted_window(&g, 1000, 50));
+        // The differencing pair: one slot longer, refused.
+        assert!(!is_granted_window(&g, 1000, 51));
+        // Shorter, or shifted into an overlap with a tile.
+        assert!(!is_granted_window(&g, 1000, 49));
+        assert!(!is_granted_window(&g, 1025, 50));
+        // An alignment finer than the length does not let windows overlap.
+        let fine = grant(1, 50);
+        assert!(is_granted_window(&fine, 1050, 50));
+        assert!(!is_granted_window(&fine, 1051, 50));
+        // A coarser one skips tiles.
+        let coarse = grant(100, 50);
+        assert!(is_granted_window(&coarse, 1000, 50));
+        assert!(!is_granted_window(&coarse, 1050, 50));
+        // A grant without a length admits nothing.
+        assert!(!is_granted_window(&grant(0, 50), 0, 50));
+        assert!(!is_granted_window(&grant(50, 0), 0, 0));
+    }
+
+    #[test]
+    fn admitted_windows_are_equal_or_disjoint() {
+        // Exhaustively over a small range: the property that makes a per-window budget a per-slot one.
+        for (a, len) in [(1, 3), (2, 4), (3, 3), (6, 3), (4, 6)] {
+            let g = grant(a, len);
+            let windows: Vec<u64> = (0..60).filter(|s| is_granted_window(&g, *s, len)).collect();
+            for x in &windows {
+                for y in &windows {
+                    let overlap = x.max(y) < &(x.min(y) + u64::from(len));
+                    assert!(
+                        x == y || !overlap,
+                        "grant ({a}, {len}): {x} and {y} overlap"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -41,10 +41,18 @@ pub struct NodeConfig {
     pub round_timeout_ms: u64,
     /// Inputs are cut off at the window's end plus this clock-skew bound (envelope.md: 5 min).
     pub cutoff_skew_ms: u64,
-    /// A job whose cut-off is further away than this fails as `window_not_closed`.
+    /// A job whose cut-off is further away than this fails as `window_not_closed`; one closer is
+    /// deferred until its cut-off (persisted; the jobs topic goes on meanwhile).
     pub max_cutoff_wait_ms: u64,
+    /// Attempts that may wait for their cut-off at once; more fail as `too_many_deferred`.
+    pub max_deferred_jobs: usize,
     /// Largest number of participants a job may name.
     pub max_participants: usize,
+    /// Longest window a job may name, in slots (`window_too_long`).
+    pub max_window_slots: u32,
+    /// Largest (participants + 1) × window slots, the inputs a job makes every node allocate
+    /// (`job_too_large`).
+    pub max_job_inputs: u64,
 }
 
 /// Built-in defaults.
@@ -60,8 +68,11 @@ state_dir = ""
 group = ""
 round_timeout_ms = 10000
 cutoff_skew_ms = 300000
-max_cutoff_wait_ms = 900000
+max_cutoff_wait_ms = 86400000
+max_deferred_jobs = 1000
 max_participants = 10000
+max_window_slots = 2016
+max_job_inputs = 1000000
 "#,
         kafka = armored_runtime::config::KAFKA_DEFAULTS,
     )

@@ -15,7 +15,7 @@ use crate::config::{Config, Keys};
 use crate::metrics::Metrics;
 use crate::net::PeerNet;
 use crate::shares::ShareStore;
-use crate::state::NodeState;
+use crate::state::{Deferred, NodeState};
 use crate::tokens::TokenStore;
 
 /// A refused control or share record, on its way to the dead letters.
@@ -35,6 +35,8 @@ pub(crate) struct Ctx {
     pub(crate) followers: [Follower; 3],
     pub(crate) state: Mutex<NodeState>,
     pub(crate) net: Arc<PeerNet>,
+    /// Attempts waiting for their cut-off go to the deferred queue (deferred.rs).
+    pub(crate) deferred: tokio::sync::mpsc::UnboundedSender<Deferred>,
     pub(crate) shutdown: Shutdown,
 }
 

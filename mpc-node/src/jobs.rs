@@ -1,6 +1,10 @@
 //! One record of `at.mpc.jobs.v1`: decode and verify the job, consult the ledger, admit the
 //! attempt (checks.rs), charge the budgets, run it with the peers (attempt.rs) and publish the
-//! output share or a signed `JobFailed`.
+//! output share or a signed `JobFailed`. An attempt whose window's cut-off is still ahead is
+//! deferred (deferred.rs) instead of holding up the single-partition jobs topic until then.
+//!
+//! Budgets are charged at admission, in the topic's order, so every node charges the same jobs in
+//! the same order whether an attempt runs at once or at its cut-off.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +20,7 @@ use armored_schemas::{decode_strict, v1, DecodeError, Refusal, WIRE_VERSION};
 use prost::Message;
 
 use crate::ctx::{source, Ctx};
-use crate::state::{AttemptState, Seen, StateError};
+use crate::state::{AttemptState, Deferred, Seen, StateError};
 use crate::{attempt, checks};
 
 /// Why a job record was dead-lettered.
@@ -66,9 +70,10 @@ pub enum JobError {
     /// A lock was poisoned by a panic.
     #[error("{0} lock poisoned")]
     Poisoned(&'static str),
-    /// Shut down while waiting for the window's cut-off.
-    #[error("shutting down")]
-    ShuttingDown,
+    /// A deferred attempt could not be read back (the ledger is this node's own: a bug or a
+    /// damaged file). It is dropped and logged.
+    #[error("deferred attempt {0}: {1}")]
+    Unreadable(String, String),
 }
 
 impl From<JobError> for AckError {
@@ -95,7 +100,13 @@ async fn publish(ctx: &Ctx, job_id: &str, result: ResultKind) -> Ack {
 }
 
 /// Fails an attempt on this node: signed `JobFailed`, metric, ledger.
-async fn fail(ctx: &Ctx, job: &SignedJob, attempt: u32, reason: &str, detail: &str) -> Ack {
+pub(crate) async fn fail(
+    ctx: &Ctx,
+    job: &SignedJob,
+    attempt: u32,
+    reason: &str,
+    detail: &str,
+) -> Ack {
     tracing::info!(job = %job.job.job_id, attempt, reason, detail, "job attempt failed");
     ctx.metrics.jobs.with_label_values(&["failed"]).inc();
     ctx.metrics.failures.with_label_values(&[reason]).inc();
@@ -139,7 +150,7 @@ fn job_failed(ctx: &Ctx, job: &SignedJob, attempt: u32, reason: &str, detail: &s
 }
 
 /// Waits until the registry, tokens and shares are applied up to `since`.
-async fn synced(ctx: &Ctx, since: Instant) -> Result<(), SyncTimeout> {
+pub(crate) async fn synced(ctx: &Ctx, since: Instant) -> Result<(), SyncTimeout> {
     let [a, b, c] = &ctx.followers;
     wait_all(&[a, b, c], since, Duration::from_secs(5), &ctx.shutdown).await
 }
@@ -189,7 +200,7 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
     };
     match seen {
         Seen::New => {}
-        Seen::Finished(_) => {
+        Seen::Finished(_) | Seen::Deferred => {
             ctx.metrics.jobs.with_label_values(&["skipped"]).inc();
             return Vec::new();
         }
@@ -218,82 +229,84 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
             ];
         }
     }
-    vec![run_attempt(&ctx, &job, attempt, m.received).await]
+    vec![run_attempt(&ctx, &job, &sub.job, attempt, m.received).await]
 }
 
-async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32, polled: Instant) -> Ack {
+/// Admits `job` as of `at_ms` (the same time again when a deferred attempt resumes).
+pub(crate) fn admit(
+    ctx: &Ctx,
+    job: &SignedJob,
+    attempt: u32,
+    at_ms: u64,
+) -> Result<Result<checks::Admitted, checks::Reject>, JobError> {
+    let (Ok(reg), Ok(tok)) = (ctx.registry.read(), ctx.tokens.read()) else {
+        return Err(JobError::Poisoned("registry or token store"));
+    };
+    let n = &ctx.cfg.node;
+    Ok(checks::admit(
+        job,
+        attempt,
+        &reg,
+        &tok,
+        &checks::Deployment {
+            nodes: ctx.keys.node_ids(),
+            max_participants: n.max_participants,
+            cutoff_skew_ms: n.cutoff_skew_ms,
+            max_window_slots: n.max_window_slots,
+            max_job_inputs: n.max_job_inputs,
+        },
+        at_ms,
+    ))
+}
+
+/// Where an attempt's time went before the engine ran (logged when it completes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    pub(crate) started: Instant,
+    pub(crate) queued_ms: u64,
+    pub(crate) admit_ms: u64,
+}
+
+/// Admits an attempt, charges its budgets, and runs it now or defers it to its cut-off.
+/// `signed` is the job as submitted (kept with a deferred attempt).
+async fn run_attempt(
+    ctx: &Arc<Ctx>,
+    job: &SignedJob,
+    signed: &[u8],
+    attempt: u32,
+    polled: Instant,
+) -> Ack {
     let started = Instant::now();
     // From the job record's poll to here: its decoding, the sync with the control and share
     // topics, the ledger.
     let queued_ms = started.duration_since(polled).as_millis() as u64;
-    let admitted = {
-        let (Ok(reg), Ok(tok)) = (ctx.registry.read(), ctx.tokens.read()) else {
-            return failed(JobError::Poisoned("registry or token store"));
-        };
-        checks::admit(
-            job,
-            attempt,
-            &reg,
-            &tok,
-            &checks::Deployment {
-                nodes: ctx.keys.node_ids(),
-                max_participants: ctx.cfg.node.max_participants,
-                cutoff_skew_ms: ctx.cfg.node.cutoff_skew_ms,
-            },
-            now_ms(),
-        )
-    };
-    let admitted = match admitted {
-        Ok(a) => a,
-        Err(r) => return fail(ctx, job, attempt, r.reason, &r.detail).await,
+    let admitted_ms = now_ms();
+    let admitted = match admit(ctx, job, attempt, admitted_ms) {
+        Ok(Ok(a)) => a,
+        Ok(Err(r)) => return fail(ctx, job, attempt, r.reason, &r.detail).await,
+        Err(e) => return failed(e),
     };
     let admit_ms = started.elapsed().as_millis() as u64;
-    // Inputs are cut off at the window's end plus the skew bound: wait for it, then for the share
-    // topic to be applied up to that moment.
-    let now = now_ms();
-    if admitted.cutoff_ms > now {
-        let wait = admitted.cutoff_ms - now;
-        if wait > ctx.cfg.node.max_cutoff_wait_ms {
-            return fail(
-                ctx,
-                job,
-                attempt,
-                "window_not_closed",
-                &format!("inputs close in {wait} ms"),
-            )
-            .await;
-        }
-        tracing::info!(job = %job.job.job_id, wait_ms = wait, "waiting for the window's cut-off");
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            _ = ctx.shutdown.cancelled() => return failed(JobError::ShuttingDown),
-        }
-        if let Err(e) = synced(ctx, Instant::now()).await {
-            return failed(JobError::Sync(e));
-        }
+    // Inputs are cut off at the window's end plus the skew bound. An attempt whose cut-off is
+    // ahead waits for it in the deferred queue, not here.
+    let wait = admitted.cutoff_ms.saturating_sub(now_ms());
+    let n = &ctx.cfg.node;
+    if wait > n.max_cutoff_wait_ms {
+        let detail = format!("inputs close in {wait} ms");
+        return fail(ctx, job, attempt, "window_not_closed", &detail).await;
+    }
+    let deferred_now = ctx.state.lock().map(|s| s.deferred_count()).unwrap_or(0);
+    if wait > 0 && deferred_now >= n.max_deferred_jobs {
+        let detail = format!("{deferred_now} attempts already wait for their cut-off");
+        return fail(ctx, job, attempt, "too_many_deferred", &detail).await;
     }
     let twins: Vec<(String, u32)> = std::iter::once(&admitted.reference)
         .chain(&admitted.participants)
         .map(|a| (a.twin_id.clone(), a.max_jobs_per_window))
         .collect();
+    let j = &job.job;
     let charged = match ctx.state.lock() {
-        Ok(mut s) => s
-            .charge(
-                &job.job.job_id,
-                (job.job.window_start_slot, job.job.window_slots),
-                &twins,
-            )
-            .and_then(|r| {
-                if r.is_ok() {
-                    s.set(
-                        &job.job.job_id,
-                        &job.job_hash,
-                        attempt,
-                        AttemptState::Running,
-                    )?;
-                }
-                Ok(r)
-            }),
+        Ok(mut s) => s.charge(&j.job_id, (j.window_start_slot, j.window_slots), &twins),
         Err(_) => return failed(JobError::Poisoned("state")),
     };
     match charged {
@@ -303,9 +316,48 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: &SignedJob, attempt: u32, polled: Inst
         }
         Err(e) => return failed(JobError::State(e)),
     }
+    if wait > 0 {
+        let d = Deferred {
+            job_id: j.job_id.clone(),
+            attempt,
+            cutoff_ms: admitted.cutoff_ms,
+            admitted_ms,
+            signed_job: hex::encode(signed),
+        };
+        return crate::deferred::defer(ctx, &job.job_hash, d, wait);
+    }
+    let running = match ctx.state.lock() {
+        Ok(mut s) => s.set(&j.job_id, &job.job_hash, attempt, AttemptState::Running),
+        Err(_) => return failed(JobError::Poisoned("state")),
+    };
+    if let Err(e) = running {
+        return failed(JobError::State(e));
+    }
+    let timing = Timing {
+        started,
+        queued_ms,
+        admit_ms,
+    };
+    execute(ctx, job, attempt, &admitted, timing).await
+}
+
+/// Runs an admitted, charged attempt that is `Running` in the ledger: gathers its inputs, computes
+/// with the peers and publishes the output share (or the failure).
+pub(crate) async fn execute(
+    ctx: &Arc<Ctx>,
+    job: &SignedJob,
+    attempt: u32,
+    admitted: &checks::Admitted,
+    timing: Timing,
+) -> Ack {
+    let Timing {
+        started,
+        queued_ms,
+        admit_ms,
+    } = timing;
     let gather_started = Instant::now();
     let inputs = match ctx.shares.read() {
-        Ok(s) => attempt::gather(&s, &admitted),
+        Ok(s) => attempt::gather(&s, admitted),
         Err(_) => return failed(JobError::Poisoned("share store")),
     };
     let gather_ms = gather_started.elapsed().as_millis() as u64;

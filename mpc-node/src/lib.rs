@@ -2,19 +2,22 @@
 //! (`at.tokens.v1`) and its share topic (`at.mpc.shares.node-j.v1`, folded from the beginning into
 //! a verified, decrypted share store), and consumes `at.mpc.jobs.v1` as consumer group
 //! `mpc-node-j`. For each job attempt it checks the service's signature and every participant's
-//! process token, charges the persisted job budgets, computes with its two peers over the HPKE
+//! process token, charges the persisted job budgets, defers it until its window's cut-off if that
+//! is ahead (without holding up later jobs), computes with its two peers over the HPKE
 //! peer channel on `at.mpc.peer.v1`, and publishes an output share sealed for the receiver, or a
 //! signed `JobFailed`, on `at.mpc.results.v1`.
 //!
-//! Modules: `jobs` (one job record), `checks` (admission: tokens, grants, designation), `shares`
-//! (the store), `tokens`, `state` (job ledger and budgets), `net` (the Kafka peer transport),
-//! `attempt` (one run), `ctx` (what the handlers share).
+//! Modules: `jobs` (one job record), `checks` (admission: tokens, grants, designation, window
+//! bounds), `deferred` (attempts waiting for their cut-off), `shares` (the store), `tokens`, `state`
+//! (job ledger, budgets, deferred attempts), `net` (the Kafka peer transport), `attempt` (one run),
+//! `ctx` (what the handlers share).
 #![forbid(unsafe_code)]
 
 pub mod attempt;
 pub mod checks;
 pub mod config;
 mod ctx;
+mod deferred;
 pub mod jobs;
 pub mod metrics;
 pub mod net;
@@ -145,6 +148,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .synced_since(Instant::now(), Duration::from_secs(600))
         .await?;
 
+    let (deferred_tx, deferred_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         keys,
@@ -158,8 +162,10 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         followers: [reg_follower, tok_follower, share_follower],
         state: Mutex::new(state),
         net,
+        deferred: deferred_tx,
         shutdown: shutdown.clone(),
     });
+    deferred::start(ctx.clone(), deferred_rx);
 
     // Refused control and share records become dead letters.
     let c = ctx.clone();

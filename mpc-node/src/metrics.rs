@@ -31,6 +31,8 @@ pub struct Metrics {
     pub shares_rejected: IntCounterVec,
     /// Process tokens known.
     pub tokens: IntGauge,
+    /// Attempts waiting for their window's cut-off.
+    pub deferred: IntGauge,
     /// Dead letters by reason.
     pub dead_letters: IntCounterVec,
     /// Consumer lag on at.mpc.jobs.v1.
@@ -91,6 +93,11 @@ impl Metrics {
                 r
             )?,
             tokens: register_int_gauge_with_registry!("at_mpc_tokens", "Process tokens known", r)?,
+            deferred: register_int_gauge_with_registry!(
+                "at_mpc_jobs_deferred",
+                "Job attempts waiting for their window's cut-off",
+                r
+            )?,
             dead_letters: register_int_counter_vec_with_registry!(
                 "at_mpc_dead_letters_total",
                 "Dead letters by reason",

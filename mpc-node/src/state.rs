@@ -1,5 +1,6 @@
 //! What a node persists: its job ledger (idempotence by job id, attempts in flight when it
-//! stopped) and the per-(participant, window) job budgets. One JSON file, replaced atomically.
+//! stopped), the per-(participant, window) job budgets, and the attempts deferred until their
+//! window's cut-off (resumed after a restart). One JSON file, replaced atomically.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -10,6 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptState {
+    /// Admitted and charged, waiting for its window's cut-off (`deferred` holds how to resume it).
+    Deferred,
     /// Started and not finished: if the node finds this at start, it stopped mid-attempt.
     Running,
     /// Output share published.
@@ -29,6 +32,31 @@ struct Persisted {
     jobs: BTreeMap<String, JobEntry>,
     /// "twin/first_slot/slots" → job ids charged.
     budgets: BTreeMap<String, BTreeSet<String>>,
+    /// "job_id/attempt" → an attempt waiting for its cut-off.
+    #[serde(default)]
+    deferred: BTreeMap<String, Deferred>,
+}
+
+/// An attempt admitted and charged, waiting for its window's cut-off.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deferred {
+    /// The job id.
+    pub job_id: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// When its inputs close (Unix ms).
+    pub cutoff_ms: u64,
+    /// When it was admitted: it is admitted again at this time when it resumes, so that a node
+    /// decides as it did (and as its peers did), except for what was revoked since.
+    pub admitted_ms: u64,
+    /// The signed job (`JobSubmission.job`), hex.
+    pub signed_job: String,
+}
+
+impl Deferred {
+    fn key(&self) -> String {
+        format!("{}/{}", self.job_id, self.attempt)
+    }
 }
 
 /// What the ledger says about an incoming attempt.
@@ -42,6 +70,8 @@ pub enum Seen {
     Finished(AttemptState),
     /// This node stopped while running it: fail it.
     Interrupted,
+    /// Waiting for its cut-off (a redelivery of a deferred attempt): nothing to do.
+    Deferred,
 }
 
 /// The persisted node state.
@@ -136,6 +166,7 @@ impl NodeState {
             Some(e) => match e.attempts.get(&attempt) {
                 None => Seen::New,
                 Some(AttemptState::Running) => Seen::Interrupted,
+                Some(AttemptState::Deferred) => Seen::Deferred,
                 Some(s) => Seen::Finished(*s),
             },
         }
@@ -149,16 +180,52 @@ impl NodeState {
         attempt: u32,
         state: AttemptState,
     ) -> Result<(), StateError> {
-        let e = self
-            .data
+        self.entry(job_id, job_hash).attempts.insert(attempt, state);
+        self.save()
+    }
+
+    /// Defers an attempt until its cut-off: its state and how to resume it, in one write.
+    pub fn defer(&mut self, job_hash: &[u8; 32], d: Deferred) -> Result<(), StateError> {
+        self.entry(&d.job_id, job_hash)
+            .attempts
+            .insert(d.attempt, AttemptState::Deferred);
+        self.data.deferred.insert(d.key(), d);
+        self.save()
+    }
+
+    /// Starts a deferred attempt: it is `Running` and no longer deferred, in one write.
+    pub fn resume(&mut self, job_hash: &[u8; 32], d: &Deferred) -> Result<(), StateError> {
+        self.data.deferred.remove(&d.key());
+        self.entry(&d.job_id, job_hash)
+            .attempts
+            .insert(d.attempt, AttemptState::Running);
+        self.save()
+    }
+
+    /// Forgets a deferred attempt that cannot resume (it is failed instead).
+    pub fn drop_deferred(&mut self, d: &Deferred) -> Result<(), StateError> {
+        self.data.deferred.remove(&d.key());
+        self.save()
+    }
+
+    /// The attempts waiting for their cut-off.
+    pub fn deferred(&self) -> Vec<Deferred> {
+        self.data.deferred.values().cloned().collect()
+    }
+
+    /// How many attempts wait for their cut-off.
+    pub fn deferred_count(&self) -> usize {
+        self.data.deferred.len()
+    }
+
+    fn entry(&mut self, job_id: &str, job_hash: &[u8; 32]) -> &mut JobEntry {
+        self.data
             .jobs
             .entry(job_id.to_owned())
             .or_insert_with(|| JobEntry {
                 job_hash: hex::encode(job_hash),
                 attempts: BTreeMap::new(),
-            });
-        e.attempts.insert(attempt, state);
-        self.save()
+            })
     }
 
     /// Charges `job_id` to every (twin, window) budget, all or nothing; a job already charged
@@ -224,6 +291,35 @@ mod tests {
         s.set("j", &h, 1, AttemptState::Failed).unwrap();
         assert_eq!(s.seen("j", &h, 1), Seen::Finished(AttemptState::Failed));
         assert_eq!(s.seen("j", &h, 2), Seen::New);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_deferred_attempt_survives_a_restart_until_it_resumes() {
+        let dir = std::env::temp_dir().join(format!("at-node-deferred-{}", std::process::id()));
+        let h = [3u8; 32];
+        let d = Deferred {
+            job_id: "later".into(),
+            attempt: 1,
+            cutoff_ms: 5_000,
+            admitted_ms: 1_000,
+            signed_job: "00".into(),
+        };
+        {
+            let mut s = NodeState::open(Some(dir.clone())).unwrap();
+            s.defer(&h, d.clone()).unwrap();
+            assert_eq!(s.seen("later", &h, 1), Seen::Deferred);
+        }
+        let mut s = NodeState::open(Some(dir.clone())).unwrap();
+        assert_eq!(s.deferred(), vec![d.clone()]);
+        assert_eq!(
+            s.seen("later", &h, 1),
+            Seen::Deferred,
+            "a redelivery is skipped"
+        );
+        s.resume(&h, &d).unwrap();
+        assert_eq!(s.deferred_count(), 0);
+        assert_eq!(s.seen("later", &h, 1), Seen::Interrupted, "running now");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -133,8 +133,7 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
         function: CONTACT_TRACING.to_string(),
         distance,
         slot_len_ms: SLOT_MS,
-        window_alignment: 5,
-        min_window_slots: 5,
+        window_slots: WINDOW,
         max_jobs_per_window: max_jobs,
         not_after_ms: until,
         policy: None,
@@ -150,16 +149,19 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
         hotspots: 2,
         ..Sim::new(7)
     };
-    // The window lies a few seconds ahead: phones upload as they go, before the window's cut-off
-    // (its end plus the skew bound); the nodes wait for the cut-off before computing.
-    let start = (now_ms() / SLOT_MS + 2) / 5 * 5 + 5;
-    let slots = start..start + u64::from(WINDOW);
+    // The window is the grant's next tile of WINDOW slots, a few seconds ahead: phones upload
+    // before the window's cut-off (its end plus the skew bound; the edge takes slots up to its
+    // skew bound ahead); the nodes defer the job to the cut-off. The tile after it is uploaded too
+    // (steps 5 and 6).
+    let w = u64::from(WINDOW);
+    let start = (now_ms() / SLOT_MS + 2) / w * w + w;
+    let slots = start..start + w;
     for dev in &phones {
-        dev.upload_shares(&sim, slots.clone()).await?;
+        dev.upload_shares(&sim, start..start + 2 * w).await?;
     }
     let expected = contacts(&sim, &patient, &users, slots.clone());
     // Wait until each node topic holds every share.
-    let want = (users.len() + 1) * WINDOW as usize;
+    let want = (users.len() + 1) * 2 * WINDOW as usize;
     for j in 1..=3 {
         let topic = env.topics.mpc_shares(j);
         let have = env
@@ -236,6 +238,26 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
         &outcome_all(&ha_ctl, &ha, "unaligned").await?,
         "window_not_granted",
     );
+
+    // Windows cannot be differenced: [start, start + WINDOW + 1) after [start, start + WINDOW) is
+    // refused (it would tell one slot's contacts), on every node.
+    let mut r = request("one-longer");
+    r.window_slots = WINDOW + 1;
+    r.designation = armored_client::mpc::designate::designate(&ha, &patient, start, WINDOW + 1)?;
+    let (k, j) = build_job(&ha_ctl, &ha, &r).await?;
+    submit_job(&ha_ctl, &k, &j, 1).await?;
+    expect_fail(
+        &outcome_all(&ha_ctl, &ha, "one-longer").await?,
+        "window_not_granted",
+    );
+    // A window over the nodes' maximum (2016 slots by default) is refused before any token is
+    // looked at: every node would allocate (participants + 1) × slots inputs.
+    let mut r = request("huge");
+    r.window_slots = 1_000_000;
+    r.designation = armored_client::mpc::designate::designate(&ha, &patient, start, 1_000_000)?;
+    let (k, j) = build_job(&ha_ctl, &ha, &r).await?;
+    submit_job(&ha_ctl, &k, &j, 1).await?;
+    expect_fail(&outcome_all(&ha_ctl, &ha, "huge").await?, "window_too_long");
 
     let mut r = request("other-ref");
     r.reference = users[0].clone();
@@ -361,14 +383,72 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
         "budget_exhausted",
     );
 
+    // 5b. A job whose window's cut-off is ahead is deferred, not waited for: a later job over a
+    // complete window (the tile after the first) completes first, while it waits; node 3 restarts
+    // while it is deferred and resumes it from its ledger; at the cut-off it completes on all three.
+    let start_f = (now_ms() / SLOT_MS + 20).div_ceil(w) * w;
+    let slots_f = start_f..start_f + w;
+    for dev in &phones {
+        dev.upload_shares(&sim, slots_f.clone()).await?;
+    }
+    let cutoff_f_ms = (start_f + w) * SLOT_MS + 1_000;
+    let mut r = request("later");
+    r.window_start_slot = start_f;
+    r.designation = armored_client::mpc::designate::designate(&ha, &patient, start_f, WINDOW)?;
+    let (k_f, j_f) = build_job(&ha_ctl, &ha, &r).await?;
+    submit_job(&ha_ctl, &k_f, &j_f, 1).await?;
+    let mut r = request("meanwhile");
+    r.window_start_slot = start + w;
+    r.designation = armored_client::mpc::designate::designate(&ha, &patient, start + w, WINDOW)?;
+    let (k, j) = build_job(&ha_ctl, &ha, &r).await?;
+    submit_job(&ha_ctl, &k, &j, 1).await?;
+    let o = outcome_all(&ha_ctl, &ha, "meanwhile").await?;
+    anyhow::ensure!(matches!(o, Outcome::Completed { .. }), "meanwhile: {o:?}");
+    anyhow::ensure!(
+        now_ms() < cutoff_f_ms,
+        "the later job's cut-off passed before the test could see it deferred; nothing was shown"
+    );
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while n.metric("at_mpc_jobs_deferred").await? < 1.0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "a node did not defer the later job"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    nodes[2].restart()?;
+    healthy(&nodes).await?;
+    anyhow::ensure!(
+        now_ms() < cutoff_f_ms,
+        "node 3 restarted after the later job's cut-off: the resume was not shown"
+    );
+    assert_eq!(
+        nodes[2].metric("at_mpc_jobs_deferred").await?,
+        1.0,
+        "resumed from the ledger"
+    );
+    let o = collect(&ha_ctl, &ha, "later", Duration::from_secs(120)).await?;
+    let Outcome::Completed { counts, .. } = o else {
+        anyhow::bail!("the deferred job: {o:?}")
+    };
+    assert!(now_ms() >= cutoff_f_ms, "computed before its cut-off");
+    assert_eq!(
+        counts.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+        contacts(&sim, &patient, &users, slots_f.clone())
+    );
+    for n in &nodes {
+        assert_eq!(n.metric("at_mpc_jobs_deferred").await?, 0.0);
+    }
+
     // 6. A node killed mid-job: the attempt fails or completes, never a wrong result; after the
     // restart a new attempt completes. (Budgets survive the restart: a new window is used.)
-    let start2 = start + 5;
+    let start2 = start + w;
     let mut r = request("killed");
     r.window_start_slot = start2;
-    r.window_slots = 5;
-    r.designation = armored_client::mpc::designate::designate(&ha, &patient, start2, 5)?;
-    let expected2 = contacts(&sim, &patient, &users, start2..start2 + 5);
+    r.designation = armored_client::mpc::designate::designate(&ha, &patient, start2, WINDOW)?;
+    let expected2 = contacts(&sim, &patient, &users, start2..start2 + w);
     let (k, j) = build_job(&ha_ctl, &ha, &r).await?;
     let state = nodes[2].dir.join("state").join("node-state.json");
     submit_job(&ha_ctl, &k, &j, 1).await?;
@@ -427,13 +507,13 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     let dirs2 = [node_dirs[0].clone(), node_dirs[1].clone(), dir4.clone()];
     let nodes = start_nodes(&env, &dirs2)?;
     healthy(&nodes).await?;
-    let start3 = (now_ms() / SLOT_MS + 2) / 5 * 5 + 5;
-    let slots3 = start3..start3 + 5;
+    let start3 = (now_ms() / SLOT_MS + 2) / w * w + w;
+    let slots3 = start3..start3 + w;
     for dev in &phones {
         dev.upload_shares(&sim, slots3.clone()).await?;
     }
     // The new window's shares on node-3's topic (by epoch: records come partition by partition).
-    let want = (users.len() + 1) * 5;
+    let want = (users.len() + 1) * WINDOW as usize;
     let deadline = Instant::now() + Duration::from_secs(60);
     let new_records = loop {
         let mut r = env.records(&env.topics.mpc_shares(3))?;
@@ -468,9 +548,8 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     ];
     let mut r = request("replaced");
     r.window_start_slot = start3;
-    r.window_slots = 5;
     r.nodes = nodes3;
-    r.designation = armored_client::mpc::designate::designate(&ha, &patient, start3, 5)?;
+    r.designation = armored_client::mpc::designate::designate(&ha, &patient, start3, WINDOW)?;
     let (k, j) = build_job(&ha_ctl, &ha, &r).await?;
     submit_job(&ha_ctl, &k, &j, 1).await?;
     let expected3 = contacts(&sim, &patient, &users, slots3.clone());

@@ -258,8 +258,10 @@ fn reencrypt_one(
 ) -> Result<Option<(Vec<u8>, Output)>, CryptoError> {
     let opened = Opened::decode(&m.payload)?;
     let c1 = opened.c1.header();
-    // The policy decides on the capsule's attributes, as in live routing.
+    // The policy decides on the capsule's attributes, as in live routing; a time-windowed grant
+    // admits only its epochs, whatever epoch the replay request starts from.
     if !g.grant.rk.policy().is_satisfied(&c1.attributes)
+        || !g.grant.admits_epoch(opened.header.epoch)
         || g.grant.not_after_ms.is_some_and(|na| now_ms() > na)
         || c1.owner_key_id != g.grant.rk.owner_key_id()
     {

@@ -327,6 +327,7 @@ mod tests {
             receiver_id: "svc",
             not_after_ms: None,
             history_from_epoch: None,
+            until_epoch: None,
         };
         let signed = issue_rekey_upload(&SigningKey::generate(&mut OsRng), &rk, &input);
         v1::ControlRecord {

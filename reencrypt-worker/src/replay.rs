@@ -3,8 +3,9 @@
 //! changes for that one re-key.
 //!
 //! - One worker per request: `at.control.v1` is consumed by the workers' group, so each request is
-//!   handled by exactly one of them (the `history_from_epoch` of a re-key upload is informational:
-//!   every worker folds `at.rekeys.v1`, and `atctl owner grant --from` appends a request as well).
+//!   handled by exactly one of them (a re-key upload's `history_from_epoch` does not start a replay
+//!   by itself: every worker folds `at.rekeys.v1`, and `atctl owner grant --from` appends a request
+//!   as well). It bounds what the re-key admits, with `until_epoch`, live and replayed alike.
 //! - What: `at.sync.v1`, every partition, from its beginning up to the end offsets of the moment the
 //!   request is handled; envelopes of the re-key owner's twins with `epoch >= from_epoch` whose
 //!   attributes the re-key's policy admits (node re-keys only `node-*` envelopes, others never).

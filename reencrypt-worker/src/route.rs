@@ -135,6 +135,7 @@ fn prepare(payload: &[u8], r: Routing<'_>) -> Result<Option<Prepared>, RouteErro
             let is_node_key = g.grant.receiver_kind == ReceiverKind::MpcNode;
             is_node_key == opened.node.is_some()
                 && g.grant.not_after_ms.is_none_or(|na| r.now_ms <= na)
+                && g.grant.admits_epoch(opened.header.epoch)
                 && g.grant.rk.policy().is_satisfied(attrs)
         })
         .collect();

@@ -136,7 +136,9 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
 
     // The window: `points` slots that ended before the upload starts (the bridge's skew bound is
     // widened so that a long upload is not refused as stale; the nodes' cut-off is set after it).
-    let window_start = now_ms() / SLOT_MS - u64::from(cfg.points) - 2;
+    // A past window, on a multiple of its length (the grant's windows are tiles of that length).
+    let len = u64::from(cfg.points.max(1));
+    let window_start = (now_ms() / SLOT_MS - len - 2) / len * len;
     let slots = window_start..window_start + u64::from(cfg.points);
     let window_end_ms = slots.end * SLOT_MS;
 

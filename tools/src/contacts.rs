@@ -16,10 +16,11 @@ pub const DISTANCE: u32 = 20;
 pub const SEED: u64 = 2026;
 
 /// A process token for the health authority `ha_identity` (receiver and designator at once): one
-/// job per window of at least `min_window_slots`, valid for `valid_ms`, scoped to `twins`.
+/// job per window of exactly `window_slots` (windows start on multiples of it), valid for
+/// `valid_ms`, scoped to `twins`.
 pub fn token_request(
     ha_identity: &[u8],
-    min_window_slots: u32,
+    window_slots: u32,
     valid_ms: u64,
     twins: Vec<String>,
 ) -> ProcessTokenRequest {
@@ -29,8 +30,7 @@ pub fn token_request(
         function: CONTACT_TRACING.to_string(),
         distance: DISTANCE,
         slot_len_ms: SLOT_MS,
-        window_alignment: 1,
-        min_window_slots,
+        window_slots,
         max_jobs_per_window: 1,
         not_after_ms: now_ms() + valid_ms,
         policy: None,

@@ -59,18 +59,20 @@ async fn follow(ctl: &Ctl, id: &str, wait: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// `atctl owner grant --from …`: grant, then replay the history from that epoch or time.
+/// `atctl owner grant --from … [--until …]`: grant the window, then replay the history from its
+/// first epoch.
 pub async fn grant_from(
     o: &Owner,
     ctl: &Ctl,
     to: &str,
     policy: &str,
-    from: &str,
-    epoch_len_ms: u64,
+    window: armored_client::owner::EpochWindow,
 ) -> anyhow::Result<()> {
-    let epoch = history::parse_from(from, epoch_len_ms, armored_base::time::now_ms())?;
-    let (rk, id) = history::grant_with_history(o, ctl, to, policy, epoch).await?;
-    println!("granted {to} re-key {rk}; history from epoch {epoch} requested (replay {id})");
+    let (rk, id) = history::grant_window_with_history(o, ctl, to, policy, window).await?;
+    println!(
+        "granted {to} re-key {rk} (epochs {}); history requested (replay {id})",
+        window.describe()
+    );
     follow(ctl, &id, Duration::from_secs(120)).await
 }
 

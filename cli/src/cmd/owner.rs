@@ -45,14 +45,19 @@ pub enum OwnerCmd {
         /// Policy text: AND, OR, k-of-n gates `2of3(a, b, c)`, parentheses.
         #[arg(long)]
         policy: String,
-        /// Also re-encrypt the stored history from this epoch or time (an epoch number,
-        /// @unix-seconds, `YYYY-MM-DDTHH:MM[:SS]Z`, or -2h).
+        /// Admit epochs from this epoch or time on (the epoch containing it), and re-encrypt the
+        /// stored history from it: an epoch number, @unix-seconds, `YYYY-MM-DDTHH:MM[:SS]Z`, or -2h.
         #[arg(
             long = "from",
             visible_alias = "from-epoch",
             allow_hyphen_values = true
         )]
         from: Option<String>,
+        /// Admit only epochs that end by this epoch or time (exclusive): an epoch number, a
+        /// duration from now (12h, 7d), unix ms, or `YYYY-MM-DDTHH:MM[:SS]Z`. With --from, a
+        /// time-windowed grant: the workers re-encrypt nothing outside it, live or replayed.
+        #[arg(long)]
+        until: Option<String>,
         /// Epoch length used to turn a time into an epoch (the twins' default: 1 h).
         #[arg(long, default_value_t = 3_600_000)]
         epoch_len_ms: u64,
@@ -129,12 +134,11 @@ pub struct ProcessTokenArgs {
     /// Slot length in ms (the devices' enrolled slot length).
     #[arg(long)]
     slot_len: u64,
-    /// Windows start on multiples of this many slots.
-    #[arg(long)]
-    window_alignment: u32,
-    /// Smallest window, in slots.
-    #[arg(long)]
-    min_window: u32,
+    /// The window length in slots. Jobs run over [k·L, (k+1)·L) only: no two windows overlap, so
+    /// two jobs cannot be differenced to learn one slot. Nodes refuse windows over their
+    /// max_window_slots (2016 by default).
+    #[arg(long, value_name = "SLOTS")]
+    window: u32,
     /// Jobs per window and participant.
     #[arg(long)]
     max_jobs: u32,
@@ -195,16 +199,30 @@ pub async fn run(args: OwnerArgs, connect: &Connect) -> anyhow::Result<()> {
             to,
             policy,
             from,
+            until,
             epoch_len_ms,
         } => {
             let o = Owner::open(&dir)?;
+            let now = armored_base::time::now_ms();
+            let until_epoch = until
+                .map(|u| armored_client::replay::parse_until_epoch(&u, epoch_len_ms, now))
+                .transpose()?;
             match from {
                 None => {
-                    let rk = o.grant(&ctl()?, &to, &policy, None).await?;
-                    println!("granted {to} re-key {rk}");
+                    let window = armored_client::owner::EpochWindow {
+                        from_epoch: None,
+                        until_epoch,
+                    };
+                    let rk = o.grant_window(&ctl()?, &to, &policy, window).await?;
+                    println!("granted {to} re-key {rk} (epochs {})", window.describe());
                 }
                 Some(f) => {
-                    super::history::grant_from(&o, &ctl()?, &to, &policy, &f, epoch_len_ms).await?
+                    let from_epoch = armored_client::replay::parse_from(&f, epoch_len_ms, now)?;
+                    let window = armored_client::owner::EpochWindow {
+                        from_epoch: Some(from_epoch),
+                        until_epoch,
+                    };
+                    super::history::grant_from(&o, &ctl()?, &to, &policy, window).await?
                 }
             }
         }
@@ -236,8 +254,7 @@ pub async fn run(args: OwnerArgs, connect: &Connect) -> anyhow::Result<()> {
                 function: a.function,
                 distance: a.distance,
                 slot_len_ms: a.slot_len,
-                window_alignment: a.window_alignment,
-                min_window_slots: a.min_window,
+                window_slots: a.window,
                 max_jobs_per_window: a.max_jobs,
                 not_after_ms: armored_client::owner::parse_until(
                     &a.until,
@@ -326,16 +343,17 @@ pub async fn run(args: OwnerArgs, connect: &Connect) -> anyhow::Result<()> {
         OwnerCmd::Grants => {
             let o = Owner::open(&dir)?;
             println!(
-                "{:<34} {:<13} {:<22} {:<8} POLICY",
-                "RK", "KIND", "RECEIVER", "STATE"
+                "{:<34} {:<13} {:<22} {:<8} {:<24} POLICY",
+                "RK", "KIND", "RECEIVER", "STATE", "EPOCHS"
             );
             for e in o.ledger()? {
                 println!(
-                    "{:<34} {:<13} {:<22} {:<8} {}",
+                    "{:<34} {:<13} {:<22} {:<8} {:<24} {}",
                     e.rk_id,
                     e.receiver_kind,
                     e.receiver_id,
                     if e.revoked { "revoked" } else { "active" },
+                    e.window.describe(),
                     e.policy
                 );
             }

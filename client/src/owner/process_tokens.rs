@@ -32,7 +32,7 @@ pub struct TokenInfo {
     pub slot_len_ms: u64,
     /// Windows start on multiples of this many slots.
     pub window_alignment: u32,
-    /// Smallest window, in slots.
+    /// The window length, in slots (nodes admit exactly this length; once "smallest window").
     pub min_window_slots: u32,
     /// Jobs per (participant, window).
     pub max_jobs_per_window: u32,
@@ -57,10 +57,11 @@ pub struct ProcessTokenRequest {
     pub distance: u32,
     /// Slot length (must equal the devices' enrolled slot length).
     pub slot_len_ms: u64,
-    /// Window alignment in slots.
-    pub window_alignment: u32,
-    /// Minimum window in slots.
-    pub min_window_slots: u32,
+    /// The window length L in slots: jobs run over [k·L, (k+1)·L) only, so that no two windows
+    /// overlap and jobs cannot be differenced (on the wire: `window_alignment` and
+    /// `min_window_slots`, both L). Nodes refuse windows over their `max_window_slots` (2016 by
+    /// default).
+    pub window_slots: u32,
     /// Job budget per window.
     pub max_jobs_per_window: u32,
     /// Expiry (unix ms).
@@ -117,14 +118,9 @@ impl Owner {
                 "--distance must be in 1..65536".into(),
             ));
         }
-        if req.slot_len_ms == 0
-            || req.window_alignment == 0
-            || req.min_window_slots == 0
-            || req.max_jobs_per_window == 0
-        {
+        if req.slot_len_ms == 0 || req.window_slots == 0 || req.max_jobs_per_window == 0 {
             return Err(ClientError::Invalid(
-                "slot length, window alignment, minimum window and job budget must be positive"
-                    .into(),
+                "slot length, window length and job budget must be positive".into(),
             ));
         }
         if req.not_after_ms <= now_ms() {
@@ -144,8 +140,8 @@ impl Owner {
             function: req.function.clone(),
             distance: req.distance,
             slot_len_ms: req.slot_len_ms,
-            window_alignment: req.window_alignment,
-            min_window_slots: req.min_window_slots,
+            window_alignment: req.window_slots,
+            min_window_slots: req.window_slots,
             max_jobs_per_window: req.max_jobs_per_window,
             reference_designator_key_id: designator.sig.key_id().0.to_vec(),
         };
@@ -189,13 +185,14 @@ impl Owner {
                 function: req.function.clone(),
                 distance: req.distance,
                 slot_len_ms: req.slot_len_ms,
-                window_alignment: req.window_alignment,
-                min_window_slots: req.min_window_slots,
+                window_alignment: req.window_slots,
+                min_window_slots: req.window_slots,
                 max_jobs_per_window: req.max_jobs_per_window,
                 designator: designator.party_id.clone(),
                 designator_key_id: designator.sig.key_id().to_string(),
                 not_after_ms: req.not_after_ms,
             }),
+            window: Default::default(),
         });
         self.save_ledger(&ledger)?;
         Ok((id, token))

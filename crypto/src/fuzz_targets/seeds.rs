@@ -107,6 +107,7 @@ pub fn seeds() -> Seeds {
             receiver_id: SERVICE,
             not_after_ms: Some(NOW_MS + 1),
             history_from_epoch: None,
+            until_epoch: None,
         },
     );
     let write_token = issue_write_token_for(

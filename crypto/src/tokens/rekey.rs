@@ -24,8 +24,23 @@ pub struct ReKeyGrant {
     pub receiver_id: String,
     /// Expiry, if any.
     pub not_after_ms: Option<u64>,
-    /// Replay history from this epoch, if asked.
+    /// The first epoch it admits (and replays the stored history from), if any.
     pub history_from_epoch: Option<u64>,
+    /// The first epoch it no longer admits, if any: with `history_from_epoch`, a time-windowed
+    /// grant.
+    pub until_epoch: Option<u64>,
+}
+
+impl ReKeyGrant {
+    /// Whether the grant admits an envelope of `epoch`: inside [`history_from_epoch`, `until_epoch`).
+    /// The workers check this before a ReEnc, live and in history replays.
+    ///
+    /// [`history_from_epoch`]: Self::history_from_epoch
+    /// [`until_epoch`]: Self::until_epoch
+    pub fn admits_epoch(&self, epoch: u64) -> bool {
+        self.history_from_epoch.is_none_or(|f| epoch >= f)
+            && self.until_epoch.is_none_or(|u| epoch < u)
+    }
 }
 
 /// What the owner says about a re-key it uploads.
@@ -37,8 +52,10 @@ pub struct ReKeyUploadInput<'a> {
     pub receiver_id: &'a str,
     /// Expiry.
     pub not_after_ms: Option<u64>,
-    /// History replay start.
+    /// The first epoch admitted (and the history replay's start).
     pub history_from_epoch: Option<u64>,
+    /// The first epoch no longer admitted.
+    pub until_epoch: Option<u64>,
 }
 
 /// Signs a re-key upload (domain `at/v1/rekey`) over the whole encoded re-key and its metadata.
@@ -52,6 +69,7 @@ pub fn issue_rekey_upload(owner: &SigningKey, rk: &ReKey, input: &ReKeyUploadInp
         owner_sig_key_id: owner.key_id().0.to_vec(),
         not_after_ms: input.not_after_ms,
         history_from_epoch: input.history_from_epoch,
+        until_epoch: input.until_epoch,
     };
     owner.sign_to_vec(SigDomain::ReKey, body.encode_to_vec())
 }
@@ -108,6 +126,14 @@ pub fn verify_rekey_upload(
             });
         }
     }
+    if let (Some(from), Some(until)) = (u.history_from_epoch, u.until_epoch) {
+        if until <= from {
+            return Err(Error::InvalidField {
+                field: "rekey_upload.until_epoch",
+                reason: "the window admits no epoch (until is not after from)",
+            });
+        }
+    }
     if revoked.is_revoked(RevocationKind::Rekey, rk.rk_id()) {
         return Err(Error::Revoked("re-key"));
     }
@@ -117,5 +143,6 @@ pub fn verify_rekey_upload(
         receiver_id: u.receiver_id,
         not_after_ms: u.not_after_ms,
         history_from_epoch: u.history_from_epoch,
+        until_epoch: u.until_epoch,
     }))
 }

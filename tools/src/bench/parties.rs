@@ -77,7 +77,7 @@ pub async fn setup(cfg: &BenchConfig, ctl: &Ctl, dir: &Path, n: usize) -> anyhow
             owner
                 .process_token(
                     ctl,
-                    &token_request(ha_identity, 1, 24 * 3_600_000, vec![twin.clone()]),
+                    &token_request(ha_identity, cfg.points, 24 * 3_600_000, vec![twin.clone()]),
                 )
                 .await?;
             let pdir = dir.join(format!("phones/{twin}"));

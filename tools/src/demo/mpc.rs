@@ -97,7 +97,7 @@ pub async fn run(
     let (token, _) = owner
         .process_token(
             ctl,
-            &token_request(&ha_identity, window.min(10), 3_600_000, Vec::new()),
+            &token_request(&ha_identity, window, 3_600_000, Vec::new()),
         )
         .await?;
     println!("    process token {token}: contact-tracing/v1, d = {DISTANCE}, one job per window");
@@ -119,9 +119,18 @@ pub async fn run(
             start_device_with(cfg, owner, ctl, t, "p", SLOT_MS, true, shutdown).await?;
         phones.push(phone);
     }
-    // The window: the next `window` slots. Every phone shares its point when the slot begins (a
-    // share of a slot that has not begun is refused at the edge), all phones at once.
-    let start = now_ms() / SLOT_MS + 2;
+    // The window: the next of the grant's windows (tiles of `window` slots, so that no two jobs
+    // can be differenced). Every phone shares its point when the slot begins (a share of a slot
+    // that has not begun is refused at the edge), all phones at once.
+    let len = u64::from(window.max(1));
+    let start = (now_ms() / SLOT_MS + 2).div_ceil(len) * len;
+    let begins_in = (start * SLOT_MS).saturating_sub(now_ms());
+    if begins_in > 3_000 {
+        println!(
+            "    the next window of {window} slots begins in {:.0} s",
+            begins_in as f64 / 1000.0
+        );
+    }
     let slots = start..start + u64::from(window);
     let sim = Sim {
         grid: 200,
