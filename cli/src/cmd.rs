@@ -6,6 +6,7 @@ pub mod owner;
 pub mod registry;
 pub mod request;
 pub mod service;
+pub mod twin;
 
 use std::path::Path;
 

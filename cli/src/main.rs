@@ -33,6 +33,8 @@ enum Cmd {
     Request(cmd::request::RequestArgs),
     /// Dead letters (operators): list, show, count, re-drive.
     Dlq(cmd::dlq::DlqArgs),
+    /// An owner's twins and their state (current, as of a time, history), decrypted here.
+    Twin(cmd::twin::TwinArgs),
 }
 
 #[tokio::main]
@@ -54,5 +56,6 @@ async fn run() -> anyhow::Result<()> {
         Cmd::Registry => cmd::registry::run(&connect).await,
         Cmd::Request(a) => cmd::request::run(a, &connect).await,
         Cmd::Dlq(a) => cmd::dlq::run(a, &connect).await,
+        Cmd::Twin(a) => cmd::twin::run(a, &connect).await,
     }
 }

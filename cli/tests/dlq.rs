@@ -3,41 +3,14 @@
 //! keys); once the owner enrolls the device, a re-drive writes it back to `at.sync.v1` and the
 //! granted service receives it once; a second re-drive writes nothing.
 
+mod common;
+
 use std::time::Duration;
 
 use armored_base::time::now_ms;
 use armored_e2e::{consume, rand_id, Env};
+use common::{atctl, json_lines, ok};
 use serde_json::{json, Value};
-
-/// Runs atctl on this test's brokers and topics; its stdout, or an error with its stderr.
-async fn atctl(env: &Env, args: &[&str]) -> anyhow::Result<Result<String, String>> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_atctl"))
-        .args(["--brokers", &env.kafka.brokers])
-        .args(["--topic-prefix", &env.kafka.topic_prefix])
-        .args(args)
-        .output()
-        .await?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    Ok(if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(stderr)
-    })
-}
-
-async fn ok(env: &Env, args: &[&str]) -> anyhow::Result<String> {
-    atctl(env, args)
-        .await?
-        .map_err(|e| anyhow::anyhow!("atctl {args:?} failed: {e}"))
-}
-
-fn json_lines(s: &str) -> anyhow::Result<Vec<Value>> {
-    Ok(s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_letter_is_listed_shown_and_redriven_once() -> anyhow::Result<()> {

@@ -25,6 +25,7 @@ pub mod owner;
 pub mod replay;
 pub mod request;
 pub mod service;
+pub mod twin;
 pub mod when;
 
 pub use error::{AclRefusal, ClientError, KafkaError};

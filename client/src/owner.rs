@@ -492,14 +492,12 @@ impl Owner {
     }
 
     fn save_ledger(&self, l: &[LedgerEntry]) -> Result<()> {
-        let p = self.dir.join("grants.json");
-        let tmp = p.with_extension("tmp");
-        let json = serde_json::to_vec_pretty(l).map_err(|source| ClientError::Json {
-            what: "the ledger of grants".into(),
-            source,
-        })?;
-        files::write(&tmp, json)?;
-        files::rename(&tmp, &p)
+        files::replace_json(
+            &self.dir.join("grants.json"),
+            l,
+            "the ledger of grants",
+            false,
+        )
     }
 
     /// Signs an arbitrary upload for tests of the cloud's checks (never used by the CLI itself).
@@ -510,6 +508,12 @@ impl Owner {
     /// The owner's PRE key (tests seal envelopes as the owner would).
     pub fn pre_key(&self) -> &SecretKey {
         &self.pre
+    }
+
+    /// A second copy of the PRE key, read from its file, for a receiver that owns its key (the
+    /// owner opening its twins' log).
+    pub(crate) fn pre_key_copy(&self) -> Result<SecretKey> {
+        Ok(load_pre_key(&self.dir.join("pre.key"), &mut OsRng)?)
     }
 }
 

@@ -23,24 +23,6 @@ use crate::ctx::Ctx;
 use crate::jobs::{self, JobError, Timing};
 use crate::state::Deferred;
 
-/// Persists `d` and hands it to the queue; the job record is then done. `wait_ms` is only logged.
-pub(crate) fn defer(ctx: &Ctx, job_hash: &[u8; 32], d: Deferred, wait_ms: u64) -> Ack {
-    let persisted = match ctx.state.lock() {
-        Ok(mut s) => s.defer(job_hash, d.clone()).map(|()| s.deferred_count()),
-        Err(_) => return failed(JobError::Poisoned("state")),
-    };
-    match persisted {
-        Ok(count) => {
-            ctx.metrics.deferred.set(count as i64);
-            tracing::info!(job = %d.job_id, attempt = d.attempt, wait_ms, "deferred until the window's cut-off");
-            // A closed queue means the node is stopping: the ledger has it for the next start.
-            let _ = ctx.deferred.send(d);
-            Box::pin(async { Ok(()) })
-        }
-        Err(e) => failed(JobError::State(e)),
-    }
-}
-
 /// Starts the queue, with the attempts the ledger holds from before a restart.
 pub(crate) fn start(ctx: Arc<Ctx>, mut incoming: mpsc::UnboundedReceiver<Deferred>) {
     let mut queue: BTreeMap<(u64, String, u32), Deferred> = BTreeMap::new();

@@ -324,7 +324,7 @@ async fn run_attempt(
             admitted_ms,
             signed_job: hex::encode(signed),
         };
-        return crate::deferred::defer(ctx, &job.job_hash, d, wait);
+        return defer(ctx, &job.job_hash, d, wait);
     }
     let running = match ctx.state.lock() {
         Ok(mut s) => s.set(&j.job_id, &job.job_hash, attempt, AttemptState::Running),
@@ -406,4 +406,22 @@ pub(crate) async fn execute(
         ack.await?;
         Ok(persisted?)
     })
+}
+
+/// Persists `d` and hands it to the deferred queue (deferred.rs); the job record is then done. `wait_ms` is only logged.
+fn defer(ctx: &Ctx, job_hash: &[u8; 32], d: Deferred, wait_ms: u64) -> Ack {
+    let persisted = match ctx.state.lock() {
+        Ok(mut s) => s.defer(job_hash, d.clone()).map(|()| s.deferred_count()),
+        Err(_) => return failed(JobError::Poisoned("state")),
+    };
+    match persisted {
+        Ok(count) => {
+            ctx.metrics.deferred.set(count as i64);
+            tracing::info!(job = %d.job_id, attempt = d.attempt, wait_ms, "deferred until the window's cut-off");
+            // A closed queue means the node is stopping: the ledger has it for the next start.
+            let _ = ctx.deferred.send(d);
+            Box::pin(async { Ok(()) })
+        }
+        Err(e) => failed(JobError::State(e)),
+    }
 }

@@ -125,6 +125,18 @@ impl Assignment {
         self.tpl.count() == 0
     }
 
+    /// Starts `partition` of `topic` (already added) at `offset` instead.
+    pub fn set_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), KafkaSetupError> {
+        self.tpl
+            .set_partition_offset(topic, partition, Offset::Offset(offset))?;
+        Ok(())
+    }
+
     /// Assigns the partitions to `consumer`.
     pub fn assign<C: Consumer>(&self, consumer: &C) -> Result<(), KafkaSetupError> {
         consumer.assign(&self.tpl)?;
@@ -145,6 +157,9 @@ pub struct ReadOptions {
     pub max_payload: usize,
     /// Reading ends with [`ReadError::Cancelled`] once this is cancelled.
     pub stop: Option<Shutdown>,
+    /// Where to start in the partitions listed (a checkpoint: the next offset to read); the others
+    /// start at their beginning. An offset below the oldest stored one starts there.
+    pub from_offsets: HashMap<i32, i64>,
 }
 
 impl Default for ReadOptions {
@@ -155,6 +170,7 @@ impl Default for ReadOptions {
             stall: None,
             max_payload: usize::MAX,
             stop: None,
+            from_offsets: HashMap::new(),
         }
     }
 }
@@ -197,6 +213,8 @@ pub struct TopicReader {
     consumer: BaseConsumer,
     /// End offset still to reach, per partition.
     ends: HashMap<i32, i64>,
+    /// Every partition's end offset captured at the start (a checkpoint once read).
+    captured: HashMap<i32, i64>,
     total: u64,
     opts: ReadOptions,
     started: Instant,
@@ -220,18 +238,33 @@ impl TopicReader {
         let consumer: BaseConsumer = groupless_config(cfg).create()?;
         let mut a = Assignment::new();
         let spans = a.add(&consumer, topic, None, Start::Beginning, opts.setup_timeout)?;
+        let start = |s: &Span| {
+            opts.from_offsets
+                .get(&s.partition)
+                .map_or(s.low, |&from| from.max(s.low))
+        };
         let ends: HashMap<i32, i64> = spans
             .iter()
-            .filter(|s| s.high > s.low)
+            .filter(|s| s.high > start(s))
             .map(|s| (s.partition, s.high))
             .collect();
-        let total = spans.iter().map(|s| (s.high - s.low).max(0) as u64).sum();
+        let captured = spans.iter().map(|s| (s.partition, s.high)).collect();
+        let total = spans
+            .iter()
+            .map(|s| (s.high - start(s)).max(0) as u64)
+            .sum();
+        for s in &spans {
+            if start(s) > s.low {
+                a.set_offset(topic, s.partition, start(s))?;
+            }
+        }
         if !ends.is_empty() {
             a.assign(&consumer)?;
         }
         Ok(Self {
             consumer,
             ends,
+            captured,
             total,
             opts,
             started: Instant::now(),
@@ -240,9 +273,15 @@ impl TopicReader {
         })
     }
 
-    /// Records between the beginning and the end offsets captured at the start.
+    /// Records between the start and the end offsets captured at the start.
     pub fn total(&self) -> u64 {
         self.total
+    }
+
+    /// Every partition's end offset captured at the start: where a later read resumes once this
+    /// one has read everything ([`ReadOptions::from_offsets`]).
+    pub fn end_offsets(&self) -> &HashMap<i32, i64> {
+        &self.captured
     }
 
     fn stop_reason(&self) -> Option<ReadError> {

@@ -4,7 +4,6 @@
 //! after checking that the keys match the signed identity. The format itself (Argon2id +
 //! AES-256-GCM, Shamir over GF(2^8), the text files) is `armored_crypto::backup`.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use armored_crypto::backup::{password, shares};
@@ -76,23 +75,6 @@ pub fn restore(bundle: &Bundle, dir: &Path) -> Result<()> {
     files::write(&dir.join("owner.identity"), bundle.identity())
 }
 
-/// Writes `text` to a new file readable by its owner only (it is secret, or a share of a secret).
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io("creating", path))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(io("writing", path))?;
-    // create_new + mode is subject to the umask, which can only narrow it; make sure.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(io("restricting", path))
-}
-
 fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(io("reading", path))
 }
@@ -103,7 +85,7 @@ pub fn backup_password(dir: &Path, out: &Path, password: &[u8]) -> Result<()> {
         return Err(BackupError::WeakPassword.into());
     }
     let text = password::seal(&read_owner(dir)?, password, &mut OsRng)?;
-    write_private(out, &text)
+    files::write_private(out, text, false)
 }
 
 /// Opens a password-protected backup file.
@@ -130,7 +112,7 @@ pub fn backup_shares(dir: &Path, out_prefix: &Path, k: u8, n: u8) -> Result<Vec<
     let mut paths = Vec::new();
     for s in files {
         let path = out_prefix.with_file_name(format!("{stem}-{}-of-{n}.share", s.index));
-        write_private(&path, &s.text)?;
+        files::write_private(&path, &s.text, false)?;
         paths.push(path);
     }
     Ok(paths)

@@ -37,6 +37,9 @@ pub struct WriteTokenEntry {
     pub not_after_ms: u64,
     /// Revoked by this owner.
     pub revoked: bool,
+    /// When (the revocation's `revoked_at_ms`); absent in ledgers older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_ms: Option<u64>,
 }
 
 fn ledger_path(owner: &Owner) -> PathBuf {
@@ -56,14 +59,7 @@ pub fn ledger(owner: &Owner) -> Result<Vec<WriteTokenEntry>> {
 }
 
 fn save(owner: &Owner, l: &[WriteTokenEntry]) -> Result<()> {
-    let p = ledger_path(owner);
-    let tmp = p.with_extension("tmp");
-    let json = serde_json::to_vec_pretty(l).map_err(|source| ClientError::Json {
-        what: "the ledger of write tokens".into(),
-        source,
-    })?;
-    files::write(&tmp, json)?;
-    files::rename(&tmp, &p)
+    files::replace_json(&ledger_path(owner), l, "the ledger of write tokens", false)
 }
 
 /// Issues a write token for the party whose identity file is `writer_identity`, for `twin_id`,
@@ -109,6 +105,7 @@ pub async fn issue(
         not_before_ms,
         not_after_ms,
         revoked: false,
+        revoked_ms: None,
     };
     let mut l = ledger(owner)?;
     l.push(entry.clone());
@@ -124,11 +121,12 @@ pub async fn revoke(owner: &Owner, ctl: &Ctl, token_id_hex: &str) -> Result<()> 
             "a token id is 16 bytes (32 hex digits)".into(),
         ));
     }
+    let revoked_ms = now_ms();
     let r = issue_revocation(
         owner.signing_key(),
         RevocationKind::WriteToken,
         &id,
-        now_ms(),
+        revoked_ms,
         None,
     );
     ctl.send(
@@ -140,6 +138,7 @@ pub async fn revoke(owner: &Owner, ctl: &Ctl, token_id_hex: &str) -> Result<()> 
     let mut l = ledger(owner)?;
     for e in l.iter_mut().filter(|e| e.token_id == token_id_hex) {
         e.revoked = true;
+        e.revoked_ms = Some(revoked_ms);
     }
     save(owner, &l)
 }

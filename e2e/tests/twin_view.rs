@@ -1,0 +1,199 @@
+//! `atctl twin show` for the owner on the real brokers (`armored_client::twin`): the state the owner
+//! folds from the log equals what the twin's devices persisted after changes from two devices and
+//! a service's write with a write token (and its write after the token was revoked, which the
+//! devices refuse); the state as of a time between two changes is the one
+//! before the second; a record that does not open is counted, not shown; the checkpoint makes the
+//! next call read only what came since. Needs `infra/start.sh`.
+
+use std::time::Duration;
+
+use armored_base::time::now_ms;
+use armored_client::request::Requester;
+use armored_client::service::write::{seal, Write};
+use armored_client::service::Service;
+use armored_client::twin;
+use armored_crypto::identity::PartyKind;
+use armored_device::link::LinkEvent;
+use armored_e2e::{rand_id, Env, SERIAL};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_owners_view_equals_the_devices_state_at_any_time() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let env = Env::new().await?;
+    let ctl = env.owner_ctl()?;
+    let _ingest = env.start_ingest().await?;
+    let _worker = env.start_worker(&rand_id("reenc"));
+    let owner = env.owner(&ctl).await?;
+    let twin_id = rand_id("bike");
+    let mut d1 = env.device(&owner, &ctl, &twin_id, "d1").await?;
+    let mut d2 = env.device(&owner, &ctl, &twin_id, "d2").await?;
+
+    // d1, then d2 (over the same field), then a service with a write token.
+    let first = json!({"lat": 1, "lon": 2});
+    d1.publish(&["sync"], first.clone()).await?;
+    d2.wait_applied(&first, WAIT, "d1's change at d2").await?;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let between = now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = json!({"lat": 3});
+    d2.publish(&["sync"], second.clone()).await?;
+    d1.wait_applied(&second, WAIT, "d2's change at d1").await?;
+
+    let svc_dir = env.dir.join("svc");
+    let identity = std::fs::read(Service::init(
+        &svc_dir,
+        &rand_id("svc"),
+        PartyKind::Service,
+    )?)?;
+    let now = now_ms();
+    let (entry, token) = armored_client::owner::write_tokens::issue(
+        &owner,
+        &ctl,
+        &identity,
+        &twin_id,
+        now,
+        now + 3_600_000,
+    )
+    .await?;
+    let writer = Requester::open(&svc_dir)?;
+    let svc_ctl = env.service_ctl(&writer.id).await?;
+    let third = json!({"mode": "eco"});
+    let w = Write {
+        twin_id: &twin_id,
+        token: &token,
+        delta: third.clone(),
+        attributes: &["sync"],
+        check_token: true,
+    };
+    let (envl, _) = seal(&ctl.registry().await?, &svc_dir, &w, now_ms())?;
+    svc_ctl
+        .send(&svc_ctl.topics.sync(), &twin_id, &envl)
+        .await?;
+    d1.wait_applied(&third, WAIT, "the service's write at d1")
+        .await?;
+    d2.wait_applied(&third, WAIT, "the service's write at d2")
+        .await?;
+    // The owner revokes the token; once both devices hold the revocation, the service writes
+    // again: the devices refuse it, and so must the owner's view.
+    armored_client::owner::write_tokens::revoke(&owner, &ctl, &entry.token_id).await?;
+    let token_id = hex::decode(&entry.token_id)?;
+    for d in [&d1, &d2] {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !d
+            .device
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .write_token_revoked(&token_id)
+        {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no revocation at a device"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let late = Write {
+        delta: json!({"mode": "sport"}),
+        check_token: false,
+        ..w
+    };
+    let (envl, _) = seal(&ctl.registry().await?, &svc_dir, &late, now_ms())?;
+    svc_ctl
+        .send(&svc_ctl.topics.sync(), &twin_id, &envl)
+        .await?;
+    for d in [&mut d1, &mut d2] {
+        let seen = d
+            .collect_until(WAIT, |e| {
+                e.iter().any(|x| matches!(x, LinkEvent::Rejected { .. }))
+            })
+            .await;
+        anyhow::ensure!(
+            seen.iter().any(|x| matches!(x, LinkEvent::Rejected { .. })),
+            "a device did not refuse the revoked token's write: {seen:?}"
+        );
+    }
+    // An insider's record under the twin's key: it opens for nobody, so it is counted, not shown.
+    env.insider_ctl()?
+        .send(&env.topics.sync(), &twin_id, b"\x08\x01not an envelope")
+        .await?;
+
+    let mut seen = (0, 0);
+    let log = twin::load(&owner, &ctl, &twin_id, false, |n, total| seen = (n, total)).await?;
+    assert!(seen.1 >= 4, "the first call reads the log: {seen:?}");
+    let state = log.state_at(None);
+    let values: std::collections::BTreeMap<String, serde_json::Value> = state
+        .iter()
+        .map(|(k, f)| (k.clone(), f.value.clone()))
+        .collect();
+    for d in [&d1, &d2] {
+        let persisted = d
+            .device
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .state()
+            .fields
+            .clone();
+        assert_eq!(
+            values, persisted,
+            "the owner's view against a device's own state"
+        );
+    }
+    assert_eq!(
+        values,
+        [
+            ("lat".to_string(), json!(3)),
+            ("lon".to_string(), json!(2)),
+            ("mode".to_string(), json!("eco")),
+        ]
+        .into_iter()
+        .collect()
+    );
+    assert_eq!(state["lat"].writer, "device:d2");
+    assert!(
+        state["mode"].writer.starts_with("token:"),
+        "{:?}",
+        state["mode"]
+    );
+    assert_eq!(
+        log.refused, 2,
+        "the revoked token's write and the insider's record"
+    );
+    let writers: Vec<&str> = log.changes.iter().map(|c| c.writer.as_str()).collect();
+    assert_eq!(writers[..2], ["device:d1", "device:d2"]);
+    assert_eq!(log.changes.len(), 3);
+
+    // As of a time between the first two changes: the first alone.
+    let then = log.state_at(Some(between));
+    assert_eq!(then["lat"].value, json!(1));
+    assert_eq!(then["lon"].value, json!(2));
+    assert!(!then.contains_key("mode"));
+    assert_eq!(log.history(Some(between), None).len(), 2);
+
+    // The checkpoint: nothing new, nothing read; one change later, only it.
+    let again = twin::load(&owner, &ctl, &twin_id, false, |n, total| seen = (n, total)).await?;
+    assert_eq!(seen, (0, 0), "a second call re-read the log");
+    assert_eq!(again.changes, log.changes);
+    let fourth = json!({"lon": 5});
+    d1.publish(&["sync"], fourth.clone()).await?;
+    d2.wait_applied(&fourth, WAIT, "d1's last change at d2")
+        .await?;
+    let more = twin::load(&owner, &ctl, &twin_id, false, |n, total| seen = (n, total)).await?;
+    assert!(
+        seen.1 >= 1 && seen.1 < 4,
+        "read only what came since: {seen:?}"
+    );
+    assert_eq!(more.changes.len(), 4);
+    assert_eq!(more.state_at(None)["lon"].value, json!(5));
+    // A rescan reads everything again and comes to the same.
+    let rescanned = twin::load(&owner, &ctl, &twin_id, true, |_, _| {}).await?;
+    assert_eq!(rescanned.changes, more.changes);
+
+    for d in [d1, d2] {
+        d.stop().await;
+    }
+    env.stop().await;
+    Ok(())
+}
