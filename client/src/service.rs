@@ -267,9 +267,20 @@ impl Service {
             trust = trust_for(registry, &header.twin_id);
         }
         let trust = trust.ok_or(CryptoError::UnknownSigner("twin has no registered owner"))?;
+        self.open_delivery_with(payload, &trust, now_ms())
+    }
+
+    /// Opens one of this service's deliveries, its writer checked against `trust` as of `at_ms`
+    /// (a write token is judged at the time the cloud received the change).
+    pub fn open_delivery_with(
+        &mut self,
+        payload: &[u8],
+        trust: &TrustStore,
+        at_ms: u64,
+    ) -> Result<armored_crypto::envelope::StateChange, CryptoError> {
         Ok(self
             .receiver
-            .open_delivery(payload, &trust, now_ms(), &mut OsRng)?
+            .open_delivery(payload, trust, at_ms, &mut OsRng)?
             .into_inner())
     }
 }

@@ -1,24 +1,30 @@
-//! `atctl twin show` for the owner: a twin's state folded from the log on the owner's machine. The
-//! owner reads `at.sync.v1` (its principal may), opens each of the twin's state changes with its own
-//! PRE key (Dec of capsule1; the cloud never sees a plaintext), verifies the writer against the
-//! registry (enrolled devices, the owner, write-token holders; device revocations apply, and a
-//! write token the owner revoked refuses what the cloud received after its revocation, as the
-//! devices do once it reaches them), drops copies by
-//! (writer, seq), and applies the fields in log order, the order the cloud's workers deliver them
-//! in, as every receiver does (`armored_device`: a field takes the value of the last change that
-//! set it).
+//! `atctl twin show`: a twin's state folded on the reader's machine. The owner reads the log
+//! (`at.sync.v1`) and opens each of the twin's state changes with its own PRE key (Dec of
+//! capsule1); a service reads its own deliveries (`at.deliver.v1`, keyed by its id: only the
+//! changes its grants admit, re-encrypted for it) and opens them with its key. Either way the
+//! cloud never sees a plaintext. Each change's writer is verified against the registry (enrolled
+//! devices, the owner, write-token holders; device revocations apply, and a write token revoked on
+//! `at.tokens.v1` refuses what the cloud received after its revocation, as the devices do once it
+//! reaches them), copies are dropped by (writer, seq), and the fields are applied in the order read,
+//! as every receiver does (`armored_device`: a field takes the value of the last change that set
+//! it). A service sees its subset only: changes its grants do not admit never reach it, so it
+//! cannot even tell that they exist.
 //!
-//! A checkpoint in the owner's directory (`twins/<twin>.json`, 0600: it holds plaintext, like the
-//! devices' own state files) keeps the changes read so far and the log's end offsets, so the next
+//! A checkpoint in the reader's directory (`twins/<twin>.json`, 0600: it holds plaintext, like the
+//! devices' own state files) keeps the changes read so far and the topic's end offsets, so the next
 //! call reads only what came since. Changes keep the verdict they had when read: a later device
 //! revocation with an earlier `last_valid_seq` does not reach back into it (`rescan` does).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use armored_crypto::envelope::{Receiver, Writer};
+use armored_crypto::envelope::{Receiver, StateChange, TrustStore, Writer};
+use armored_crypto::sig::VerifyingKey;
+use armored_crypto::tokens::{verify_revocation, RevocationKind};
 use armored_runtime::reader::{ReadOptions, TopicReader};
+use armored_schemas::v1::{control_record::Record, ControlRecord};
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -26,6 +32,16 @@ use crate::error::{ClientError, KafkaError, Result};
 use crate::files;
 use crate::kafka::Ctl;
 use crate::owner::Owner;
+use crate::service::Service;
+
+/// Who reads a twin.
+#[derive(Clone, Copy, Debug)]
+pub enum Viewer<'a> {
+    /// Its owner: the log, opened with the owner's key.
+    Owner(&'a Owner),
+    /// A service (its directory): its own deliveries, what its grants admit.
+    Service(&'a Path),
+}
 
 /// One verified state change of the twin, as the owner read it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,14 +131,14 @@ impl TwinLog {
     }
 }
 
-fn checkpoint_path(owner: &Owner, twin: &str) -> PathBuf {
-    owner.dir().join("twins").join(format!("{twin}.json"))
+fn checkpoint_path(dir: &Path, twin: &str) -> PathBuf {
+    dir.join("twins").join(format!("{twin}.json"))
 }
 
 /// What the owner's checkpoint holds for `twin` (nothing read yet: `None`), without reading the log.
 pub fn checkpoint(owner: &Owner, twin: &str) -> Result<Option<TwinLog>> {
     armored_crypto::envelope::check_id(twin, "twin id")?;
-    let path = checkpoint_path(owner, twin);
+    let path = checkpoint_path(owner.dir(), twin);
     if !path.exists() {
         return Ok(None);
     }
@@ -135,10 +151,54 @@ pub fn checkpoint(owner: &Owner, twin: &str) -> Result<Option<TwinLog>> {
         })
 }
 
-/// Reads what the log holds for `twin` since the owner's checkpoint (from offset 0 with
-/// `rescan`), reporting `(read, total)` records as it goes, and saves the checkpoint.
+/// Write tokens revoked on `at.tokens.v1` by the owner whose signing key is `owner`: token id (hex)
+/// → its signed `revoked_at_ms`.
+fn revoked_write_tokens(ctl: &Ctl, owner: &VerifyingKey) -> Result<HashMap<String, u64>> {
+    let mut out = HashMap::new();
+    for payload in crate::kafka::read_topic(ctl, &ctl.topics.tokens())? {
+        let Ok(ControlRecord {
+            record: Some(Record::Revocation(bytes)),
+            ..
+        }) = ControlRecord::decode(payload.as_slice())
+        else {
+            continue;
+        };
+        let Ok(r) = verify_revocation(&bytes, owner) else {
+            continue;
+        };
+        let r = r.into_inner();
+        if r.kind == RevocationKind::WriteToken as i32 {
+            let at = r.revoked_at_ms;
+            out.entry(hex::encode(&r.id))
+                .and_modify(|t: &mut u64| *t = (*t).min(at))
+                .or_insert(at);
+        }
+    }
+    Ok(out)
+}
+
+/// How a [`Viewer`] opens what it reads.
+enum Opener {
+    Owner(Box<Receiver>),
+    Service(Box<Service>),
+}
+
+impl Opener {
+    fn open(&mut self, payload: &[u8], trust: &TrustStore, at_ms: u64) -> Option<StateChange> {
+        match self {
+            Opener::Owner(r) => r
+                .open_envelope(payload, trust, at_ms)
+                .ok()
+                .map(|v| v.into_inner()),
+            Opener::Service(s) => s.open_delivery_with(payload, trust, at_ms).ok(),
+        }
+    }
+}
+
+/// Reads what `viewer` can see of `twin` since its checkpoint (from the start with `rescan`),
+/// reporting `(read, total)` records as it goes, and saves the checkpoint.
 pub async fn load(
-    owner: &Owner,
+    viewer: Viewer<'_>,
     ctl: &Ctl,
     twin: &str,
     rescan: bool,
@@ -146,24 +206,33 @@ pub async fn load(
 ) -> Result<TwinLog> {
     armored_crypto::envelope::check_id(twin, "twin id")?;
     let registry = ctl.registry().await?;
-    match registry.twin_owner(twin) {
-        Some(o) if o.pre.key_id() == owner.pre_key().key_id() => {}
-        Some(_) => {
-            return Err(ClientError::Refused(format!(
-                "twin {twin} belongs to another owner"
-            )))
+    let twin_owner = registry
+        .twin_owner(twin)
+        .ok_or_else(|| ClientError::NotFound(format!("no twin {twin} in the registry")))?;
+    // The owner reads the log under the twin's key; a service its deliveries, under its id.
+    let (dir, topic, key, mut opener) = match viewer {
+        Viewer::Owner(owner) => {
+            if twin_owner.pre.key_id() != owner.pre_key().key_id() {
+                return Err(ClientError::Refused(format!(
+                    "twin {twin} belongs to another owner"
+                )));
+            }
+            let r = Box::new(Receiver::new(owner.pre_key_copy()?));
+            let dir = owner.dir().to_path_buf();
+            (dir, ctl.topics.sync(), twin.to_string(), Opener::Owner(r))
         }
-        None => {
-            return Err(ClientError::NotFound(format!(
-                "no twin {twin} in the registry"
-            )))
+        Viewer::Service(dir) => {
+            let s = Service::open(dir)?;
+            let id = s.id.clone();
+            let opener = Opener::Service(Box::new(s));
+            (dir.to_path_buf(), ctl.topics.deliver(), id, opener)
         }
-    }
+    };
     let trust = registry
         .trust_store(twin)
         .ok_or_else(|| ClientError::NotFound(format!("no twin {twin} in the registry")))?;
-    let topic = ctl.topics.sync();
-    let path = checkpoint_path(owner, twin);
+    let revoked_tokens = revoked_write_tokens(ctl, &twin_owner.sig)?;
+    let path = checkpoint_path(&dir, twin);
     let mut log = match files::read(&path) {
         Ok(b) if !rescan => {
             serde_json::from_slice::<TwinLog>(&b).map_err(|source| ClientError::Json {
@@ -181,23 +250,16 @@ pub async fn load(
     }
     let opts = ReadOptions {
         stall: Some(Duration::from_secs(30)),
-        max_payload: armored_schemas::limits::MAX_ENVELOPE_BYTES,
+        max_payload: armored_schemas::limits::MAX_DELIVERY_BYTES,
         from_offsets: log.offsets.iter().map(|(p, o)| (*p, *o)).collect(),
         ..ReadOptions::default()
     };
     let reader = TopicReader::open(&ctl.kafka, &topic, opts).map_err(KafkaError::from)?;
     let (total, ends) = (reader.total(), reader.end_offsets().clone());
-    let mut receiver = Receiver::new(owner.pre_key_copy()?);
     let mut seen: HashSet<(String, u64)> = log
         .changes
         .iter()
         .map(|c| (c.writer.clone(), c.seq))
-        .collect();
-    // Write tokens this owner revoked, and when (its own ledger of write tokens).
-    let revoked_tokens: HashMap<String, u64> = crate::owner::write_tokens::ledger(owner)?
-        .into_iter()
-        .filter(|e| e.revoked)
-        .filter_map(|e| e.revoked_ms.map(|t| (e.token_id, t)))
         .collect();
     let now = armored_base::time::now_ms();
     let mut n = 0u64;
@@ -212,7 +274,7 @@ pub async fn load(
         if n % 256 == 0 || n == total {
             progress(n, total);
         }
-        if m.key.as_deref() != Some(twin.as_bytes()) {
+        if m.key.as_deref() != Some(key.as_bytes()) {
             continue;
         }
         // Judged as of when the cloud received it (the record's timestamp): a write token that
@@ -221,11 +283,14 @@ pub async fn load(
             .timestamp_ms
             .and_then(|t| u64::try_from(t).ok())
             .unwrap_or(now);
-        let Ok(sc) = receiver.open_envelope(&m.payload, &trust, at) else {
+        // A service's deliveries are of all its twins: only this twin's count, refused or not.
+        if matches!(viewer, Viewer::Service(_)) && !delivery_is_of(&m.payload, twin) {
+            continue;
+        }
+        let Some(sc) = opener.open(&m.payload, &trust, at) else {
             log.refused += 1;
             continue;
         };
-        let sc = sc.into_inner();
         let attrs = &sc.header.attributes;
         // State changes only: requests (`req`) and share bundles are not the twin's state.
         if sc.header.twin_id != twin
@@ -272,7 +337,19 @@ pub async fn load(
     Ok(log)
 }
 
-fn save(path: &std::path::Path, log: &TwinLog) -> Result<()> {
+/// Whether a delivery's envelope header (plain here, authenticated when opened) names `twin`.
+fn delivery_is_of(payload: &[u8], twin: &str) -> bool {
+    armored_schemas::decode_strict::<armored_schemas::v1::Delivery>(
+        "Delivery",
+        payload,
+        armored_schemas::limits::MAX_DELIVERY_BYTES,
+    )
+    .ok()
+    .and_then(|d| armored_crypto::envelope::parse_header(&d.envelope_header).ok())
+    .is_some_and(|h| h.twin_id == twin)
+}
+
+fn save(path: &Path, log: &TwinLog) -> Result<()> {
     if let Some(dir) = path.parent() {
         files::create_dir_all(dir)?;
     }

@@ -19,6 +19,21 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The owner's view of `twin`, and the (read, total) records of that call.
+async fn view(
+    owner: &armored_client::owner::Owner,
+    ctl: &armored_client::kafka::Ctl,
+    twin: &str,
+    rescan: bool,
+) -> anyhow::Result<(twin::TwinLog, (u64, u64))> {
+    let mut seen = (0, 0);
+    let log = twin::load(twin::Viewer::Owner(owner), ctl, twin, rescan, |n, total| {
+        seen = (n, total)
+    })
+    .await?;
+    Ok((log, seen))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_owners_view_equals_the_devices_state_at_any_time() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
@@ -120,8 +135,7 @@ async fn the_owners_view_equals_the_devices_state_at_any_time() -> anyhow::Resul
         .send(&env.topics.sync(), &twin_id, b"\x08\x01not an envelope")
         .await?;
 
-    let mut seen = (0, 0);
-    let log = twin::load(&owner, &ctl, &twin_id, false, |n, total| seen = (n, total)).await?;
+    let (log, seen) = view(&owner, &ctl, &twin_id, false).await?;
     assert!(seen.1 >= 4, "the first call reads the log: {seen:?}");
     let state = log.state_at(None);
     let values: std::collections::BTreeMap<String, serde_json::Value> = state
@@ -173,14 +187,14 @@ async fn the_owners_view_equals_the_devices_state_at_any_time() -> anyhow::Resul
     assert_eq!(log.history(Some(between), None).len(), 2);
 
     // The checkpoint: nothing new, nothing read; one change later, only it.
-    let again = twin::load(&owner, &ctl, &twin_id, false, |n, total| seen = (n, total)).await?;
+    let (again, seen) = view(&owner, &ctl, &twin_id, false).await?;
     assert_eq!(seen, (0, 0), "a second call re-read the log");
     assert_eq!(again.changes, log.changes);
     let fourth = json!({"lon": 5});
     d1.publish(&["sync"], fourth.clone()).await?;
     d2.wait_applied(&fourth, WAIT, "d1's last change at d2")
         .await?;
-    let more = twin::load(&owner, &ctl, &twin_id, false, |n, total| seen = (n, total)).await?;
+    let (more, seen) = view(&owner, &ctl, &twin_id, false).await?;
     assert!(
         seen.1 >= 1 && seen.1 < 4,
         "read only what came since: {seen:?}"
@@ -188,7 +202,7 @@ async fn the_owners_view_equals_the_devices_state_at_any_time() -> anyhow::Resul
     assert_eq!(more.changes.len(), 4);
     assert_eq!(more.state_at(None)["lon"].value, json!(5));
     // A rescan reads everything again and comes to the same.
-    let rescanned = twin::load(&owner, &ctl, &twin_id, true, |_, _| {}).await?;
+    let (rescanned, _) = view(&owner, &ctl, &twin_id, true).await?;
     assert_eq!(rescanned.changes, more.changes);
 
     for d in [d1, d2] {

@@ -57,6 +57,62 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Issue 19: the owner reviews a twin from the log, decrypted on her machine (`atctl twin show`),
+/// and it must equal what the twin's device d2 holds after every step before (changes of two
+/// devices, a token holder's write, its write after revocation that the devices refused).
+async fn owner_view(
+    ctl: &Ctl,
+    owner: &Owner,
+    twin: &str,
+    d2: &Arc<Mutex<armored_device::Device>>,
+) -> anyhow::Result<bool> {
+    step(
+        11,
+        &format!(
+            "alice reviews twin {twin} from the log (atctl twin show), decrypted on her machine"
+        ),
+    );
+    let view = armored_client::twin::load(
+        armored_client::twin::Viewer::Owner(owner),
+        ctl,
+        twin,
+        false,
+        |_, _| {},
+    )
+    .await?;
+    let state = view.state_at(None);
+    for (k, f) in &state {
+        println!(
+            "    {k:<8} = {:<10} set by {} (seq {})",
+            f.value.to_string(),
+            f.writer,
+            f.seq
+        );
+    }
+    let values: std::collections::BTreeMap<String, serde_json::Value> = state
+        .iter()
+        .map(|(k, f)| (k.clone(), f.value.clone()))
+        .collect();
+    // d2 may still be applying the last delivery: give it a moment before comparing.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let same = loop {
+        let held = d2
+            .lock()
+            .map(|d| d.state().fields.clone())
+            .unwrap_or_default();
+        if held == values || Instant::now() > deadline {
+            break held == values;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "    {} changes, {} refused (the revoked token's write among them); equals d2's own state: {same}",
+        view.changes.len(),
+        view.refused
+    );
+    Ok(same)
+}
+
 /// Runs the scenario.
 pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     let t0 = Instant::now();
@@ -234,6 +290,7 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     }
     println!();
     ok &= requests::run(ctl, &svc_ctl, &owner, &twin1, &svc_dir, d2.device.clone()).await?;
+    ok &= owner_view(ctl, &owner, &twin1, &d2.device).await?;
     // Issue 6: device replacement (M3) and owner key backup and restore (paper 5.4).
     ok &= history::run(&cfg, ctl, &owner, &tag, &shutdown).await?;
     if cfg.phones > 0 {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use armored_client::owner::Owner;
-use armored_client::twin::{self, TwinLog};
+use armored_client::twin::{self, TwinLog, Viewer};
 use armored_client::when::{format_utc, parse_until, utc_ms};
 use clap::{Args, Subcommand};
 
@@ -16,6 +16,10 @@ pub struct TwinArgs {
     /// Owner directory (keys, identity, ledger of grants, twin checkpoints).
     #[arg(long, env = "AT_OWNER_DIR", default_value = "owner")]
     dir: PathBuf,
+    /// Read as this service instead (its directory): its own deliveries, the subset its grants
+    /// admit (`show` only).
+    #[arg(long, value_name = "DIR")]
+    service: Option<PathBuf>,
     #[command(subcommand)]
     cmd: TwinCmd,
 }
@@ -67,15 +71,23 @@ fn time(s: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("{t:?} is neither YYYY-MM-DDTHH:MM[:SS]Z nor unix ms"))
 }
 
-async fn read(o: &Owner, connect: &Connect, twin: &str, rescan: bool) -> anyhow::Result<TwinLog> {
-    let ctl = connect.owner()?;
+async fn read(
+    viewer: Viewer<'_>,
+    connect: &Connect,
+    twin: &str,
+    rescan: bool,
+) -> anyhow::Result<TwinLog> {
+    let ctl = match viewer {
+        Viewer::Owner(_) => connect.owner()?,
+        Viewer::Service(dir) => connect.service(dir)?,
+    };
     let started = std::time::Instant::now();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("reading the log {bar:30} {pos}/{len} records")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let log = twin::load(o, &ctl, twin, rescan, |done, total| {
+    let log = twin::load(viewer, &ctl, twin, rescan, |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })
@@ -92,7 +104,6 @@ async fn read(o: &Owner, connect: &Connect, twin: &str, rescan: bool) -> anyhow:
 
 /// Runs `atctl twin …`.
 pub async fn run(a: TwinArgs, connect: &Connect) -> anyhow::Result<()> {
-    let o = Owner::open(&a.dir)?;
     match a.cmd {
         TwinCmd::Show {
             twin,
@@ -103,68 +114,24 @@ pub async fn run(a: TwinArgs, connect: &Connect) -> anyhow::Result<()> {
             json,
             rescan,
         } => {
-            let log = read(&o, connect, &twin, rescan).await?;
-            if history {
-                let (from, to) = (from.as_deref().map(time), to.as_deref().map(time));
-                let changes = log.history(from.transpose()?, to.transpose()?);
-                for c in changes {
-                    if json {
-                        println!("{}", serde_json::to_string(c)?);
-                    } else {
-                        let fields: Vec<String> =
-                            c.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                        println!(
-                            "{}  {:<24} seq {:<6} {}",
-                            format_utc(c.observed_at_ms),
-                            c.writer,
-                            c.seq,
-                            fields.join(" ")
-                        );
-                    }
+            let owner;
+            let viewer = match &a.service {
+                Some(dir) => Viewer::Service(dir),
+                None => {
+                    owner = Owner::open(&a.dir)?;
+                    Viewer::Owner(&owner)
                 }
-            } else {
-                let at_ms = at.as_deref().map(time).transpose()?;
-                let state = log.state_at(at_ms);
-                if json {
-                    let out = serde_json::json!({
-                        "twin": twin,
-                        "at_ms": at_ms,
-                        "state": state.iter().map(|(k, f)| (k.clone(), f.value.clone())).collect::<serde_json::Map<_, _>>(),
-                        "fields": state,
-                        "changes": log.changes.len(),
-                        "refused": log.refused,
-                    });
-                    println!("{}", serde_json::to_string_pretty(&out)?);
-                } else {
-                    match at_ms {
-                        Some(t) => println!("twin {twin} as of {}", format_utc(t)),
-                        None => println!("twin {twin}"),
-                    }
-                    for (k, f) in &state {
-                        println!(
-                            "  {k:<20} {:<24} set by {} (seq {}) at {}",
-                            f.value.to_string(),
-                            f.writer,
-                            f.seq,
-                            format_utc(f.observed_at_ms)
-                        );
-                    }
-                    println!(
-                        "{} changes{}",
-                        log.changes.len(),
-                        if log.refused > 0 {
-                            format!(
-                                "; {} records refused (did not open or verify, or a revoked writer)",
-                                log.refused
-                            )
-                        } else {
-                            String::new()
-                        }
-                    );
-                }
-            }
+            };
+            let log = read(viewer, connect, &twin, rescan).await?;
+            print_show(&twin, &log, at, history, from, to, json)?;
         }
         TwinCmd::List { scan } => {
+            if a.service.is_some() {
+                anyhow::bail!(
+                    "--service works with `twin show` only (a service's list is its grants)"
+                );
+            }
+            let o = Owner::open(&a.dir)?;
             let ctl = connect.owner()?;
             let r = ctl.registry().await?;
             let mine = o.pre_key().key_id();
@@ -193,7 +160,9 @@ pub async fn run(a: TwinArgs, connect: &Connect) -> anyhow::Result<()> {
                     })
                     .unwrap_or_default();
                 let last = if scan {
-                    read(&o, connect, &t, false).await?.last_change_ms()
+                    read(Viewer::Owner(&o), connect, &t, false)
+                        .await?
+                        .last_change_ms()
                 } else {
                     twin::checkpoint(&o, &t)?.and_then(|l| l.last_change_ms())
                 };
@@ -217,6 +186,78 @@ pub async fn run(a: TwinArgs, connect: &Connect) -> anyhow::Result<()> {
                     grants.join("; ")
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// Prints what `twin show` shows: the state (now or `--at`), or the history.
+fn print_show(
+    twin: &str,
+    log: &TwinLog,
+    at: Option<String>,
+    history: bool,
+    from: Option<String>,
+    to: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if history {
+        let (from, to) = (from.as_deref().map(time), to.as_deref().map(time));
+        let changes = log.history(from.transpose()?, to.transpose()?);
+        for c in changes {
+            if json {
+                println!("{}", serde_json::to_string(c)?);
+            } else {
+                let fields: Vec<String> =
+                    c.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!(
+                    "{}  {:<24} seq {:<6} {}",
+                    format_utc(c.observed_at_ms),
+                    c.writer,
+                    c.seq,
+                    fields.join(" ")
+                );
+            }
+        }
+    } else {
+        let at_ms = at.as_deref().map(time).transpose()?;
+        let state = log.state_at(at_ms);
+        if json {
+            let out = serde_json::json!({
+                "twin": twin,
+                "at_ms": at_ms,
+                "state": state.iter().map(|(k, f)| (k.clone(), f.value.clone())).collect::<serde_json::Map<_, _>>(),
+                "fields": state,
+                "changes": log.changes.len(),
+                "refused": log.refused,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            match at_ms {
+                Some(t) => println!("twin {twin} as of {}", format_utc(t)),
+                None => println!("twin {twin}"),
+            }
+            for (k, f) in &state {
+                println!(
+                    "  {k:<20} {:<24} set by {} (seq {}) at {}",
+                    f.value.to_string(),
+                    f.writer,
+                    f.seq,
+                    format_utc(f.observed_at_ms)
+                );
+            }
+            println!(
+                "{} changes{}",
+                log.changes.len(),
+                if log.refused > 0 {
+                    format!(
+                        "; {} records refused (did not open or verify, or a revoked writer)",
+                        log.refused
+                    )
+                } else {
+                    String::new()
+                }
+            );
         }
     }
     Ok(())
