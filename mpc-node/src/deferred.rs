@@ -118,7 +118,12 @@ async fn resume(ctx: &Arc<Ctx>, d: &Deferred) -> Ack {
 /// The signed job of a deferred attempt, verified again with its service's key.
 fn read_back(ctx: &Ctx, d: &Deferred) -> Result<SignedJob, JobError> {
     let unreadable = |why: String| JobError::Unreadable(format!("{}/{}", d.job_id, d.attempt), why);
-    let bytes = hex::decode(&d.signed_job).map_err(|e| unreadable(e.to_string()))?;
+    let bytes = ctx
+        .state
+        .lock()
+        .map_err(|_| JobError::Poisoned("state"))?
+        .signed_job(d)
+        .map_err(|e| unreadable(e.to_string()))?;
     let service = peek_job(&bytes)
         .map_err(|e| unreadable(e.to_string()))?
         .service_id;

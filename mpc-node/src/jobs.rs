@@ -322,9 +322,8 @@ async fn run_attempt(
             attempt,
             cutoff_ms: admitted.cutoff_ms,
             admitted_ms,
-            signed_job: hex::encode(signed),
         };
-        return defer(ctx, &job.job_hash, d, wait);
+        return defer(ctx, &job.job_hash, d, signed, wait);
     }
     let running = match ctx.state.lock() {
         Ok(mut s) => s.set(&j.job_id, &job.job_hash, attempt, AttemptState::Running),
@@ -409,9 +408,11 @@ pub(crate) async fn execute(
 }
 
 /// Persists `d` and hands it to the deferred queue (deferred.rs); the job record is then done. `wait_ms` is only logged.
-fn defer(ctx: &Ctx, job_hash: &[u8; 32], d: Deferred, wait_ms: u64) -> Ack {
+fn defer(ctx: &Ctx, job_hash: &[u8; 32], d: Deferred, signed: &[u8], wait_ms: u64) -> Ack {
     let persisted = match ctx.state.lock() {
-        Ok(mut s) => s.defer(job_hash, d.clone()).map(|()| s.deferred_count()),
+        Ok(mut s) => s
+            .defer(job_hash, d.clone(), signed)
+            .map(|()| s.deferred_count()),
         Err(_) => return failed(JobError::Poisoned("state")),
     };
     match persisted {

@@ -1,8 +1,10 @@
 //! What a node persists: its job ledger (idempotence by job id, attempts in flight when it
 //! stopped), the per-(participant, window) job budgets, and the attempts deferred until their
-//! window's cut-off (resumed after a restart). One JSON file, replaced atomically.
+//! window's cut-off (resumed after a restart). One JSON file, replaced atomically; a deferred
+//! attempt's signed job (up to 1 MiB) in a file of its own beside it (`deferred/`), so that the
+//! ledger rewritten on every change stays small and no job body is held in memory while it waits.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -49,13 +51,20 @@ pub struct Deferred {
     /// When it was admitted: it is admitted again at this time when it resumes, so that a node
     /// decides as it did (and as its peers did), except for what was revoked since.
     pub admitted_ms: u64,
-    /// The signed job (`JobSubmission.job`), hex.
-    pub signed_job: String,
 }
 
 impl Deferred {
     fn key(&self) -> String {
         format!("{}/{}", self.job_id, self.attempt)
+    }
+
+    /// Its signed job's file name: a digest, since job ids come from services.
+    fn file_name(&self) -> String {
+        use sha2::Digest;
+        format!(
+            "{}.job",
+            hex::encode(sha2::Sha256::digest(self.key().as_bytes()))
+        )
     }
 }
 
@@ -79,6 +88,8 @@ pub enum Seen {
 pub struct NodeState {
     path: Option<PathBuf>,
     data: Persisted,
+    /// Signed jobs of deferred attempts, for a ledger kept in memory (`path` is `None`).
+    jobs_in_memory: HashMap<String, Vec<u8>>,
 }
 
 /// State I/O failures.
@@ -114,6 +125,7 @@ impl NodeState {
             return Ok(Self {
                 path: None,
                 data: Persisted::default(),
+                jobs_in_memory: HashMap::new(),
             });
         };
         let io = |source| StateError::Io {
@@ -138,6 +150,7 @@ impl NodeState {
         Ok(Self {
             path: Some(path),
             data,
+            jobs_in_memory: HashMap::new(),
         })
     }
 
@@ -184,13 +197,75 @@ impl NodeState {
         self.save()
     }
 
-    /// Defers an attempt until its cut-off: its state and how to resume it, in one write.
-    pub fn defer(&mut self, job_hash: &[u8; 32], d: Deferred) -> Result<(), StateError> {
+    /// Where deferred attempts' signed jobs are kept (`None`: in memory).
+    fn jobs_dir(&self) -> Option<PathBuf> {
+        self.path
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|d| d.join("deferred"))
+    }
+
+    /// Defers an attempt until its cut-off: its signed job first (written and synced), then its
+    /// state and how to resume it in one write of the ledger.
+    pub fn defer(
+        &mut self,
+        job_hash: &[u8; 32],
+        d: Deferred,
+        signed_job: &[u8],
+    ) -> Result<(), StateError> {
+        match self.jobs_dir() {
+            None => {
+                self.jobs_in_memory.insert(d.key(), signed_job.to_vec());
+            }
+            Some(dir) => {
+                let path = dir.join(d.file_name());
+                let io = |source| StateError::Io {
+                    path: path.display().to_string(),
+                    source,
+                };
+                std::fs::create_dir_all(&dir).map_err(io)?;
+                let tmp = path.with_extension("tmp");
+                std::fs::File::create(&tmp)
+                    .and_then(|mut f| {
+                        std::io::Write::write_all(&mut f, signed_job)?;
+                        f.sync_all()
+                    })
+                    .map_err(io)?;
+                std::fs::rename(&tmp, &path).map_err(io)?;
+            }
+        }
         self.entry(&d.job_id, job_hash)
             .attempts
             .insert(d.attempt, AttemptState::Deferred);
         self.data.deferred.insert(d.key(), d);
         self.save()
+    }
+
+    /// A deferred attempt's signed job.
+    pub fn signed_job(&self, d: &Deferred) -> Result<Vec<u8>, StateError> {
+        match self.jobs_dir() {
+            None => Ok(self
+                .jobs_in_memory
+                .get(&d.key())
+                .cloned()
+                .unwrap_or_default()),
+            Some(dir) => {
+                let path = dir.join(d.file_name());
+                std::fs::read(&path).map_err(|source| StateError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Forgets a deferred attempt's signed job (once the ledger no longer names it).
+    fn forget_job(&mut self, d: &Deferred) {
+        self.jobs_in_memory.remove(&d.key());
+        if let Some(dir) = self.jobs_dir() {
+            // A file left behind is harmless: nothing names it any more.
+            let _ = std::fs::remove_file(dir.join(d.file_name()));
+        }
     }
 
     /// Starts a deferred attempt: it is `Running` and no longer deferred, in one write.
@@ -199,13 +274,17 @@ impl NodeState {
         self.entry(&d.job_id, job_hash)
             .attempts
             .insert(d.attempt, AttemptState::Running);
-        self.save()
+        self.save()?;
+        self.forget_job(d);
+        Ok(())
     }
 
     /// Forgets a deferred attempt that cannot resume (it is failed instead).
     pub fn drop_deferred(&mut self, d: &Deferred) -> Result<(), StateError> {
         self.data.deferred.remove(&d.key());
-        self.save()
+        self.save()?;
+        self.forget_job(d);
+        Ok(())
     }
 
     /// The attempts waiting for their cut-off.
@@ -303,15 +382,15 @@ mod tests {
             attempt: 1,
             cutoff_ms: 5_000,
             admitted_ms: 1_000,
-            signed_job: "00".into(),
         };
         {
             let mut s = NodeState::open(Some(dir.clone())).unwrap();
-            s.defer(&h, d.clone()).unwrap();
+            s.defer(&h, d.clone(), b"the signed job").unwrap();
             assert_eq!(s.seen("later", &h, 1), Seen::Deferred);
         }
         let mut s = NodeState::open(Some(dir.clone())).unwrap();
         assert_eq!(s.deferred(), vec![d.clone()]);
+        assert_eq!(s.signed_job(&d).unwrap(), b"the signed job");
         assert_eq!(
             s.seen("later", &h, 1),
             Seen::Deferred,
@@ -319,6 +398,7 @@ mod tests {
         );
         s.resume(&h, &d).unwrap();
         assert_eq!(s.deferred_count(), 0);
+        assert!(s.signed_job(&d).is_err(), "its file goes once it runs");
         assert_eq!(s.seen("later", &h, 1), Seen::Interrupted, "running now");
         let _ = std::fs::remove_dir_all(dir);
     }
