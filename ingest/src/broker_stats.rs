@@ -12,23 +12,39 @@ use std::collections::HashMap;
 
 use prometheus::{IntCounter, IntGauge};
 
-use crate::metrics::Metrics;
+use crate::metrics::{BrokerMetrics, Metrics};
 
-/// A figure's kind: the broker's current value, or a total since the broker started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A figure, and the metric it goes to: the broker's current value, or a total since the broker
+/// started (served as a counter).
+#[derive(Clone, Copy)]
 enum Kind {
-    Gauge,
-    Total,
+    Gauge(fn(&BrokerMetrics) -> &IntGauge),
+    Total(fn(&BrokerMetrics) -> &IntCounter),
 }
 
-/// The `$SYS` topics read, and how.
+/// The `$SYS` topics read, and where each goes.
 const FIGURES: [(&str, Kind); 6] = [
-    ("$SYS/broker/clients/connected", Kind::Gauge),
-    ("$SYS/broker/clients/disconnected", Kind::Gauge),
-    ("$SYS/broker/store/messages/count", Kind::Gauge),
-    ("$SYS/broker/messages/received", Kind::Total),
-    ("$SYS/broker/messages/sent", Kind::Total),
-    ("$SYS/broker/publish/messages/dropped", Kind::Total),
+    (
+        "$SYS/broker/clients/connected",
+        Kind::Gauge(|m| &m.clients_connected),
+    ),
+    (
+        "$SYS/broker/clients/disconnected",
+        Kind::Gauge(|m| &m.sessions_offline),
+    ),
+    (
+        "$SYS/broker/store/messages/count",
+        Kind::Gauge(|m| &m.stored_messages),
+    ),
+    (
+        "$SYS/broker/messages/received",
+        Kind::Total(|m| &m.received),
+    ),
+    ("$SYS/broker/messages/sent", Kind::Total(|m| &m.sent)),
+    (
+        "$SYS/broker/publish/messages/dropped",
+        Kind::Total(|m| &m.dropped),
+    ),
 ];
 
 /// The subscriptions: one per figure (QoS 0: nothing is queued for a bridge that is away).
@@ -73,12 +89,12 @@ impl BrokerStats {
             .ok_or(Skipped::Unknown)?;
         let value = parse(payload).ok_or(Skipped::NotANumber)?;
         match kind {
-            Kind::Gauge => gauge(m, name).set(i64::try_from(value).unwrap_or(i64::MAX)),
-            Kind::Total => {
+            Kind::Gauge(g) => g(&m.mqtt).set(i64::try_from(value).unwrap_or(i64::MAX)),
+            Kind::Total(c) => {
                 // A total lower than the last one means the broker restarted and counts from 0.
                 let last = self.last.insert(name, value).unwrap_or(0);
                 let step = if value >= last { value - last } else { value };
-                counter(m, name).inc_by(step);
+                c(&m.mqtt).inc_by(step);
             }
         }
         m.mqtt
@@ -93,22 +109,6 @@ fn parse(payload: &[u8]) -> Option<u64> {
     (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
         .then(|| s.parse().ok())
         .flatten()
-}
-
-fn gauge<'m>(m: &'m Metrics, topic: &str) -> &'m IntGauge {
-    match topic {
-        "$SYS/broker/clients/connected" => &m.mqtt.clients_connected,
-        "$SYS/broker/clients/disconnected" => &m.mqtt.sessions_offline,
-        _ => &m.mqtt.stored_messages,
-    }
-}
-
-fn counter<'m>(m: &'m Metrics, topic: &str) -> &'m IntCounter {
-    match topic {
-        "$SYS/broker/messages/received" => &m.mqtt.received,
-        "$SYS/broker/messages/sent" => &m.mqtt.sent,
-        _ => &m.mqtt.dropped,
-    }
 }
 
 #[cfg(test)]

@@ -37,9 +37,6 @@ pub struct WriteTokenEntry {
     pub not_after_ms: u64,
     /// Revoked by this owner.
     pub revoked: bool,
-    /// When (the revocation's `revoked_at_ms`); absent in ledgers older than this field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_ms: Option<u64>,
 }
 
 fn ledger_path(owner: &Owner) -> PathBuf {
@@ -105,7 +102,6 @@ pub async fn issue(
         not_before_ms,
         not_after_ms,
         revoked: false,
-        revoked_ms: None,
     };
     let mut l = ledger(owner)?;
     l.push(entry.clone());
@@ -121,12 +117,11 @@ pub async fn revoke(owner: &Owner, ctl: &Ctl, token_id_hex: &str) -> Result<()> 
             "a token id is 16 bytes (32 hex digits)".into(),
         ));
     }
-    let revoked_ms = now_ms();
     let r = issue_revocation(
         owner.signing_key(),
         RevocationKind::WriteToken,
         &id,
-        revoked_ms,
+        now_ms(),
         None,
     );
     ctl.send(
@@ -138,7 +133,6 @@ pub async fn revoke(owner: &Owner, ctl: &Ctl, token_id_hex: &str) -> Result<()> 
     let mut l = ledger(owner)?;
     for e in l.iter_mut().filter(|e| e.token_id == token_id_hex) {
         e.revoked = true;
-        e.revoked_ms = Some(revoked_ms);
     }
     save(owner, &l)
 }
