@@ -12,6 +12,7 @@ use armored_crypto::identity::{
 use armored_crypto::keyfile::{load_pre_key, load_signing_key, save_pre_key, save_signing_key};
 use armored_crypto::kpcpre::{Policy, PublicKey, ReKey, SecretKey};
 use armored_crypto::registry::record;
+use armored_crypto::shares::MAX_SLOTS_PER_SHARE_EPOCH;
 use armored_crypto::sig::{SigningKey, VerifyingKey};
 use armored_crypto::tokens::{
     issue_rekey_upload, issue_revocation, ReKeyUploadInput, ReceiverKind, RevocationKind,
@@ -194,6 +195,13 @@ impl Owner {
         let sig = VerifyingKey::from_sec1(
             &hex::decode(&card.sig_key).map_err(parse("the card's signing key is hex"))?,
         )?;
+        let slots = card.share_slots();
+        if slots.slots_per_share_epoch > MAX_SLOTS_PER_SHARE_EPOCH {
+            return Err(ClientError::Invalid(format!(
+                "the card's slots_per_share_epoch {} is above {MAX_SLOTS_PER_SHARE_EPOCH}",
+                slots.slots_per_share_epoch
+            )));
+        }
         let enrollment = enroll_device_with_slots(
             &self.sig,
             &card.twin_id,
@@ -201,7 +209,7 @@ impl Owner {
             &pre,
             &sig,
             card.epoch_len_ms,
-            card.slot_len_ms,
+            slots,
         );
         ctl.send(
             &ctl.topics.registry(),

@@ -127,6 +127,26 @@ pub struct DeviceEnrollment {
     pub epoch_len_ms: u64,
     /// Length of the global MPC location slots the device shares points in (0: no shares).
     pub slot_len_ms: u64,
+    /// Slots per share epoch (at least 1): the device seals the shares of slot s under the epoch
+    /// key of epoch s / this ([`crate::shares::share_epoch`]).
+    pub slots_per_share_epoch: u64,
+}
+
+/// How a device shares location points (phase 3+), as the owner enrolls it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShareSlots {
+    /// Length of the global MPC location slots (0: the device uploads no shares).
+    pub slot_len_ms: u64,
+    /// Slots per share epoch (0 is read as 1, the paper's one capsule per point).
+    pub slots_per_share_epoch: u64,
+}
+
+impl ShareSlots {
+    /// No shares at all.
+    pub const NONE: ShareSlots = ShareSlots {
+        slot_len_ms: 0,
+        slots_per_share_epoch: 1,
+    };
 }
 
 /// The owner enrolls a device whose public keys it received out of band (phase 1). The device
@@ -146,12 +166,13 @@ pub fn enroll_device(
         device_pre,
         device_sig,
         epoch_len_ms,
-        0,
+        ShareSlots::NONE,
     )
 }
 
 /// [`enroll_device`] for a device that also shares location points (phase 3+) in global slots of
-/// `slot_len_ms` (one slot length for all twins of a job, so that slots line up).
+/// `slots.slot_len_ms` (one slot length for all twins of a job, so that slots line up), sealed per
+/// share epoch of `slots.slots_per_share_epoch` slots.
 pub fn enroll_device_with_slots(
     owner: &SigningKey,
     twin_id: &str,
@@ -159,7 +180,7 @@ pub fn enroll_device_with_slots(
     device_pre: &PublicKey,
     device_sig: &VerifyingKey,
     epoch_len_ms: u64,
-    slot_len_ms: u64,
+    slots: ShareSlots,
 ) -> Vec<u8> {
     let body = v1::DeviceEnrollment {
         version: WIRE_VERSION,
@@ -170,7 +191,8 @@ pub fn enroll_device_with_slots(
         sig_key: device_sig.to_sec1(),
         epoch_len_ms,
         owner_sig_key_id: owner.key_id().0.to_vec(),
-        slot_len_ms,
+        slot_len_ms: slots.slot_len_ms,
+        slots_per_share_epoch: slots.slots_per_share_epoch,
     };
     owner.sign_to_vec(SigDomain::Enrollment, body.encode_to_vec())
 }
@@ -198,6 +220,12 @@ pub fn verify_enrollment(bytes: &[u8], owner: &VerifyingKey) -> Result<Verified<
             reason: "must be positive",
         });
     }
+    if m.slots_per_share_epoch > crate::shares::MAX_SLOTS_PER_SHARE_EPOCH {
+        return Err(Error::InvalidField {
+            field: "slots_per_share_epoch",
+            reason: "at most 100000 slots",
+        });
+    }
     Ok(Verified::new(DeviceEnrollment {
         twin_id: m.twin_id,
         device_id: m.device_id,
@@ -205,6 +233,7 @@ pub fn verify_enrollment(bytes: &[u8], owner: &VerifyingKey) -> Result<Verified<
         sig: VerifyingKey::from_sec1(&m.sig_key)?,
         epoch_len_ms: m.epoch_len_ms,
         slot_len_ms: m.slot_len_ms,
+        slots_per_share_epoch: m.slots_per_share_epoch.max(1),
     }))
 }
 

@@ -1,8 +1,16 @@
 //! MPC share bundles (Protocol 2, phase 3+; envelope.md "MPC share bundles").
 //!
 //! Device side: [`seal_share_bundle`] signs one node's `ShareBody` (domain `at/v1/mpc-share`) and
-//! seals it like a state change, under the epoch key of (slot, node): attributes exactly
-//! `location`, `mpc-share`, `node-<j>`, `twin:<id>`, epoch = the global slot. Node side:
+//! seals it like a state change, under the epoch key of (share epoch, node): attributes exactly
+//! `location`, `mpc-share`, `node-<j>`, `twin:<id>`, epoch = [`share_epoch`] of the global slot.
+//! As state changes reuse one DEK and capsule per (epoch, attribute set), the shares of every slot
+//! of one share epoch for one node reuse one: the worker checks and re-encrypts that capsule once,
+//! the node runs Dec² once. The slot itself stays in the signed body. This is safe because node j
+//! receives every slot of share number j anyway. What changes is revocation's granularity: the
+//! worker stops re-encrypting for a revoked node at once, but a revoked node that also reads the
+//! raw log holds the DEK of the current share epoch until it ends (before, of the current slot).
+//! An enrollment with one slot per share epoch keeps the paper's accounting (a capsule per point).
+//! Node side:
 //! [`Receiver::open_share_delivery`] opens the re-encrypted delivery and accepts it only from an
 //! enrolled device of the twin (never the owner or a write-token holder) and only for node j.
 //!
@@ -39,6 +47,17 @@ pub const SHARE_VALUES: usize = 2;
 pub const FIELD_MODULUS: u64 = (1 << 61) - 1;
 /// Node indices are 1..=NODES.
 pub const NODES: u8 = 3;
+/// Slots per share epoch of a new device: one 50-slot window (the demo's and the default grant's
+/// `min_window_slots`), so that a window's shares travel in one capsule per node.
+pub const DEFAULT_SLOTS_PER_SHARE_EPOCH: u64 = 50;
+/// Most slots per share epoch an enrollment may name (bounds the edge's epoch arithmetic).
+pub const MAX_SLOTS_PER_SHARE_EPOCH: u64 = 100_000;
+
+/// The share epoch of `slot`: the epoch key's epoch for its share bundles (0 slots per epoch is
+/// read as 1).
+pub fn share_epoch(slot: u64, slots_per_share_epoch: u64) -> u64 {
+    slot / slots_per_share_epoch.max(1)
+}
 
 /// `node-<j>` for j in 1..=3.
 pub fn node_attribute(node_index: u8) -> Result<String> {
@@ -127,21 +146,23 @@ fn check_share_attributes(attrs: &[String], node_index: u8) -> Result<()> {
 }
 
 /// Seals node j's share of one point: signs the `ShareBody` with the device key (domain
-/// `at/v1/mpc-share`) and encrypts it with the (slot, node) epoch key's DEK, header as associated
-/// data. The key must be for epoch = `input.slot` and attributes exactly `location`, `mpc-share`,
+/// `at/v1/mpc-share`) and encrypts it with the (share epoch, node) epoch key's DEK, header as
+/// associated data. The key must be for epoch = [`share_epoch`]`(input.slot,
+/// slots_per_share_epoch)` (the enrolled value) and attributes exactly `location`, `mpc-share`,
 /// `node-<j>`, `twin:<id>`. Returns the encoded `Envelope`.
 pub fn seal_share_bundle<R: RngCore + CryptoRng>(
     key: &EpochKey,
     device: &SigningKey,
     input: &ShareInput,
+    slots_per_share_epoch: u64,
     rng: &mut R,
 ) -> Result<Vec<u8>> {
     let cap = key.capsule();
     let hdr = cap.header();
     check_id(&input.device_id, "device_id")?;
     check_values(&input.values)?;
-    if hdr.epoch != input.slot {
-        return Err(Error::Mismatch("epoch key is for another slot"));
+    if hdr.epoch != share_epoch(input.slot, slots_per_share_epoch) {
+        return Err(Error::Mismatch("epoch key is for another share epoch"));
     }
     let mut want: Vec<String> = share_attributes(input.node_index)?.into();
     want.push(twin_attribute(&hdr.twin_id));
@@ -233,13 +254,16 @@ impl Receiver {
     /// capsule's) include `mpc-share`, `location`, `node-<node_index>` and no `sync`; the writer is
     /// an enrolled, unrevoked device of the header's twin in `trust` (the owner and write-token
     /// holders are refused); its `at/v1/mpc-share` signature verifies; the signed header equals the
-    /// envelope's byte for byte; the body's twin, device, slot and node index equal the header's
-    /// and `node_index`.
+    /// envelope's byte for byte; the body's twin, device and node index equal the header's and
+    /// `node_index`, and its slot lies in the header's share epoch under the writer's enrolled
+    /// `slots_per_share_epoch`. The DEK is cached per capsule, so the shares of one share epoch
+    /// cost one Dec² together.
     pub fn open_share_delivery<R: RngCore + CryptoRng>(
         &mut self,
         delivery: &[u8],
         trust: &TrustStore,
         node_index: u8,
+        slots_per_share_epoch: u64,
         rng: &mut R,
     ) -> Result<Verified<ShareItem>> {
         let (d, header, c2) = self.decode_delivery(delivery)?;
@@ -269,8 +293,10 @@ impl Receiver {
         if body.twin_id != header.twin_id || body.device_id != header.device_id {
             return Err(Error::Mismatch("share body ids differ from the header's"));
         }
-        if body.slot != header.epoch {
-            return Err(Error::Mismatch("share body slot differs from the epoch"));
+        if share_epoch(body.slot, slots_per_share_epoch) != header.epoch {
+            return Err(Error::Mismatch(
+                "share body slot is outside the share epoch",
+            ));
         }
         if body.node_index != u32::from(node_index) {
             return Err(Error::WrongNode {

@@ -25,6 +25,8 @@ struct Setup {
     rks: Vec<ReKey>,
     trust: TrustStore,
     keys: EpochKeyManager,
+    /// The device's enrolled slots per share epoch (1 unless a test says otherwise: epoch = slot).
+    spe: u64,
 }
 
 fn setup() -> Setup {
@@ -54,6 +56,7 @@ fn setup() -> Setup {
         rks,
         trust,
         keys,
+        spe: 1,
     }
 }
 
@@ -71,8 +74,11 @@ fn input(j: u8, seq: u64) -> ShareInput {
 fn seal_as(s: &mut Setup, writer: &SigningKey, inp: &ShareInput) -> Result<Vec<u8>, Error> {
     let attrs = share_attributes(inp.node_index).unwrap();
     let a: Vec<&str> = attrs.iter().map(String::as_str).collect();
-    let key = s.keys.key_for(inp.slot, &a, &mut s.rng).unwrap();
-    seal_share_bundle(key, writer, inp, &mut s.rng)
+    let key = s
+        .keys
+        .key_for(share_epoch(inp.slot, s.spe), &a, &mut s.rng)
+        .unwrap();
+    seal_share_bundle(key, writer, inp, s.spe, &mut s.rng)
 }
 
 /// What a worker does with node j's bundle.
@@ -88,7 +94,7 @@ fn node(s: &mut Setup, j: u8) -> Receiver {
 }
 
 fn open(s: &mut Setup, rx: &mut Receiver, d: &[u8], j: u8) -> Result<ShareItem, Error> {
-    rx.open_share_delivery(d, &s.trust, j, &mut s.rng)
+    rx.open_share_delivery(d, &s.trust, j, s.spe, &mut s.rng)
         .map(|v| v.into_inner())
 }
 
@@ -145,6 +151,88 @@ fn round_trip_to_each_node() {
 }
 
 #[test]
+fn one_capsule_per_share_epoch() {
+    let mut s = setup();
+    s.spe = 50;
+    let dev = s.device_sig.clone();
+    let mut rx = node(&mut s, 1);
+    // Slots 1000..1049 are share epoch 20: one capsule for node 1, every slot still in its body.
+    let mut cids = Vec::new();
+    for (i, slot) in (1000..1050).step_by(7).enumerate() {
+        let inp = ShareInput {
+            slot,
+            item_id: i as u64,
+            ..input(1, i as u64)
+        };
+        let env = seal_as(&mut s, &dev, &inp).unwrap();
+        let (_, h, _) = decode_envelope(&env).unwrap();
+        assert_eq!(h.epoch, 20);
+        cids.push(h.capsule_id.clone());
+        let d = deliver(&mut s, &env, 1);
+        let item = open(&mut s, &mut rx, &d, 1).unwrap();
+        assert_eq!((item.slot, item.item_id), (slot, i as u64));
+    }
+    cids.dedup();
+    assert_eq!(cids.len(), 1, "one capsule for the share epoch");
+    assert_eq!(s.keys.capsules_made(), 1);
+    // The next share epoch has a capsule of its own.
+    let next = ShareInput {
+        slot: 1050,
+        ..input(1, 100)
+    };
+    let env = seal_as(&mut s, &dev, &next).unwrap();
+    assert_eq!(decode_envelope(&env).unwrap().1.epoch, 21);
+    assert_eq!(s.keys.capsules_made(), 2);
+    // A key of epoch 20 never seals slot 1050, nor with the paper's one slot per epoch.
+    let attrs = share_attributes(1).unwrap();
+    let a: Vec<&str> = attrs.iter().map(String::as_str).collect();
+    let key = s.keys.key_for(20, &a, &mut s.rng).unwrap();
+    for (slot, spe) in [(1050, 50), (1001, 1)] {
+        let inp = ShareInput {
+            slot,
+            ..input(1, 101)
+        };
+        assert!(matches!(
+            seal_share_bundle(key, &dev, &inp, spe, &mut s.rng),
+            Err(Error::Mismatch(_))
+        ));
+    }
+    // A body (signed by the device) naming slot 1050 inside an envelope of share epoch 20 is
+    // refused; so is any slot but 20 when the node reads the enrollment as one slot per epoch.
+    let good = seal_as(&mut s, &dev, &input(1, 102)).unwrap();
+    let (env, _, _) = decode_envelope(&good).unwrap();
+    let body = v1::ShareBody {
+        version: WIRE_VERSION,
+        twin_id: "t1".into(),
+        device_id: "d1".into(),
+        item_id: 7,
+        slot: 1050,
+        node_index: 1,
+        values: vec![1, 2],
+        header: env.header.clone(),
+    };
+    let signed = dev.sign_to_vec(SigDomain::MpcShare, body.encode_to_vec());
+    let key = s.keys.key_for(20, &a, &mut s.rng).unwrap();
+    let forged = v1::Envelope {
+        ciphertext: seal(&key.dek().sym(), &[5; 12], &signed, &env.header),
+        nonce: vec![5; 12],
+        ..env
+    };
+    let d = deliver(&mut s, &forged.encode_to_vec(), 1);
+    assert!(matches!(
+        open(&mut s, &mut rx, &d, 1),
+        Err(Error::Mismatch(_))
+    ));
+    let d = deliver(&mut s, &good, 1);
+    assert!(open(&mut s, &mut rx, &d, 1).is_ok());
+    s.spe = 1;
+    assert!(matches!(
+        open(&mut s, &mut rx, &d, 1),
+        Err(Error::Mismatch(_))
+    ));
+}
+
+#[test]
 fn wrong_node_index_is_refused() {
     let mut s = setup();
     let dev = s.device_sig.clone();
@@ -167,7 +255,7 @@ fn wrong_node_index_is_refused() {
     let a: Vec<&str> = attrs.iter().map(String::as_str).collect();
     let key = s.keys.key_for(1000, &a, &mut s.rng).unwrap();
     assert!(matches!(
-        seal_share_bundle(key, &dev, &input(1, 2), &mut s.rng),
+        seal_share_bundle(key, &dev, &input(1, 2), 1, &mut s.rng),
         Err(Error::NotAShareBundle(_))
     ));
     // A body naming node 2 inside node 1's envelope (signed by the device) is refused.
@@ -373,7 +461,7 @@ fn attribute_tampering_is_refused() {
     ] {
         let rk = loose(&mut s, policy);
         let key = s.keys.key_for(1000, attrs, &mut s.rng).unwrap();
-        assert!(seal_share_bundle(key, &dev, &input(1, 10), &mut s.rng).is_err());
+        assert!(seal_share_bundle(key, &dev, &input(1, 10), 1, &mut s.rng).is_err());
         // A state change under those attributes (seal_share_bundle refuses them outright).
         let sc = StateChangeInput {
             device_id: "d1".into(),

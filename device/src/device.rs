@@ -92,7 +92,7 @@ pub struct Device {
     receiver: Receiver,
     trust: TrustStore,
     epochs: EpochKeyManager,
-    /// Epoch keys of share bundles (slots, not epochs: pruned separately).
+    /// Epoch keys of share bundles (share epochs, not the twin's epochs: pruned separately).
     pub(crate) share_keys: EpochKeyManager,
     guard: ReplayGuard,
     pub(crate) state: State,

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use armored_crypto::identity::verify_owner_identity;
+use armored_crypto::identity::{verify_owner_identity, ShareSlots};
 use armored_crypto::keyfile::{save_pre_key, save_signing_key};
 use armored_crypto::kpcpre::SecretKey;
+use armored_crypto::shares::{DEFAULT_SLOTS_PER_SHARE_EPOCH, MAX_SLOTS_PER_SHARE_EPOCH};
 use armored_crypto::sig::SigningKey;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,20 @@ pub struct Card {
     /// such a device uploads no shares).
     #[serde(default)]
     pub slot_len_ms: u64,
+    /// Slots per share epoch: the shares of one share epoch travel under one capsule per node
+    /// (0 in cards made before share epochs: one capsule per slot).
+    #[serde(default)]
+    pub slots_per_share_epoch: u64,
+}
+
+impl Card {
+    /// What the owner enrolls for the device's shares (phase 3+).
+    pub fn share_slots(&self) -> ShareSlots {
+        ShareSlots {
+            slot_len_ms: self.slot_len_ms,
+            slots_per_share_epoch: self.slots_per_share_epoch.max(1),
+        }
+    }
 }
 
 /// Slot length of [`setup`]: one location point per second, so that a demo's 50-slot window
@@ -58,7 +73,8 @@ impl Paths {
 }
 
 /// Creates the device's keys in `dir` (0600) and writes its public card (`device.json`), which it
-/// also returns. Refuses to overwrite existing keys. Slots of [`DEFAULT_SLOT_LEN_MS`].
+/// also returns. Refuses to overwrite existing keys. Slots of [`DEFAULT_SLOT_LEN_MS`], share
+/// epochs of [`DEFAULT_SLOTS_PER_SHARE_EPOCH`] slots.
 pub fn setup(
     dir: &Path,
     twin_id: &str,
@@ -68,7 +84,8 @@ pub fn setup(
     setup_with_slot_len(dir, twin_id, device_id, epoch_len_ms, DEFAULT_SLOT_LEN_MS)
 }
 
-/// [`setup`] with the MPC slot length the owner will enroll (all twins of a job share it).
+/// [`setup`] with the MPC slot length the owner will enroll (all twins of a job share it) and
+/// the default share epoch.
 pub fn setup_with_slot_len(
     dir: &Path,
     twin_id: &str,
@@ -76,10 +93,35 @@ pub fn setup_with_slot_len(
     epoch_len_ms: u64,
     slot_len_ms: u64,
 ) -> Result<Card, DeviceError> {
+    let slots = ShareSlots {
+        slot_len_ms,
+        slots_per_share_epoch: DEFAULT_SLOTS_PER_SHARE_EPOCH,
+    };
+    setup_with_slots(dir, twin_id, device_id, epoch_len_ms, slots)
+}
+
+/// [`setup`] with every MPC setting: the slot length and the slots per share epoch (1 for the
+/// paper's one capsule per point).
+pub fn setup_with_slots(
+    dir: &Path,
+    twin_id: &str,
+    device_id: &str,
+    epoch_len_ms: u64,
+    slots: ShareSlots,
+) -> Result<Card, DeviceError> {
+    let ShareSlots {
+        slot_len_ms,
+        slots_per_share_epoch,
+    } = slots;
     if slot_len_ms == 0 || epoch_len_ms == 0 {
         return Err(DeviceError::State(
             "epoch and slot lengths must be positive".into(),
         ));
+    }
+    if !(1..=MAX_SLOTS_PER_SHARE_EPOCH).contains(&slots_per_share_epoch) {
+        return Err(DeviceError::State(format!(
+            "slots per share epoch must be 1..={MAX_SLOTS_PER_SHARE_EPOCH}"
+        )));
     }
     armored_crypto::envelope::check_id(twin_id, "twin_id")?;
     armored_crypto::envelope::check_id(device_id, "device_id")?;
@@ -103,6 +145,7 @@ pub fn setup_with_slot_len(
         sig_key: hex::encode(sig.verifying_key().to_sec1()),
         epoch_len_ms,
         slot_len_ms,
+        slots_per_share_epoch,
     };
     write_json(&p.card, &card)?;
     Ok(card)

@@ -22,4 +22,6 @@ pub mod sim;
 
 pub use device::ShareState;
 pub use device::{Device, DeviceError, Event, State};
-pub use files::{pin_owner, setup, setup_with_slot_len, Card, DEFAULT_SLOT_LEN_MS};
+pub use files::{
+    pin_owner, setup, setup_with_slot_len, setup_with_slots, Card, DEFAULT_SLOT_LEN_MS,
+};

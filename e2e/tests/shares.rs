@@ -15,7 +15,9 @@ use armored_crypto::designation::verify_designation;
 use armored_crypto::envelope::{Receiver, TrustStore};
 use armored_crypto::identity::PartyKind;
 use armored_crypto::keyfile::load_pre_key;
-use armored_crypto::shares::{seal_share_bundle, share_attributes, ShareInput};
+use armored_crypto::shares::{
+    seal_share_bundle, share_attributes, share_epoch, ShareInput, DEFAULT_SLOTS_PER_SHARE_EPOCH,
+};
 use armored_crypto::sig::SigningKey;
 use armored_crypto::tokens::{verify_process_token, verify_revocation, RevocationSet};
 use armored_crypto::Error as CryptoError;
@@ -30,15 +32,20 @@ use rand_core::OsRng;
 const SLOT_MS: u64 = 1_000;
 const WAIT: Duration = Duration::from_secs(30);
 
-/// What a node trusts, folded from the registry (owner-signed enrollments), as a node would.
-async fn trust_from_registry(ctl: &Ctl, owner: &Owner, twin: &str) -> anyhow::Result<TrustStore> {
+/// What a node trusts, folded from the registry (owner-signed enrollments), as a node would, and
+/// d1's enrolled slots per share epoch.
+async fn trust_from_registry(
+    ctl: &Ctl,
+    owner: &Owner,
+    twin: &str,
+) -> anyhow::Result<(TrustStore, u64)> {
     let r = ctl.registry().await?;
     let d = r
         .device(twin, "d1")
         .ok_or_else(|| anyhow::anyhow!("{twin}/d1 not in the registry"))?;
     let mut t = TrustStore::new(owner.verifying_key());
     t.add_device(twin, d.enrollment.sig);
-    Ok(t)
+    Ok((t, d.enrollment.slots_per_share_epoch))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -64,7 +71,28 @@ async fn device_shares_reach_each_node_and_combine_to_the_simulated_points() -> 
         recs.push(env.wait_records(&topic, slots.len(), WAIT).await?);
     }
 
-    let trust = trust_from_registry(&ctl, &owner, &twin).await?;
+    let (trust, spe) = trust_from_registry(&ctl, &owner, &twin).await?;
+    assert_eq!(
+        spe, DEFAULT_SLOTS_PER_SHARE_EPOCH,
+        "the card's default, enrolled"
+    );
+    // One capsule per (share epoch, node): the five slots span at most two share epochs.
+    for (i, r) in recs.iter().enumerate() {
+        let mut capsules = std::collections::BTreeSet::new();
+        for (_, payload) in r {
+            let d = v1::Delivery::decode(payload.as_slice())?;
+            let h = v1::EnvelopeHeader::decode(d.envelope_header.as_slice())?;
+            capsules.insert((h.epoch, h.capsule_id));
+        }
+        let epochs: std::collections::BTreeSet<u64> =
+            slots.iter().map(|s| share_epoch(*s, spe)).collect();
+        assert_eq!(
+            capsules.len(),
+            epochs.len(),
+            "node {}: a capsule per share epoch",
+            i + 1
+        );
+    }
     // Per slot, the three nodes' shares of x and y.
     let mut got: BTreeMap<u64, [[u64; 2]; 3]> = BTreeMap::new();
     for (i, dir) in node_dirs.iter().enumerate() {
@@ -74,7 +102,7 @@ async fn device_shares_reach_each_node_and_combine_to_the_simulated_points() -> 
         for (key, payload) in &recs[i] {
             assert_eq!(key, twin.as_bytes(), "keyed by twin");
             let item = rx
-                .open_share_delivery(payload, &trust, j, &mut OsRng)?
+                .open_share_delivery(payload, &trust, j, spe, &mut OsRng)?
                 .into_inner();
             assert_eq!(
                 (item.twin_id.as_str(), item.device_id.as_str()),
@@ -86,7 +114,7 @@ async fn device_shares_reach_each_node_and_combine_to_the_simulated_points() -> 
             // Another node's index never opens it, and no other node key does.
             let other = j % 3 + 1;
             assert!(matches!(
-                rx.open_share_delivery(payload, &trust, other, &mut OsRng),
+                rx.open_share_delivery(payload, &trust, other, spe, &mut OsRng),
                 Err(CryptoError::WrongNode { .. })
             ));
             let mut rx_other = Receiver::new(load_pre_key(
@@ -94,7 +122,7 @@ async fn device_shares_reach_each_node_and_combine_to_the_simulated_points() -> 
                 &mut OsRng,
             )?);
             assert!(matches!(
-                rx_other.open_share_delivery(payload, &trust, other, &mut OsRng),
+                rx_other.open_share_delivery(payload, &trust, other, spe, &mut OsRng),
                 Err(CryptoError::KeyMismatch(_))
             ));
         }
@@ -149,7 +177,9 @@ fn share_as(
         armored_crypto::epoch::EpochKeyManager::new(owner.pre_key().public().clone(), twin)?;
     let attrs = share_attributes(1)?;
     let a: Vec<&str> = attrs.iter().map(String::as_str).collect();
-    let key = keys.key_for(slot, &a, &mut OsRng)?;
+    // Sealed as the device (enrolled with the default share epoch) would.
+    let spe = DEFAULT_SLOTS_PER_SHARE_EPOCH;
+    let key = keys.key_for(share_epoch(slot, spe), &a, &mut OsRng)?;
     let input = ShareInput {
         device_id: device_id.into(),
         item_id: 999,
@@ -158,7 +188,7 @@ fn share_as(
         values: vec![1, 2],
         seq,
     };
-    let genuine = seal_share_bundle(key, header_writer, &input, &mut OsRng)?;
+    let genuine = seal_share_bundle(key, header_writer, &input, spe, &mut OsRng)?;
     if header_writer.key_id() == signer.key_id() {
         return Ok(genuine);
     }
@@ -265,12 +295,12 @@ async fn forged_and_injected_shares_never_open() -> anyhow::Result<()> {
         "the injected share, refused by the worker"
     );
     let recs = env.wait_records(&env.topics.mpc_shares(1), 2, WAIT).await?;
-    let trust = trust_from_registry(&ctl, &owner, &twin).await?;
+    let (trust, spe) = trust_from_registry(&ctl, &owner, &twin).await?;
     let mut rx = Receiver::new(load_pre_key(&node_dirs[0].join("pre.key"), &mut OsRng)?);
     let mut reasons: Vec<&'static str> = recs
         .iter()
         .map(
-            |(_, p)| match rx.open_share_delivery(p, &trust, 1, &mut OsRng) {
+            |(_, p)| match rx.open_share_delivery(p, &trust, 1, spe, &mut OsRng) {
                 Ok(item) => {
                     assert_eq!(item.slot, slot + 3, "only the genuine share opens");
                     "ok"

@@ -128,11 +128,12 @@ pub fn check_uplink(
         return Err(Reject::WriterMismatch);
     }
     let share_bundle = check_uplink_attributes(&header.attributes, twin)?;
-    // A share bundle's epoch is a global MPC slot, of the slot length the owner enrolled.
+    // A share bundle's epoch is a share epoch: the enrolled number of global MPC slots of the
+    // enrolled slot length (both bounded by the enrollment's checks; saturating regardless).
     let len = if share_bundle {
         match dev.enrollment.slot_len_ms {
             0 => return Err(Reject::NoSlotLength),
-            l => l,
+            l => l.saturating_mul(dev.enrollment.slots_per_share_epoch.max(1)),
         }
     } else {
         dev.enrollment.epoch_len_ms.max(1)

@@ -117,7 +117,8 @@ fn main() -> anyhow::Result<()> {
                     };
                     bundles.push((
                         j as usize,
-                        seal_share_bundle(key, &device, &input, &mut rng)?,
+                        // One slot per share epoch: the paper's accounting (Table 2).
+                        seal_share_bundle(key, &device, &input, 1, &mut rng)?,
                     ));
                 }
             }
@@ -145,7 +146,8 @@ fn main() -> anyhow::Result<()> {
 
             let t = Instant::now();
             for (j, d) in &deliveries {
-                let item = receivers[*j].open_share_delivery(d, &trust, *j as u8 + 1, &mut rng)?;
+                let item =
+                    receivers[*j].open_share_delivery(d, &trust, *j as u8 + 1, 1, &mut rng)?;
                 let fp = |v: u64| Fp::from_canonical(v).ok_or_else(|| anyhow::anyhow!("share"));
                 tracks[*j].push(Some(PointShare {
                     x: fp(item.values[0])?,

@@ -144,8 +144,29 @@ impl ShareStore {
             .trust_store(&header.twin_id)
             .zip(registry.twin_owner(&header.twin_id))
             .ok_or_else(|| ShareError::UnknownTwin(header.twin_id.clone()))?;
+        // The enrollment of the key that signed (checked before any pairing): it must be the
+        // device the header names, and it fixes what the slot numbers mean and which slots a
+        // share epoch holds. The signature itself is checked by open_share_delivery. A revoked
+        // (replaced) device's enrollment still counts: the trust store's revocation keeps its
+        // shares up to the revocation's last valid seq, on every node whenever it folds them.
+        let enrollment = &registry
+            .twin(&header.twin_id)
+            .and_then(|t| t.devices.get(&header.device_id))
+            .filter(|d| d.enrollment.sig.key_id().as_bytes().as_slice() == header.writer_key_id)
+            .ok_or(ShareError::DeviceMismatch)?
+            .enrollment;
+        if enrollment.slot_len_ms == 0 {
+            return Err(ShareError::NoSlotLength);
+        }
+        let slot_len_ms = enrollment.slot_len_ms;
         let item = receiver
-            .open_share_delivery(payload, &trust, node_index as u8, &mut rand_core::OsRng)?
+            .open_share_delivery(
+                payload,
+                &trust,
+                node_index as u8,
+                enrollment.slots_per_share_epoch,
+                &mut rand_core::OsRng,
+            )?
             .into_inner();
         // The DEK came from a capsule of the twin's owner (envelope.md: "comes from capsules of
         // that owner").
@@ -153,17 +174,6 @@ impl ShareStore {
             return Err(ShareError::WrongOwner);
         }
         let owner = owner.sig.key_id();
-        // The enrollment of the key that signed: it must be the device the header names, and it
-        // fixes what the slot numbers mean.
-        let enrollment = &registry
-            .device(&item.twin_id, &item.device_id)
-            .filter(|d| d.enrollment.sig.key_id() == item.writer_key_id)
-            .ok_or(ShareError::DeviceMismatch)?
-            .enrollment;
-        if enrollment.slot_len_ms == 0 {
-            return Err(ShareError::NoSlotLength);
-        }
-        let slot_len_ms = enrollment.slot_len_ms;
         let [x, y] = item.values[..] else {
             return Err(ShareError::Values);
         };

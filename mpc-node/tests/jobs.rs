@@ -18,6 +18,7 @@ use armored_base::time::now_ms;
 use armored_client::kafka::Ctl;
 use armored_client::mpc::{build_job, collect, submit_job, JobRequest, Outcome};
 use armored_client::owner::{ProcessTokenRequest, CONTACT_TRACING};
+use armored_client::replay;
 use armored_client::service::Service;
 use armored_crypto::hpke::HpkeSecretKey;
 use armored_crypto::identity::PartyKind;
@@ -25,7 +26,7 @@ use armored_crypto::keyfile::load_hpke_key;
 use armored_crypto::mpcjob::{sign_job, verify_job};
 use armored_crypto::peer::{ChannelId, PeerSender};
 use armored_device::sim::Sim;
-use armored_e2e::{rand_id, wait_healthy, Env, MpcNodes, NodeProcess};
+use armored_e2e::{rand_id, wait_healthy, Env, MpcNodes, NodeProcess, TestDevice};
 use armored_mpc::functions::contact_tracing::cleartext;
 use armored_schemas::v1;
 use prost::Message;
@@ -35,6 +36,8 @@ const SLOT_MS: u64 = 1_000;
 const WINDOW: u32 = 10;
 const DISTANCE: u32 = 25;
 const ROUND_TIMEOUT_MS: u64 = 2_000;
+/// The nodes' cut-off after a window's end: long enough for step 1's late shares to land.
+const CUTOFF_SKEW_MS: u64 = 3_000;
 
 /// Starts the three nodes of `dirs` as processes, with short rounds and cut-offs.
 fn start_nodes(env: &Env, dirs: &[PathBuf; 3]) -> anyhow::Result<Vec<NodeProcess>> {
@@ -42,7 +45,7 @@ fn start_nodes(env: &Env, dirs: &[PathBuf; 3]) -> anyhow::Result<Vec<NodeProcess
         .map(|j| {
             let mut cfg = env.node_config(j, dirs)?;
             cfg.node.round_timeout_ms = ROUND_TIMEOUT_MS;
-            cfg.node.cutoff_skew_ms = 1_000;
+            cfg.node.cutoff_skew_ms = CUTOFF_SKEW_MS;
             NodeProcess::start(Path::new(env!("CARGO_BIN_EXE_at-mpc-node")), &cfg)
         })
         .collect()
@@ -149,19 +152,60 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
         hotspots: 2,
         ..Sim::new(7)
     };
-    // The window is the grant's next tile of WINDOW slots, a few seconds ahead: phones upload
+    // The window is the grant's tile of WINDOW slots after next, some seconds ahead: phones upload
     // before the window's cut-off (its end plus the skew bound; the edge takes slots up to its
     // skew bound ahead); the nodes defer the job to the cut-off. The tile after it is uploaded too
-    // (steps 5 and 6).
+    // (steps 5 and 6). Phones seal a share epoch's slots under one capsule per node (the default
+    // 50 slots per share epoch), and the window holds every case that must still equal the
+    // cleartext: user 1 misses slots 3..6; user 2's phone is replaced after slot 3 (its old
+    // shares stay valid up to the revocation's last seq, the new phone's capsules are its own);
+    // user 3 uploads slots 5.. late, after the window ended but before its cut-off.
     let w = u64::from(WINDOW);
-    let start = (now_ms() / SLOT_MS + 2) / w * w + w;
+    let start = (now_ms() / SLOT_MS + 2) / w * w + 2 * w;
     let slots = start..start + w;
-    for dev in &phones {
-        dev.upload_shares(&sim, start..start + 2 * w).await?;
+    let (missing, replaced_at, late_from) = (start + 3..start + 6, start + 4, start + 5);
+    for (i, dev) in phones.iter().enumerate() {
+        match i {
+            2 => {
+                dev.upload_shares(&sim, start..missing.start).await?;
+                dev.upload_shares(&sim, missing.end..start + 2 * w).await?;
+            }
+            3 => dev.upload_shares(&sim, start..replaced_at).await?,
+            4 => dev.upload_shares(&sim, start..late_from).await?,
+            _ => dev.upload_shares(&sim, start..start + 2 * w).await?,
+        }
     }
-    let expected = contacts(&sim, &patient, &users, slots.clone());
-    // Wait until each node topic holds every share.
-    let want = (users.len() + 1) * 2 * WINDOW as usize;
+    // User 2's replacement (M3 without the replay): the old phone's last seq bounds its shares.
+    let old = phones.remove(3).stop().await;
+    let last_valid = old
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .state()
+        .next_seq
+        .checked_sub(1)
+        .ok_or_else(|| anyhow::anyhow!("the old phone shared nothing"))?;
+    let dir = env.dir.join(format!("{}-d2", users[2]));
+    let card = armored_device::setup_with_slot_len(&dir, &users[2], "d2", 3_600_000, SLOT_MS)?;
+    armored_device::pin_owner(&dir, &owner.identity()?)?;
+    env.add_mqtt_user(&format!("{}/d2", users[2]), "pw-d2")
+        .await?;
+    let mut new_phone = TestDevice::start(&env, &dir, "pw-d2").await?;
+    replay::replace_device(&owner, &ctl, "d1", &card, Some(last_valid)).await?;
+    // Once the new phone has its roster (the old phone with its bound, itself), the edge knows it.
+    new_phone.wait_roster(2, Duration::from_secs(30)).await;
+    new_phone
+        .upload_shares(&sim, replaced_at..start + 2 * w)
+        .await?;
+    phones.insert(3, new_phone);
+    let mut paths: Vec<_> = users.iter().map(|u| sim.path(u, slots.clone())).collect();
+    for s in missing.clone() {
+        paths[1][(s - start) as usize] = None;
+    }
+    let expected = cleartext(DISTANCE, &sim.path(&patient, slots.clone()), &paths);
+    // Wait until each node topic holds every share but the missing and the late ones.
+    let want = (users.len() + 1) * 2 * WINDOW as usize
+        - missing.clone().count()
+        - (start + 2 * w - late_from) as usize;
     for j in 1..=3 {
         let topic = env.topics.mpc_shares(j);
         let have = env
@@ -185,9 +229,21 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
         designation: designation.clone(),
     };
 
-    // 1. The job completes and equals the cleartext computation.
+    // 1. The job completes and equals the cleartext computation, late shares included.
     let (key, job) = build_job(&ha_ctl, &ha, &request("ok")).await?;
     submit_job(&ha_ctl, &key, &job, 1).await?;
+    let window_end_ms = (start + w) * SLOT_MS;
+    tokio::time::sleep(Duration::from_millis(
+        window_end_ms.saturating_sub(now_ms()) + 100,
+    ))
+    .await;
+    phones[4]
+        .upload_shares(&sim, late_from..start + 2 * w)
+        .await?;
+    anyhow::ensure!(
+        now_ms() + 1_000 < window_end_ms + CUTOFF_SKEW_MS,
+        "the late shares were sent too close to the cut-off to show that they count"
+    );
     let o = collect(&ha_ctl, &ha, "ok", Duration::from_secs(60)).await?;
     let Outcome::Completed { counts, total, .. } = o else {
         anyhow::bail!("job failed: {o:?}")
@@ -391,7 +447,7 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     for dev in &phones {
         dev.upload_shares(&sim, slots_f.clone()).await?;
     }
-    let cutoff_f_ms = (start_f + w) * SLOT_MS + 1_000;
+    let cutoff_f_ms = (start_f + w) * SLOT_MS + CUTOFF_SKEW_MS;
     let mut r = request("later");
     r.window_start_slot = start_f;
     r.designation = armored_client::mpc::designate::designate(&ha, &patient, start_f, WINDOW)?;
@@ -509,20 +565,21 @@ async fn contact_tracing_end_to_end_and_every_refusal() -> anyhow::Result<()> {
     healthy(&nodes).await?;
     let start3 = (now_ms() / SLOT_MS + 2) / w * w + w;
     let slots3 = start3..start3 + w;
+    // What node-3's topic held before (records come partition by partition, and a share epoch
+    // spans several windows: the new ones are told apart by content).
+    let before: std::collections::HashSet<Vec<u8>> = env
+        .records(&env.topics.mpc_shares(3))?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
     for dev in &phones {
         dev.upload_shares(&sim, slots3.clone()).await?;
     }
-    // The new window's shares on node-3's topic (by epoch: records come partition by partition).
     let want = (users.len() + 1) * WINDOW as usize;
     let deadline = Instant::now() + Duration::from_secs(60);
     let new_records = loop {
         let mut r = env.records(&env.topics.mpc_shares(3))?;
-        r.retain(|(_, p)| {
-            v1::Delivery::decode(p.as_slice())
-                .ok()
-                .and_then(|d| armored_crypto::envelope::parse_header(&d.envelope_header).ok())
-                .is_some_and(|h| h.epoch >= start3)
-        });
+        r.retain(|(_, p)| !before.contains(p));
         if r.len() >= want {
             break r;
         }

@@ -165,15 +165,28 @@ fn check_writer(
 ) -> Result<(), RouteError> {
     let share = armored_crypto::ids::uplink_attribute_rules(attrs, &h.twin_id)
         .map_err(RouteError::ReservedAttribute)?;
-    // None: the header names no device of the twin (a service's write).
-    let device = reg
-        .device(&h.twin_id, &h.device_id)
-        .map(|d| d.enrollment.sig.key_id().0.as_slice() == h.writer_key_id.as_slice());
+    // None: the header names no device of the twin (a service's write). A revoked (replaced)
+    // device is still named: its records up to the revocation's last valid seq stay valid, and
+    // the bridge refuses its uploads after the revocation.
+    let entry = reg
+        .twin(&h.twin_id)
+        .and_then(|t| t.devices.get(&h.device_id));
+    let device =
+        entry.map(|d| d.enrollment.sig.key_id().0.as_slice() == h.writer_key_id.as_slice());
     if device == Some(false) {
         return Err(RouteError::WriterMismatch(h.device_id.clone()));
     }
-    if share && device != Some(true) {
-        return Err(RouteError::ReservedAttribute("mpc-share/node-j"));
+    if share {
+        let Some(d) = entry.filter(|_| device == Some(true)) else {
+            return Err(RouteError::ReservedAttribute("mpc-share/node-j"));
+        };
+        // Nodes refuse a share past the bound too; routing it would only cost them a pairing.
+        if reg
+            .revocations()
+            .device_revoked(&d.enrollment.sig.key_id(), h.seq)
+        {
+            return Err(RouteError::Crypto(CryptoError::Revoked("device")));
+        }
     }
     Ok(())
 }

@@ -42,6 +42,9 @@ pub struct BenchConfig {
     pub users: Vec<usize>,
     /// Location points per phone (the job's window in slots).
     pub points: u32,
+    /// Slots per share epoch to run every N with: the default share epoch (one capsule per phone
+    /// and node for a whole window) and 1, the paper's accounting (a capsule per point).
+    pub share_epochs: Vec<u64>,
     /// Re-encryption worker processes.
     pub workers: usize,
     /// Phones connected at a time.
@@ -70,19 +73,21 @@ pub struct BenchConfig {
 pub async fn run(cfg: &BenchConfig, shutdown: &Shutdown) -> anyhow::Result<Vec<Row>> {
     std::fs::create_dir_all(&cfg.dir)?;
     let mut rows = Vec::new();
-    for &n in &cfg.users {
-        println!(
-            "== N = {n} users x {} points ({} workers, {} backend) ==",
-            cfg.points,
-            cfg.workers,
-            armored_crypto::group::BACKEND
-        );
-        let row = run_one(cfg, n, shutdown).await?;
-        println!(
-            "   job latency {:.3} s; whole cost {:.1} ms CPU per user",
-            row.seconds, row.cpu_ms_per_user
-        );
-        rows.push(row);
+    for &spe in &cfg.share_epochs {
+        for &n in &cfg.users {
+            println!(
+                "== N = {n} users x {} points, {spe} slots per share epoch ({} workers, {} backend) ==",
+                cfg.points,
+                cfg.workers,
+                armored_crypto::group::BACKEND
+            );
+            let row = run_one(cfg, n, spe, shutdown).await?;
+            println!(
+                "   job latency {:.3} s; whole cost {:.1} ms CPU per user",
+                row.seconds, row.cpu_ms_per_user
+            );
+            rows.push(row);
+        }
     }
     report(cfg.out.as_deref(), &rows)?;
     Ok(rows)
@@ -114,7 +119,12 @@ async fn sum_cpu(services: &[Service]) -> f64 {
     services.iter().map(Service::cpu_ms).sum()
 }
 
-async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Result<Row> {
+async fn run_one(
+    cfg: &BenchConfig,
+    n: usize,
+    spe: u64,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Row> {
     let dir = cfg.dir.join(format!("n{n}-{}", rid()));
     std::fs::create_dir_all(&dir)?;
     let kafka = KafkaConfig {
@@ -143,7 +153,7 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
     let window_end_ms = slots.end * SLOT_MS;
 
     let t = Instant::now();
-    let parties = parties::setup(cfg, &ctl, &dir, n).await?;
+    let parties = parties::setup(cfg, &ctl, &dir, n, spe).await?;
     println!(
         "   set-up: {} owners, phones, grants and tokens in {:.1} s",
         n + 1,
@@ -387,5 +397,6 @@ async fn run_one(cfg: &BenchConfig, n: usize, shutdown: &Shutdown) -> anyhow::Re
         fold_seconds,
         backend: armored_crypto::group::BACKEND,
         workers: cfg.workers,
+        slots_per_share_epoch: spe,
     })
 }

@@ -29,10 +29,11 @@ pub fn render(r: &Registry) -> String {
                     "revoked"
                 };
                 out.push_str(&format!(
-                    "    {d:<18} sig {}  epoch {} ms  slot {} ms  {state}\n",
+                    "    {d:<18} sig {}  epoch {} ms  slot {} ms  share epoch {} slots  {state}\n",
                     entry.enrollment.sig.key_id(),
                     entry.enrollment.epoch_len_ms,
-                    entry.enrollment.slot_len_ms
+                    entry.enrollment.slot_len_ms,
+                    entry.enrollment.slots_per_share_epoch
                 ));
             }
         }

@@ -329,7 +329,7 @@ pub fn registry(data: &[u8]) -> bool {
 pub fn share_bundle(data: &[u8]) -> bool {
     let f = fixture();
     let mut recv = lock(&f.node_rx);
-    let Ok(item) = recv.open_share_delivery(data, &f.trust, NODE, &mut rng(4)) else {
+    let Ok(item) = recv.open_share_delivery(data, &f.trust, NODE, 1, &mut rng(4)) else {
         return false;
     };
     let d: v1::Delivery = decode_strict("Delivery", data, usize::MAX).expect("accepted delivery");

@@ -90,7 +90,7 @@ pub fn seeds() -> Seeds {
             values: vec![5, 7],
             seq: 2,
         };
-        let env_bytes = seal_share_bundle(key, &f.device_sig, &input, &mut r).expect("share");
+        let env_bytes = seal_share_bundle(key, &f.device_sig, &input, 1, &mut r).expect("share");
         let (env, _, cap) = decode_envelope(&env_bytes).expect("share envelope");
         let p = Policy::parse("mpc-share AND location AND node-1").expect("node policy");
         let rk = ReKey::generate(&f.owner_pre, &p, &f.node_public, &mut r).expect("rk");

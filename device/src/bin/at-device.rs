@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use armored_base::mqtt::MqttConfig;
 use armored_base::time::now_ms;
+use armored_crypto::identity::ShareSlots;
 use armored_device::link::{run, LinkEvent};
-use armored_device::{pin_owner, setup_with_slot_len, Device};
+use armored_device::{pin_owner, setup_with_slots, Device};
 use clap::{Parser, Subcommand};
 use rand_core::RngCore;
 
@@ -71,6 +72,11 @@ enum Cmd {
         /// Length of the global MPC location slots (phase 3+; the owner enrolls it).
         #[arg(long, default_value_t = armored_device::DEFAULT_SLOT_LEN_MS)]
         slot_len_ms: u64,
+        /// Slots per share epoch: a share epoch's points travel under one capsule per node; 1 is
+        /// the paper's accounting (a capsule per point). The owner enrolls it.
+        #[arg(long, default_value_t = armored_crypto::shares::DEFAULT_SLOTS_PER_SHARE_EPOCH,
+              value_parser = clap::value_parser!(u64).range(1..=armored_crypto::shares::MAX_SLOTS_PER_SHARE_EPOCH))]
+        slots_per_share_epoch: u64,
     },
     /// Phase 1: pin the owner's identity file (received out of band).
     PinOwner {
@@ -156,8 +162,13 @@ async fn run_cli() -> anyhow::Result<()> {
             device,
             epoch_len_ms,
             slot_len_ms,
+            slots_per_share_epoch,
         } => {
-            let card = setup_with_slot_len(&dir, &twin, &device, epoch_len_ms, slot_len_ms)?;
+            let slots = ShareSlots {
+                slot_len_ms,
+                slots_per_share_epoch,
+            };
+            let card = setup_with_slots(&dir, &twin, &device, epoch_len_ms, slots)?;
             println!(
                 "device {}/{} set up in {}",
                 card.twin_id,

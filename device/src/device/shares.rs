@@ -2,7 +2,7 @@
 //! (`armored_mpc`'s `split_point`), each signed for and sealed to one MPC node
 //! (`armored_crypto::shares`). The slot length is the one the owner enrolled (the card's).
 
-use armored_crypto::shares::{seal_share_bundle, share_attributes, ShareInput, NODES};
+use armored_crypto::shares::{seal_share_bundle, share_attributes, share_epoch, ShareInput, NODES};
 use armored_mpc::functions::contact_tracing::split_point;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
@@ -46,11 +46,14 @@ impl Device {
         let mut shares = split_point(x, y, &mut OsRng)
             .map_err(|_| DeviceError::ShareRefused("coordinate outside 0..=65535"))?;
         let item_id = self.state.shares.next_item;
+        // One capsule per (share epoch, node): the key manager keeps the epoch's key across slots.
+        let spe = self.card.share_slots().slots_per_share_epoch;
+        let epoch = share_epoch(slot, spe);
         let mut out: [Vec<u8>; 3] = Default::default();
         for (j, (share, env)) in (1..=NODES).zip(shares.iter().zip(out.iter_mut())) {
             let attrs = share_attributes(j)?;
             let a: Vec<&str> = attrs.iter().map(String::as_str).collect();
-            let key = self.share_keys.key_for(slot, &a, &mut OsRng)?;
+            let key = self.share_keys.key_for(epoch, &a, &mut OsRng)?;
             let mut input = ShareInput {
                 device_id: self.card.device_id.clone(),
                 item_id,
@@ -59,14 +62,14 @@ impl Device {
                 values: vec![share.x.value(), share.y.value()],
                 seq: self.state.next_seq,
             };
-            let sealed = seal_share_bundle(key, &self.sig, &input, &mut OsRng);
+            let sealed = seal_share_bundle(key, &self.sig, &input, spe, &mut OsRng);
             input.values.zeroize();
             *env = sealed?;
             self.state.next_seq += 1;
         }
         shares.zeroize();
-        // Keys of earlier slots are never needed again (slots only go forward).
-        self.share_keys.prune_before(slot);
+        // Keys of earlier share epochs are never needed again (slots only go forward).
+        self.share_keys.prune_before(epoch);
         self.state.shares.next_item = item_id + 1;
         self.state.shares.last_slot = Some(slot);
         self.persist()?;
@@ -98,7 +101,8 @@ mod tests {
         let mut seqs = Vec::new();
         for (j, e) in envs.iter().enumerate() {
             let (_, h, _) = decode_envelope(e)?;
-            assert_eq!(h.epoch, 100);
+            // Share epochs of 50 slots by default.
+            assert_eq!(h.epoch, 2);
             assert!(h.attributes.contains(&format!("node-{}", j + 1)));
             seqs.push(h.seq);
         }
@@ -114,8 +118,23 @@ mod tests {
         drop(d);
         let mut d = Device::open(&dir)?;
         assert_eq!(d.state().shares.next_item, 1);
-        let envs = d.share_point(101, 7, 8)?;
-        assert_eq!(decode_envelope(&envs[0])?.1.seq, 3);
+        let envs2 = d.share_point(101, 7, 8)?;
+        assert_eq!(decode_envelope(&envs2[0])?.1.seq, 3);
+        // Slot 102 is in the same share epoch: node j's capsule is reused (a restart, as here
+        // before slot 101, starts a new one: epoch keys live in memory only).
+        let envs = d.share_point(102, 7, 8)?;
+        for (a, b) in envs.iter().zip(&envs2) {
+            assert_eq!(
+                decode_envelope(a)?.1.capsule_id,
+                decode_envelope(b)?.1.capsule_id
+            );
+        }
+        let envs3 = d.share_point(150, 7, 8)?;
+        assert_eq!(decode_envelope(&envs3[0])?.1.epoch, 3);
+        assert_ne!(
+            decode_envelope(&envs3[0])?.1.capsule_id,
+            decode_envelope(&envs[0])?.1.capsule_id
+        );
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }

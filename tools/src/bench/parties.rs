@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use armored_client::kafka::Ctl;
 use armored_client::owner::Owner;
 use armored_client::service::Service as ServiceDir;
-use armored_crypto::identity::PartyKind;
+use armored_crypto::identity::{PartyKind, ShareSlots};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::fleet::Phone;
@@ -27,8 +27,15 @@ pub struct Parties {
     pub phones: Vec<Phone>,
 }
 
-/// Phases 1, 2 and 2+ for N + 1 users: owners, phones, node grants, process tokens, MQTT logins.
-pub async fn setup(cfg: &BenchConfig, ctl: &Ctl, dir: &Path, n: usize) -> anyhow::Result<Parties> {
+/// Phases 1, 2 and 2+ for N + 1 users: owners, phones (sealing `spe` slots per share epoch),
+/// node grants, process tokens, MQTT logins.
+pub async fn setup(
+    cfg: &BenchConfig,
+    ctl: &Ctl,
+    dir: &Path,
+    n: usize,
+    spe: u64,
+) -> anyhow::Result<Parties> {
     let tag = rid();
     let mut node_dirs = Vec::new();
     let mut identities = Vec::new();
@@ -81,7 +88,11 @@ pub async fn setup(cfg: &BenchConfig, ctl: &Ctl, dir: &Path, n: usize) -> anyhow
                 )
                 .await?;
             let pdir = dir.join(format!("phones/{twin}"));
-            let card = armored_device::setup_with_slot_len(&pdir, &twin, "p", 3_600_000, SLOT_MS)?;
+            let slots = ShareSlots {
+                slot_len_ms: SLOT_MS,
+                slots_per_share_epoch: spe,
+            };
+            let card = armored_device::setup_with_slots(&pdir, &twin, "p", 3_600_000, slots)?;
             armored_device::pin_owner(&pdir, &owner.identity()?)?;
             owner.enroll_device(ctl, &card).await?;
             Ok::<_, anyhow::Error>(Phone {

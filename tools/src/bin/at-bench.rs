@@ -21,6 +21,11 @@ struct Args {
     /// Location points per phone.
     #[arg(long, default_value_t = 50)]
     points: u32,
+    /// Slots per share epoch, comma-separated: each N runs once per value. 50 (one share epoch
+    /// per 50-slot window) is the default share epoch, 1 the paper's accounting (#epochs = 50).
+    #[arg(long, value_delimiter = ',', default_value = "50,1",
+          value_parser = clap::value_parser!(u64).range(1..=armored_crypto::shares::MAX_SLOTS_PER_SHARE_EPOCH))]
+    share_epochs: Vec<u64>,
     /// Re-encryption worker processes.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -66,6 +71,7 @@ async fn bench() -> anyhow::Result<()> {
     let cfg = BenchConfig {
         users: a.users,
         points: a.points,
+        share_epochs: a.share_epochs,
         workers: a.workers,
         wave: a.wave,
         bin_dir: a

@@ -165,6 +165,9 @@ pub async fn run(
     let deadline = uploaded + Duration::from_millis(CUTOFF_SKEW_MS);
     // The nodes' share topics are closed to owners and services: an operator's view.
     let operator = Ctl::with_config(ctl.kafka.as_local_principal("at-kafka")?)?;
+    // A header's epoch is the slot's share epoch (the phones' cards take the default).
+    use armored_crypto::shares::{share_epoch, DEFAULT_SLOTS_PER_SHARE_EPOCH as SPE};
+    let epochs = share_epoch(slots.start, SPE)..=share_epoch(slots.end.saturating_sub(1), SPE);
     loop {
         let mut have = usize::MAX;
         for j in 1..=3 {
@@ -181,7 +184,7 @@ pub async fn run(
                     .ok()?;
                     armored_crypto::envelope::parse_header(&d.envelope_header).ok()
                 })
-                .filter(|h| slots.contains(&h.epoch) && twins.contains(&h.twin_id))
+                .filter(|h| epochs.contains(&h.epoch) && twins.contains(&h.twin_id))
                 .count();
             have = have.min(ours);
         }
