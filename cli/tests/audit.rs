@@ -13,22 +13,8 @@ use armored_crypto::audit::seal_batch;
 use armored_crypto::sig::SigningKey;
 use armored_e2e::{rand_id, Env};
 use armored_schemas::v1;
-use common::{atctl, json_lines, ok};
+use common::{atctl, json_lines, ok, status};
 use serde_json::json;
-
-/// atctl's exit status and stdout.
-async fn status(env: &Env, args: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_atctl"))
-        .args(["--brokers", &env.kafka.brokers])
-        .args(["--topic-prefix", &env.kafka.topic_prefix])
-        .args(args)
-        .output()
-        .await?;
-    Ok((
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    ))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn owner_audit_shows_the_trail_and_verify_flags_an_unknown_signer() -> anyhow::Result<()> {
@@ -103,19 +89,20 @@ async fn owner_audit_shows_the_trail_and_verify_flags_an_unknown_signer() -> any
     assert_eq!(entry["pinned"], json!(true));
     assert_eq!(lines[1]["report"]["entries"], json!(1));
 
+    let verify = || {
+        let args = audit(&["--verify"]);
+        let env = &env;
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            status(env, &refs).await
+        }
+    };
     let table = run(audit(&["--twin", &twin])).await?;
     assert!(
         table.contains("RECEIVER") && table.contains(&format!("device:{twin}/d1")),
         "{table}"
     );
-    let (code, out) = status(
-        &env,
-        &audit(&["--verify"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )
-    .await?;
+    let (code, out) = verify().await?;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("verify: ok"), "{out}");
 
@@ -138,14 +125,7 @@ async fn owner_audit_shows_the_trail_and_verify_flags_an_unknown_signer() -> any
             &seal_batch(&forger, "evil", 0, vec![forged]),
         )
         .await?;
-    let (code, out) = status(
-        &env,
-        &audit(&["--verify"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )
-    .await?;
+    let (code, out) = verify().await?;
     assert_eq!(code, Some(2), "{out}");
     assert!(
         out.contains(&format!("unknown signer {}", forger.key_id())),

@@ -270,3 +270,37 @@ pub(crate) async fn enqueue_entries(ctx: &Ctx, entries: Vec<v1::AuditEntry>) -> 
     .boxed();
     Some(all.shared())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_key_and_instance_are_made_once_and_kept() -> Result<(), Box<dyn std::error::Error>> {
+        let dir =
+            std::env::temp_dir().join(format!("at-audit-key-{:08x}", rand_core::OsRng.next_u32()));
+        let d = dir.display().to_string();
+        let first = Auditor::open(&d, "")?;
+        let mode = std::fs::metadata(dir.join(KEY_FILE))?.permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(dir.join(PUB_FILE))?.trim(),
+            first.public_hex()
+        );
+        assert!(valid_instance(&first.instance), "{}", first.instance);
+        // A restart (or a second worker on the same directory) uses the same key and instance.
+        let again = Auditor::open(&d, "")?;
+        assert_eq!(again.public_hex(), first.public_hex());
+        assert_eq!(again.instance, first.instance);
+        assert_eq!(Auditor::open(&d, "worker-2")?.instance, "worker-2");
+        assert!(matches!(
+            Auditor::open(&d, "bad name"),
+            Err(AuditSetupError::Instance(_))
+        ));
+        // No state directory: a key for this run only.
+        assert_ne!(Auditor::open("", "")?.public_hex(), first.public_hex());
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}

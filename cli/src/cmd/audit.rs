@@ -18,7 +18,7 @@ pub struct AuditArgs {
     /// Only this receiver (a service id, `twin/device`, an MPC node's id).
     #[arg(long)]
     receiver: Option<String>,
-    /// Only entries since this time: a duration ago (2h, 7d), unix ms, or YYYY-MM-DDTHH:MM[:SS]Z.
+    /// Only entries since this time: a duration ago (2h, 7d), unix ms, or `YYYY-MM-DDTHH:MM[:SS]Z`.
     #[arg(long)]
     from: Option<String>,
     /// Only entries up to this time (the forms of --from; a duration is a time ago).
