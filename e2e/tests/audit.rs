@@ -1,12 +1,13 @@
 //! The audit trail of every re-encryption (issue 19, item 3) on the real brokers: a worker writes
-//! one signed entry per delivery to `at.audit.v1` (live routing and history replay), and
+//! one signed entry per delivery to `at.audit.v1` (live routing, requests, history replay), and
 //! `armored_client::owner::audit` reads them for the owner. Every delivery of a scenario (a
-//! device's changes to a sibling device and to a service, then a history replay to a second
-//! service) has exactly one entry, with the delivery's twin, receiver, epoch, capsule id, re-key,
-//! attribute-set digest and digest; `verify` passes on it, then flags a batch forged by a raw
-//! producer under an unknown key, a malformed record on the topic, and a delivery written raw to
-//! `at.deliver.v1` without an entry (a gap); after the owner revokes the service's re-key, no entry
-//! for it appears for later changes. Needs `infra/start.sh`.
+//! device's changes to a sibling device and to a service, a request of the owner to the devices,
+//! then a history replay to a second service) has exactly one entry, with the delivery's twin,
+//! receiver, epoch, capsule id, re-key, attribute-set digest, source record and digest; `verify`
+//! passes on it; after the owner revokes the service's re-key, no entry for it appears for a later
+//! change; then `verify` flags a batch forged by a raw producer under an unknown key, a malformed
+//! record on the topic, and a delivery written raw to `at.deliver.v1` without an entry (a gap).
+//! Needs `infra/start.sh`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use armored_client::owner::audit::{self, AuditFilter, AuditOptions, AuditReport, AuditRow};
 use armored_client::owner::Owner;
 use armored_client::replay::{self, grant_with_history};
+use armored_client::request::{request, Ask, Requester};
 use armored_crypto::audit::{attributes_digest, delivery_digest, seal_batch};
 use armored_crypto::envelope::parse_header;
 use armored_crypto::sig::SigningKey;
@@ -86,7 +88,14 @@ fn check_one_entry_each(env: &Env, rows: &[AuditRow]) -> anyhow::Result<usize> {
         );
         assert_eq!(e.replay_request_id, d.replay_request_id, "replay request");
         assert_eq!(e.delivery_topic, env.topics.deliver());
-        assert_eq!(e.source_topic, env.topics.sync());
+        // A request's re-encryptions come from at.requests.v1, the rest from the log.
+        let source = if h.attributes.iter().any(|a| a == "req") {
+            env.topics.requests()
+        } else {
+            env.topics.sync()
+        };
+        assert_eq!(e.source_topic, source);
+        check_source(env, &source, e)?;
         let kind = if receiver.contains('/') {
             "device"
         } else {
@@ -102,6 +111,21 @@ fn check_one_entry_each(env: &Env, rows: &[AuditRow]) -> anyhow::Result<usize> {
         deliveries.len()
     );
     Ok(deliveries.len())
+}
+
+/// The entry's source record holds an envelope of its twin with its capsule id.
+fn check_source(env: &Env, topic: &str, e: &AuditRow) -> anyhow::Result<()> {
+    let rec = env
+        .located(topic)?
+        .into_iter()
+        .find(|r| r.partition == e.source_partition && r.offset == e.source_offset)
+        .ok_or_else(|| anyhow::anyhow!("no record at the entry's source: {e:?}"))?;
+    let (_, h, _) = armored_crypto::envelope::decode_envelope(&rec.payload)?;
+    anyhow::ensure!(
+        h.twin_id == e.twin && hex::encode(&h.capsule_id) == e.capsule_id,
+        "the entry's source holds another envelope: {e:?}"
+    );
+    Ok(())
 }
 
 /// Waits until every delivery has its entry (entries are acknowledged with the deliveries, not
@@ -174,6 +198,17 @@ async fn every_delivery_has_one_signed_entry_and_verify_flags_forgeries_and_gaps
     d1.wait_applied(&second, WAIT, "d2's change at d1").await?;
     let got = consume(&env, &mut svc, Some(1), Duration::from_secs(5)).await?;
     assert_eq!(got.len(), 1, "{got:?}");
+    // A request of the owner (phase 5): re-encrypted for the twin's devices, audited too.
+    let me = Requester::open(owner.dir())?;
+    let ask = Ask {
+        twin_id: &twin,
+        body: json!({"op": "read"}).to_string().into_bytes(),
+        ttl: Duration::from_secs(300),
+        wait: WAIT,
+        write_token: None,
+    };
+    let answer = request(&ctl, &me, &ask).await?;
+    assert_eq!(answer.response["ok"], json!(true), "{answer:?}");
 
     // A second service granted the history: the replay's deliveries are audited too.
     let (auditor, _) = env.service(&owner, &ctl).await?;

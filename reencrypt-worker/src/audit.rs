@@ -23,13 +23,13 @@ use armored_base::time::now_ms;
 use armored_crypto::audit::{seal_batch, split_entries};
 use armored_crypto::keyfile::{load_signing_key, save_signing_key};
 use armored_crypto::sig::SigningKey;
-use armored_runtime::kafka::{enqueue, Ack, AckError};
+use armored_runtime::kafka::{enqueue, Ack, AckError, AtProducer};
 use armored_runtime::pipeline::Inbound;
 use armored_schemas::v1;
 use futures::future::{BoxFuture, FutureExt, Shared};
+use prometheus::IntCounter;
 use rand_core::RngCore;
 
-use crate::ctx::Ctx;
 use crate::reencrypt::Output;
 
 /// The secret key file in the state directory.
@@ -91,6 +91,8 @@ pub struct Auditor {
     key: SigningKey,
     /// The worker instance named in every batch.
     pub instance: String,
+    /// Entries enqueued (`at_reencrypt_audit_entries_total`).
+    entries: IntCounter,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -101,8 +103,13 @@ impl std::fmt::Debug for Auditor {
 
 impl Auditor {
     /// The key and instance of the worker whose state directory is `state_dir` (made there on
-    /// first start; empty: a key for this run only, with a warning), instance `configured` if set.
-    pub fn open(state_dir: &str, configured: &str) -> Result<Self, AuditSetupError> {
+    /// first start; empty: a key for this run only, with a warning), instance `configured` if set;
+    /// `entries` counts the entries it enqueues.
+    pub fn open(
+        state_dir: &str,
+        configured: &str,
+        entries: IntCounter,
+    ) -> Result<Self, AuditSetupError> {
         if !configured.is_empty() && !valid_instance(configured) {
             return Err(AuditSetupError::Instance(configured.to_string()));
         }
@@ -118,6 +125,7 @@ impl Auditor {
             return Ok(Self {
                 key: SigningKey::generate(&mut rand_core::OsRng),
                 instance,
+                entries,
             });
         }
         let dir = PathBuf::from(state_dir);
@@ -144,7 +152,11 @@ impl Auditor {
         } else {
             configured.to_string()
         };
-        Ok(Self { key, instance })
+        Ok(Self {
+            key,
+            instance,
+            entries,
+        })
     }
 
     /// The public key as `worker-audit.pub` holds it (hex SEC1 compressed).
@@ -238,37 +250,35 @@ pub(crate) fn entry_from(
     }
 }
 
-/// Signs `entries` (split into batches within the limits) and enqueues them on `at.audit.v1`,
-/// keyed by the worker instance; one acknowledgement for all, or `None` when there is nothing.
-pub(crate) async fn enqueue_entries(ctx: &Ctx, entries: Vec<v1::AuditEntry>) -> Option<SharedAck> {
-    if entries.is_empty() {
-        return None;
-    }
-    let n = entries.len() as u64;
-    let topic = ctx.topics.audit();
-    let mut acks = Vec::new();
-    for group in split_entries(entries) {
-        let record = seal_batch(&ctx.audit.key, &ctx.audit.instance, now_ms(), group);
-        acks.push(
-            enqueue(
-                &ctx.producer,
-                &topic,
-                ctx.audit.instance.as_bytes(),
-                &record,
-                None,
-            )
-            .await,
-        );
-    }
-    ctx.metrics.audit_entries.inc_by(n);
-    let all: BoxFuture<'static, Result<(), Arc<AckError>>> = async move {
-        for a in acks {
-            a.await.map_err(Arc::new)?;
+impl Auditor {
+    /// Signs `entries` (split into batches within the limits) and enqueues them on `topic`
+    /// (`at.audit.v1`), keyed by the worker instance; one acknowledgement for all, or `None` when
+    /// there is nothing.
+    pub(crate) async fn enqueue(
+        &self,
+        producer: &AtProducer,
+        topic: &str,
+        entries: Vec<v1::AuditEntry>,
+    ) -> Option<SharedAck> {
+        if entries.is_empty() {
+            return None;
         }
-        Ok(())
+        let n = entries.len() as u64;
+        let mut acks = Vec::new();
+        for group in split_entries(entries) {
+            let record = seal_batch(&self.key, &self.instance, now_ms(), group);
+            acks.push(enqueue(producer, topic, self.instance.as_bytes(), &record, None).await);
+        }
+        self.entries.inc_by(n);
+        let all: BoxFuture<'static, Result<(), Arc<AckError>>> = async move {
+            for a in acks {
+                a.await.map_err(Arc::new)?;
+            }
+            Ok(())
+        }
+        .boxed();
+        Some(all.shared())
     }
-    .boxed();
-    Some(all.shared())
 }
 
 #[cfg(test)]
@@ -281,7 +291,8 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("at-audit-key-{:08x}", rand_core::OsRng.next_u32()));
         let d = dir.display().to_string();
-        let first = Auditor::open(&d, "")?;
+        let counter = || IntCounter::new("entries", "entries");
+        let first = Auditor::open(&d, "", counter()?)?;
         let mode = std::fs::metadata(dir.join(KEY_FILE))?.permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(
@@ -290,16 +301,22 @@ mod tests {
         );
         assert!(valid_instance(&first.instance), "{}", first.instance);
         // A restart (or a second worker on the same directory) uses the same key and instance.
-        let again = Auditor::open(&d, "")?;
+        let again = Auditor::open(&d, "", counter()?)?;
         assert_eq!(again.public_hex(), first.public_hex());
         assert_eq!(again.instance, first.instance);
-        assert_eq!(Auditor::open(&d, "worker-2")?.instance, "worker-2");
+        assert_eq!(
+            Auditor::open(&d, "worker-2", counter()?)?.instance,
+            "worker-2"
+        );
         assert!(matches!(
-            Auditor::open(&d, "bad name"),
+            Auditor::open(&d, "bad name", counter()?),
             Err(AuditSetupError::Instance(_))
         ));
         // No state directory: a key for this run only.
-        assert_ne!(Auditor::open("", "")?.public_hex(), first.public_hex());
+        assert_ne!(
+            Auditor::open("", "", counter()?)?.public_hex(),
+            first.public_hex()
+        );
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }

@@ -17,7 +17,7 @@ use armored_schemas::decode_strict;
 use armored_schemas::limits::MAX_ENVELOPE_BYTES;
 use armored_schemas::v1;
 
-use crate::audit::{ack_of, enqueue_entries, entry_from};
+use crate::audit::{ack_of, entry_from};
 use crate::ctx::Ctx;
 use crate::reencrypt::{Cache, Dest, Opened, Output};
 use crate::rekeys::Grant;
@@ -218,7 +218,10 @@ async fn deliver(
             .iter()
             .map(|(_, src, o)| entry_from(o, &sync, src.0, src.1, &topic_of(o)))
             .collect();
-        let audited = enqueue_entries(ctx, entries).await;
+        let audited = ctx
+            .audit
+            .enqueue(&ctx.producer, &ctx.topics.audit(), entries)
+            .await;
         let mut acks = Vec::with_capacity(outs.len());
         for (key, _, o) in outs {
             let headers = o.headers(Some(&a.request_id));

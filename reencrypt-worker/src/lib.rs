@@ -66,14 +66,25 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .as_ref()
         .map(|f| f.with_file_name("replays-done.txt"));
     let replays = replay_seen::SeenReplays::open(replays_file)?;
-    let auditor = audit::Auditor::open(&cfg.worker.state_dir, &cfg.worker.instance)?;
+    let auditor = audit::Auditor::open(
+        &cfg.worker.state_dir,
+        &cfg.worker.instance,
+        metrics.audit_entries.clone(),
+    )?;
+    let pin = if cfg.worker.state_dir.is_empty() {
+        "a key for this run only".to_string()
+    } else {
+        let public = PathBuf::from(&cfg.worker.state_dir).join(audit::PUB_FILE);
+        format!(
+            "owners pin it with `atctl owner trust-worker {}`",
+            public.display()
+        )
+    };
     tracing::info!(
         instance = %auditor.instance,
         audit_key = %auditor.public_hex(),
         key_id = %auditor.key_id(),
-        "the audit trail on at.audit.v1 is signed with this key: owners pin it with `atctl owner trust-worker {}/{}`",
-        cfg.worker.state_dir,
-        audit::PUB_FILE,
+        "the audit trail on at.audit.v1 is signed with this key: {pin}"
     );
     let store = Arc::new(RwLock::new(ReKeyStore::new(state_file)?));
     let cache = Arc::new(Cache::new(cfg.worker.cache_entries));
@@ -298,7 +309,10 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Inbound>) -> Vec<Vec<Ack>> {
                 .map(|o| audit::entry(o, m, &output_topic(&ctx, o)))
         })
         .collect();
-    let audited = audit::enqueue_entries(&ctx, entries).await;
+    let audited = ctx
+        .audit
+        .enqueue(&ctx.producer, &ctx.topics.audit(), entries)
+        .await;
     let mut out = Vec::with_capacity(batch.len());
     for (m, r) in batch.iter().zip(results) {
         let covered = matches!(&r, Ok(o) if !o.is_empty());

@@ -199,7 +199,10 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
         .iter()
         .map(|o| crate::audit::entry(o, &m, &deliver))
         .collect();
-    let audited = crate::audit::enqueue_entries(&ctx, entries).await;
+    let audited = ctx
+        .audit
+        .enqueue(&ctx.producer, &ctx.topics.audit(), entries)
+        .await;
     let mut acks: Vec<Ack> = audited.iter().map(crate::audit::ack_of).collect();
     for o in outputs {
         let Dest::Deliver { receiver, .. } = &o.dest else {
