@@ -2,7 +2,7 @@
 # The README's first command: the end-to-end demo on the default local setup.
 # Installs what is missing, builds, starts the brokers (mosquitto, one Apache Kafka node) and the services (one bridge,
 # two re-encryption workers), plays Protocol 1 with `at-demo` (phases 1-4 and 6, revocation M1,
-# a raw reader's view; then device replacement M3 and owner key backup/restore), prints a summary table, and stops everything it started. Exit 0 = every
+# a raw reader's view, the owner's view of a twin and its verified audit trail; then device replacement M3 and owner key backup/restore), prints a summary table, and stops everything it started. Exit 0 = every
 # expectation held.
 # Prometheus (infra/start.sh --with-prometheus) scrapes the services throughout; at the end every
 # query of infra/grafana-dashboard.json is run over the demo's time range (infra/dashboard-check.py)
@@ -68,7 +68,9 @@ for j in 1 2 3; do at_prometheus_target "at-mpc-node-$j" "127.0.0.1:$((9121 + 10
 echo "   Prometheus scrapes them: $AT_PROMETHEUS_URL"
 echo "== the scenario =="
 started_at="$(date +%s)"
-"$bin/at-demo" --dir "$run_dir/parties"
+# The owner pins the workers' audit keys (written into their state directories at start).
+"$bin/at-demo" --dir "$run_dir/parties" \
+  --worker-key "$run_dir/worker-1/worker-audit.pub" --worker-key "$run_dir/worker-2/worker-audit.pub"
 echo "== the dashboard (infra/grafana-dashboard.json): every panel's queries over the demo, through Prometheus =="
 sleep 6   # one more scrape of what the scenario's end changed
 python3 infra/dashboard-check.py --prometheus "$AT_PROMETHEUS_URL" --since "$started_at"

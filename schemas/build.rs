@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "proto/armoredtwins/v1/identity.proto",
         "proto/armoredtwins/v1/mpc.proto",
         "proto/armoredtwins/v1/request.proto",
+        "proto/armoredtwins/v1/audit.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

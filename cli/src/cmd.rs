@@ -1,5 +1,6 @@
 //! One module per command group; each owns its arguments and its `run`.
 
+pub mod audit;
 pub mod dlq;
 pub mod history;
 pub mod owner;

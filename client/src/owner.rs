@@ -27,6 +27,7 @@ use crate::error::{parse, ClientError, Result};
 use crate::files;
 use crate::kafka::Ctl;
 
+pub mod audit;
 pub mod backup;
 pub mod process_tokens;
 pub mod write_tokens;

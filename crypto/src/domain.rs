@@ -20,6 +20,8 @@ pub const KEYID_HPKE: &[u8] = b"at/v1/hpke-key";
 pub const POLICY_HASH: &[u8] = b"at/v1/policy";
 /// Capsule id: SHA-256(layout(domain, hdr, C0, Ca...)).
 pub const CAPSULE_ID: &[u8] = b"at/v1/capsule-id";
+/// Attribute-set digest of an audit entry: SHA-256(layout(domain, attribute...)), sorted.
+pub const AUDIT_ATTRIBUTES: &[u8] = b"at/v1/audit-attributes";
 /// Owner proof-of-knowledge challenge.
 pub const OWNER_POK: &[u8] = b"at/v1/owner-pok";
 
@@ -57,11 +59,13 @@ pub enum SigDomain {
     Request,
     /// Device responses.
     Response,
+    /// The re-encryption workers' audit batches.
+    Audit,
 }
 
 impl SigDomain {
     /// All domains.
-    pub const ALL: [SigDomain; 15] = [
+    pub const ALL: [SigDomain; 16] = [
         SigDomain::StateChange,
         SigDomain::Identity,
         SigDomain::Enrollment,
@@ -77,6 +81,7 @@ impl SigDomain {
         SigDomain::Designation,
         SigDomain::Request,
         SigDomain::Response,
+        SigDomain::Audit,
     ];
 
     /// The domain string signed before the body.
@@ -97,6 +102,7 @@ impl SigDomain {
             SigDomain::Designation => "at/v1/designation",
             SigDomain::Request => "at/v1/request",
             SigDomain::Response => "at/v1/response",
+            SigDomain::Audit => "at/v1/audit",
         }
     }
 }

@@ -104,4 +104,8 @@ pub const TARGETS: &[Target] = &[
         name: "local_state",
         run: local_state,
     },
+    Target {
+        name: "audit_batch",
+        run: audit_batch,
+    },
 ];

@@ -126,9 +126,23 @@ impl Env {
                 state_dir: self.dir.join(rand_id("worker")).display().to_string(),
                 cache_entries: 10_000,
                 max_envelope_bytes: armored_schemas::limits::MAX_ENVELOPE_BYTES,
+                instance: String::new(),
             },
             requests: at_reencrypt::requests::RequestConfig::default(),
         }
+    }
+
+    /// The audit keys (`worker-audit.pub`) of the workers this test started, once they have
+    /// started (each writes its key into its state directory).
+    pub fn worker_audit_keys(&self) -> anyhow::Result<Vec<std::path::PathBuf>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let p = e?.path().join(at_reencrypt::audit::PUB_FILE);
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+        Ok(out)
     }
 
     /// Starts a bridge and waits until it is ready: subscribed to the uplink, so that no publish

@@ -33,6 +33,11 @@ pub struct WorkerConfig {
     pub cache_entries: usize,
     /// `max_envelope_bytes`.
     pub max_envelope_bytes: usize,
+    /// The name this worker gives itself in its audit batches (`A-Z a-z 0-9 . _ -`, at most 64);
+    /// empty: one made on first start from the host name and a random suffix, kept in the state
+    /// directory (`worker-instance`).
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// Built-in defaults.
@@ -45,6 +50,7 @@ group = "reencrypt"
 state_dir = "at-reencrypt-state"
 cache_entries = 100000
 max_envelope_bytes = {max}
+instance = ""
 
 [requests]
 rate_per_s = 1.0

@@ -33,6 +33,8 @@ pub(crate) struct Ctx {
     pub(crate) shutdown: Shutdown,
     /// Replay requests finished or running (each runs once).
     pub(crate) replays: crate::replay_seen::SeenReplays,
+    /// Signs the audit trail.
+    pub(crate) audit: crate::audit::Auditor,
 }
 
 impl Ctx {

@@ -17,6 +17,7 @@ use armored_schemas::decode_strict;
 use armored_schemas::limits::MAX_ENVELOPE_BYTES;
 use armored_schemas::v1;
 
+use crate::audit::{ack_of, entry_from};
 use crate::ctx::Ctx;
 use crate::reencrypt::{Cache, Dest, Opened, Output};
 use crate::rekeys::Grant;
@@ -207,14 +208,36 @@ async fn deliver(
         let outs =
             tokio::task::spawn_blocking(move || reencrypt_batch(&c, &g, &req, &cache2, &p2, batch))
                 .await?;
+        let topic_of = |o: &Output| match o.dest {
+            Dest::Node(j) => ctx.topics.mpc_shares(j),
+            Dest::Deliver { .. } => ctx.topics.deliver(),
+        };
+        // The batch's audit entries first (audit.rs): the source is the stored record replayed.
+        let sync = ctx.topics.sync();
+        let entries = outs
+            .iter()
+            .map(|(_, src, o)| entry_from(o, &sync, src.0, src.1, &topic_of(o)))
+            .collect();
+        let audited = ctx
+            .audit
+            .enqueue(&ctx.producer, &ctx.topics.audit(), entries)
+            .await;
         let mut acks = Vec::with_capacity(outs.len());
-        for (key, o) in outs {
-            let topic = match o.dest {
-                Dest::Node(j) => ctx.topics.mpc_shares(j),
-                Dest::Deliver { .. } => ctx.topics.deliver(),
-            };
+        for (key, _, o) in outs {
             let headers = o.headers(Some(&a.request_id));
-            acks.push(enqueue(&ctx.producer, &topic, &key, &o.payload, Some(headers)).await);
+            acks.push(
+                enqueue(
+                    &ctx.producer,
+                    &topic_of(&o),
+                    &key,
+                    &o.payload,
+                    Some(headers),
+                )
+                .await,
+            );
+        }
+        if let Some(audited) = &audited {
+            ack_of(audited).await?;
         }
         for ack in acks {
             ack.await?;
@@ -226,7 +249,7 @@ async fn deliver(
     Ok(true)
 }
 
-/// (record key, delivery) of each match the re-key admits.
+/// (record key, its (partition, offset) in the log, delivery) of each match the re-key admits.
 fn reencrypt_batch(
     ctx: &Ctx,
     g: &Grant,
@@ -234,11 +257,11 @@ fn reencrypt_batch(
     cache: &Cache,
     p: &Progress,
     batch: Vec<Match>,
-) -> Vec<(Vec<u8>, Output)> {
+) -> Vec<(Vec<u8>, (i32, i64), Output)> {
     let mut out = Vec::with_capacity(batch.len());
     for m in batch {
         match reencrypt_one(ctx, g, request_id, cache, &m) {
-            Ok(Some(o)) => out.push(o),
+            Ok(Some((key, o))) => out.push((key, (m.partition, m.offset), o)),
             Ok(None) => {}
             Err(e) => {
                 p.skipped.fetch_add(1, Ordering::Relaxed);

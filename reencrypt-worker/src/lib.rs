@@ -5,6 +5,7 @@
 //! satisfy. It holds only re-keys: it never sees a data key or a plaintext.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 mod ctx;
 pub mod history;
@@ -65,6 +66,26 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .as_ref()
         .map(|f| f.with_file_name("replays-done.txt"));
     let replays = replay_seen::SeenReplays::open(replays_file)?;
+    let auditor = audit::Auditor::open(
+        &cfg.worker.state_dir,
+        &cfg.worker.instance,
+        metrics.audit_entries.clone(),
+    )?;
+    let pin = if cfg.worker.state_dir.is_empty() {
+        "a key for this run only".to_string()
+    } else {
+        let public = PathBuf::from(&cfg.worker.state_dir).join(audit::PUB_FILE);
+        format!(
+            "owners pin it with `atctl owner trust-worker {}`",
+            public.display()
+        )
+    };
+    tracing::info!(
+        instance = %auditor.instance,
+        audit_key = %auditor.public_hex(),
+        key_id = %auditor.key_id(),
+        "the audit trail on at.audit.v1 is signed with this key: {pin}"
+    );
     let store = Arc::new(RwLock::new(ReKeyStore::new(state_file)?));
     let cache = Arc::new(Cache::new(cfg.worker.cache_entries));
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
@@ -132,6 +153,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         rk_follower,
         shutdown: shutdown.clone(),
         replays,
+        audit: auditor,
     });
 
     // Dead letters of the control topics, and re-keys whose owner appeared later.
@@ -275,11 +297,40 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Inbound>) -> Vec<Vec<Ack>> {
             return fail_all(&batch, || RecordError::Task(e.clone()));
         }
     };
+    // The batch's audit entries first, signed together (audit.rs); each covered record waits
+    // for them too before its offset is committed.
+    let entries: Vec<_> = batch
+        .iter()
+        .zip(&results)
+        .filter_map(|(m, r)| Some((m, r.as_ref().ok()?)))
+        .flat_map(|(m, outputs)| {
+            outputs
+                .iter()
+                .map(|o| audit::entry(o, m, &output_topic(&ctx, o)))
+        })
+        .collect();
+    let audited = ctx
+        .audit
+        .enqueue(&ctx.producer, &ctx.topics.audit(), entries)
+        .await;
     let mut out = Vec::with_capacity(batch.len());
     for (m, r) in batch.iter().zip(results) {
-        out.push(produce(&ctx, m, r).await);
+        let covered = matches!(&r, Ok(o) if !o.is_empty());
+        let mut acks = produce(&ctx, m, r).await;
+        if let (true, Some(a)) = (covered, &audited) {
+            acks.push(audit::ack_of(a));
+        }
+        out.push(acks);
     }
     out
+}
+
+/// The topic an output goes to.
+fn output_topic(ctx: &Ctx, o: &Output) -> String {
+    match o.dest {
+        Dest::Deliver { .. } => ctx.topics.deliver(),
+        Dest::Node(j) => ctx.topics.mpc_shares(j),
+    }
 }
 
 /// Why a record of `at.sync.v1` or `at.requests.v1` was not handled (it is handled again later).
@@ -330,12 +381,12 @@ async fn produce(ctx: &Ctx, m: &Inbound, routed: Result<Vec<Output>, RouteError>
     let stamp = latency::parse_stamp(m.header(latency::INGEST_MS_HEADER));
     let mut acks = Vec::with_capacity(outputs.len());
     for o in outputs {
-        let (topic, key) = match &o.dest {
-            Dest::Deliver { receiver, .. } => (ctx.topics.deliver(), receiver.clone()),
-            Dest::Node(j) => (
-                ctx.topics.mpc_shares(*j),
-                String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned(),
-            ),
+        let topic = output_topic(ctx, &o);
+        let key = match &o.dest {
+            Dest::Deliver { receiver, .. } => receiver.clone(),
+            Dest::Node(_) => {
+                String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned()
+            }
         };
         let mut headers = o.headers(None);
         if let Some(ms) = stamp {

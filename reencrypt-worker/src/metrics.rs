@@ -19,6 +19,8 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     /// Bytes produced.
     pub bytes_out: IntCounter,
+    /// Audit entries written to `at.audit.v1` (one per delivery).
+    pub audit_entries: IntCounter,
     /// From the bridge receiving an uplink to Kafka acknowledging an output made from it, by
     /// receiver kind (live records only; history replays re-send old data).
     pub end_to_end: HistogramVec,
@@ -95,6 +97,11 @@ impl Metrics {
             bytes_out: register_int_counter_with_registry!(
                 "at_reencrypt_bytes_out_total",
                 "Bytes produced",
+                r
+            )?,
+            audit_entries: register_int_counter_with_registry!(
+                "at_reencrypt_audit_entries_total",
+                "Audit entries written to at.audit.v1, one per delivery",
                 r
             )?,
             end_to_end: register_histogram_vec_with_registry!(

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use armored_crypto::audit::{attributes_digest, delivery_digest};
 use armored_crypto::envelope::{decode_envelope, make_delivery};
 use armored_crypto::kpcpre::{reencrypt, Capsule1, Capsule2, CheckedCapsule};
 use armored_crypto::tokens::ReceiverKind;
@@ -52,6 +53,10 @@ pub struct Output {
     pub payload: Vec<u8>,
     /// Hex rk_id (header, for operators).
     pub rk_id: String,
+    /// Its audit entry as far as ReEnc knows it (re-key, receiver, twin, epoch, attributes,
+    /// capsule id, delivery digest); the caller adds the time, the source record and the
+    /// delivery topic (audit.rs).
+    pub audit: v1::AuditEntry,
 }
 
 impl Output {
@@ -226,10 +231,24 @@ impl Opened {
                 },
             },
         };
+        let payload = make_delivery(&self.env, &c2, request_id);
+        let audit = v1::AuditEntry {
+            rk_id: rk_id.to_vec(),
+            receiver_kind: g.grant.receiver_kind as i32,
+            receiver_id: g.grant.receiver_id.clone(),
+            twin_id: self.header.twin_id.clone(),
+            epoch: self.header.epoch,
+            attributes_digest: attributes_digest(&self.header.attributes).to_vec(),
+            capsule_id: self.header.capsule_id.clone(),
+            delivery_sha256: delivery_digest(&payload).to_vec(),
+            replay_request_id: request_id.unwrap_or_default().to_string(),
+            ..v1::AuditEntry::default()
+        };
         Ok(Output {
             dest,
-            payload: make_delivery(&self.env, &c2, request_id),
+            payload,
             rk_id: hex::encode(rk_id),
+            audit,
         })
     }
 }

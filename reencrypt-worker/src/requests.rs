@@ -188,14 +188,24 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, m: Inbound) -> Vec<Ack> {
         Err(e) => return vec![failed(AckError::service(e))],
     };
     counter("routed");
-    let mut acks = Vec::new();
     // Requests go to devices only: a service's re-key that happens to admit `req` gets nothing.
+    let outputs: Vec<_> = outputs
+        .into_iter()
+        .filter(|o| matches!(o.dest, Dest::Deliver { kind: "device", .. }))
+        .collect();
+    // A request's re-encryptions are audited like state changes (audit.rs), entries first.
+    let deliver = ctx.topics.deliver();
+    let entries = outputs
+        .iter()
+        .map(|o| crate::audit::entry(o, &m, &deliver))
+        .collect();
+    let audited = ctx
+        .audit
+        .enqueue(&ctx.producer, &ctx.topics.audit(), entries)
+        .await;
+    let mut acks: Vec<Ack> = audited.iter().map(crate::audit::ack_of).collect();
     for o in outputs {
-        let Dest::Deliver {
-            receiver,
-            kind: "device",
-        } = &o.dest
-        else {
+        let Dest::Deliver { receiver, .. } = &o.dest else {
             continue;
         };
         let headers = OwnedHeaders::new()

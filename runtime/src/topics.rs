@@ -44,6 +44,10 @@ impl Topics {
     pub fn dlq(&self) -> String {
         self.name(names::DLQ)
     }
+    /// The workers' signed audit batches.
+    pub fn audit(&self) -> String {
+        self.name(names::AUDIT)
+    }
     /// Requests.
     pub fn requests(&self) -> String {
         self.name(names::REQUESTS)
@@ -115,7 +119,7 @@ mod tests {
     #[test]
     fn every_topic_from_the_table_with_the_prefix() {
         let all = Topics::new("t1.").all();
-        assert_eq!(all.len(), 15);
+        assert_eq!(all.len(), 16);
         assert!(all.contains(&("t1.at.sync.v1".to_string(), 12)));
         assert!(all.contains(&("t1.at.mpc.jobs.v1".to_string(), 1)));
         assert!(all.contains(&(Topics::new("t1.").mpc_shares(3), 6)));

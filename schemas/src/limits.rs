@@ -22,3 +22,7 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 900 * 1024;
 pub const PEER_CHUNK_BYTES: usize = 768 * 1024;
 /// Responses of devices to requests (the sealed `ResponseEnvelope`).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Entries of one signed audit batch (`AuditBatch`): a worker splits a larger batch.
+pub const MAX_AUDIT_ENTRIES: usize = 1024;
+/// A signed audit batch on `at.audit.v1` (entries of ~300 bytes each, below the broker's ~1 MiB).
+pub const MAX_AUDIT_BATCH_BYTES: usize = 768 * 1024;

@@ -22,6 +22,8 @@ pub const REGISTRY: &str = "at.registry.v1";
 pub const TOKENS: &str = "at.tokens.v1";
 /// Owner control records (replay requests).
 pub const CONTROL: &str = "at.control.v1";
+/// The re-encryption workers' signed audit batches (one entry per delivery).
+pub const AUDIT: &str = "at.audit.v1";
 /// Dead letters.
 pub const DLQ: &str = "at.dlq.v1";
 

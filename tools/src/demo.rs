@@ -12,6 +12,7 @@ use armored_base::Shutdown;
 use armored_crypto::identity::PartyKind;
 use serde_json::json;
 
+mod audit;
 mod history;
 mod mpc;
 mod parties;
@@ -291,6 +292,7 @@ pub async fn run(cfg: DemoConfig, ctl: &Ctl) -> anyhow::Result<()> {
     println!();
     ok &= requests::run(ctl, &svc_ctl, &owner, &twin1, &svc_dir, d2.device.clone()).await?;
     ok &= owner_view(ctl, &owner, &twin1, &d2.device).await?;
+    ok &= audit::run(&cfg, ctl, &owner, &twin1).await?;
     // Issue 6: device replacement (M3) and owner key backup and restore (paper 5.4).
     ok &= history::run(&cfg, ctl, &owner, &tag, &shutdown).await?;
     if cfg.phones > 0 {

@@ -113,6 +113,20 @@ pub enum OwnerCmd {
     },
     /// The re-keys and tokens this owner issued.
     Grants,
+    /// Pin a re-encryption worker's audit key: the worker-audit.pub in its state directory (or the
+    /// hex key it logs at start). `owner audit --verify` flags batches signed by any other key.
+    TrustWorker {
+        /// The worker's worker-audit.pub, or the hex SEC1 key.
+        #[arg(value_name = "FILE_OR_HEX")]
+        key: String,
+        /// A note kept beside the key (e.g. the worker's instance).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// The audit trail of this owner's twins: who received which twin's data, when, under which
+    /// grant (from the workers' signed entries on at.audit.v1); --verify checks signatures and
+    /// flags deliveries without an entry.
+    Audit(super::audit::AuditArgs),
     /// Print the path of the owner's identity file (what devices pin).
     Identity,
     /// History replay, device replacement, key backup and restore (issue 6).
@@ -340,6 +354,8 @@ pub async fn run(args: OwnerArgs, connect: &Connect) -> anyhow::Result<()> {
             }
         }
         OwnerCmd::History(h) => super::history::run(&dir, h, &ctl).await?,
+        OwnerCmd::TrustWorker { key, note } => super::audit::trust_worker(&dir, &key, &note)?,
+        OwnerCmd::Audit(a) => super::audit::run(&dir, a, connect).await?,
         OwnerCmd::Grants => {
             let o = Owner::open(&dir)?;
             println!(

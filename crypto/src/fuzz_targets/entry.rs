@@ -457,3 +457,28 @@ pub fn local_state(data: &[u8]) -> bool {
     }
     true
 }
+
+/// Audit batches of `at.audit.v1`: byte 0 selects mode 0, the signed record (`open_batch`, which
+/// verifies under the key the body names); mode 1, an `AuditBatch` body signed by the harness with
+/// the fixture's service key, named in the body or not (the body's decoder and the checks behind
+/// the signature).
+pub fn audit_batch(data: &[u8]) -> bool {
+    let f = fixture();
+    let (m, rest) = mode(data);
+    let signed = if m % 2 == 0 {
+        rest.to_vec()
+    } else {
+        f.service_sig.sign_to_vec(SigDomain::Audit, rest.to_vec())
+    };
+    let Ok(b) = crate::audit::open_batch(&signed) else {
+        return false;
+    };
+    let s = crate::sig::decode_signed(&signed, usize::MAX).expect("accepted batch");
+    assert_canonical(&s, &signed, "Signed");
+    let body: v1::AuditBatch = decode_strict("AuditBatch", &s.body, usize::MAX).expect("body");
+    assert_canonical(&body, &s.body, "AuditBatch");
+    assert_eq!(body.entries, b.entries);
+    assert_eq!(body.worker_key, b.worker_key.to_sec1());
+    assert!(b.entries.len() <= armored_schemas::limits::MAX_AUDIT_ENTRIES);
+    true
+}

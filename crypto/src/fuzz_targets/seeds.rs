@@ -310,6 +310,26 @@ pub fn seeds() -> Seeds {
             "local_state",
             vec![with(0, &revs.to_bytes()), with(1, &guard.to_bytes())],
         ),
+        ("audit_batch", {
+            let entry = v1::AuditEntry {
+                rk_id: vec![1; 16],
+                receiver_kind: ReceiverKind::Service as i32,
+                receiver_id: "insurer".into(),
+                twin_id: TWIN.into(),
+                epoch: 7,
+                attributes_digest: crate::audit::attributes_digest(&["sync".into()]).to_vec(),
+                capsule_id: vec![2; 32],
+                at_ms: NOW_MS,
+                source_topic: "at.sync.v1".into(),
+                source_partition: 1,
+                source_offset: 2,
+                delivery_topic: "at.deliver.v1".into(),
+                delivery_sha256: crate::audit::delivery_digest(b"d").to_vec(),
+                replay_request_id: String::new(),
+            };
+            let batch = crate::audit::seal_batch(&f.service_sig, "w1", NOW_MS, vec![entry]);
+            vec![with(0, &batch), with(1, &body_of(&batch))]
+        }),
     ]
 }
 

@@ -44,6 +44,11 @@ struct Args {
     /// The infra/ directory (for mqtt-user.sh).
     #[arg(long, env = "AT_INFRA_DIR", default_value = "infra")]
     infra_dir: PathBuf,
+    /// A running worker's audit key (its state directory's worker-audit.pub, or the hex key),
+    /// repeated per worker: the owner pins them and verifies the audit trail (without: the trail
+    /// is shown, not verified).
+    #[arg(long = "worker-key", value_name = "FILE_OR_HEX")]
+    worker_keys: Vec<String>,
 }
 
 #[tokio::main]
@@ -70,6 +75,7 @@ async fn demo() -> anyhow::Result<()> {
         infra_dir: a.infra_dir,
         phones: a.phones,
         points: a.points,
+        worker_keys: a.worker_keys,
     };
     run(cfg, &ctl).await
 }

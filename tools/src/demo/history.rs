@@ -73,7 +73,7 @@ pub async fn run(
 ) -> anyhow::Result<bool> {
     let twin = format!("van-{tag}");
     step(
-        12,
+        13,
         &format!("M3: devices v1, v2 of twin {twin} write; then v1 is replaced by v3"),
     );
     let (mut v1, _) = device(cfg, owner, ctl, &twin, "v1", true, shutdown).await?;
@@ -119,7 +119,7 @@ pub async fn run(
     );
 
     step(
-        13,
+        14,
         "Paper 5.4: alice backs up her keys (password file; 2-of-3 shares for trustees)",
     );
     let bdir = cfg.dir.join("backup");

@@ -70,7 +70,7 @@ pub async fn run(
     shutdown: &Shutdown,
 ) -> anyhow::Result<bool> {
     let tag = rid();
-    step(14, "Protocol 2: three MPC nodes and a health authority are pinned; alice grants share j to node j");
+    step(15, "Protocol 2: three MPC nodes and a health authority are pinned; alice grants share j to node j");
     let node_dirs = [1, 2, 3].map(|j| cfg.dir.join(format!("mpc-node-{j}")));
     let mut node_ids = Vec::new();
     for (j, dir) in (1..=3).zip(&node_dirs) {
@@ -104,7 +104,7 @@ pub async fn run(
     let mut node_procs = start_nodes(ctl, &node_dirs, &cfg.dir)?;
 
     step(
-        15,
+        16,
         &format!(
             "Phase 3+: {} phones upload {window} location points each, as three shares per point",
             cfg.phones
@@ -203,7 +203,7 @@ pub async fn run(
     );
 
     step(
-        16,
+        17,
         &format!(
             "Phase 6+: the health authority names {} as the reference and submits the job",
             twins[0]

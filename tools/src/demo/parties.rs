@@ -35,6 +35,8 @@ pub struct DemoConfig {
     pub phones: usize,
     /// Protocol 2: location points per phone (the job's window, in slots).
     pub points: u32,
+    /// The running workers' audit keys (files or hex), pinned by the owner to verify the trail.
+    pub worker_keys: Vec<String>,
 }
 
 pub struct Dev {
