@@ -188,7 +188,13 @@ impl Capsule1 {
         Self::from_proto(&m)
     }
 
+    /// Decodes and validates `m`, at most once per distinct message ([`super::memo`]).
     pub(crate) fn from_proto(m: &v1::Capsule1) -> Result<Self> {
+        static MEMO: super::memo::Memo<Capsule1> = super::memo::Memo::new();
+        MEMO.get_or_decode(m, Self::decode_points)
+    }
+
+    fn decode_points(m: &v1::Capsule1) -> Result<Self> {
         crate::error::check_version("Capsule1", m.version)?;
         let header = Header::decode(&m.hdr)?;
         if m.ca.len() != header.attributes.len() {

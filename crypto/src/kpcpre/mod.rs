@@ -12,6 +12,7 @@
 pub mod attr;
 pub mod capsule;
 pub mod keys;
+mod memo;
 pub mod policy;
 pub mod reenc;
 pub mod rekey;

@@ -115,7 +115,13 @@ impl Capsule2 {
         Self::from_proto(&m)
     }
 
+    /// Decodes and validates `m`, at most once per distinct message ([`super::memo`]).
     pub(crate) fn from_proto(m: &v1::Capsule2) -> Result<Self> {
+        static MEMO: super::memo::Memo<Capsule2> = super::memo::Memo::new();
+        MEMO.get_or_decode(m, Self::decode_points)
+    }
+
+    fn decode_points(m: &v1::Capsule2) -> Result<Self> {
         crate::error::check_version("Capsule2", m.version)?;
         let header = Header::decode(&m.hdr)?;
         if m.t.len() != T_BYTES || m.w.len() != W_BYTES {
