@@ -3,7 +3,9 @@
 //! a service's write with a write token (and its write after the token was revoked, which the
 //! devices refuse); the state as of a time between two changes is the one
 //! before the second; a record that does not open is counted, not shown; the checkpoint makes the
-//! next call read only what came since. Needs `infra/start.sh`.
+//! next call read only what came since; after a device's replacement (M3) the view still equals
+//! the other device's state, and a change the replaced device seals later is refused by both.
+//! Needs `infra/start.sh`.
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use armored_client::service::Service;
 use armored_client::twin;
 use armored_crypto::identity::PartyKind;
 use armored_device::link::LinkEvent;
-use armored_e2e::{rand_id, Env, SERIAL};
+use armored_e2e::{rand_id, Env, TestDevice, SERIAL};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -205,7 +207,57 @@ async fn the_owners_view_equals_the_devices_state_at_any_time() -> anyhow::Resul
     let (rescanned, _) = view(&owner, &ctl, &twin_id, true).await?;
     assert_eq!(rescanned.changes, more.changes);
 
-    for d in [d1, d2] {
+    // M3: d1 is replaced by d3. d1's changes up to its revocation's last seq stay in the view; a
+    // change d1 seals afterwards (a stolen phone, written straight into the log, past the edge that
+    // now refuses it) is refused by d2 and by the owner's view alike.
+    let old = d1.stop().await;
+    let dir = env.dir.join(format!("{twin_id}-d3"));
+    let card = armored_device::setup(&dir, &twin_id, "d3", 3_600_000)?;
+    armored_device::pin_owner(&dir, &owner.identity()?)?;
+    env.add_mqtt_user(&format!("{twin_id}/d3"), "pw-d3").await?;
+    let d3 = TestDevice::start(&env, &dir, "pw-d3").await?;
+    let r = armored_client::replay::replace_device(&owner, &ctl, "d1", &card, None).await?;
+    assert_eq!(r.last_valid_seq, 1, "d1 stored seqs 0 and 1");
+    d2.wait_roster(3, WAIT).await;
+    let stolen = old
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .record(&["sync"], json!({"lat": 99}), now_ms())?;
+    env.insider_ctl()?
+        .send(&env.topics.sync(), &twin_id, &stolen)
+        .await?;
+    let fifth = json!({"lon": 7});
+    d3.publish(&["sync"], fifth.clone()).await?;
+    d2.wait_applied(&fifth, WAIT, "d3's change at d2").await?;
+    let (replaced, _) = view(&owner, &ctl, &twin_id, false).await?;
+    let state = replaced.state_at(None);
+    let values: std::collections::BTreeMap<String, serde_json::Value> = state
+        .iter()
+        .map(|(k, f)| (k.clone(), f.value.clone()))
+        .collect();
+    let persisted = d2
+        .device
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .state()
+        .fields
+        .clone();
+    assert_eq!(
+        values, persisted,
+        "the owner's view against d2 after the replacement"
+    );
+    assert_eq!(
+        state["lat"].value,
+        json!(3),
+        "the stolen phone's change is not shown"
+    );
+    assert_eq!(state["lon"].writer, "device:d3");
+    assert_eq!(
+        replaced.refused, 3,
+        "and the stolen phone's change is counted as refused"
+    );
+
+    for d in [d2, d3] {
         d.stop().await;
     }
     env.stop().await;

@@ -38,12 +38,7 @@ impl<T: Clone> Memo<T> {
     ) -> Result<T> {
         let key: [u8; 32] = Sha256::digest(m.encode_to_vec()).into();
         // A poisoned lock only means another thread panicked mid-insert of a complete value.
-        if let Some(v) = self
-            .map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
+        if let Some(v) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(v.clone());
         }
         let v = decode(m)?;
