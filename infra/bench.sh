@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Protocol 2's job path on the real brokers (the benchmark of issue 7; not part of CI):
-#   bash infra/bench.sh                       # N = 10, 50, 100, 1000 users x 50 points
-#   bash infra/bench.sh --users 10,50         # any at-bench flags
+#   bash infra/bench.sh                       # N = 10, 50, 100, 1000 users x 50 points, each at 50
+#                                             # slots per share epoch and at 1 (the paper's accounting)
+#   bash infra/bench.sh --users 10,50 --share-epochs 50   # any at-bench flags
 # Builds release binaries, starts the brokers (one Apache Kafka node, empty) unless they run, runs
 # `at-bench`, which starts at-ingest, the re-encryption workers and three at-mpc-node
 # processes per N and reads every process's CPU time from /proc; writes

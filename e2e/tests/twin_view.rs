@@ -36,6 +36,28 @@ async fn view(
     Ok((log, seen))
 }
 
+/// The values of a folded state, by field.
+fn values(
+    state: &std::collections::BTreeMap<String, twin::Field>,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    state
+        .iter()
+        .map(|(k, f)| (k.clone(), f.value.clone()))
+        .collect()
+}
+
+/// The fields a device persisted.
+fn persisted(
+    d: &TestDevice,
+) -> anyhow::Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    Ok(d.device
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .state()
+        .fields
+        .clone())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_owners_view_equals_the_devices_state_at_any_time() -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
@@ -140,25 +162,15 @@ async fn the_owners_view_equals_the_devices_state_at_any_time() -> anyhow::Resul
     let (log, seen) = view(&owner, &ctl, &twin_id, false).await?;
     assert!(seen.1 >= 4, "the first call reads the log: {seen:?}");
     let state = log.state_at(None);
-    let values: std::collections::BTreeMap<String, serde_json::Value> = state
-        .iter()
-        .map(|(k, f)| (k.clone(), f.value.clone()))
-        .collect();
     for d in [&d1, &d2] {
-        let persisted = d
-            .device
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .state()
-            .fields
-            .clone();
         assert_eq!(
-            values, persisted,
+            values(&state),
+            persisted(d)?,
             "the owner's view against a device's own state"
         );
     }
     assert_eq!(
-        values,
+        values(&state),
         [
             ("lat".to_string(), json!(3)),
             ("lon".to_string(), json!(2)),
@@ -231,19 +243,9 @@ async fn the_owners_view_equals_the_devices_state_at_any_time() -> anyhow::Resul
     d2.wait_applied(&fifth, WAIT, "d3's change at d2").await?;
     let (replaced, _) = view(&owner, &ctl, &twin_id, false).await?;
     let state = replaced.state_at(None);
-    let values: std::collections::BTreeMap<String, serde_json::Value> = state
-        .iter()
-        .map(|(k, f)| (k.clone(), f.value.clone()))
-        .collect();
-    let persisted = d2
-        .device
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .state()
-        .fields
-        .clone();
     assert_eq!(
-        values, persisted,
+        values(&state),
+        persisted(&d2)?,
         "the owner's view against d2 after the replacement"
     );
     assert_eq!(
