@@ -214,8 +214,7 @@ pub async fn replace_device(
     }
     let reg = ctl.registry().await?;
     let entry = reg
-        .twin(&twin)
-        .and_then(|t| t.devices.get(old))
+        .enrollment(&twin, old)
         .ok_or_else(|| ClientError::NotFound(format!("{twin}/{old} is not enrolled")))?;
     let old_key = entry.enrollment.sig.key_id();
     if reg.twin_owner(&twin).map(|o| o.owner_id.as_str()) != Some(owner.owner_id.as_str()) {

@@ -135,6 +135,12 @@ impl Registry {
         .then_some(d)
     }
 
+    /// A device's enrollment, revoked or not. A revoked (replaced) device's records up to its
+    /// revocation's last valid seq stay valid: [`RevocationSet::device_revoked`] decides by seq.
+    pub fn enrollment(&self, twin_id: &str, device_id: &str) -> Option<&DeviceEntry> {
+        self.twins.get(twin_id)?.devices.get(device_id)
+    }
+
     /// Device revocations seen so far (sticky).
     pub fn revocations(&self) -> &RevocationSet {
         &self.revocations

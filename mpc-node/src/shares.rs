@@ -150,8 +150,7 @@ impl ShareStore {
         // (replaced) device's enrollment still counts: the trust store's revocation keeps its
         // shares up to the revocation's last valid seq, on every node whenever it folds them.
         let enrollment = &registry
-            .twin(&header.twin_id)
-            .and_then(|t| t.devices.get(&header.device_id))
+            .enrollment(&header.twin_id, &header.device_id)
             .filter(|d| d.enrollment.sig.key_id().as_bytes().as_slice() == header.writer_key_id)
             .ok_or(ShareError::DeviceMismatch)?
             .enrollment;

@@ -168,16 +168,13 @@ fn check_writer(
     // None: the header names no device of the twin (a service's write). A revoked (replaced)
     // device is still named: its records up to the revocation's last valid seq stay valid, and
     // the bridge refuses its uploads after the revocation.
-    let entry = reg
-        .twin(&h.twin_id)
-        .and_then(|t| t.devices.get(&h.device_id));
-    let device =
-        entry.map(|d| d.enrollment.sig.key_id().0.as_slice() == h.writer_key_id.as_slice());
-    if device == Some(false) {
+    let device = reg.enrollment(&h.twin_id, &h.device_id);
+    if device.is_some_and(|d| d.enrollment.sig.key_id().0.as_slice() != h.writer_key_id.as_slice())
+    {
         return Err(RouteError::WriterMismatch(h.device_id.clone()));
     }
     if share {
-        let Some(d) = entry.filter(|_| device == Some(true)) else {
+        let Some(d) = device else {
             return Err(RouteError::ReservedAttribute("mpc-share/node-j"));
         };
         // Nodes refuse a share past the bound too; routing it would only cost them a pairing.

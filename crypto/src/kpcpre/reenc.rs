@@ -115,7 +115,7 @@ impl Capsule2 {
         Self::from_proto(&m)
     }
 
-    /// Decodes and validates `m`, at most once per distinct message ([`super::memo`]).
+    /// Decodes and validates `m`, at most once per distinct message (`kpcpre/memo.rs`).
     pub(crate) fn from_proto(m: &v1::Capsule2) -> Result<Self> {
         static MEMO: super::memo::Memo<Capsule2> = super::memo::Memo::new();
         MEMO.get_or_decode(m, Self::decode_points)
