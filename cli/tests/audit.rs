@@ -24,6 +24,7 @@ async fn owner_audit_shows_the_trail_and_verify_flags_an_unknown_signer() -> any
     let dir = owner.dir().display().to_string();
     let twin = rand_id("van");
     let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
+    let _d2 = env.enrolled_device(&owner, &ctl, &twin, "d2").await?;
     let worker = env.start_worker(&rand_id("reenc"));
     worker.wait_healthy(Duration::from_secs(30)).await?;
 
@@ -55,7 +56,8 @@ async fn owner_audit_shows_the_trail_and_verify_flags_an_unknown_signer() -> any
     .await?;
     assert!(pinned.contains("pinned worker audit key"), "{pinned}");
 
-    // One change, written as the bridge would: the worker delivers it to d1 (its device re-key).
+    // One change, written as the bridge would: the worker delivers it to d2 (its device re-key;
+    // never back to d1, its writer).
     let change = d1.record(&["sync"], json!({"km": 1}), now_ms())?;
     env.bridge_ctl()?
         .send(&env.topics.sync(), &twin, &change)
@@ -84,7 +86,7 @@ async fn owner_audit_shows_the_trail_and_verify_flags_an_unknown_signer() -> any
     assert_eq!(lines.len(), 2, "{lines:?}");
     let entry = &lines[0];
     assert_eq!(entry["twin"], json!(twin));
-    assert_eq!(entry["receiver"], json!(format!("{twin}/d1")));
+    assert_eq!(entry["receiver"], json!(format!("{twin}/d2")));
     assert_eq!(entry["receiver_kind"], json!("device"));
     assert_eq!(entry["pinned"], json!(true));
     assert_eq!(lines[1]["report"]["entries"], json!(1));
@@ -99,7 +101,7 @@ async fn owner_audit_shows_the_trail_and_verify_flags_an_unknown_signer() -> any
     };
     let table = run(audit(&["--twin", &twin])).await?;
     assert!(
-        table.contains("RECEIVER") && table.contains(&format!("device:{twin}/d1")),
+        table.contains("RECEIVER") && table.contains(&format!("device:{twin}/d2")),
         "{table}"
     );
     let (code, out) = verify().await?;

@@ -7,7 +7,8 @@
 //! `at.tokens.v1` refuses what the cloud received after its revocation, as the devices do once it
 //! reaches them), copies are dropped by (writer, seq), and the fields are applied in the order read,
 //! as every receiver does (`armored_device`: a field takes the value of the last change that set
-//! it). A service sees its subset only: changes its grants do not admit never reach it, so it
+//! it), except that a writer's change never overwrites a field its own later seq set (with several
+//! bridges a writer's changes may reach the log out of seq order). A service sees its subset only: changes its grants do not admit never reach it, so it
 //! cannot even tell that they exist.
 //!
 //! A checkpoint in the reader's directory (`twins/<twin>.json`, 0600: it holds plaintext, like the
@@ -102,6 +103,14 @@ impl TwinLog {
             .filter(|c| at_ms.is_none_or(|t| c.observed_at_ms <= t))
         {
             for (k, v) in &c.fields {
+                // A writer's changes may reach the log out of seq order (bridges sharing the
+                // uplink): its later change keeps the field against an earlier one read after it.
+                if state
+                    .get(k)
+                    .is_some_and(|f: &Field| f.writer == c.writer && f.seq > c.seq)
+                {
+                    continue;
+                }
                 state.insert(
                     k.clone(),
                     Field {
@@ -397,5 +406,30 @@ mod tests {
         assert!(log.state_at(Some(50)).is_empty());
         assert_eq!(log.history(Some(150), Some(250)).len(), 1);
         assert_eq!(log.last_change_ms(), Some(300));
+    }
+
+    #[test]
+    fn a_writers_earlier_seq_read_later_does_not_overwrite_its_later_one() {
+        let mut late = change(0, 100, "device:d1", json!({"v": 2, "w": 2}));
+        late.seq = 2;
+        let mut early = change(1, 90, "device:d1", json!({"v": 1, "x": 1}));
+        early.seq = 1;
+        let other = change(2, 95, "device:d2", json!({"w": 9}));
+        let log = TwinLog {
+            changes: vec![late, early, other],
+            ..TwinLog::default()
+        };
+        let now = log.state_at(None);
+        assert_eq!(now["v"].value, json!(2), "seq 2 keeps the field");
+        assert_eq!(
+            now["x"].value,
+            json!(1),
+            "a field only seq 1 set is still applied"
+        );
+        assert_eq!(
+            now["w"].value,
+            json!(9),
+            "another writer's change read later wins"
+        );
     }
 }

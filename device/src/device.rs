@@ -30,8 +30,13 @@ pub use shares::ShareState;
 pub struct State {
     /// Next sequence number of this device's own changes.
     pub next_seq: u64,
-    /// The twin's state as this device knows it: field → value, last writer wins in arrival order.
+    /// The twin's state as this device knows it: field → value, last writer wins in arrival order,
+    /// except that a writer's change never overwrites what its own later seq set (`setters`).
     pub fields: BTreeMap<String, serde_json::Value>,
+    /// Field → the writer (key id, hex) and seq of the change that set it: with several bridges
+    /// sharing the uplink, a writer's changes may arrive out of seq order.
+    #[serde(default)]
+    pub setters: BTreeMap<String, (String, u64)>,
     /// Changes applied (own and received).
     pub applied: u64,
     /// Replay guard (hex of its persisted form).
@@ -198,8 +203,10 @@ impl Device {
         self.epochs.prune_before(epoch.saturating_sub(1));
         // Our own change comes back if our re-key admits it: mark it seen.
         let _ = self.guard.check(&self.card.twin_id, self.sig.key_id(), seq);
+        let me = hex::encode(self.sig.key_id().0);
         for (k, v) in fields {
             self.state.fields.insert(k.clone(), v.clone());
+            self.state.setters.insert(k.clone(), (me.clone(), seq));
         }
         self.state.next_seq = seq + 1;
         self.state.applied += 1;
@@ -290,8 +297,20 @@ impl Device {
         let serde_json::Value::Object(fields) = &delta else {
             return Err(DeviceError::BadDelta);
         };
+        let by = hex::encode(writer.0);
         for (k, v) in fields {
+            if self
+                .state
+                .setters
+                .get(k)
+                .is_some_and(|(w, s)| *w == by && *s > sc.header.seq)
+            {
+                continue;
+            }
             self.state.fields.insert(k.clone(), v.clone());
+            self.state
+                .setters
+                .insert(k.clone(), (by.clone(), sc.header.seq));
         }
         self.state.applied += 1;
         Ok(Event::Applied {

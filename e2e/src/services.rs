@@ -106,6 +106,7 @@ impl Env {
                 // Its principal may use groups `ingest…` only (infra/kafka-acls.tsv).
                 downlink_group: rand_id("ingest-down"),
                 max_in_flight: 1024,
+                shared_group: String::new(),
             },
         })
     }

@@ -25,7 +25,8 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 const HOUR: u64 = 3_600_000;
-/// Routed records, delivered back to the writing device through its own re-key.
+/// Routed records, delivered to the writer's sibling device d2 through its device re-key (a change
+/// never goes back to its writer).
 const DEVICE_DELIVERIES: &str = "at_reencrypt_deliveries_total{kind=\"device\"}";
 
 /// Records a change at `at_ms` and writes it to at.sync.v1 as the bridge would (`bridge` is signed
@@ -52,6 +53,7 @@ async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Resul
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
+    let _d2 = env.enrolled_device(&owner, &ctl, &twin, "d2").await?;
     // Four changes, one per hour, the last one now: epochs e-3 .. e.
     let now = now_ms();
     let e = now / HOUR;
@@ -65,7 +67,7 @@ async fn grant_from_epoch_replays_exactly_the_history_from_it() -> anyhow::Resul
         )
         .await?;
     }
-    // The worker has routed them (to d1 itself only, through its device re-key) before the service
+    // The worker has routed them (to d2 only, through its device re-key) before the service
     // is granted anything: count the deliveries, not the records received, which move first.
     worker.wait_metric(DEVICE_DELIVERIES, 4.0, WAIT).await?;
 
@@ -127,6 +129,7 @@ async fn a_time_windowed_grant_admits_only_its_epochs_live_and_replayed() -> any
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
+    let _d2 = env.enrolled_device(&owner, &ctl, &twin, "d2").await?;
     // Four changes before any grant, in epochs e-3, e-2, e-1 and e.
     let now = now_ms();
     let e = now / HOUR;
@@ -220,6 +223,7 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
     let owner = env.owner(&ctl).await?;
     let twin = rand_id("bike");
     let mut d1 = env.enrolled_device(&owner, &ctl, &twin, "d1").await?;
+    let _d2 = env.enrolled_device(&owner, &ctl, &twin, "d2").await?;
     let now = now_ms();
     store(
         &bridge,
@@ -250,7 +254,7 @@ async fn replay_for_an_existing_rekey_follows_its_policy_and_stops_at_revocation
     // A grant without history sees nothing of the past...
     let (party, mut svc) = env.service(&owner, &ctl).await?;
     let rk = owner.grant(&ctl, &party, "sync AND location", None).await?;
-    worker.wait_metric("at_reencrypt_rekeys", 2.0, WAIT).await?;
+    worker.wait_metric("at_reencrypt_rekeys", 3.0, WAIT).await?;
     assert!(consume(&env, &mut svc, Some(1), Duration::from_secs(3))
         .await?
         .is_empty());

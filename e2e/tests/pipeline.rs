@@ -228,7 +228,7 @@ async fn share_bundles_reach_only_node_j_and_node_keys_nothing_else() -> anyhow:
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // The plain change went to the service (and to d1's own re-key); no node key was applied to it,
+    // The plain change went to the service (not back to d1, its writer); no node key was applied to it,
     // and the service's `location` policy never admitted a share bundle.
     let to_svc = deliveries
         .iter()
@@ -243,8 +243,8 @@ async fn share_bundles_reach_only_node_j_and_node_keys_nothing_else() -> anyhow:
     }
     assert_eq!(
         deliveries.len(),
-        2,
-        "service + the device's own re-key: {} deliveries",
+        1,
+        "the service only (a change never goes back to its writer, d1): {} deliveries",
         deliveries.len()
     );
     let trust = {

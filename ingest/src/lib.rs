@@ -51,6 +51,15 @@ pub struct IngestConfig {
     pub downlink_group: String,
     /// Uplink messages in flight (waiting for Kafka) before the bridge stops reading MQTT.
     pub max_in_flight: usize,
+    /// Scale-out of the edge: bridges configured with the same group share the uplink through the
+    /// MQTT shared subscription `$share/{group}/…`, so the broker hands each publish to one of them
+    /// (round robin in mosquitto), and share the downlink as one Kafka consumer group
+    /// (`downlink_group`), so each delivery is published by one of them. Empty: this bridge alone
+    /// reads every uplink (a plain subscription). Each bridge needs MQTT users of its own
+    /// (`infra/mqtt-user.sh add-bridge NAME`). A device's changes may then reach Kafka in another
+    /// order than its seq: receivers order each writer's changes by seq (README, "Scale-out").
+    #[serde(default)]
+    pub shared_group: String,
 }
 
 /// Built-in defaults (the first configuration layer).
@@ -71,6 +80,7 @@ max_envelope_bytes = {max}
 skew_ms = 300000
 downlink_group = "ingest-downlink"
 max_in_flight = 1024
+shared_group = ""
 "#,
         kafka = armored_runtime::config::KAFKA_DEFAULTS,
         max = armored_schemas::limits::MAX_ENVELOPE_BYTES,
@@ -91,6 +101,21 @@ pub(crate) fn connection(mqtt: &MqttConfig, part: &str) -> MqttConfig {
         ..mqtt.clone()
     }
 }
+
+/// The uplink's MQTT topic filters: every device's uplink and its responses, each under
+/// `$share/{group}/` when the bridge shares the uplink with others (`shared_group`).
+pub fn uplink_filters(shared_group: &str) -> Vec<String> {
+    [UPLINK_FILTER, responses::RESPONSE_FILTER]
+        .into_iter()
+        .map(|f| match shared_group {
+            "" => f.to_string(),
+            g => format!("$share/{g}/{f}"),
+        })
+        .collect()
+}
+
+/// MQTT topic filter of every device's uplink.
+pub const UPLINK_FILTER: &str = "at/v1/up/+/+";
 
 /// The registry's lock was poisoned (a thread panicked while holding it): the bridge cannot check
 /// anything any more. The publish is answered with this failure, which stops the bridge without

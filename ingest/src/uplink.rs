@@ -52,10 +52,10 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let mcfg = crate::connection(&ctx.cfg.mqtt, "up");
     let (client, mut eventloop) = mqtt::connect(&mcfg, true, 1024)?;
-    client.subscribe("at/v1/up/+/+", QoS::AtLeastOnce).await?;
-    client
-        .subscribe(crate::responses::RESPONSE_FILTER, QoS::AtLeastOnce)
-        .await?;
+    let filters = crate::uplink_filters(&ctx.cfg.ingest.shared_group);
+    for f in &filters {
+        client.subscribe(f, QoS::AtLeastOnce).await?;
+    }
     let max_in_flight = ctx.cfg.ingest.max_in_flight;
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let limits = Limits {
@@ -108,9 +108,9 @@ pub(crate) async fn run(
                 // Re-subscribing is harmless with a persistent session and needed after a broker
                 // restart without persistence. Queued off this loop: the request queue may be full
                 // of PUBACKs that only this loop's polling drains.
-                let c = client.clone();
+                let (c, filters) = (client.clone(), filters.clone());
                 tokio::spawn(async move {
-                    for filter in ["at/v1/up/+/+", crate::responses::RESPONSE_FILTER] {
+                    for filter in &filters {
                         if let Err(e) = c.subscribe(filter, QoS::AtLeastOnce).await {
                             tracing::warn!(error = %e, filter, "uplink subscription not queued");
                         }

@@ -1,11 +1,12 @@
 //! The audit trail of every re-encryption (issue 19): for each delivery a worker produces (live
 //! routing, history replay, requests) it writes an `AuditEntry` to `at.audit.v1`, signed with a
-//! key of its own ([`armored_crypto::audit`]). The entries of one routed batch are signed together
-//! as one `AuditBatch`: one ECDSA signature per batch, not per delivery, because a signature
-//! (~130 µs) costs as much as the rest of a cached delivery and the hot path's CPU is the
-//! workers' budget.
+//! key of its own ([`armored_crypto::audit`]). The entries of the routed batches waiting at one
+//! moment, from every partition the worker holds, are signed together (`Rounds`) as one
+//! `AuditBatch`: one ECDSA signature per round, not per delivery nor per partition's batch,
+//! because a signature (~130 µs) costs as much as the rest of a cached delivery and the hot path's
+//! CPU is the workers' budget.
 //!
-//! Ordering: a batch's audit record is enqueued before its deliveries, and its acknowledgement is
+//! Ordering: a batch's audit record (its round's) is enqueued before its deliveries, and its acknowledgement is
 //! one of every covered source record's outputs, so a record's offset is committed only once both
 //! its deliveries and its entries are in Kafka. At-least-once: a record handled again (after a
 //! crash or a rebalance) gets a second entry; its delivery digest differs when the capsule2 was
@@ -29,6 +30,7 @@ use armored_schemas::v1;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use prometheus::IntCounter;
 use rand_core::RngCore;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::reencrypt::Output;
 
@@ -278,6 +280,84 @@ impl Auditor {
         }
         .boxed();
         Some(all.shared())
+    }
+}
+
+/// Most entries one round of [`Rounds`] takes before it signs (more wait for the next round).
+const MAX_ROUND_ENTRIES: usize = 4096;
+
+/// One lane's entries waiting for a round, and where the round's acknowledgement goes once its
+/// record is enqueued.
+struct Waiting {
+    entries: Vec<v1::AuditEntry>,
+    enqueued: oneshot::Sender<Option<SharedAck>>,
+}
+
+/// The routed batches' audit entries of every lane of this worker, signed in rounds: a round takes
+/// every batch waiting at that moment and signs them together. An idle worker signs a lone batch at
+/// once (no timer, so nothing waits); under load a round covers the batches of many partitions, and
+/// one ECDSA signature many deliveries (issue 17: one signature per batch of one partition was about
+/// 15% of a worker's CPU). A lane still produces its deliveries only after its round's record is
+/// enqueued, as before.
+#[derive(Clone, Debug)]
+pub(crate) struct Rounds {
+    tx: mpsc::UnboundedSender<Waiting>,
+}
+
+/// The round task stopped (the worker is shutting down): the batch is not audited, so its records
+/// are not committed and are handled again.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit round task has stopped")]
+struct RoundsStopped;
+
+impl Rounds {
+    /// Starts the round task: `auditor` signs, `producer` writes to `topic` (`at.audit.v1`).
+    pub(crate) fn start(auditor: Arc<Auditor>, producer: AtProducer, topic: String) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Waiting>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut round = vec![first];
+                let mut n = round[0].entries.len();
+                while n < MAX_ROUND_ENTRIES {
+                    match rx.try_recv() {
+                        Ok(w) => {
+                            n += w.entries.len();
+                            round.push(w);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let mut entries = Vec::with_capacity(n);
+                let mut waiting = Vec::with_capacity(round.len());
+                for w in round {
+                    entries.extend(w.entries);
+                    waiting.push(w.enqueued);
+                }
+                let ack = auditor.enqueue(&producer, &topic, entries).await;
+                for w in waiting {
+                    let _ = w.send(ack.clone());
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Queues `entries` for the next round; returns once its record is enqueued, with the
+    /// acknowledgement every covered record waits for (`None` when there is nothing to audit).
+    pub(crate) async fn submit(&self, entries: Vec<v1::AuditEntry>) -> Option<SharedAck> {
+        if entries.is_empty() {
+            return None;
+        }
+        let (enqueued, rx) = oneshot::channel();
+        let stopped = || {
+            let failed: BoxFuture<'static, Result<(), Arc<AckError>>> =
+                futures::future::ready(Err(Arc::new(AckError::service(RoundsStopped)))).boxed();
+            Some(failed.shared())
+        };
+        if self.tx.send(Waiting { entries, enqueued }).is_err() {
+            return stopped();
+        }
+        rx.await.unwrap_or_else(|_| stopped())
     }
 }
 

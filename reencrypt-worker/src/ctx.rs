@@ -34,7 +34,9 @@ pub(crate) struct Ctx {
     /// Replay requests finished or running (each runs once).
     pub(crate) replays: crate::replay_seen::SeenReplays,
     /// Signs the audit trail.
-    pub(crate) audit: crate::audit::Auditor,
+    pub(crate) audit: Arc<crate::audit::Auditor>,
+    /// Signs the routed batches' entries in rounds (the hot path).
+    pub(crate) audit_rounds: crate::audit::Rounds,
 }
 
 impl Ctx {

@@ -66,11 +66,11 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .as_ref()
         .map(|f| f.with_file_name("replays-done.txt"));
     let replays = replay_seen::SeenReplays::open(replays_file)?;
-    let auditor = audit::Auditor::open(
+    let auditor = Arc::new(audit::Auditor::open(
         &cfg.worker.state_dir,
         &cfg.worker.instance,
         metrics.audit_entries.clone(),
-    )?;
+    )?);
     let pin = if cfg.worker.state_dir.is_empty() {
         "a key for this run only".to_string()
     } else {
@@ -136,6 +136,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     rk_follower.synced_since(Instant::now(), timeout).await?;
 
     let request_metrics = ratelimit::RequestMetrics::new(&metrics.registry)?;
+    let audit_rounds = audit::Rounds::start(auditor.clone(), producer.clone(), topics.audit());
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         topics,
@@ -153,6 +154,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         rk_follower,
         shutdown: shutdown.clone(),
         replays,
+        audit_rounds,
         audit: auditor,
     });
 
@@ -297,8 +299,8 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Inbound>) -> Vec<Vec<Ack>> {
             return fail_all(&batch, || RecordError::Task(e.clone()));
         }
     };
-    // The batch's audit entries first, signed together (audit.rs); each covered record waits
-    // for them too before its offset is committed.
+    // The batch's audit entries first, signed in a round with other lanes' (audit.rs); each
+    // covered record waits for them too before its offset is committed.
     let entries: Vec<_> = batch
         .iter()
         .zip(&results)
@@ -309,10 +311,7 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Inbound>) -> Vec<Vec<Ack>> {
                 .map(|o| audit::entry(o, m, &output_topic(&ctx, o)))
         })
         .collect();
-    let audited = ctx
-        .audit
-        .enqueue(&ctx.producer, &ctx.topics.audit(), entries)
-        .await;
+    let audited = ctx.audit_rounds.submit(entries).await;
     let mut out = Vec::with_capacity(batch.len());
     for (m, r) in batch.iter().zip(results) {
         let covered = matches!(&r, Ok(o) if !o.is_empty());

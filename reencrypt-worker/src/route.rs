@@ -124,16 +124,28 @@ fn prepare(payload: &[u8], r: Routing<'_>) -> Result<Option<Prepared>, RouteErro
     if opened.c1.header().owner_key_id != owner.pre.key_id() {
         return Err(RouteError::ForeignCapsule);
     }
-    if r.state_changes {
+    // A change never goes back to the device that wrote it: it has it already (its own re-key
+    // matches its own attributes). check_writer has bound the header's device id to the writer's
+    // key, so only the writer itself is skipped.
+    let writer_device = if r.state_changes {
         check_writer(&opened.header, attrs.as_slice(), r.registry)?;
-    }
+        Some(format!(
+            "{}/{}",
+            opened.header.twin_id, opened.header.device_id
+        ))
+    } else {
+        None
+    };
     let matching: Vec<_> = r
         .store
         .for_owner(&owner.pre.key_id())
         .into_iter()
         .filter(|g| {
             let is_node_key = g.grant.receiver_kind == ReceiverKind::MpcNode;
-            is_node_key == opened.node.is_some()
+            let is_writer = g.grant.receiver_kind == ReceiverKind::Device
+                && writer_device.as_deref() == Some(g.grant.receiver_id.as_str());
+            !is_writer
+                && is_node_key == opened.node.is_some()
                 && g.grant.not_after_ms.is_none_or(|na| r.now_ms <= na)
                 && g.grant.admits_epoch(opened.header.epoch)
                 && g.grant.rk.policy().is_satisfied(attrs)

@@ -11,8 +11,8 @@
 //! `target/bench-results/mpc-pipeline.json` (rows `{"users", "seconds", "cpu_ms_per_user", …}`)
 //! and the latency's linear fit to `mpc-pipeline-fit.json`.
 
-mod configs;
-mod fleet;
+pub(crate) mod configs;
+pub(crate) mod fleet;
 mod parties;
 mod report;
 
@@ -93,7 +93,8 @@ pub async fn run(cfg: &BenchConfig, shutdown: &Shutdown) -> anyhow::Result<Vec<R
     Ok(rows)
 }
 
-fn rid() -> String {
+/// A short random tag for names of one run.
+pub(crate) fn rid() -> String {
     format!(
         "{:06x}",
         rand_core::RngCore::next_u32(&mut rand_core::OsRng) & 0xff_ffff

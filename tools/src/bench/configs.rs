@@ -31,11 +31,30 @@ pub fn ingest(
     user: &str,
     metrics: SocketAddr,
 ) -> anyhow::Result<at_ingest::Config> {
+    ingest_at(
+        &cfg.mqtt_host,
+        cfg.mqtt_port,
+        &cfg.ingest_password,
+        run,
+        user,
+        metrics,
+    )
+}
+
+/// [`ingest`] on MQTT broker `host:port` with the bridge password `password`.
+pub fn ingest_at(
+    host: &str,
+    port: u16,
+    password: &str,
+    run: &KafkaConfig,
+    user: &str,
+    metrics: SocketAddr,
+) -> anyhow::Result<at_ingest::Config> {
     let mut c: at_ingest::Config = from_defaults(&at_ingest::defaults())?;
     c.kafka = kafka(c.kafka, run, "at-ingest")?;
-    c.mqtt.host = cfg.mqtt_host.clone();
-    c.mqtt.port = cfg.mqtt_port;
-    c.mqtt.password = cfg.ingest_password.clone();
+    c.mqtt.host = host.to_string();
+    c.mqtt.port = port;
+    c.mqtt.password = password.to_string();
     c.mqtt.username = user.to_string();
     c.mqtt.client_id = user.to_string();
     c.ingest.metrics_addr = metrics;
