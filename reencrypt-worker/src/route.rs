@@ -127,14 +127,18 @@ fn prepare(payload: &[u8], r: Routing<'_>) -> Result<Option<Prepared>, RouteErro
     // A change never goes back to the device that wrote it: it has it already (its own re-key
     // matches its own attributes). check_writer has bound the header's device id to the writer's
     // key, so only the writer itself is skipped.
-    let writer_device = if r.state_changes {
+    if r.state_changes {
         check_writer(&opened.header, attrs.as_slice(), r.registry)?;
-        Some(format!(
-            "{}/{}",
-            opened.header.twin_id, opened.header.device_id
-        ))
-    } else {
-        None
+    }
+    let h = &opened.header;
+    // A device re-key names its receiver `{twin}/{device}` (compared without building it: this
+    // runs for every re-key of the owner on every record).
+    let is_writer_device = |receiver: &str| {
+        r.state_changes
+            && receiver
+                .strip_prefix(h.twin_id.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                == Some(h.device_id.as_str())
     };
     let matching: Vec<_> = r
         .store
@@ -143,7 +147,7 @@ fn prepare(payload: &[u8], r: Routing<'_>) -> Result<Option<Prepared>, RouteErro
         .filter(|g| {
             let is_node_key = g.grant.receiver_kind == ReceiverKind::MpcNode;
             let is_writer = g.grant.receiver_kind == ReceiverKind::Device
-                && writer_device.as_deref() == Some(g.grant.receiver_id.as_str());
+                && is_writer_device(&g.grant.receiver_id);
             !is_writer
                 && is_node_key == opened.node.is_some()
                 && g.grant.not_after_ms.is_none_or(|na| r.now_ms <= na)

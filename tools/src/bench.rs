@@ -49,29 +49,15 @@ pub struct BenchConfig {
     pub workers: usize,
     /// Phones connected at a time.
     pub wave: usize,
-    /// Where at-ingest, at-reencrypt and at-mpc-node are (default: next to atctl).
-    pub bin_dir: PathBuf,
-    /// Scratch directory (parties' keys, service logs).
-    pub dir: PathBuf,
-    /// infra/ (mqtt-user.sh).
-    pub infra_dir: PathBuf,
-    /// infra/'s state directory (broker pid files).
-    pub state_dir: PathBuf,
-    /// Kafka bootstrap servers.
-    pub brokers: String,
-    /// MQTT broker.
-    pub mqtt_host: String,
-    /// MQTT port.
-    pub mqtt_port: u16,
-    /// The bridge's MQTT password.
-    pub ingest_password: String,
+    /// Where the services and brokers are.
+    pub site: crate::site::Site,
     /// JSON output; `None`: print only.
     pub out: Option<PathBuf>,
 }
 
 /// Runs every N of `cfg.users` and reports.
 pub async fn run(cfg: &BenchConfig, shutdown: &Shutdown) -> anyhow::Result<Vec<Row>> {
-    std::fs::create_dir_all(&cfg.dir)?;
+    std::fs::create_dir_all(&cfg.site.dir)?;
     let mut rows = Vec::new();
     for &spe in &cfg.share_epochs {
         for &n in &cfg.users {
@@ -126,10 +112,10 @@ async fn run_one(
     spe: u64,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Row> {
-    let dir = cfg.dir.join(format!("n{n}-{}", rid()));
+    let dir = cfg.site.dir.join(format!("n{n}-{}", rid()));
     std::fs::create_dir_all(&dir)?;
     let kafka = KafkaConfig {
-        brokers: cfg.brokers.clone(),
+        brokers: cfg.site.brokers.clone(),
         topic_prefix: format!("bench-{}.", rid()),
         session_timeout_ms: 6000,
         linger_ms: 1,
@@ -142,7 +128,7 @@ async fn run_one(
     .as_local_principal("at-kafka")?;
     let topics = Topics::new(&kafka.topic_prefix);
     create_topics(&kafka, &topics.all()).await?;
-    procs::grant_kafka_acls(&cfg.infra_dir, &kafka.topic_prefix)?;
+    procs::grant_kafka_acls(&cfg.site.infra_dir, &kafka.topic_prefix)?;
     let ctl = Ctl::with_config(kafka.as_local_principal(OWNER_PRINCIPAL)?)?;
 
     // The window: `points` slots that ended before the upload starts (the bridge's skew bound is
@@ -170,11 +156,11 @@ async fn run_one(
     // The bridge's users of its own (bench-ingest-…-up/-down, the bridge's password): with client
     // ids bound to users, a bridge as at-ingest would take over a running demo's bridge sessions.
     let ingest_user = format!("bench-ingest-{}", rid());
-    procs::add_mqtt_bridge(&cfg.infra_dir, &ingest_user, &cfg.ingest_password)?;
+    procs::add_mqtt_bridge(&cfg.site.infra_dir, &ingest_user, &cfg.site.ingest_password)?;
     let mut ingest = vec![Service::start(
-        &cfg.bin_dir,
+        &cfg.site.bin_dir,
         "at-ingest",
-        &configs::ingest(cfg, &kafka, &ingest_user, ingest_addr)?,
+        &configs::ingest(&cfg.site, &kafka, &ingest_user, ingest_addr)?,
         &dir.join("ingest.toml"),
         &log_filter,
         ingest_addr,
@@ -186,7 +172,7 @@ async fn run_one(
         let addr = free_addr()?;
         let state_dir = dir.join(format!("worker-{i}"));
         workers.push(Service::start(
-            &cfg.bin_dir,
+            &cfg.site.bin_dir,
             "at-reencrypt",
             &configs::worker(&kafka, &group, &state_dir, addr)?,
             &dir.join(format!("reencrypt-{i}.toml")),
@@ -198,7 +184,7 @@ async fn run_one(
     for s in ingest.iter_mut().chain(workers.iter_mut()) {
         s.wait_healthy(Duration::from_secs(120)).await?;
     }
-    let brokers = procs::broker_pids(&cfg.state_dir);
+    let brokers = procs::broker_pids(&cfg.site.state_dir);
     let brokers0 = procs::brokers_cpu_ms(&brokers);
     let (ingest0, workers0) = (sum_cpu(&ingest).await, sum_cpu(&workers).await);
     let self0 = procs::self_cpu_ms();
@@ -209,8 +195,8 @@ async fn run_one(
         ..Sim::new(SEED)
     };
     let broker = Broker {
-        host: cfg.mqtt_host.clone(),
-        port: cfg.mqtt_port,
+        host: cfg.site.mqtt_host.clone(),
+        port: cfg.site.mqtt_port,
     };
     let up = Instant::now();
     let pace = std::sync::Arc::new(fleet::Pace::new(5_000));
@@ -279,7 +265,7 @@ async fn run_one(
         .iter()
         .map(|s| {
             let user = format!("{ingest_user}-{s}");
-            (user.clone(), cfg.ingest_password.clone(), user)
+            (user.clone(), cfg.site.ingest_password.clone(), user)
         })
         .collect();
     logins.extend(
@@ -299,7 +285,7 @@ async fn run_one(
         let addr = free_addr()?;
         let node_dir = &parties.node_dirs[j as usize - 1];
         nodes.push(Service::start(
-            &cfg.bin_dir,
+            &cfg.site.bin_dir,
             "at-mpc-node",
             &configs::node(&kafka, j, &parties.node_dirs, addr, cutoff_skew_ms)?,
             &node_dir.join("node.toml"),
@@ -335,7 +321,7 @@ async fn run_one(
     };
     // The health authority is a service: its own principal submits and collects.
     let ha_id = armored_client::service::Service::open(&parties.ha)?.id;
-    let ha_ctl = procs::service_ctl(&cfg.infra_dir, &ctl, &ha_id).await?;
+    let ha_ctl = procs::service_ctl(&cfg.site.infra_dir, &ctl, &ha_id).await?;
     let (key, job) = build_job(&ha_ctl, &parties.ha, &req).await?;
     let cutoff = window_end_ms + cutoff_skew_ms;
     tokio::time::sleep(Duration::from_millis(cutoff.saturating_sub(now_ms()))).await;

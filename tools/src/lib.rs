@@ -8,4 +8,5 @@ pub mod bench;
 mod contacts;
 pub mod demo;
 mod procs;
+pub mod site;
 pub mod sync_bench;

@@ -54,22 +54,8 @@ pub struct SyncConfig {
     pub latency: bool,
     /// Measure it at this rate (changes per second) instead of half the maximum.
     pub latency_rate: Option<f64>,
-    /// Where at-ingest and at-reencrypt are.
-    pub bin_dir: PathBuf,
-    /// Scratch directory.
-    pub dir: PathBuf,
-    /// infra/.
-    pub infra_dir: PathBuf,
-    /// infra/'s state directory (broker pid files).
-    pub state_dir: PathBuf,
-    /// Kafka bootstrap servers.
-    pub brokers: String,
-    /// MQTT broker host.
-    pub mqtt_host: String,
-    /// MQTT port.
-    pub mqtt_port: u16,
-    /// The bridges' MQTT password.
-    pub ingest_password: String,
+    /// Where the services and brokers are.
+    pub site: crate::site::Site,
     /// JSON output (the plot goes beside it); `None`: print only.
     pub out: Option<PathBuf>,
 }
@@ -113,17 +99,17 @@ pub async fn run(cfg: &SyncConfig, shutdown: &Shutdown) -> anyhow::Result<Vec<Sy
             cfg.devices
         );
     }
-    std::fs::create_dir_all(&cfg.dir)?;
+    std::fs::create_dir_all(&cfg.site.dir)?;
     let probe = raw::Login {
         user: format!("bench-probe-{}", rid()),
-        password: cfg.ingest_password.clone(),
+        password: cfg.site.ingest_password.clone(),
     };
-    crate::procs::add_mqtt_bridge(&cfg.infra_dir, &probe.user, &probe.password)?;
+    crate::procs::add_mqtt_bridge(&cfg.site.infra_dir, &probe.user, &probe.password)?;
     let down = raw::Login {
         user: format!("{}-down", probe.user),
         ..probe
     };
-    let stored = raw::broker_stored(&cfg.mqtt_host, cfg.mqtt_port, &down).await;
+    let stored = raw::broker_stored(&cfg.site.mqtt_host, cfg.site.mqtt_port, &down).await;
     match stored {
         Some(n) if n > 10_000 => println!(
             "!! mosquitto holds {n} messages (old persistent sessions?): expect slow publishes and latency spikes at its autosaves; `infra/stop.sh && infra/start.sh --fresh` starts clean"
@@ -160,7 +146,7 @@ async fn run_one(
     receivers: usize,
     shutdown: &Shutdown,
 ) -> anyhow::Result<SyncRow> {
-    let dir = cfg.dir.join(format!(
+    let dir = cfg.site.dir.join(format!(
         "b{}w{}r{receivers}-{}",
         topo.bridges,
         topo.workers,
@@ -168,7 +154,7 @@ async fn run_one(
     ));
     std::fs::create_dir_all(&dir)?;
     let kafka = KafkaConfig {
-        brokers: cfg.brokers.clone(),
+        brokers: cfg.site.brokers.clone(),
         topic_prefix: format!("sync-{}.", rid()),
         session_timeout_ms: 6000,
         linger_ms: 1,
@@ -179,7 +165,7 @@ async fn run_one(
     .as_local_principal("at-kafka")?;
     let topics = Topics::new(&kafka.topic_prefix);
     create_topics(&kafka, &topics.all()).await?;
-    crate::procs::grant_kafka_acls(&cfg.infra_dir, &kafka.topic_prefix)?;
+    crate::procs::grant_kafka_acls(&cfg.site.infra_dir, &kafka.topic_prefix)?;
     let ctl = Ctl::with_config(kafka.as_local_principal(OWNER_PRINCIPAL)?)?;
 
     let t = Instant::now();
@@ -190,7 +176,7 @@ async fn run_one(
         receivers,
         per_device: 1 + max_n + max_n / 2,
     };
-    let fleet = fleet::setup(&ctl, &cfg.infra_dir, &dir, shape).await?;
+    let fleet = fleet::setup(&ctl, &cfg.site.infra_dir, &dir, shape).await?;
     let size = fleet
         .devices
         .first()
@@ -206,16 +192,16 @@ async fn run_one(
     // The raw ceilings, right before the pipeline.
     let reader = raw::Login {
         user: format!("bench-raw-{}", rid()),
-        password: cfg.ingest_password.clone(),
+        password: cfg.site.ingest_password.clone(),
     };
-    crate::procs::add_mqtt_bridge(&cfg.infra_dir, &reader.user, &reader.password)?;
+    crate::procs::add_mqtt_bridge(&cfg.site.infra_dir, &reader.user, &reader.password)?;
     let reader_up = raw::Login {
         user: format!("{}-up", reader.user),
         ..reader.clone()
     };
     let raw_mqtt = raw::mqtt(
-        &cfg.mqtt_host,
-        cfg.mqtt_port,
+        &cfg.site.mqtt_host,
+        cfg.site.mqtt_port,
         &pipeline::logins(&fleet.devices),
         &reader_up,
         max_n,

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use armored_runtime::config::{from_defaults, KafkaConfig};
 
-use super::{rid, BenchConfig};
+use super::rid;
+use crate::site::Site;
 
 /// The run's brokers, topic prefix and session timeout (a stopped member is noticed fast), over
 /// a service's own Kafka defaults.
@@ -26,35 +27,16 @@ fn kafka(defaults: KafkaConfig, run: &KafkaConfig, principal: &str) -> anyhow::R
 /// clock-skew bound of six hours, so that a long
 /// upload of shares for slots that already ended is not refused as stale.
 pub fn ingest(
-    cfg: &BenchConfig,
-    run: &KafkaConfig,
-    user: &str,
-    metrics: SocketAddr,
-) -> anyhow::Result<at_ingest::Config> {
-    ingest_at(
-        &cfg.mqtt_host,
-        cfg.mqtt_port,
-        &cfg.ingest_password,
-        run,
-        user,
-        metrics,
-    )
-}
-
-/// [`ingest`] on MQTT broker `host:port` with the bridge password `password`.
-pub fn ingest_at(
-    host: &str,
-    port: u16,
-    password: &str,
+    site: &Site,
     run: &KafkaConfig,
     user: &str,
     metrics: SocketAddr,
 ) -> anyhow::Result<at_ingest::Config> {
     let mut c: at_ingest::Config = from_defaults(&at_ingest::defaults())?;
     c.kafka = kafka(c.kafka, run, "at-ingest")?;
-    c.mqtt.host = host.to_string();
-    c.mqtt.port = port;
-    c.mqtt.password = password.to_string();
+    c.mqtt.host = site.mqtt_host.clone();
+    c.mqtt.port = site.mqtt_port;
+    c.mqtt.password = site.ingest_password.clone();
     c.mqtt.username = user.to_string();
     c.mqtt.client_id = user.to_string();
     c.ingest.metrics_addr = metrics;

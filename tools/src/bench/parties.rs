@@ -110,7 +110,7 @@ pub async fn setup(
         .await?;
     // One reload of mosquitto's password file for all of them.
     crate::procs::add_mqtt_users(
-        &cfg.infra_dir,
+        &cfg.site.infra_dir,
         phones
             .iter()
             .map(|p| (p.user.as_str(), p.password.as_str())),

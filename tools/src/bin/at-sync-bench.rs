@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use armored_client::kafka::{Ctl, OWNER_PRINCIPAL};
+use armored_tools::site::SiteArgs;
 use armored_tools::sync_bench::{plot, run, SyncConfig, SyncRow};
 use clap::Parser;
 
@@ -14,9 +14,6 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Kafka bootstrap servers (default from AT__KAFKA__BROKERS or 127.0.0.1:9092).
-    #[arg(long)]
-    brokers: Option<String>,
     /// Devices publishing, spread evenly over the twins.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     devices: u64,
@@ -53,22 +50,8 @@ struct Args {
     /// Only draw the plot again from a JSON file this bench wrote (the SVG goes beside it).
     #[arg(long, value_name = "JSON")]
     replot: Option<PathBuf>,
-    /// Scratch directory (default: a new one under $AT_STATE_DIR).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Where at-ingest and at-reencrypt are (default: next to at-sync-bench).
-    #[arg(long)]
-    bin_dir: Option<PathBuf>,
-    #[arg(long, env = "AT_MQTT_HOST", default_value = "127.0.0.1")]
-    mqtt_host: String,
-    #[arg(long, env = "AT_MQTT_PORT", default_value_t = 1883)]
-    mqtt_port: u16,
-    /// The bridges' MQTT password.
-    #[arg(long, env = "AT_MQTT_INGEST_PASSWORD", hide_env_values = true)]
-    ingest_password: Option<String>,
-    /// The infra/ directory (for mqtt-user.sh and kafka-acl.sh).
-    #[arg(long, env = "AT_INFRA_DIR", default_value = "infra")]
-    infra_dir: PathBuf,
+    #[command(flatten)]
+    site: SiteArgs,
 }
 
 #[tokio::main]
@@ -88,12 +71,6 @@ async fn bench() -> anyhow::Result<()> {
         println!("wrote {}", svg.display());
         return Ok(());
     }
-    let state = PathBuf::from(std::env::var("AT_STATE_DIR").unwrap_or_else(|_| ".".into()));
-    let exe = std::env::current_exe()?;
-    let brokers = Ctl::connect(a.brokers.as_deref(), None, OWNER_PRINCIPAL)?
-        .kafka
-        .brokers
-        .clone();
     let mut cfg = SyncConfig {
         devices: a.devices as usize,
         twins: a.twins as usize,
@@ -104,21 +81,7 @@ async fn bench() -> anyhow::Result<()> {
         receivers: a.receivers,
         latency: !a.no_latency,
         latency_rate: a.latency_rate.map(|r| r as f64),
-        bin_dir: a
-            .bin_dir
-            .or_else(|| exe.parent().map(PathBuf::from))
-            .unwrap_or_default(),
-        dir: a.dir.unwrap_or_else(|| {
-            state.join(format!("sync-bench-{}", armored_base::time::now_ms() / 1000))
-        }),
-        infra_dir: a.infra_dir,
-        state_dir: state,
-        brokers,
-        mqtt_host: a.mqtt_host,
-        mqtt_port: a.mqtt_port,
-        ingest_password: a.ingest_password.ok_or_else(|| {
-            anyhow::anyhow!("no bridge password: --ingest-password or AT_MQTT_INGEST_PASSWORD (infra/env.sh exports it)")
-        })?,
+        site: a.site.resolve("sync-bench")?,
         out: a.out,
     };
     if a.smoke {

@@ -139,22 +139,15 @@ pub async fn run(
     let mut bridge_users = Vec::new();
     for i in 0..topo.bridges {
         let user = format!("bench-sync-{tag}-{i}");
-        procs::add_mqtt_bridge(&cfg.infra_dir, &user, &cfg.ingest_password)?;
+        procs::add_mqtt_bridge(&cfg.site.infra_dir, &user, &cfg.site.ingest_password)?;
         let addr = free_addr()?;
-        let mut c = crate::bench::configs::ingest_at(
-            &cfg.mqtt_host,
-            cfg.mqtt_port,
-            &cfg.ingest_password,
-            kafka,
-            &user,
-            addr,
-        )?;
+        let mut c = crate::bench::configs::ingest(&cfg.site, kafka, &user, addr)?;
         c.ingest.downlink_group = format!("ingest-sync-down-{tag}");
         if topo.bridges > 1 {
             c.ingest.shared_group = format!("bench-{tag}");
         }
         bridges.push(Service::start(
-            &cfg.bin_dir,
+            &cfg.site.bin_dir,
             "at-ingest",
             &c,
             &dir.join(format!("ingest-{i}.toml")),
@@ -169,7 +162,7 @@ pub async fn run(
     for i in 0..topo.workers {
         let addr = free_addr()?;
         workers.push(Service::start(
-            &cfg.bin_dir,
+            &cfg.site.bin_dir,
             "at-reencrypt",
             &crate::bench::configs::worker(kafka, &group, &dir.join(format!("worker-{i}")), addr)?,
             &dir.join(format!("reencrypt-{i}.toml")),
@@ -243,9 +236,14 @@ pub async fn run(
     let mut clients = Vec::new();
     for d in devices {
         let n = downlink.clone();
-        let (c, task) = client(&cfg.mqtt_host, cfg.mqtt_port, &d.login, move |_| {
-            n.fetch_add(1, Ordering::Relaxed);
-        });
+        let (c, task) = client(
+            &cfg.site.mqtt_host,
+            cfg.site.mqtt_port,
+            &d.login,
+            move |_| {
+                n.fetch_add(1, Ordering::Relaxed);
+            },
+        );
         c.subscribe(&d.down, QoS::AtLeastOnce).await?;
         clients.push((c, task));
     }
@@ -311,17 +309,9 @@ pub async fn run(
     wait_all(total_for(warm), "warm-up").await?;
 
     // Maximum rate.
-    let brokers = procs::broker_pids(&cfg.state_dir);
+    let brokers = procs::broker_pids(&cfg.site.state_dir);
     let cpu0 = snapshot(&bridges, &workers, &brokers);
-    let deliveries0 = sum_metric(&workers, "at_reencrypt_deliveries_total").await;
-    let mut in0 = Vec::new();
-    for w in &workers {
-        in0.push(w.metric("at_reencrypt_messages_in_total").await);
-    }
-    let mut up0 = Vec::new();
-    for b in &bridges {
-        up0.push(b.metric("at_ingest_messages_in_total{path=\"up\"}").await);
-    }
+    let counts0 = Counts::read(&bridges, &workers).await;
     let pace = Arc::new(Pace::new(cfg.backlog, counters.clone(), total_for(warm)));
     let t0 = Instant::now();
     let tasks = publish(warm..warm + max_n, pace, None);
@@ -331,15 +321,10 @@ pub async fn run(
         t.await??;
     }
     let cpu1 = snapshot(&bridges, &workers, &brokers);
-    let deliveries1 = sum_metric(&workers, "at_reencrypt_deliveries_total").await;
-    let mut per_worker = Vec::new();
-    for (w, before) in workers.iter().zip(&in0) {
-        per_worker.push(w.metric("at_reencrypt_messages_in_total").await - before);
-    }
-    let mut per_bridge = Vec::new();
-    for (b, before) in bridges.iter().zip(&up0) {
-        per_bridge.push(b.metric("at_ingest_messages_in_total{path=\"up\"}").await - before);
-    }
+    let counts1 = Counts::read(&bridges, &workers).await;
+    let minus = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a - b).collect::<Vec<f64>>();
+    let per_worker = minus(&counts1.per_worker, &counts0.per_worker);
+    let per_bridge = minus(&counts1.per_bridge, &counts0.per_bridge);
     let changes = total_for(max_n);
     let rate = changes as f64 / secs;
     println!(
@@ -416,12 +401,12 @@ pub async fn run(
     for u in &bridge_users {
         for part in ["up", "down"] {
             let user = format!("{u}-{part}");
-            logins.push((user.clone(), cfg.ingest_password.clone(), user));
+            logins.push((user.clone(), cfg.site.ingest_password.clone(), user));
         }
     }
     let broker = crate::bench::fleet::Broker {
-        host: cfg.mqtt_host.clone(),
-        port: cfg.mqtt_port,
+        host: cfg.site.mqtt_host.clone(),
+        port: cfg.site.mqtt_port,
     };
     crate::bench::fleet::forget_sessions(&broker, &logins).await;
 
@@ -450,7 +435,7 @@ pub async fn run(
         latency,
         duplicates,
         device_deliveries: downlink.load(Ordering::Relaxed),
-        deliveries_per_change: (deliveries1 - deliveries0) / changes as f64,
+        deliveries_per_change: (counts1.deliveries - counts0.deliveries) / changes as f64,
         per_bridge,
         per_worker,
     })
@@ -474,31 +459,53 @@ fn snapshot(bridges: &[Service], workers: &[Service], brokers: &[(String, u32)])
     }
 }
 
-/// The workers' service deliveries' end-to-end histogram: (sum in s, count).
-async fn cloud_latency(workers: &[Service]) -> (f64, f64) {
-    let mut sum = 0.0;
-    let mut count = 0.0;
-    for s in workers {
-        sum += s
-            .metric("at_reencrypt_end_to_end_seconds_sum{kind=\"service\"}")
-            .await;
-        count += s
-            .metric("at_reencrypt_end_to_end_seconds_count{kind=\"service\"}")
-            .await;
+/// The value of `sample` at each of `services`.
+async fn each(services: &[Service], sample: &str) -> Vec<f64> {
+    let mut v = Vec::with_capacity(services.len());
+    for s in services {
+        v.push(s.metric(sample).await);
     }
-    (sum, count)
+    v
 }
 
-async fn sum_metric(services: &[Service], family: &str) -> f64 {
-    let mut n = 0.0;
-    for s in services {
-        for line in s.samples(family).await {
-            if let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-                n += v;
-            }
+/// The workers' service deliveries' end-to-end histogram: (sum in s, count).
+async fn cloud_latency(workers: &[Service]) -> (f64, f64) {
+    let h = "at_reencrypt_end_to_end_seconds";
+    (
+        each(workers, &format!("{h}_sum{{kind=\"service\"}}"))
+            .await
+            .iter()
+            .sum(),
+        each(workers, &format!("{h}_count{{kind=\"service\"}}"))
+            .await
+            .iter()
+            .sum(),
+    )
+}
+
+/// Counters read at both ends of the maximum-rate phase.
+struct Counts {
+    /// Deliveries the workers produced, every kind.
+    deliveries: f64,
+    /// Records each worker consumed.
+    per_worker: Vec<f64>,
+    /// Uplinks each bridge took.
+    per_bridge: Vec<f64>,
+}
+
+impl Counts {
+    async fn read(bridges: &[Service], workers: &[Service]) -> Self {
+        let mut deliveries = 0.0;
+        for kind in ["device", "service", "mpc-node"] {
+            let sample = format!("at_reencrypt_deliveries_total{{kind=\"{kind}\"}}");
+            deliveries += each(workers, &sample).await.iter().sum::<f64>();
+        }
+        Self {
+            deliveries,
+            per_worker: each(workers, "at_reencrypt_messages_in_total").await,
+            per_bridge: each(bridges, "at_ingest_messages_in_total{path=\"up\"}").await,
         }
     }
-    n
 }
 
 /// The devices of `fleet` (for the raw run): each login and its uplink topic.
